@@ -123,7 +123,9 @@ def _toml_problem(message: str, file: str) -> ConfigProblem:
         keys = [k.strip(" '\"") for k in dup.group(1).split(",") if k.strip()]
         dotted = ".".join(keys)
         if len(keys) == 2 and keys[0] == "machines":
-            return ConfigProblem(file, line, dotted, f"duplicate machine {keys[1]!r}: declared twice")
+            return ConfigProblem(
+                file, line, dotted, f"duplicate machine {keys[1]!r}: declared twice"
+            )
         return ConfigProblem(file, line, dotted, "declared twice")
     return ConfigProblem(file, line, "", f"invalid TOML: {text}")
 
@@ -133,10 +135,7 @@ def _walk(data: Any, loc: tuple[int | str, ...]) -> tuple[list[str | int], Any]:
     path: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if _has(node, part):
             node = node[part]
             path.append(part)
         elif i == len(loc) - 1 or not isinstance(node, dict):
@@ -146,6 +145,12 @@ def _walk(data: Any, loc: tuple[int | str, ...]) -> tuple[list[str | int], Any]:
     return path, node
 
 
+def _has(node: Any, part: int | str) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and part < len(node)
+
+
 def _dotted(path: list[str | int]) -> str:
     out = ""
     for part in path:
@@ -153,7 +158,9 @@ def _dotted(path: list[str | int]) -> str:
     return out
 
 
-def _problem(err: Any, data: Any, lines: dict[tuple[str | int, ...], int], file: str) -> ConfigProblem:
+def _problem(
+    err: Any, data: Any, lines: dict[tuple[str | int, ...], int], file: str
+) -> ConfigProblem:
     path, _ = _walk(data, tuple(err["loc"]))
     line = _find_line(lines, path)
     kind = err["type"]

@@ -200,7 +200,8 @@ class OrchConfig(Strict):
         for name in value:
             if not NAME_RE.match(name):
                 raise ValueError(
-                    f"machine name {name!r}: use letters, digits, '-' and '_', starting alphanumeric"
+                    f"machine name {name!r}: use letters, digits, '-' and '_', "
+                    "starting alphanumeric"
                 )
             folded = name.lower()
             if folded in seen:

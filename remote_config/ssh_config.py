@@ -81,8 +81,14 @@ def render_config(entries: list[HostEntry]) -> str:
     return HEADER + "\n" + "\n".join(blocks)
 
 
-def ssh_argv(config_file: str, alias: str, remote_command: str | None = None,
-             *, tty: bool = False, extra: tuple[str, ...] = ()) -> list[str]:
+def ssh_argv(
+    config_file: str,
+    alias: str,
+    remote_command: str | None = None,
+    *,
+    tty: bool = False,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     """argv for OpenSSH through the managed config (`-F`, so ~/.ssh/config is not read)."""
     argv = ["ssh", "-F", config_file, *extra]
     if tty:

@@ -8,6 +8,7 @@ their state files, so any number of Orchestrators can coexist without starting d
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,8 @@ class Orchestrator:
     async def down(self, machine: str | None = None) -> MachineInfo:
         provider = self.provider(machine)
         with_target = None
-        try:
+        with contextlib.suppress(OrchError):
             with_target = await provider.ssh_target()
-        except OrchError:
-            pass
         if with_target is not None:
             self.pool.drop(with_target.alias)
         return await provider.down()
@@ -144,15 +143,19 @@ class Orchestrator:
         write_managed_config(self.layout, [host_entry(self.layout, target, self._forwards(name))])
         return self.layout.ssh_config
 
-    async def ssh_argv(self, machine: str | None = None, command: list[str] | None = None,
-                       *, tty: bool | None = None) -> list[str]:
+    async def ssh_argv(
+        self,
+        machine: str | None = None,
+        command: list[str] | None = None,
+        *,
+        tty: bool | None = None,
+    ) -> list[str]:
         """argv running OpenSSH to the machine through the managed config."""
         name = self.machine_name(machine)
         target = await self.ssh_target(name)
         await self.write_ssh_config(name)
         remote = " ".join(command) if command else None
-        return ssh_argv(str(self.layout.ssh_config), target.alias, remote,
-                        tty=bool(tty))
+        return ssh_argv(str(self.layout.ssh_config), target.alias, remote, tty=bool(tty))
 
     async def close(self) -> None:
         await self.pool.close()

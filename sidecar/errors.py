@@ -90,8 +90,14 @@ class PortBusy(Conflict):
 
 
 class RemoteCommandFailed(OrchError):
-    def __init__(self, message: str, hint: str | None = None, *, exit_status: int | None = None,
-                 stderr: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        exit_status: int | None = None,
+        stderr: str = "",
+    ) -> None:
         super().__init__(message, hint)
         self.exit_status = exit_status
         self.stderr = stderr

@@ -1,10 +1,10 @@
 """Where orch keeps its state under `$ORCH_HOME`: one place that names every path.
 
-    $ORCH_HOME/                 0700
-      keys/id_ed25519{,.pub}    orch's client key (0600)
-      ssh/known_hosts           pinned host keys, one line per machine alias
-      ssh/config                the managed ssh config (Host blocks orch renders)
-      machines/NAME/            per-machine state (the local machine's keys, home, pid state)
+$ORCH_HOME/                 0700
+  keys/id_ed25519{,.pub}    orch's client key (0600)
+  ssh/known_hosts           pinned host keys, one line per machine alias
+  ssh/config                the managed ssh config (Host blocks orch renders)
+  machines/NAME/            per-machine state (the local machine's keys, home, pid state)
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Layout:
         if len(str(preferred)) <= _MAX_CONTROL_DIR:
             return preferred
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:10]
-        return Path(f"/tmp/orch-{os.getuid()}-{digest}")
+        return Path(f"/tmp/orch-{os.getuid()}-{digest}")  # noqa: S108 (0700, owner checked)
 
     def machine_dir(self, name: str) -> Path:
         return self.home / "machines" / name

@@ -24,7 +24,10 @@ def orch_home() -> Path:
 def secure_dir(path: Path) -> Path:
     """Create `path` (and parents) 0700, tightening an existing folder's mode."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
+    info = path.lstat()
+    if info.st_uid != os.getuid() or not os.path.isdir(path) or os.path.islink(path):
+        raise PermissionError(f"{path} is not a folder owned by this user; refusing to use it")
+    if info.st_mode & 0o077:
         path.chmod(0o700)
     return path
 

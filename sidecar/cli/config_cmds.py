@@ -27,8 +27,10 @@ async def cmd_show(orch: Orchestrator, args: argparse.Namespace) -> int:
         print_json(shown)
         return 0
     print(f"# file: {shown['file'] or '(none: defaults)'}")
-    print(f"# project: {shown['project_name']}  local: {shown['local_dir']}  "
-          f"remote: {shown['remote_dir']}")
+    print(
+        f"# project: {shown['project_name']}  local: {shown['local_dir']}  "
+        f"remote: {shown['remote_dir']}"
+    )
     print(_to_toml(shown["config"]))
     return 0
 
@@ -54,7 +56,9 @@ def _toml_value(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        return (
+            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
     return json.dumps(str(value))
 
 

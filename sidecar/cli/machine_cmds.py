@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status.set_defaults(handler=cmd_status)
 
     ssh = sub.add_parser(
-        "ssh", help="open a shell, or run a command, on the machine with OpenSSH",
+        "ssh",
+        help="open a shell, or run a command, on the machine with OpenSSH",
         description="Runs the real OpenSSH client through orch's managed config. "
         "Everything after `--` is the remote command (as with ssh, joined by spaces).",
     )
@@ -75,9 +76,20 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
         print_json(status)
         return 0
     m = status.machine
-    print(table(["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"],
-                [[m.name, m.kind, m.state, m.address or "-",
-                  human_duration(m.uptime_s) if m.uptime_s is not None else "-"]]))
+    print(
+        table(
+            ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"],
+            [
+                [
+                    m.name,
+                    m.kind,
+                    m.state,
+                    m.address or "-",
+                    human_duration(m.uptime_s) if m.uptime_s is not None else "-",
+                ]
+            ],
+        )
+    )
     if m.detail:
         print(f"note: {m.detail}")
     return 0
@@ -90,5 +102,5 @@ async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:
     argv = await orch.ssh_argv(args.machine, command or None, tty=args.tty)
     await orch.close()
     sys.stdout.flush()
-    os.execvp(argv[0], argv)
+    os.execvp(argv[0], argv)  # noqa: S606 (argv list built by ssh_argv, no shell)
     return 0  # not reached

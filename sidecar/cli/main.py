@@ -30,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Set ORCH_DEBUG=1 for tracebacks. Docs: docs/cli.md",
     )
     parser.add_argument("--version", action="version", version=f"orch {__version__}")
-    parser.add_argument("-C", "--project-dir", type=Path, default=None,
-                        help="run as if started in this folder")
+    parser.add_argument(
+        "-C", "--project-dir", type=Path, default=None, help="run as if started in this folder"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in AREAS:
         importlib.import_module(f"sidecar.cli.{area}").register(sub)
@@ -82,8 +83,10 @@ def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int
     except Exception as exc:
         if debug:
             raise
-        error(f"internal error: {type(exc).__name__}: {exc}",
-              "this is a bug in orch; rerun with ORCH_DEBUG=1 for a traceback and report it")
+        error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in orch; rerun with ORCH_DEBUG=1 for a traceback and report it",
+        )
         return EXIT_FAILED
 
 

@@ -33,7 +33,7 @@ class SSHHostProvider(Provider):
         elif keys.pinned_key(self.layout, self.alias) is None:
             raise HostKeyMismatch(
                 f"no host key is pinned for machine {self.name!r} ({self.spec.host})",
-                hint="add host_key = \"ssh-ed25519 AAAA…\" to its [machines] section, copied "
+                hint='add host_key = "ssh-ed25519 AAAA…" to its [machines] section, copied '
                 "from the server itself (/etc/ssh/ssh_host_ed25519_key.pub), not from the network",
             )
 
@@ -43,7 +43,7 @@ class SSHHostProvider(Provider):
             _, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.spec.host, self.spec.port), timeout=5
             )
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return False, 0.0
         writer.close()
         return True, time.monotonic() - started

@@ -49,11 +49,7 @@ def pin_host_key(layout: Layout, alias: str, public_key: str) -> None:
     algorithm, blob = _key_fields(public_key)
     path = layout.known_hosts
     with file_lock(layout.ssh_dir / ".known_hosts.lock"):
-        kept = [
-            line
-            for line in _read_lines(path)
-            if not line.strip() or line.split()[0] != alias
-        ]
+        kept = [line for line in _read_lines(path) if not line.strip() or line.split()[0] != alias]
         kept.append(f"{alias} {algorithm} {blob}")
         atomic_write(path, "\n".join(kept) + "\n", mode=0o600)
 

@@ -8,8 +8,9 @@ from sidecar.machines.base import SSHTarget
 from sidecar.state import atomic_write, file_lock, secure_dir
 
 
-def host_entry(layout: Layout, target: SSHTarget,
-               forwards: tuple[LocalForwardSpec, ...] = ()) -> HostEntry:
+def host_entry(
+    layout: Layout, target: SSHTarget, forwards: tuple[LocalForwardSpec, ...] = ()
+) -> HostEntry:
     return HostEntry(
         alias=target.alias,
         hostname=target.host,

@@ -70,7 +70,7 @@ async def open_connection(target: SSHTarget) -> asyncssh.SSHClientConnection:
             f"authentication to {where} failed with key {target.identity_file}",
             hint="make sure the public key (.pub beside it) is in the remote authorized_keys",
         ) from exc
-    except (asyncio.TimeoutError, TimeoutError) as exc:
+    except TimeoutError as exc:
         raise ConnectTimeout(
             f"connecting to {where} timed out after {CONNECT_TIMEOUT_S:.0f} s",
             hint="check the machine is running (orch status) and the network path",
@@ -101,8 +101,15 @@ class ConnectionPool:
             self._conns[target.alias] = conn
             return conn
 
-    async def run(self, target: SSHTarget, command: str, *, check: bool = False,
-                  input: str | None = None, timeout: float | None = None) -> RunResult:
+    async def run(
+        self,
+        target: SSHTarget,
+        command: str,
+        *,
+        check: bool = False,
+        input: str | None = None,
+        timeout: float | None = None,
+    ) -> RunResult:
         import asyncssh
 
         started = time.perf_counter()

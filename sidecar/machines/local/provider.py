@@ -116,27 +116,42 @@ class LocalProvider(Provider):
         return 0, None
 
     async def _spawn(self, port: int) -> int:
-        argv = [sys.executable, "-m", "sidecar.machines.local.server",
-                "--root", str(self.root), "--port", str(port), "--detach"]
+        argv = [
+            sys.executable,
+            "-m",
+            "sidecar.machines.local.server",
+            "--root",
+            str(self.root),
+            "--port",
+            str(port),
+            "--detach",
+        ]
         env = dict(os.environ)
         env["PYTHONPATH"] = _package_root() + os.pathsep + env.get("PYTHONPATH", "")
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
-            raise OrchError("the local machine did not start within 20 s",
-                            hint=f"see {self.root / 'server.log'}") from None
+            raise OrchError(
+                "the local machine did not start within 20 s",
+                hint=f"see {self.root / 'server.log'}",
+            ) from None
         message = out.decode().strip()
         if proc.returncode != 0 or not message.startswith("ok "):
             detail = message.removeprefix("error: ") or err.decode().strip()[-500:]
             hint = f"see {self.root / 'server.log'}"
             if port and "in use" in detail.lower():
-                hint = (f"another program uses port {port}; free it or set another "
-                        "[machines.local] port in orch.toml")
+                hint = (
+                    f"another program uses port {port}; free it or set another "
+                    "[machines.local] port in orch.toml"
+                )
             raise OrchError(f"the local machine failed to start: {detail}", hint=hint)
         return int(message.split()[1])
 

@@ -140,13 +140,12 @@ class Session:
         )
         assert child.stdin and child.stdout and child.stderr
         feeder = asyncio.create_task(self._feed(child))
-        outputs = asyncio.gather(
+        outputs: asyncio.Future[Any] = asyncio.gather(
             self._drain(child.stdout, self.process.stdout),
             self._drain(child.stderr, self.process.stderr),
         )
         closed = asyncio.create_task(self.process.channel.wait_closed())
-        done, _ = await asyncio.wait({asyncio.ensure_future(outputs), closed},
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({outputs, closed}, return_when=asyncio.FIRST_COMPLETED)
         if closed in done:  # the client went away: hang up the command's process group
             _signal_group(child.pid, signal.SIGHUP)
         code = await child.wait()
@@ -240,7 +239,7 @@ class Session:
             except asyncssh.SignalReceived as sig:
                 _signal_group(pid, getattr(signal, "SIG" + sig.signal, signal.SIGTERM))
                 continue
-            except (asyncssh.BreakReceived,):
+            except asyncssh.BreakReceived:
                 continue
             except asyncssh.Error:
                 return
@@ -349,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orch-local-machine")
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--detach", action="store_true", help="daemonize; print 'ok PORT' when ready")
+    parser.add_argument(
+        "--detach", action="store_true", help="daemonize; print 'ok PORT' when ready"
+    )
     args = parser.parse_args(argv)
     root: Path = args.root.absolute()
     notify_fd: int | None = None
