@@ -184,6 +184,11 @@ def _problem(
         message = _clean_message(err["msg"])
         if "input" in err and not isinstance(err["input"], dict | list):
             message += f" (got {err['input']!r})"
+    if path == ["machines"]:  # a problem with a machine's name: point at its table
+        for name in reversed(re.findall(r"'([^']+)'", message)):
+            line = lines.get(("machines", name), line)
+            if ("machines", name) in lines:
+                break
     return ConfigProblem(file, line, _dotted(path), message)
 
 
