@@ -27,7 +27,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.orch-stamp 2>/dev/null)" != "$st
   rm -rf .venv
   "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -vE "^WARNING: Location|^\s*$" || true
+  # compat mode: a plain path entry, no import-hook finder on every start (faster cold start)
+  .venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat 2>&1 | grep -vE "^WARNING: Location|^\s*$" || true
   .venv/bin/python -c 'import sidecar, asyncssh, pygls, pytest_lsp' 
   echo "$stamp" > .venv/.orch-stamp
 fi

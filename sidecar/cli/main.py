@@ -8,7 +8,6 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 orch.toml invalid, 4 not found (job, mach
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Callable
@@ -57,6 +56,8 @@ def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int
     from sidecar.app import Orchestrator
     from sidecar.cli.output import error
     from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
+
+    import asyncio
 
     debug = os.environ.get("ORCH_DEBUG") == "1"
 
