@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import emit, orch_env, summary_ms  # noqa: E402
+from bench.common import emit, orch_env, summary_ms
 
 N = 20
 

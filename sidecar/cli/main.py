@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int:
+    import asyncio
+
     from sidecar.app import Orchestrator
     from sidecar.cli.output import error
     from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
-
-    import asyncio
 
     debug = os.environ.get("ORCH_DEBUG") == "1"
 
