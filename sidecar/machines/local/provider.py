@@ -159,7 +159,7 @@ class LocalProvider(Provider):
         with file_lock(self.root / "up.lock") if self.root.exists() else contextlib.nullcontext():
             state, note = self._live_state()
             if state is None:
-                return self._info(None, note or "already stopped")
+                return self._info(None, note or "it was not running")
             pid = int(state["pid"])
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -169,7 +169,7 @@ class LocalProvider(Provider):
                 await _wait_gone(pid, STOP_TIMEOUT_S)
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "state.json").unlink()
-            return self._info(None, "stopped")
+            return self._info(None)
 
     async def ssh_target(self) -> SSHTarget:
         state, _ = self._live_state()
