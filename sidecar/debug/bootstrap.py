@@ -76,8 +76,7 @@ async def ensure_debugpy(
             check=False,
         )
         if result.exit_status != 0:
-            raise RemoteCommandFailed(
-                f"could not unpack debugpy on {target.alias}: "
-                f"{(result.stderr or b'').decode(errors='replace')[-300:]}",
-            )
+            stderr = result.stderr or b""
+            text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+            raise RemoteCommandFailed(f"could not unpack debugpy on {target.alias}: {text[-300:]}")
     return DebugpyOnRemote(python, version, f"$HOME/{folder}")
