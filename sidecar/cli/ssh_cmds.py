@@ -10,7 +10,7 @@ from sidecar.errors import UsageError
 from sidecar.ssh.config_service import SshConfigResult
 from sidecar.ssh.forwards import PortsResult
 
-Sub = argparse._SubParsersAction  # type: ignore[type-arg]
+Sub = argparse._SubParsersAction
 
 
 def _verb(group: Sub, name: str, help: str, handler: object) -> argparse.ArgumentParser:
