@@ -77,6 +77,8 @@ def _print_config(result: SshConfigResult, verb: str) -> None:
         print(f"hosts: {', '.join(result.hosts)}")
     if result.backup:
         print(f"backup of your original file: {result.backup}")
+    for skipped in result.skipped:
+        print(f"note: {skipped}")
     for warning in result.warnings:
         print(f"warning: {warning}")
 

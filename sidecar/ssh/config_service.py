@@ -25,6 +25,9 @@ class SshConfigResult(BaseModel):
     changed: bool = False
     backup: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(
+        default_factory=list, description="machines not written (not running, no host key)"
+    )
     text: str | None = None
 
 
@@ -63,9 +66,9 @@ def write(layout: Layout, entries: list[HostEntry], skipped: list[str]) -> SshCo
     edit = user_config.install_include(
         layout, layout.ssh_config, alias=hosts[0] if hosts else user_config.VALIDATE_ALIAS
     )
-    result = _result(layout, changed=changed or edit.changed)
+    result = _result(layout, changed=changed or edit.changed, skipped=skipped)
     result.backup = str(edit.backup) if edit.backup else None
-    result.warnings = [*skipped, *edit.warnings, *_include_warning(result.include, layout)]
+    result.warnings = [*edit.warnings, *_include_warning(result.include, layout)]
     result.warnings += user_config.override_warnings(layout.ssh_config, hosts)
     return result
 
