@@ -32,7 +32,9 @@ from tests.helpers import Sshd, free_port, run_orch, stop_pid, wait_port
 
 pytestmark = pytest.mark.integration
 
-HOSTILE = b"# my config\r\nHost *\r\n  ControlMaster no\r\n  StrictHostKeyChecking no\r\n  Port 1\r\n"
+HOSTILE = (
+    b"# my config\r\nHost *\r\n  ControlMaster no\r\n  StrictHostKeyChecking no\r\n  Port 1\r\n"
+)
 WRONG_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc4k5mK0f5uQj5C8a1m6yU9Zq4b1n0yVv6l0l3cF0Fh"
 
 
@@ -47,8 +49,9 @@ def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _ssh(config: Path, alias: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ssh", "-F", str(config), *args, alias] if args and args[0] == "-O" else
-        ["ssh", "-F", str(config), *args[:-1], alias, "--", args[-1]],
+        ["ssh", "-F", str(config), *args, alias]
+        if args and args[0] == "-O"
+        else ["ssh", "-F", str(config), *args[:-1], alias, "--", args[-1]],
         capture_output=True,
         text=True,
         timeout=30,
