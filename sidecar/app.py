@@ -133,7 +133,9 @@ class Orchestrator:
 
     async def status(self, machine: str | None = None) -> OrchStatus:
         info = await self.machine_status(machine)
-        ports = (await self.ports_list(machine)).ports
+        ports: list[PortForwardInfo] = []
+        with contextlib.suppress(OrchError):  # a machine without a known alias has none
+            ports = (await self.ports_list(machine)).ports
         return OrchStatus(machine=info, ports=[p.model_dump(mode="json") for p in ports])
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
