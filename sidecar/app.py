@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +24,9 @@ from sidecar.errors import NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from sidecar.sync.service import SyncStatus
 
 
 class OrchStatus(BaseModel):
@@ -121,7 +125,10 @@ class Orchestrator:
         return await self.provider(machine).status()
 
     async def status(self, machine: str | None = None) -> OrchStatus:
-        return OrchStatus(machine=await self.machine_status(machine))
+        sync = await self.sync_status(machine)
+        return OrchStatus(
+            machine=await self.machine_status(machine), sync=sync.model_dump(mode="json")
+        )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -156,6 +163,50 @@ class Orchestrator:
         await self.write_ssh_config(name)
         remote = " ".join(command) if command else None
         return ssh_argv(str(self.layout.ssh_config), target.alias, remote, tty=bool(tty))
+
+    # -- sync ---------------------------------------------------------------------------------
+    async def sync_start(
+        self,
+        foreground: bool = False,
+        machine: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> SyncStatus:
+        """Start watching and syncing (the background process, or this one if `foreground`)."""
+        from sidecar.sync import control
+
+        return await control.start(
+            self, self.machine_name(machine), foreground=foreground, progress=progress
+        )
+
+    async def sync_stop(self, machine: str | None = None) -> SyncStatus:
+        from sidecar.sync import control
+
+        return await control.stop(self, self.machine_name(machine))
+
+    async def sync_status(self, machine: str | None = None) -> SyncStatus:
+        from sidecar.sync.service import read_status
+
+        return read_status(self, self.machine_name(machine))
+
+    async def sync_now(
+        self, machine: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> SyncStatus:
+        """A full reconcile now (by the running watcher, or here when none runs)."""
+        from sidecar.sync import control
+
+        return await control.now(self, self.machine_name(machine), progress)
+
+    async def sync_resolve(self, paths: list[str], machine: str | None = None) -> SyncStatus:
+        """Forget recorded conflicts (all when `paths` is empty)."""
+        from sidecar.sync import control
+
+        return control.resolve(self, self.machine_name(machine), paths)
+
+    async def prepare_snapshot(self, machine: str | None = None) -> tuple[str, int]:
+        """(remote path, generation) of a hard-linked snapshot of the synced tree."""
+        from sidecar.sync.snapshot import prepare_snapshot
+
+        return await prepare_snapshot(self, self.machine_name(machine))
 
     async def close(self) -> None:
         await self.pool.close()
