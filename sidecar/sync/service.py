@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from sidecar.errors import ConnectionFailed, OrchError
-from sidecar.state import is_locked, pid_alive, read_json, secure_dir, write_json
+from sidecar.state import is_locked, pid_alive, read_json, secure_dir
 from sidecar.sync.remote import HelperGone
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class Owner:
         if self.status.state == "idle" and self.status.conflicts:
             self.status.state = "conflict"
         self.status.detail = detail
-        write_json(self.folder / "state.json", self.status.model_dump(mode="json"))
+        _write_state(self.folder / "state.json", self.status.model_dump_json(indent=2))
 
     def _absorb(self, result: BatchResult) -> None:
         for c in result.conflicts:
@@ -238,7 +238,6 @@ class Owner:
         self.wakeup.clear()
         batch, self.dirty = self.dirty, set()
         try:
-            self.publish("syncing")
             result = await self.engine.sync_paths(batch)
         except BaseException:
             self.dirty |= batch  # nothing is lost: the batch is retried after a reconnect
@@ -294,6 +293,15 @@ class Owner:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGUSR1, self.full_requested.set)
+
+
+def _write_state(path: Path, text: str) -> None:
+    """Replace the state file atomically; no fsync: it is status, rewritten after each batch."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def claim(folder: Path) -> int:
