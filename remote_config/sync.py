@@ -29,11 +29,12 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (".git/", "node_modules/", "__pycache__/", "
 ALWAYS_EXCLUDES: tuple[str, ...] = ("/.orch/", "*.orch-conflict-*", ".*.orch-tmp")
 IGNORE_FILES: tuple[str, ...] = (".gitignore", ".orchignore")
 CONFLICT_MARK = ".orch-conflict-"
+RSYNC_OUT_PREFIX = "orch-sent"
 
 # Crossover between the helper (one round trip, bytes through asyncssh) and rsync
 # (--files-from through ControlMaster, ~60-80 ms fixed cost but faster bulk transfer and delta
 # encoding). Measured by bench/sync_crossover.py; see docs/sync.md.
-SMALL_BATCH_MAX_FILES = 200
+SMALL_BATCH_MAX_FILES = 1000
 SMALL_BATCH_MAX_BYTES = 8 * 1024 * 1024
 SMALL_FILE_MAX_BYTES = 4 * 1024 * 1024
 
@@ -267,6 +268,10 @@ def rsync_argv(
         # No group/owner games on the remote; the remote user owns what orch writes.
         "--no-owner",
         "--no-group",
+        # rsync's whole-file checksum of what it actually sent, printed per file: the
+        # manifest records exactly the remote's content without reading the files twice.
+        "--checksum-choice=md5",
+        f"--out-format={RSYNC_OUT_PREFIX} %C %n",
         # The managed config: pinned host key, ControlMaster (no new handshake per call).
         "-e",
         f"ssh -F {shlex.quote(ssh_config)}",
@@ -277,6 +282,17 @@ def rsync_argv(
         argv.append("--info=progress2")  # one line of overall progress for the bar
     argv += [local_dir.rstrip("/") + "/", f"{alias}:{remote_rsync_path(remote_dir)}/"]
     return argv
+
+
+def parse_rsync_sent(line: str) -> tuple[str, str] | None:
+    """(path, md5) from an `--out-format` line; None for other lines and for folders."""
+    if not line.startswith(RSYNC_OUT_PREFIX + " "):
+        return None
+    digest, _, name = line[len(RSYNC_OUT_PREFIX) + 1 :].partition(" ")
+    name = name.strip() if not digest else name
+    if not digest or len(digest) != 32 or name.endswith("/"):
+        return None
+    return name, digest
 
 
 def parse_rsync_progress(line: str) -> int | None:
@@ -311,10 +327,15 @@ def send(obj):
     data = json.dumps(obj).encode()
     W.write(struct.pack(">I", len(data)) + data)
     W.flush()
+def md5(data=b""):
+    try:
+        return hashlib.md5(data, usedforsecurity=False)
+    except TypeError:
+        return hashlib.md5(data)
 def digest(p):
     if os.path.islink(p):
-        return hashlib.blake2b(b"link:" + os.readlink(p).encode(), digest_size=16).hexdigest()
-    h = hashlib.blake2b(digest_size=16)
+        return md5(b"link:" + os.readlink(p).encode()).hexdigest()
+    h = md5()
     with open(p, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

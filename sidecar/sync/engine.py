@@ -219,23 +219,20 @@ class SyncEngine:
     async def _first_sync(
         self, files: list[str], dirs: list[str], progress: Progress | None
     ) -> BatchResult:
-        """No manifest yet: copy everything with rsync while hashing in parallel."""
-        stats: dict[str, LocalStat] = {}
+        """No manifest yet: copy everything with rsync; its checksums fill the manifest."""
+        local: dict[str, tuple[LocalFile | None, LocalStat | None]] = {}
         for path in files:
             with contextlib.suppress(OSError):
-                stats[path] = local_stat(os.lstat(os.path.join(self.root, path)))
-        plan = Plan(puts=sorted(stats), mkdirs=dirs)
-        self.manifest.record_dirs(dirs, [])
+                st = os.lstat(os.path.join(self.root, path))
+                local[path] = (Scanner.file_of(st, ""), local_stat(st))
+        plan = Plan(puts=sorted(local), mkdirs=dirs)
         result = BatchResult(transport="rsync", files=len(plan.puts))
         generation = self.manifest.generation + 1
         await self._precheck(plan.puts, {}, {}, result)
-        hashing = asyncio.create_task(asyncio.to_thread(self._hash_many, plan.puts))
-        try:
-            await self._rsync([*dirs, *plan.puts], progress)
-        finally:
-            hashed = await hashing
-        self._record_rsync(plan.puts, stats, hashed, result)
+        sent = await self._rsync([*dirs, *plan.puts], progress)
+        self._record_rsync(plan.puts, local, sent, result)
         await self._request([], generation=generation)
+        self.manifest.record_dirs(dirs, [])
         self.manifest.set_generation(generation)
         return result
 
@@ -360,9 +357,8 @@ class SyncEngine:
     ) -> None:
         hashes = {p: s.hash for p in plan.puts if (s := local[p][0]) is not None}
         await self._precheck(plan.puts, entries, hashes, result)
-        await self._rsync([*plan.mkdirs, *plan.puts], progress)
-        hashed = {p: (s, stats[p]) for p in plan.puts if (s := local[p][0]) is not None}
-        self._record_rsync(plan.puts, stats, hashed, result)
+        sent = await self._rsync([*plan.mkdirs, *plan.puts], progress)
+        self._record_rsync(plan.puts, local, sent, result)
         ops = [{"op": "delete", "path": p, "expect": entries[p].expect()} for p in plan.deletes]
         ops += [{"op": "rmdir", "path": d} for d in plan.rmdirs]
         replies = await self._request(ops, generation=generation)
@@ -370,10 +366,10 @@ class SyncEngine:
             self._note(path, reply, result)
         self.manifest.forget(plan.deletes)
 
-    async def _rsync(self, paths: list[str], progress: Progress | None) -> None:
+    async def _rsync(self, paths: list[str], progress: Progress | None) -> dict[str, str]:
         """rsync `paths` while the helper holds the remote sync lock (taken by _precheck)."""
         try:
-            await run_rsync(
+            return await run_rsync(
                 str(self.layout.ssh_config),
                 self.target.alias,
                 self.root,
@@ -433,28 +429,36 @@ class SyncEngine:
     def _record_rsync(
         self,
         paths: list[str],
-        before: dict[str, LocalStat],
-        hashed: dict[str, tuple[LocalFile, LocalStat]],
+        local: dict[str, tuple[LocalFile | None, LocalStat | None]],
+        sent: dict[str, str],
         result: BatchResult,
     ) -> None:
-        """Manifest rows for files rsync sent; a file that changed meanwhile is uncertain."""
+        """Manifest rows for what rsync sent: its own checksum of the bytes it transferred.
+
+        A file that changed while rsync ran is sent again (`retry`); its hash cache is not
+        kept, so the next look reads it afresh.
+        """
         rows = []
         for path in paths:
+            state, before = local[path]
+            full = os.path.join(self.root, path)
             try:
-                now = local_stat(os.lstat(os.path.join(self.root, path)))
+                now = local_stat(os.lstat(full))
+                digest = sent.get(path)
+                if digest is None and os.path.islink(full):
+                    digest = hash_bytes(b"link:" + os.readlink(full).encode())
             except OSError:
                 result.retry.add(path)
                 continue
-            got = hashed.get(path)
-            if got is None:
+            if state is None or digest is None:
+                result.retry.add(path)
                 continue
-            state, lst = got
-            stable = before.get(path) == lst == now
+            stable = before == now
             rows.append(
                 (
                     path,
-                    Entry(state.size, state.mtime_ns, state.mode, state.hash if stable else None),
-                    lst if stable else None,
+                    Entry(state.size, state.mtime_ns, state.mode, digest),
+                    before if stable else None,
                 )
             )
             if not stable:

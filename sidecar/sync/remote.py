@@ -18,7 +18,12 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from remote_config.sync import helper_command, parse_rsync_progress, rsync_argv
+from remote_config.sync import (
+    helper_command,
+    parse_rsync_progress,
+    parse_rsync_sent,
+    rsync_argv,
+)
 from sidecar.errors import OrchError, Unreachable
 
 if TYPE_CHECKING:
@@ -101,8 +106,11 @@ async def run_rsync(
     remote_dir: str,
     paths: list[str],
     progress: Callable[[int], None] | None = None,
-) -> None:
-    """Copy exactly `paths` (files and folders, relative) with rsync through ControlMaster."""
+) -> dict[str, str]:
+    """Copy exactly `paths` (files and folders) with rsync through ControlMaster.
+
+    Returns path -> md5 of the content rsync sent, for each regular file it transferred.
+    """
     fd, list_file = tempfile.mkstemp(prefix="orch-sync-", suffix=".list")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -118,7 +126,7 @@ async def run_rsync(
         )
         assert proc.stdout is not None and proc.stderr is not None
         errors = asyncio.create_task(proc.stderr.read())
-        await _pump_progress(proc.stdout, progress)
+        sent = await _pump_output(proc.stdout, progress)
         code = await proc.wait()
         stderr = (await errors).decode(errors="replace")
     finally:
@@ -126,7 +134,7 @@ async def run_rsync(
             os.unlink(list_file)
     # 24: some files vanished while rsync ran (a later event re-sends them): not a failure.
     if code in (0, 24):
-        return
+        return sent
     if code == 255 or "connection" in stderr.lower():
         raise HelperGone(f"rsync lost the connection: {stderr.strip()[-300:]}")
     raise OrchError(
@@ -135,16 +143,19 @@ async def run_rsync(
     )
 
 
-async def _pump_progress(
+async def _pump_output(
     stream: asyncio.StreamReader, progress: Callable[[int], None] | None
-) -> None:
+) -> dict[str, str]:
+    sent: dict[str, str] = {}
     buffer = b""
-    while chunk := await stream.read(4096):
-        if progress is None:
-            continue
+    while chunk := await stream.read(65536):
         buffer += chunk
-        *lines, buffer = buffer.replace(b"\r", b"\n").split(b"\n")
-        for line in lines:
-            pct = parse_rsync_progress(line.decode(errors="replace"))
-            if pct is not None:
-                progress(pct)
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            for line in raw.decode(errors="surrogateescape").split("\r"):
+                item = parse_rsync_sent(line)
+                if item is not None:
+                    sent[item[0]] = item[1]
+                elif progress is not None and (pct := parse_rsync_progress(line)) is not None:
+                    progress(pct)
+    return sent

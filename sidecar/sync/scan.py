@@ -20,8 +20,13 @@ from sidecar.sync.manifest import LocalStat
 _CHUNK = 1 << 20
 
 
+def _md5(data: bytes = b"") -> hashlib._Hash:
+    # md5 detects changes (as rsync's own checksums do); it is not a security boundary.
+    return hashlib.md5(data, usedforsecurity=False)
+
+
 def hash_bytes(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return _md5(data).hexdigest()
 
 
 def hash_file(path: str) -> tuple[str, bytes | None, os.stat_result]:
@@ -31,7 +36,7 @@ def hash_file(path: str) -> tuple[str, bytes | None, os.stat_result]:
         if before.st_size <= 4 * _CHUNK:
             data = handle.read()
             return hash_bytes(data), data, before
-        digest = hashlib.blake2b(digest_size=16)
+        digest = _md5()
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
         return digest.hexdigest(), None, before
@@ -141,6 +146,10 @@ class Scanner:
         except OSError:
             return None
         return self._file(before, digest), local_stat(before), data
+
+    @staticmethod
+    def file_of(st: os.stat_result, digest: str) -> LocalFile:
+        return Scanner._file(st, digest)
 
     @staticmethod
     def _file(st: os.stat_result, digest: str) -> LocalFile:
