@@ -89,8 +89,8 @@ def test_plan_pairs_renames_by_content() -> None:
 
 def test_transport_crossover_and_parents() -> None:
     assert choose_transport([100] * 10) == "helper"
-    assert choose_transport([100] * 1000) == "helper"
-    assert choose_transport([100] * 1001) == "rsync"
+    assert choose_transport([100] * 300) == "helper"
+    assert choose_transport([100] * 301) == "rsync"
     assert choose_transport([64 * 1024 * 1024]) == "rsync"
     assert gone_parents(["a/b/c.txt", "a/x"], {"a": True, "a/b": False}) == ["a/b"]
 
