@@ -31,10 +31,13 @@ def resolve_device(name: str = "auto") -> Any:
     """'auto' → cuda when available, else cpu; anything else is passed to torch.device."""
     torch = require_torch()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None:
+        # Pin the index: lane threads call torch.cuda.set_device, which needs one.
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

@@ -90,7 +90,9 @@ def _swin_ours_to_official(key: str) -> str:
 def _pvt_official_to_ours(key: str) -> str:
     key = key.replace("bb.patch_embed1.", "bb.body.patch_embed.")
     key = re.sub(
-        r"^bb\.patch_embed(\d)\.", lambda m: f"bb.body.stages.{int(m.group(1)) - 1}.downsample.", key
+        r"^bb\.patch_embed(\d)\.",
+        lambda m: f"bb.body.stages.{int(m.group(1)) - 1}.downsample.",
+        key,
     )
     key = re.sub(
         r"^bb\.block(\d)\.(\d+)\.",
@@ -113,7 +115,9 @@ def _pvt_ours_to_official(key: str) -> str:
         lambda m: f"bb.block{int(m.group(1)) + 1}.{m.group(2)}.",
         key,
     )
-    key = re.sub(r"^bb\.body\.stages\.(\d)\.norm\.", lambda m: f"bb.norm{int(m.group(1)) + 1}.", key)
+    key = re.sub(
+        r"^bb\.body\.stages\.(\d)\.norm\.", lambda m: f"bb.norm{int(m.group(1)) + 1}.", key
+    )
     return key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.")
 
 

@@ -70,13 +70,17 @@ def run_workload(engine: Engine, cfg: SessionConfig, batches: list[list[Any]]) -
     return time.perf_counter() - start
 
 
-def run_session(cfg: SessionConfig, out_dir: str | Path, engine: Engine | None = None) -> dict[str, Any]:
+def run_session(
+    cfg: SessionConfig, out_dir: str | Path, engine: Engine | None = None
+) -> dict[str, Any]:
     """Profile the workload; write trace.json and summary.json into out_dir; return the summary."""
     torch = require_torch()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     engine = engine or build_engine(cfg)
-    batches = [make_batch(cfg.model, cfg.batch_size, cfg.size, seed=100 * r) for r in range(cfg.requests)]
+    batches = [
+        make_batch(cfg.model, cfg.batch_size, cfg.size, seed=100 * r) for r in range(cfg.requests)
+    ]
     run = batch_runner(engine, cfg.model, cfg.sequential)
     for _ in range(cfg.warmup):
         run(batches[0])
@@ -144,8 +148,16 @@ def nsys_capture(argv: list[str], out: Path, timeout_s: float = 1800) -> dict[st
     report = out / "nsys"
     inner = [*argv, "--out", str(out / "nsys-inner"), "--nsys", "off"]
     cmd = [
-        nsys, "profile", "--trace=cuda,nvtx,osrt", "--force-overwrite=true",  # fmt: skip
-        "-o", str(report), sys.executable, "-m", "gpu.profiling", *inner,  # fmt: skip
+        nsys,
+        "profile",
+        "--trace=cuda,nvtx,osrt",
+        "--force-overwrite=true",
+        "-o",
+        str(report),
+        sys.executable,
+        "-m",
+        "gpu.profiling",
+        *inner,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     path = report.with_suffix(".nsys-rep")
@@ -155,8 +167,11 @@ def nsys_capture(argv: list[str], out: Path, timeout_s: float = 1800) -> dict[st
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gpu.profiling", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m gpu.profiling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", choices=["birefnet", "sam2"], default="birefnet")
     p.add_argument("--requests", type=int, default=4, help="profiled batches")
     p.add_argument("--batch-size", type=int, default=4)
@@ -164,8 +179,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential", action="store_true", help="one item at a time, no lanes")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--out", default="profile-out", help="folder for trace.json/summary.json")
-    p.add_argument("--nsys", choices=["auto", "on", "off"], default="auto",
-                   help="Nsight Systems capture: auto = when nsys is on PATH")
+    p.add_argument(
+        "--nsys",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="Nsight Systems capture: auto = when nsys is on PATH",
+    )
     p.add_argument("--json", action="store_true", help="print the summary JSON, not the table")
     add_engine_args(p, default_models="")
     return p

@@ -169,7 +169,7 @@ class BatchScheduler(Generic[T, R]):
         """The reference: one item at a time on the default stream, in the calling thread."""
         lane = self.pool.sequential_lane
         out: list[R] = []
-        for i, item in enumerate(items):
+        for i in range(len(items)):
             out.extend(r for _, r in self._run_micro(lane, [i], items, fn))
         return out
 

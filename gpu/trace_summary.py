@@ -29,7 +29,9 @@ def label_events(events: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     for e in events:
         match = LANE_LABEL.match(str(e.get("name", "")))
         if match and e.get("cat") in ("user_annotation", None):
-            lanes.setdefault(match.group(1), []).append((float(e["ts"]), float(e["ts"]) + float(e["dur"])))
+            lanes.setdefault(match.group(1), []).append(
+                (float(e["ts"]), float(e["ts"]) + float(e["dur"]))
+            )
     return {k: sorted(v) for k, v in sorted(lanes.items())}
 
 
@@ -127,7 +129,8 @@ def render_summary_table(summary: dict[str, Any]) -> str:
         f"  throughput      {summary['throughput_images_per_s']:.3f} images/s "
         f"({summary['images']} images in {summary['wall_s']:.3f} s)",
         f"  overlap         {lanes['overlap_ms']:.1f} ms of {lanes['workload_span_ms']:.1f} ms "
-        f"({100 * lanes['overlap_fraction']:.1f}%), mean parallelism {lanes['mean_parallelism']:.2f}",
+        f"({100 * lanes['overlap_fraction']:.1f}%), "
+        f"mean parallelism {lanes['mean_parallelism']:.2f}",
         f"  peak memory     {_memory_line(summary['memory'])}",
         "",
         f"  {'lane':<12}{'items':>7}{'busy ms':>12}",
@@ -140,8 +143,11 @@ def render_summary_table(summary: dict[str, Any]) -> str:
             f"  {op['name'][:43]:<44}{op['calls']:>7}{op['self_cpu_ms']:>13.1f}"
             f"{op['self_device_ms']:>13.1f}"
         )
-    lines += ["", f"  trace   {summary['files']['trace']}  (open in https://ui.perfetto.dev"
-              " or chrome://tracing)"]
+    lines += [
+        "",
+        f"  trace   {summary['files']['trace']}  (open in https://ui.perfetto.dev"
+        " or chrome://tracing)",
+    ]
     nsys = summary.get("nsys", {})
     lines.append(f"  nsys    {nsys.get('report') or 'not captured: ' + str(nsys.get('reason'))}")
     return "\n".join(lines)

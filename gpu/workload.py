@@ -29,7 +29,12 @@ def synthetic_prompt(size: int, seed: int) -> Prompt:
     rng = np.random.default_rng(seed)
     cy, cx = rng.uniform(0.3, 0.7, size=2) * (size - 1)
     half = 0.2 * size
-    box = [max(0.0, cx - half), max(0.0, cy - half), min(size - 1.0, cx + half), min(size - 1.0, cy + half)]
+    box = [
+        max(0.0, cx - half),
+        max(0.0, cy - half),
+        min(size - 1.0, cx + half),
+        min(size - 1.0, cy + half),
+    ]
     return Prompt(points=[[float(cx), float(cy)]], labels=[1], box=box)
 
 

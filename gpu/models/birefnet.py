@@ -114,7 +114,9 @@ class Decoder(nn.Module):
         c = channels
         ipt_in = [3 * 2**i for i in (10, 8, 6, 4, 0)]  # patch grids 32², 16², 8², 4², 1²
         ipt_out = [c[0] // 8, c[0] // 8, c[1] // 8, c[2] // 8, c[3] // 8]
-        for level, (cin, cout) in zip((5, 4, 3, 2, 1), zip(ipt_in, ipt_out, strict=True), strict=True):
+        for level, (cin, cout) in zip(
+            (5, 4, 3, 2, 1), zip(ipt_in, ipt_out, strict=True), strict=True
+        ):
             self.add_module(f"ipt_blk{level}", SimpleConvs(cin, cout, inter=64))
         self.decoder_block4 = BasicDecBlk(c[0] + ipt_out[0], c[1])
         self.decoder_block3 = BasicDecBlk(c[1] + ipt_out[1], c[2])
@@ -180,7 +182,9 @@ class BiRefNet(nn.Module):
             for f, g in zip(feats, self.bb(half), strict=True)
         ]
         x1, x2, x3, x4 = feats
-        x4 = torch.cat([resize(x1, x4.shape[2:]), resize(x2, x4.shape[2:]), resize(x3, x4.shape[2:]), x4], 1)
+        x4 = torch.cat(
+            [resize(x1, x4.shape[2:]), resize(x2, x4.shape[2:]), resize(x3, x4.shape[2:]), x4], 1
+        )
         return [x1, x2, x3, self.squeeze_module(x4)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -58,8 +58,12 @@ class Prompt:
             raise BadPromptError("'box' must have x0 < x1 and y0 < y1")
         for x, y in [*points, *([box[:2], box[2:]] if box else [])]:
             if not (0 <= x <= width and 0 <= y <= height):
-                raise BadPromptError(f"prompt coordinate ({x}, {y}) is outside the {width}x{height} image")
-        return cls([list(map(float, p)) for p in points], list(labels), box, bool(raw.get("multimask")))
+                raise BadPromptError(
+                    f"prompt coordinate ({x}, {y}) is outside the {width}x{height} image"
+                )
+        return cls(
+            [list(map(float, p)) for p in points], list(labels), box, bool(raw.get("multimask"))
+        )
 
 
 def _is_numeric_rows(rows: Any, width: int) -> bool:

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="the gpu extra is not installed (bash scripts/test_gpu.sh)")
+torch = pytest.importorskip(
+    "torch", reason="the gpu extra is not installed (bash scripts/test_gpu.sh)"
+)
 
 from gpu.engine import Engine, EngineConfig  # noqa: E402
 from gpu.imaging import Limits  # noqa: E402
@@ -49,7 +51,11 @@ class Client:
         self.port = port
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         try:

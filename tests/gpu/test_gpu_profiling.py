@@ -67,15 +67,19 @@ def test_summary_numbers_match_the_trace(session) -> None:
     assert set(activity["lanes"]) == set(lanes) == {"lane0", "lane1"}
     for name, intervals in lanes.items():
         assert activity["lanes"][name]["items"] == len(intervals)
-        assert activity["lanes"][name]["busy_ms"] == pytest.approx(union_length(intervals) / 1000, abs=1e-3)
-    overlapped, busy = overlap_stats(lanes)
+        assert activity["lanes"][name]["busy_ms"] == pytest.approx(
+            union_length(intervals) / 1000, abs=1e-3
+        )
+    overlapped, _busy = overlap_stats(lanes)
     assert activity["overlap_ms"] == pytest.approx(overlapped / 1000, abs=1e-3)
     batches = [e for e in events if e["name"] in ("batch0", "batch1")]
     span_ms = (max(e["ts"] + e["dur"] for e in batches) - min(e["ts"] for e in batches)) / 1000
     assert activity["workload_span_ms"] == pytest.approx(span_ms, abs=1e-3)
     # Consistency between the numbers themselves.
     assert summary["images"] == cfg.requests * cfg.batch_size == activity["items_labelled"] * 2
-    assert summary["throughput_images_per_s"] == pytest.approx(summary["images"] / summary["wall_s"], rel=1e-3)
+    assert summary["throughput_images_per_s"] == pytest.approx(
+        summary["images"] / summary["wall_s"], rel=1e-3
+    )
     assert 0 <= activity["overlap_ms"] <= activity["any_lane_busy_ms"] <= span_ms + 1e-3
     assert span_ms <= summary["wall_s"] * 1000 + 1
     total_busy = sum(v["busy_ms"] for v in activity["lanes"].values())

@@ -68,9 +68,7 @@ def test_remove_background_returns_rgba_png_or_mask(server) -> None:
     rgba = decode_png(data)
     assert rgba.mode == "RGBA" and rgba.size == (160, 200)
     assert np.array_equal(np.asarray(rgba)[..., :3], IMAGE)  # colour kept, alpha = mask
-    status, _, data = server.request(
-        "POST", "/v1/remove-background?output=mask", jpeg_bytes(IMAGE)
-    )
+    status, _, data = server.request("POST", "/v1/remove-background?output=mask", jpeg_bytes(IMAGE))
     mask = decode_png(data)
     assert status == 200 and mask.mode == "L" and mask.size == (160, 200)
 
@@ -87,7 +85,12 @@ def test_remove_background_batch(server) -> None:
 
 
 def test_segment_with_points_and_box(server) -> None:
-    payload = {"image": b64png(IMAGE), "points": [[80, 100]], "labels": [1], "box": [20, 30, 140, 180]}
+    payload = {
+        "image": b64png(IMAGE),
+        "points": [[80, 100]],
+        "labels": [1],
+        "box": [20, 30, 140, 180],
+    }
     status, body = server.post_json("/v1/segment", payload)
     assert status == 200, body
     assert (body["width"], body["height"]) == (160, 200)
@@ -109,7 +112,11 @@ def test_segment_batch(server) -> None:
     ]
     status, body = server.post_json("/v1/segment/batch", {"items": items})
     assert status == 200
-    assert [(r["width"], r["height"]) for r in body["results"]] == [(160, 200), (128, 128), (160, 200)]
+    assert [(r["width"], r["height"]) for r in body["results"]] == [
+        (160, 200),
+        (128, 128),
+        (160, 200),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +124,13 @@ def test_segment_batch(server) -> None:
     [
         ("POST", "/v1/remove-background", b"", 400, "empty body"),
         ("POST", "/v1/remove-background", b"hello, not an image", 400, "not a decodable image"),
-        ("POST", "/v1/remove-background", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, 400, "not a decodable"),
+        (
+            "POST",
+            "/v1/remove-background",
+            b"\x89PNG\r\n\x1a\n" + b"\0" * 64,
+            400,
+            "not a decodable",
+        ),
         ("POST", "/v1/remove-background?output=jpeg", None, 400, "output must be"),
         ("POST", "/v1/remove-background", b"x" * (3 * 1024 * 1024), 413, "limit is"),
         ("POST", "/v1/segment", b"{not json", 400, "not valid JSON"),
@@ -128,7 +141,7 @@ def test_segment_batch(server) -> None:
 )
 def test_bad_input_is_a_4xx_with_a_message(server, method, path, body, status, needle) -> None:
     body = png_bytes(IMAGE) if body is None else body
-    got, headers, raw = server.request(method, path, body)
+    got, _headers, raw = server.request(method, path, body)
     assert got == status, raw
     error = json.loads(raw)
     assert needle in error["error"], error
@@ -139,9 +152,7 @@ def test_too_many_pixels_and_too_big_batches_are_413(server) -> None:
     huge = np.zeros((1100, 1000, 3), dtype=np.uint8)  # 1.1 MP > the 1 MP test limit
     status, _, raw = server.request("POST", "/v1/remove-background", png_bytes(huge))
     assert status == 413 and "pixels" in json.loads(raw)["error"]
-    status, body = server.post_json(
-        "/v1/remove-background/batch", {"images": [b64png(IMAGE)] * 5}
-    )
+    status, body = server.post_json("/v1/remove-background/batch", {"images": [b64png(IMAGE)] * 5})
     assert status == 413 and "limit is 4" in body["error"]
 
 
