@@ -50,7 +50,6 @@ class Engine:
     """Builds the requested models once and runs batches over the stream pool."""
 
     def __init__(self, config: EngineConfig) -> None:
-        torch = require_torch()
         self.config = config
         self.device = resolve_device(config.device)
         self.precision = (
@@ -62,7 +61,6 @@ class Engine:
         self.birefnet: Any = None
         self.sam2: Any = None
         self._lock = threading.Lock()  # one batch on the lanes at a time
-        torch.set_grad_enabled(False)
         for name in config.models:
             if name not in MODELS:
                 raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
@@ -122,6 +120,11 @@ class Engine:
             return self.scheduler.run(items, fn)
 
     def _birefnet_fn(self, images: list[np.ndarray], lane: Lane) -> list[np.ndarray]:
+        # Grad mode is per thread: lane and server threads must turn autograd off themselves.
+        with require_torch().inference_mode():
+            return self._birefnet_masks(images, lane)
+
+    def _birefnet_masks(self, images: list[np.ndarray], lane: Lane) -> list[np.ndarray]:
         torch = require_torch()
         import torch.nn.functional as F
 
@@ -140,9 +143,10 @@ class Engine:
         return [h.numpy().copy() for h in host]
 
     def _sam2_fn(self, items: list[tuple[np.ndarray, Any]], lane: Lane) -> list[dict[str, Any]]:
+        torch = require_torch()
         out = []
         for image, prompt in items:
-            with autocast(self.device, self.precision):
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 out.append(self.sam2.segment(image, prompt, lane, self.pool))
         return out
 

@@ -49,7 +49,7 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
         raise PayloadTooLargeError(f"image refused as too large: {exc}") from exc
     if min(width, height) < 8:
         raise BadInputError(f"image is {width}x{height}; both sides must be at least 8 pixels")
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.array(rgb, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only
 
 
 def decode_b64_image(value: object, limits: Limits, what: str = "image") -> np.ndarray:

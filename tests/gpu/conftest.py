@@ -16,21 +16,19 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip(
-    "torch", reason="the gpu extra is not installed (bash scripts/test_gpu.sh)"
-)
-
-from gpu.engine import Engine, EngineConfig  # noqa: E402
-from gpu.imaging import Limits  # noqa: E402
+try:
+    import torch  # noqa: F401
+except ImportError:  # the gpu extra is absent (e.g. the sidecar's own venv): nothing to run here;
+    # scripts/test_gpu.sh builds the environment where these tests do run (and must pass).
+    collect_ignore_glob = ["test_gpu_*.py"]
 
 SIZE = 256
-requires_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)"
-)
 
 
 @pytest.fixture(scope="session")
 def engine() -> Any:
+    from gpu.engine import Engine, EngineConfig
+
     eng = Engine(
         EngineConfig(
             lanes=2,
@@ -79,6 +77,7 @@ class Client:
 def server(engine: Any) -> Any:
     import uvicorn
 
+    from gpu.imaging import Limits
     from gpu.service import create_app
 
     limits = Limits(max_body_bytes=2 * 1024 * 1024, max_pixels=1024 * 1024, max_batch=4)
