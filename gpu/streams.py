@@ -123,10 +123,14 @@ class BatchScheduler(Generic[T, R]):
         self.max_batch = max_batch
         self.oom_retries = 0
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(len(pool), thread_name_prefix="gpu-lane")
+        # One thread per lane, so a lane is one track in a trace and never shares a thread.
+        self._executors = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"gpu-{lane.name}") for lane in pool.lanes
+        ]
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        for executor in self._executors:
+            executor.shutdown(wait=True)
 
     def plan(self, n_items: int) -> list[list[int]]:
         """Cut item indices into micro-batches, at most one per lane unless max_batch is set."""
@@ -149,8 +153,10 @@ class BatchScheduler(Generic[T, R]):
             for lane in self.pool.lanes:
                 lane.stream.wait_stream(current)
         futures = [
-            self._executor.submit(self._run_lane, lane, batches, items, fn)
-            for lane, batches in zip(self.pool.lanes, per_lane, strict=True)
+            executor.submit(self._run_lane, lane, batches, items, fn)
+            for executor, lane, batches in zip(
+                self._executors, self.pool.lanes, per_lane, strict=True
+            )
             if batches
         ]
         results: list[Any] = [None] * len(items)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-LANE_LABEL = re.compile(r"^(lane\d+|sequential)/items?\d+(-\d+)?$")
+LANE_LABEL = re.compile(r"^(lane\d+|sequential)/items?(\d+)(?:-(\d+))?$")
 BATCH_LABEL = re.compile(r"^batch\d+$")
 
 
@@ -23,15 +23,23 @@ def load_trace_events(path: str | Path) -> list[dict[str, Any]]:
     return [e for e in events if e.get("ph") == "X" and "dur" in e]
 
 
-def label_events(events: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-    """lane name → sorted (start_us, end_us) of its item ranges (CPU-side user annotations)."""
-    lanes: dict[str, list[tuple[float, float]]] = {}
+def lane_ranges(events: list[dict[str, Any]]) -> list[tuple[str, int, float, float]]:
+    """(lane, items in the range, start_us, end_us) of every lane/item range on the CPU side."""
+    out = []
     for e in events:
         match = LANE_LABEL.match(str(e.get("name", "")))
         if match and e.get("cat") in ("user_annotation", None):
-            lanes.setdefault(match.group(1), []).append(
-                (float(e["ts"]), float(e["ts"]) + float(e["dur"]))
-            )
+            first, last = int(match.group(2)), int(match.group(3) or match.group(2))
+            start = float(e["ts"])
+            out.append((match.group(1), last - first + 1, start, start + float(e["dur"])))
+    return out
+
+
+def label_events(events: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """lane name → sorted (start_us, end_us) of its item ranges."""
+    lanes: dict[str, list[tuple[float, float]]] = {}
+    for lane, _, start, end in lane_ranges(events):
+        lanes.setdefault(lane, []).append((start, end))
     return {k: sorted(v) for k, v in sorted(lanes.items())}
 
 
@@ -82,8 +90,15 @@ def lane_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
         max(e["ts"] + e["dur"] for e in batches) - min(e["ts"] for e in batches) if batches else 0.0
     )
     overlapped, any_busy = overlap_stats(lanes)
+    items: dict[str, int] = {}
+    for lane, count, _, _ in lane_ranges(events):
+        items[lane] = items.get(lane, 0) + count
     per_lane = {
-        name: {"items": len(iv), "busy_ms": round(union_length(iv) / 1000, 3)}
+        name: {
+            "items": items[name],
+            "ranges": len(iv),
+            "busy_ms": round(union_length(iv) / 1000, 3),
+        }
         for name, iv in lanes.items()
     }
     total_busy = sum(union_length(iv) for iv in lanes.values())
@@ -157,3 +172,20 @@ def _memory_line(memory: dict[str, Any]) -> str:
     if "cuda_peak_allocated_mb" in memory:
         return f"{memory['cuda_peak_allocated_mb']:.0f} MiB CUDA allocated (peak)"
     return f"{memory['host_peak_rss_mb']:.0f} MiB host RSS (peak; CPU run)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gpu.trace_summary summary.json`: print a fetched summary as the table."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m gpu.trace_summary SUMMARY.json", file=sys.stderr)
+        return 2
+    with open(args[0]) as fh:
+        print(render_summary_table(json.load(fh)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

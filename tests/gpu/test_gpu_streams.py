@@ -52,17 +52,18 @@ def test_lanes_equal_sequential_and_keep_order(pool: StreamPool) -> None:
     items = [torch.randn(64, generator=torch.Generator().manual_seed(i)) for i in range(10)]
     sched: BatchScheduler = BatchScheduler(pool, max_batch=1)
     fn = matmul_fn(pool)
-    threads: set[str] = set()
+    threads: set[tuple[int, str]] = set()
 
     def spy(batch, lane):
-        threads.add(threading.current_thread().name)
+        threads.add((lane.index, threading.current_thread().name))
         return fn(batch, lane)
 
     lanes = sched.run(items, spy)
     sequential = sched.run_sequential(items, fn)
     assert len(lanes) == len(sequential) == 10
     assert all(torch.equal(a, b) for a, b in zip(lanes, sequential, strict=True))
-    assert len(threads) == 3  # really ran on three lane threads
+    # Each lane ran in its own dedicated thread.
+    assert threads == {(i, f"gpu-lane{i}_0") for i in range(3)}
     assert [lane.busy_s > 0 for lane in pool.lanes] == [True, True, True]
     sched.close()
 
