@@ -131,3 +131,16 @@ def test_cli_without_weights_fails_with_a_hint(tmp_path) -> None:
 def test_nsys_rerun_arguments_drop_out_and_nsys() -> None:
     argv = ["--model", "sam2", "--out", "x", "--nsys=on", "--lanes", "2", "--nsys", "auto"]
     assert _without_out_and_nsys(argv) == ["--model", "sam2", "--lanes", "2"]
+
+
+def test_trace_summary_module_renders_a_fetched_summary(session) -> None:
+    _, out, _ = session
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpu.trace_summary", str(out / "summary.json")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == render_summary_table(
+        json.loads((out / "summary.json").read_text())
+    )
