@@ -21,10 +21,13 @@ key="$( (cat "$REQ"; echo "sam2==$SAM2_VERSION"; echo "py$pyver") | sha256sum | 
 CACHE="${ORCH_DEV_CACHE:-$HOME/.cache/orch-dev}"
 VENV="$CACHE/gpu-venv-$key"
 
+mkdir -p "$CACHE"
+# Two runs on one machine must not build the same venv at once.
+exec 9>"$VENV.lock"
+flock 9
 if [[ ! -f "$VENV/.orch-complete" ]]; then
     echo "[test_gpu] building $VENV (first run: several minutes)" >&2
     rm -rf "$VENV"
-    mkdir -p "$CACHE"
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet -r "$REQ"
@@ -37,6 +40,7 @@ if [[ ! -f "$VENV/.orch-complete" ]]; then
 else
     echo "[test_gpu] reusing $VENV" >&2
 fi
+flock -u 9
 
 if [[ -n "${GPU_SETUP_ONLY:-}" ]]; then
     echo "$VENV"
