@@ -5,8 +5,8 @@ Background removal (BiRefNet) and promptable segmentation (SAM2) behind an HTTP 
 profiling sessions (torch.profiler, NVTX, Nsight Systems when present). Everything also runs
 on a CPU-only machine: a lane is then a no-op context and the GPU-only paths are skipped.
 
-torch is imported lazily by the submodules that need it (`gpu.torch_import.require_torch`), so
-importing this package is cheap and never touches the sidecar.
+torch is imported lazily by the modules that need it (`gpu.device.require_torch`), so importing
+this package is cheap; `gpu` never imports `sidecar` and the sidecar never imports `gpu`.
 """
 
 DEFAULT_HOST = "127.0.0.1"

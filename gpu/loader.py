@@ -10,6 +10,7 @@ the PVTv2 authors' code); ours is timm's, so the backbone keys are mapped:
                                         start of the next stage; same concat order, same shape)
           bb.norm{i}.*                → bb.norm{i}.*   (per-stage output norms, kept by us)
           *.relative_position_index, *.attn_mask → dropped (derived buffers)
+          bb.head.* → dropped (an ImageNet classifier some backbone files still carry)
   PVT v2: bb.patch_embed1.*           → bb.body.patch_embed.*
           bb.patch_embed{n}.*         → bb.body.stages.{n-1}.downsample.*   (n = 2…4)
           bb.block{n}.{j}.*           → bb.body.stages.{n-1}.blocks.{j}.*
@@ -132,7 +133,11 @@ def birefnet_from_official(state: dict[str, Any], backbone: str) -> dict[str, An
     if any(k.startswith("bb.body.") for k in state):
         return dict(state)
     to_ours, _ = _key_maps(backbone)
-    return {to_ours(k): v for k, v in state.items() if not k.endswith(_DROPPED)}
+    return {
+        to_ours(k): v
+        for k, v in state.items()
+        if not k.endswith(_DROPPED) and not k.startswith("bb.head.")
+    }
 
 
 def birefnet_to_official(state: dict[str, Any], backbone: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ def official_checkpoint(model: torch.nn.Module, path, backbone: str) -> dict:
         # Official Swin checkpoints also carry derived buffers; the loader must drop them.
         state["bb.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49).long()
         state["bb.layers.0.blocks.1.attn_mask"] = torch.zeros(4, 49, 49)
+    state["bb.head.weight"] = torch.zeros(1000, 8)  # a leftover classifier: dropped too
     save_checkpoint({f"module.{k}": v for k, v in state.items()}, path)
     return state
 
