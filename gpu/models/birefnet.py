@@ -1,7 +1,8 @@
 """BiRefNet (Zheng et al., 2024): bilateral reference for high-resolution dichotomous segmentation.
 
 Written here, faithful to the official implementation's default configuration:
-- a hierarchical backbone from timm (Swin v1 or PVT v2) with a LayerNorm on each output stage;
+- a hierarchical backbone from timm (Swin v1 or PVT v2) with a LayerNorm on each output stage
+  and, for Swin, the official pad-then-shift window order (`gpu.models.swin_windows`);
 - multi-scale input ('cat'): the backbone also sees the image at half size and each stage's
   features are concatenated with the upsampled half-size features (channels ×2);
 - context ('cxt', 3): stages 1–3 are resized to stage 4 and concatenated to it, then squeezed
@@ -29,6 +30,7 @@ from gpu.models.birefnet_blocks import (
     image_to_patches,
     resize,
 )
+from gpu.models.swin_windows import use_official_window_order
 
 # Official backbone name → (timm architecture, per-stage channels deepest first).
 BACKBONES: dict[str, tuple[str, list[int]]] = {
@@ -78,14 +80,16 @@ class Backbone(nn.Module):
         self.kind = "swin" if backbone.startswith("swin") else "pvt"
         kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}
         if self.kind == "swin":
-            # The half-size pass of the multi-scale input needs a size-agnostic Swin.
-            kwargs.update(img_size=image_size, strict_img_size=False)
+            # The half-size pass of the multi-scale input needs a size-agnostic Swin, and the
+            # official Swin never shrinks its windows for small maps (always_partition).
+            kwargs.update(img_size=image_size, strict_img_size=False, always_partition=True)
         self.body = timm.create_model(arch, **kwargs)
         # Only the trunk is used; drop the classifier's final norm/head so keys stay clean.
         for unused in ("norm", "head"):
             if hasattr(self.body, unused):
                 setattr(self.body, unused, nn.Identity())
         if self.kind == "swin":
+            use_official_window_order(self.body)  # pad-then-shift, see swin_windows.py
             # Official Swin backbones norm each returned stage (norm0…norm3); timm's does not.
             for i, c in enumerate(reversed(channels)):
                 self.add_module(f"norm{i}", nn.LayerNorm(c))
