@@ -10,26 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from remote_config.jobs import JobInfo
 from remote_config.loader import ResolvedConfig
 from remote_config.model import LocalMachine, OrchConfig, SSHMachine
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
-from sidecar.errors import NotFound, OrchError
+from sidecar.errors import ConnectionFailed, MachineNotRunning, NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from sidecar.jobs.manager import JobsManager
 
 
 class OrchStatus(BaseModel):
     """Everything the status bar and `orch status` show (also the `orch/status` notification)."""
 
     machine: MachineInfo
-    jobs: list[dict[str, Any]] = Field(default_factory=list)
+    jobs: list[JobInfo] = Field(default_factory=list)
     sync: dict[str, Any] = Field(default_factory=lambda: {"state": "off", "conflicts": []})
     ports: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -121,7 +126,14 @@ class Orchestrator:
         return await self.provider(machine).status()
 
     async def status(self, machine: str | None = None) -> OrchStatus:
-        return OrchStatus(machine=await self.machine_status(machine))
+        info = await self.machine_status(machine)
+        jobs: list[JobInfo] = []
+        if info.state == "running":
+            try:
+                jobs = await self.jobs_status(machine)
+            except (ConnectionFailed, MachineNotRunning) as exc:
+                info.detail = f"jobs unavailable: {exc.message}"
+        return OrchStatus(machine=info, jobs=jobs)
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -156,6 +168,47 @@ class Orchestrator:
         await self.write_ssh_config(name)
         remote = " ".join(command) if command else None
         return ssh_argv(str(self.layout.ssh_config), target.alias, remote, tty=bool(tty))
+
+    # -- jobs ------------------------------------------------------------------------------
+    def jobs(self, machine: str | None = None) -> JobsManager:
+        from sidecar.jobs.manager import JobsManager
+
+        return JobsManager(self, machine)
+
+    async def jobs_run(
+        self,
+        name: str,
+        command: str | Sequence[str],
+        env: Mapping[str, str] | None = None,
+        replace: bool = False,
+        machine: str | None = None,
+    ) -> JobInfo:
+        return await self.jobs(machine).run(name, command, env, replace=replace)
+
+    async def jobs_status(self, machine: str | None = None) -> list[JobInfo]:
+        return await self.jobs(machine).status()
+
+    async def jobs_logs(
+        self, name: str, tail: int | None = None, machine: str | None = None
+    ) -> str:
+        return await self.jobs(machine).logs(name, tail)
+
+    def jobs_follow(
+        self, name: str, tail: int | None = None, machine: str | None = None
+    ) -> AsyncIterator[str]:
+        return self.jobs(machine).stream(name, tail=tail, follow=True)
+
+    async def jobs_stop(self, name: str, machine: str | None = None) -> JobInfo:
+        return await self.jobs(machine).stop(name)
+
+    async def jobs_restart(self, name: str, machine: str | None = None) -> JobInfo:
+        return await self.jobs(machine).restart(name)
+
+    async def jobs_rm(self, name: str, purge: bool = False, machine: str | None = None) -> None:
+        await self.jobs(machine).rm(name, purge)
+
+    async def attach_argv(self, name: str, machine: str | None = None) -> list[str]:
+        return await self.jobs(machine).attach_argv(name)
 
     async def close(self) -> None:
         await self.pool.close()
