@@ -150,7 +150,7 @@ set -- $(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[20], f[3
   "/proc/$$/stat" 2>/dev/null)
 printf '%s %s %s\n' "$$" "${1:-0}" "${2:-$$}" > "$D/pid.tmp" && mv -f "$D/pid.tmp" "$D/pid"
 (
-  while sleep 10; do
+  while sleep __ROTATE_S__; do
     [ -f "$D/result" ] && exit 0
     if [ "$(wc -c < "$D/run.log")" -gt __MAX_BYTES__ ]; then
       cp "$D/run.log" "$D/run.log.1" && : > "$D/run.log"
@@ -236,6 +236,7 @@ def start_script(
     grace_s: float = 10.0,
     retention_days: int = 30,
     max_log_bytes: int = 200 * 1024 * 1024,
+    rotate_every_s: int = 10,
 ) -> str:
     """Start job `name` (command None = restart with the command and env it ran with)."""
     body = [_prologue(name, workdir)]
@@ -264,8 +265,10 @@ def start_script(
     if command is not None:
         body.append(heredoc('"$D/cmd.sh"', command))
         body.append(heredoc('"$D/env.sh"', env_script(name, env or {})))
-    wrapper = WRAPPER.replace("__WORKDIR__", sh_remote_path(workdir)).replace(
-        "__MAX_BYTES__", str(int(max_log_bytes))
+    wrapper = (
+        WRAPPER.replace("__WORKDIR__", sh_remote_path(workdir))
+        .replace("__MAX_BYTES__", str(int(max_log_bytes)))
+        .replace("__ROTATE_S__", str(max(1, int(rotate_every_s))))
     )
     body.append(heredoc('"$D/run.sh"', wrapper))
     body.append(heredoc('"$HOME/.orch/tmux.conf"', TMUX_CONF))
