@@ -96,47 +96,101 @@ orch_stop() {
   orch_socket; orch_tmux kill-session -t "=$SESS" 2>/dev/null
   return 0
 }
-# Which code a job runs: the sync generation when there is one, else a hash of the names,
-# sizes and mtimes of the source files in the project folder.
+# The source files of the project folder: "path size mtime" lines (hashed by CODE_AWK).
+orch_sources() {
+  cd "$W" 2>/dev/null && find . \( -name .git -o -name node_modules -o -name .venv \
+    -o -name venv -o -name __pycache__ -o -name data -o -name .orch \) -prune -o -type f \( \
+    -name '*.py' -o -name '*.pyx' -o -name '*.sh' -o -name '*.toml' -o -name '*.cfg' \
+    -o -name '*.ini' -o -name '*.yaml' -o -name '*.yml' -o -name 'requirements*.txt' \
+    -o -name '*.js' -o -name '*.ts' -o -name '*.go' -o -name '*.rs' -o -name '*.c' \
+    -o -name '*.h' -o -name '*.cc' -o -name '*.cpp' -o -name '*.cu' -o -name '*.java' \
+    -o -name '*.r' -o -name '*.R' -o -name '*.jl' -o -name '*.ipynb' \) \
+    -printf '%P %s %T@\n' 2>/dev/null
+}
+orch_gen() { gen=; [ -f "$W/.orch/generation" ] && read -r gen < "$W/.orch/generation"; }
+# Which code a job runs: the sync generation when there is one, else a hash of its sources.
 orch_code() {
-  if [ -f "$W/.orch/generation" ]; then
-    printf 'gen:%s' "$(head -c 64 "$W/.orch/generation" | tr -cd 'A-Za-z0-9._:-')"
-  elif [ -d "$W" ]; then
-    h=$(cd "$W" && find . \( -name .git -o -name node_modules -o -name .venv -o -name venv \
-      -o -name __pycache__ -o -name data -o -name .orch \) -prune -o -type f \( \
-      -name '*.py' -o -name '*.pyx' -o -name '*.sh' -o -name '*.toml' -o -name '*.cfg' \
-      -o -name '*.ini' -o -name '*.yaml' -o -name '*.yml' -o -name 'requirements*.txt' \
-      -o -name '*.js' -o -name '*.ts' -o -name '*.go' -o -name '*.rs' -o -name '*.c' \
-      -o -name '*.h' -o -name '*.cc' -o -name '*.cpp' -o -name '*.cu' -o -name '*.java' \
-      -o -name '*.r' -o -name '*.R' -o -name '*.jl' -o -name '*.ipynb' \) \
-      -printf '%P %s %T@\n' 2>/dev/null | LC_ALL=C sort | cksum | cut -d' ' -f1)
-    printf 'tree:%s' "$h"
-  fi
+  orch_gen
+  if [ -n "$gen" ]; then : | awk -v gen="$gen" "$ORCH_CODE_AWK"
+  else orch_sources | awk -v gen= "$ORCH_CODE_AWK"; fi
 }
+# Sets ALL to the pids of the process trees under the given pids, using only builtins
+# (/proc/PID/task/*/children, every thread's children), or to every pid when the kernel
+# has no children files (the parser then finds the trees by ppid).
+orch_walk() {
+  ALL=
+  if [ ! -r "/proc/$$/task/$$/children" ]; then
+    for d in /proc/[0-9]*; do ALL="$ALL ${d#/proc/}"; done
+    return
+  fi
+  q="$*"
+  while [ -n "$q" ]; do
+    set -- $q
+    [ "$#" -gt 0 ] || break
+    p=$1; shift; q="$*"
+    case " $ALL " in *" $p "*) continue ;; esac
+    ALL="$ALL $p"
+    for c in /proc/"$p"/task/*/children; do
+      [ -r "$c" ] || continue
+      kids=; read -r kids < "$c"; q="$q $kids"
+    done
+  done
+}
+# One snapshot of every job: its state files, its processes, the current code version.
 orch_status() {
-  echo "@now $(date +%s)"
-  echo "@boot $(orch_boot)"
-  cd "$L" 2>/dev/null || { echo "@end"; return 0; }
-  echo "@files"
-  LC_ALL=C grep -a -s -H '' */meta */pid */result */stop */cmd.sh
-  live=
-  for m in */meta; do [ -f "$m" ] && [ ! -f "${m%meta}result" ] && live=1 && break; done
-  [ -z "$live" ] || echo "@code $(orch_code)"
-  if [ -r /proc/self/stat ]; then
-    echo "@proc"
-    # pid ppid rss(pages) cpu% starttime; comm may hold spaces and ')', so cut at the last ') '
-    cat /proc/uptime /proc/[0-9]*/stat 2>/dev/null | awk '
-      NR == 1 { up = $1; next }
-      { s = $0; sub(/^.*\) /, "", s); split(s, f, " "); if (f[1] == "Z") next
-        el = up - f[20] / 100
-        cpu = 0; if (el > 0) cpu = (f[12] + f[13]) / el
-        printf "%s %s %s %.1f %s\n", $1, f[2], f[22], cpu, f[20] }'
-  else
-    echo "@ps"
-    ps -A -o pid= -o ppid= -o rss= -o pcpu=
+  jobs=; live=; roots=
+  if cd "$L" 2>/dev/null; then
+    for m in */meta; do
+      [ -f "$m" ] || continue
+      j=${m%/meta}; jobs="$jobs $j"
+      [ -f "$j/result" ] && continue
+      live=1; P=; [ -f "$j/pid" ] && read -r P _ < "$j/pid"; roots="$roots $P"
+    done
   fi
-  echo "@end"
+  orch_walk $roots
+  orch_gen
+  if [ -n "$live" ] && [ -z "$gen" ]; then orch_sources; fi | awk -v jobs="$jobs" \
+    -v live="$live" -v gen="$gen" -v pids="$ALL" "$ORCH_CODE_AWK$ORCH_STATUS_AWK"
+  if [ ! -r "/proc/$$/stat" ]; then echo "@ps"; ps -A -o pid= -o ppid= -o rss= -o pcpu=; fi
 }
+ORCH_CODE_AWK='
+{ n++; t = length($0) + $(NF - 1) + int($NF) % 1000003 + int($NF % 1 * 1e6)
+  h = (h * 31 + t) % 2147483647 }
+function code(g) {
+  if (gen == "") return "tree:" n + 0 "-" h + 0
+  g = gen; gsub(/[^A-Za-z0-9._:-]/, "", g); return "gen:" substr(g, 1, 64)
+}
+END { if (!status) print code() }'
+# pid ppid rss(pages) cpu% starttime; comm may hold spaces and ")", so cut at the last ") "
+ORCH_STATUS_AWK='
+function slurp(p,   line) { while ((getline line < p) > 0) print p ":" line; close(p) }
+function stat(pid,   line, s, f, el, cpu, path) {
+  path = "/proc/" pid "/stat"
+  if ((getline line < path) > 0) {
+    s = line; sub(/^.*\) /, "", s); split(s, f, " ")
+    el = up - f[20] / 100; cpu = 0; if (el > 0) cpu = (f[12] + f[13]) / el
+    if (f[1] != "Z") printf "%s %s %s %.1f %s\n", pid, f[2], f[22], cpu, f[20]
+  }
+  close(path)
+}
+BEGIN { status = 1 }
+END {
+  srand(); print "@now " srand()
+  if ((getline boot < "/proc/sys/kernel/random/boot_id") <= 0) boot = "none"
+  print "@boot " boot
+  if (live) print "@code " code()
+  print "@files"
+  k = split(jobs, J, " ")
+  for (i = 1; i <= k; i++) {
+    slurp(J[i] "/meta"); slurp(J[i] "/pid"); slurp(J[i] "/result"); slurp(J[i] "/stop")
+    slurp(J[i] "/cmd.sh")
+  }
+  print "@proc"
+  if ((getline u < "/proc/uptime") > 0) { split(u, U, " "); up = U[1] }
+  k = split(pids, Q, " ")
+  for (i = 1; i <= k; i++) stat(Q[i])
+  print "@end"
+}'
 """
 
 # The wrapper tmux runs in the job's folder. Traps keep it (and the subshell that records
