@@ -25,7 +25,12 @@ import hashlib
 import shlex
 from collections.abc import Mapping
 
-from remote_config.jobs import tmux_session, validate_env, validate_job_name
+from remote_config.jobs import (
+    COMMAND_SHOWN_BYTES,
+    tmux_session,
+    validate_env,
+    validate_job_name,
+)
 
 # Exit statuses the scripts use to report what the sidecar turns into orch errors.
 EXIT_NOT_FOUND = 64
@@ -163,7 +168,13 @@ function code(g) {
 END { if (!status) print code() }'
 # pid ppid rss(pages) cpu% starttime; comm may hold spaces and ")", so cut at the last ") "
 ORCH_STATUS_AWK='
-function slurp(p,   line) { while ((getline line < p) > 0) print p ":" line; close(p) }
+function slurp(p, max,   line, size) {
+  while ((getline line < p) > 0) {
+    if (max && (size += length(line) + 1) > max) { print p ".cut:1"; break }
+    print p ":" line
+  }
+  close(p)
+}
 function stat(pid,   line, s, f, el, cpu, path) {
   path = "/proc/" pid "/stat"
   if ((getline line < path) > 0) {
@@ -183,7 +194,7 @@ END {
   k = split(jobs, J, " ")
   for (i = 1; i <= k; i++) {
     slurp(J[i] "/meta"); slurp(J[i] "/pid"); slurp(J[i] "/result"); slurp(J[i] "/stop")
-    slurp(J[i] "/cmd.sh")
+    slurp(J[i] "/cmd.sh", __SHOWN__)
   }
   print "@proc"
   if ((getline u < "/proc/uptime") > 0) { split(u, U, " "); up = U[1] }
@@ -233,6 +244,10 @@ set -g remain-on-exit off
 """
 
 
+def _lib() -> str:
+    return LIB.replace("__SOCKET__", SOCKET).replace("__SHOWN__", str(COMMAND_SHOWN_BYTES))
+
+
 def sh_remote_path(path: str) -> str:
     """A remote path (absolute or '~/…') as a sh word that expands '~' to $HOME."""
     if path == "~":
@@ -261,7 +276,7 @@ def heredoc(target: str, body: str) -> str:
 def _prologue(name: str, workdir: str) -> str:
     validate_job_name(name)
     return (
-        LIB.replace("__SOCKET__", SOCKET)
+        _lib()
         + f"N={shlex.quote(name)}; SESS={shlex.quote(tmux_session(name))}; "
         + f'D="$L/$N"; W={sh_remote_path(workdir)}\n'
     )
@@ -362,7 +377,7 @@ def _retention(days: int) -> str:
 
 
 def status_script(workdir: str) -> str:
-    return _wrap(LIB.replace("__SOCKET__", SOCKET) + f"W={sh_remote_path(workdir)}\norch_status")
+    return _wrap(_lib() + f"W={sh_remote_path(workdir)}\norch_status")
 
 
 def stop_script(name: str, workdir: str, grace_s: float) -> str:

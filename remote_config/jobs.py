@@ -26,6 +26,7 @@ JobState = Literal["running", "succeeded", "failed", "stopped", "lost"]
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_COMMAND_BYTES = 1024 * 1024
+COMMAND_SHOWN_BYTES = 4096  # status shows this much of a command, then "…"
 STARTING_GRACE_S = 10  # a job with no pid file yet is "starting" for this long, then lost
 DEFAULT_PAGE_SIZE = 4096
 
@@ -234,7 +235,8 @@ def _job(name: str, files: dict[str, str], snap: Snapshot) -> JobInfo:
         name=name,
         state="lost",
         started=_time(started),
-        command=(files.get("cmd.sh") or "").removesuffix("\n"),
+        command=(files.get("cmd.sh") or "").removesuffix("\n")
+        + ("…" if "cmd.sh.cut" in files else ""),
         code_version=meta.get("code") or None,
     )
     if "result" in files:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from remote_config import job_scripts as js
-from remote_config.jobs import JobInfo
+from remote_config.jobs import JobInfo, command_text
 from sidecar.app import Orchestrator
 from tests.helpers import run_orch
 
@@ -310,6 +310,9 @@ async def test_commands_run_exactly_as_written(backend: Backend) -> None:
     assert await orch.jobs_logs("line") == "42 $(echo nested) once\n"
     assert await orch.jobs_logs("big") == big
     assert await orch.jobs_logs("bigline") == big
+    listed = {j.name: j for j in await orch.jobs_status()}
+    assert listed["bigline"].command.endswith("…") and len(listed["bigline"].command) < 4200
+    assert listed["argv"].command == command_text(["printf", "[%s]\\n", *NASTY])
     assert "-n" in await orch.jobs_logs("dash")  # "command not found", from exactly one shell
     assert not list(backend.home.rglob("pwned"))
 

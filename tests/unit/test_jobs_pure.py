@@ -202,6 +202,8 @@ reused/meta:boot=B1
 reused/pid:501 1 501
 new/meta:started={NOW - 1}
 new/meta:boot=B1
+new/cmd.sh:echo 0123
+new/cmd.sh.cut:1
 removed/run.log:not a job any more
 @code tree:222
 @proc
@@ -234,6 +236,7 @@ def test_snapshot_states_memory_and_staleness() -> None:
     # pid 501 is alive but started at another time: a reused pid, not our wrapper.
     assert jobs["reused"].state == "lost"
     assert jobs["new"].state == "running" and jobs["new"].detail == "starting"
+    assert jobs["new"].command == "echo 0123…"  # status shows the start of long commands
     assert not jobs["ok"].code_stale and jobs["ok"].rss_bytes is None
 
 
