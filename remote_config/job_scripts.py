@@ -377,7 +377,16 @@ def _retention(days: int) -> str:
 
 
 def status_script(workdir: str) -> str:
-    return _wrap(_lib() + f"W={sh_remote_path(workdir)}\norch_status")
+    return _wrap(_lib() + status_body(workdir))
+
+
+def status_prelude() -> str:
+    """The library, for a long-lived `sh -s` that then runs `status_body` per query."""
+    return "exec 2> /dev/null\n" + _lib()
+
+
+def status_body(workdir: str) -> str:
+    return f"W={sh_remote_path(workdir)}\norch_status"
 
 
 def stop_script(name: str, workdir: str, grace_s: float) -> str:

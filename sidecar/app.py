@@ -46,6 +46,7 @@ class Orchestrator:
         self._config: ResolvedConfig | None = None
         self._providers: dict[str, Provider] = {}
         self.pool = ConnectionPool()
+        self._jobs: dict[str, JobsManager] = {}
 
     # -- config ------------------------------------------------------------------------------
     @property
@@ -173,7 +174,10 @@ class Orchestrator:
     def jobs(self, machine: str | None = None) -> JobsManager:
         from sidecar.jobs.manager import JobsManager
 
-        return JobsManager(self, machine)
+        name = self.machine_name(machine)
+        if name not in self._jobs:
+            self._jobs[name] = JobsManager(self, name)
+        return self._jobs[name]
 
     async def jobs_run(
         self,

@@ -23,6 +23,7 @@ from remote_config.jobs import (
 from remote_config.model import JobsSection
 from sidecar.errors import Conflict, NotFound, OrchError, RemoteCommandFailed, UsageError
 from sidecar.jobs.follow import LogStream
+from sidecar.jobs.shell import PersistentShell
 from sidecar.ssh.pool import RunResult
 
 if TYPE_CHECKING:
@@ -32,11 +33,13 @@ REMOTE_TIMEOUT_S = 60.0
 
 
 class JobsManager:
-    """Jobs on one machine of one project (a thin, stateless client of the remote)."""
+    """Jobs on one machine of one project: a thin client of the remote, which holds all the
+    state (the Orchestrator keeps one per machine, for its persistent status shell)."""
 
     def __init__(self, orch: Orchestrator, machine: str | None = None) -> None:
         self.orch = orch
         self.machine = orch.machine_name(machine)
+        self._shell = PersistentShell(orch.pool, scripts.status_prelude())
 
     @property
     def workdir(self) -> str:
@@ -93,9 +96,13 @@ class JobsManager:
         return _pick(out, name)
 
     async def status(self) -> list[JobInfo]:
-        return jobs_from_snapshot(
-            parse_snapshot(await self._run(scripts.status_script(self.workdir)))
-        )
+        """Every job, in one round trip on the persistent shell (see shell.py)."""
+        target = await self.orch.ssh_target(self.machine)
+        body = scripts.status_body(self.workdir)
+        code, out = await self._shell.run(target, body, timeout=REMOTE_TIMEOUT_S)
+        if code != 0:
+            raise remote_error(RunResult(code, "", out, 0.0), None, self.machine)
+        return jobs_from_snapshot(parse_snapshot(out))
 
     async def info(self, name: str) -> JobInfo:
         name = _name(name)

@@ -211,6 +211,16 @@ async def test_follow_resumes_after_the_connection_drops(backend: Backend) -> No
     assert text == "".join(f"line-{i}\n" for i in range(1, 61))  # nothing lost, nothing twice
 
 
+async def test_status_shell_reopens_after_the_connection_drops(backend: Backend) -> None:
+    orch = backend.orch
+    await orch.jobs_run("steady", "sleep 60")
+    first = await orch.jobs_status()
+    target = await orch.ssh_target()
+    (await orch.pool.connection(target)).abort()  # the persistent status shell dies with it
+    again = await orch.jobs_status()
+    assert [(j.name, j.state, j.pid) for j in again] == [(j.name, j.state, j.pid) for j in first]
+
+
 async def test_replace_restart_and_rm(backend: Backend) -> None:
     orch = backend.orch
     await orch.jobs_run("svc", "echo first; sleep 30")
