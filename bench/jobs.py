@@ -102,12 +102,7 @@ async def follow_latency(orch: Orchestrator) -> list[float]:
 
 async def cleanup(orch: Orchestrator) -> None:
     target = await orch.ssh_target()
-    await orch.pool.run(
-        target,
-        "sh -s",
-        input=f'{js.SOCKET}; tmux -S "$S" kill-server 2>/dev/null; '
-        'rm -rf "$HOME/logs" "$HOME/.orch" "$HOME/work"',
-    )
+    await orch.pool.run(target, "sh -s", input=js.reset_script())
     await orch.close()
 
 

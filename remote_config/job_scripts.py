@@ -11,7 +11,7 @@ Remote files of a job, in `~/logs/NAME/` (0700):
   env.sh   `export KEY='value'` lines (orch.toml [jobs] env, then --env)
   run.sh   the wrapper tmux runs: records pid, tees output to run.log, records the result
   meta     started=EPOCH boot=BOOT_ID code=CODE_VERSION pagesize=N session=S (atomic)
-  pid      "PID STARTTIME PGID" of the wrapper (atomic)
+  pid      "PID STARTTIME PGID TMUXPID" of the wrapper (atomic; its parent is tmux)
   result   exit_code=N ended=EPOCH (atomic; written by the wrapper, or by stop after SIGKILL)
   stop     present when orch stopped the job
   run.log  stdout+stderr; run.log.1 after a size rotation; history/ holds earlier runs
@@ -52,7 +52,7 @@ orch_socket() { __SOCKET__; }
 orch_tmux() { tmux -f "$HOME/.orch/tmux.conf" -S "$S" "$@"; }
 orch_boot() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo none; }
 orch_meta() { sed -n "s/^$1=//p" "$D/meta" 2>/dev/null; }
-orch_pid() { P=; PS=; PG=; [ -f "$D/pid" ] && read -r P PS PG < "$D/pid"; [ -n "$PG" ] || PG=$P; }
+orch_pid() { P=; PS=; PG=; [ -f "$D/pid" ] && read -r P PS PG _ < "$D/pid"; [ -n "$PG" ] || PG=$P; }
 # kill -0 succeeds for a zombie (and some inits reap late): read the state from /proc too.
 orch_alive() {
   kill -0 "$1" 2>/dev/null || return 1
@@ -213,7 +213,8 @@ D=$(pwd)
 trap ':' INT TERM HUP
 set -- $(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[20], f[3] }' \
   "/proc/$$/stat" 2>/dev/null)
-printf '%s %s %s\n' "$$" "${1:-0}" "${2:-$$}" > "$D/pid.tmp" && mv -f "$D/pid.tmp" "$D/pid"
+printf '%s %s %s %s\n' "$$" "${1:-0}" "${2:-$$}" "$PPID" > "$D/pid.tmp"
+mv -f "$D/pid.tmp" "$D/pid"
 (
   while sleep __ROTATE_S__; do
     [ -f "$D/result" ] && exit 0
@@ -458,6 +459,19 @@ if ! orch_ended; then
 fi
 exit 0
 """
+
+
+def reset_script() -> str:
+    """Kill every job (SIGKILL to each process group), stop orch's tmux server and delete
+    orch's files on the machine: ~/logs, ~/.orch and ~/work. For tests and benchmarks."""
+    return _wrap(
+        'for f in "$HOME"/logs/*/pid; do\n'
+        '  [ -f "$f" ] || continue; P=; PG=; read -r P _ PG _ < "$f"\n'
+        '  [ -n "$P" ] && kill -KILL "-${PG:-$P}" 2>/dev/null\n'
+        "done\n"
+        f'{SOCKET}; tmux -S "$S" kill-server 2>/dev/null; rm -f "$S"\n'
+        'rm -rf "$HOME/logs" "$HOME/.orch" "$HOME/work"'
+    )
 
 
 def attach_command(name: str) -> str:

@@ -150,6 +150,7 @@ def parse_snapshot(text: str) -> Snapshot:
                 snap.boot = rest.strip()
             elif tag == "@code":
                 snap.code = rest.strip() or None
+
             else:
                 section = tag
                 snap.rss_in_kib = snap.rss_in_kib or tag == "@ps"
@@ -290,6 +291,9 @@ def _unfinished(
         info.detail = "its processes are gone but no exit status was recorded (tmux was killed?)"
         return
     info.state, info.pid = "running", pid
+    tmux_pid = _int(pid_fields[3]) if len(pid_fields) > 3 else None
+    if tmux_pid and proc is not None and proc.ppid != tmux_pid:  # re-parented: tmux died
+        info.detail = "orch's tmux server is gone: the job keeps running, but attach cannot work"
     rss, cpu = tree_usage(snap.procs, pid)
     page = 1024 if snap.rss_in_kib else (_int(meta.get("pagesize")) or DEFAULT_PAGE_SIZE)
     info.rss_bytes = rss * page

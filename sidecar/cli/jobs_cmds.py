@@ -230,6 +230,8 @@ def jobs_table(jobs: list[JobInfo]) -> str:
     for job in jobs:
         if job.state == "lost":
             lines.append(f"note: {job.name} is lost: {job.detail}")
+        elif job.state == "running" and job.detail and job.detail != "starting":
+            lines.append(f"note: {job.name}: {job.detail}")
         if job.code_stale:
             lines.append(
                 f"note: {job.name} runs older code than the project folder now holds "

@@ -27,7 +27,7 @@ def _sh(home: Path, script: str) -> subprocess.CompletedProcess[str]:
 
 
 def _kill_tmux(home: Path) -> None:
-    _sh(home, f'{js.SOCKET}; tmux -S "$S" kill-server 2>/dev/null; rm -f "$S"')
+    assert _sh(home, js.reset_script()).returncode == 0
 
 
 @pytest.fixture

@@ -68,11 +68,8 @@ async def backend(
     try:
         yield b
     finally:
-        # Stop orch's tmux server (and every job) and forget the jobs: the next test starts clean.
-        await b.shell(
-            f'{js.SOCKET}; tmux -S "$S" kill-server 2>/dev/null; '
-            'rm -rf "$HOME/logs" "$HOME/.orch" "$HOME/work"'
-        )
+        # Kill every job, stop orch's tmux server, forget the jobs: the next test starts clean.
+        await b.shell(js.reset_script())
         await orch.close()
         if request.param == "local":
             await orch.down()
@@ -286,6 +283,14 @@ async def test_lost_jobs_say_why(backend: Backend) -> None:
     assert jobs["rebooted"].state == "lost" and "rebooted" in (jobs["rebooted"].detail or "")
     table = backend.cli("status").stdout  # type: ignore[attr-defined]
     assert "note: doomed is lost" in table and "rebooted" in table
+    # Without its tmux server a job keeps running (the remote files say so), and can be stopped.
+    await orch.jobs_run("orphan", "sleep 60")
+    await backend.shell(f'{js.SOCKET}; tmux -S "$S" kill-server')
+    jobs = await _wait(orch, lambda j: "tmux server is gone" in (j["orphan"].detail or ""))
+    assert jobs["orphan"].state == "running"
+    assert "tmux server is gone" in backend.cli("status").stdout  # type: ignore[attr-defined]
+    stopped = await orch.jobs_stop("orphan")
+    assert stopped.state == "stopped" and stopped.exit_code == 130
 
 
 # -- bad input -----------------------------------------------------------------------------

@@ -122,6 +122,7 @@ def _all_scripts() -> dict[str, str]:
         "purge": js.rm_script("j.1", wd, purge=True),
         "logs": js.logs_script("j.1", wd, 10, None, follow=False),
         "follow": js.logs_script("j.1", wd, 0, 20, follow=True),
+        "reset": js.reset_script(),
     }
 
 
@@ -238,6 +239,13 @@ def test_snapshot_states_memory_and_staleness() -> None:
     assert jobs["new"].state == "running" and jobs["new"].detail == "starting"
     assert jobs["new"].command == "echo 0123…"  # status shows the start of long commands
     assert not jobs["ok"].code_stale and jobs["ok"].rss_bytes is None
+
+
+def test_a_running_job_whose_tmux_server_is_gone_says_so() -> None:
+    # The wrapper's parent was tmux (pid 77); it now has another parent (init).
+    text = SNAPSHOT.replace("run/pid:500 9000 500", "run/pid:500 9000 500 77")
+    jobs = {j.name: j for j in jobs_from_snapshot(parse_snapshot(text))}
+    assert jobs["run"].state == "running" and "tmux server is gone" in (jobs["run"].detail or "")
 
 
 def test_ps_fallback_reports_kib() -> None:
