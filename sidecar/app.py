@@ -21,7 +21,7 @@ from remote_config.loader import ResolvedConfig
 from remote_config.model import LocalMachine, OrchConfig, SSHMachine
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
-from sidecar.errors import ConnectionFailed, MachineNotRunning, NotFound, OrchError
+from sidecar.errors import NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh.pool import ConnectionPool
@@ -132,7 +132,7 @@ class Orchestrator:
         if info.state == "running":
             try:
                 jobs = await self.jobs_status(machine)
-            except (ConnectionFailed, MachineNotRunning) as exc:
+            except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
         return OrchStatus(machine=info, jobs=jobs)
 

@@ -75,6 +75,23 @@ async def backend(
             await orch.down()
 
 
+def _remote_tails(job: str) -> list[int]:
+    """Pids of `tail -f` processes on a job's log (the remote is this computer)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            argv[0] == b"tail"
+            and b"-f" in argv
+            and argv[-2].endswith(f"/logs/{job}/run.log".encode())
+        ):
+            found.append(int(proc.name))
+    return found
+
+
 async def _wait(
     orch: Orchestrator, done: Callable[[dict[str, JobInfo]], bool], timeout: float = 30
 ) -> dict[str, JobInfo]:
@@ -100,9 +117,15 @@ async def test_run_status_follow_stop(backend: Backend) -> None:
     async for chunk in follow:
         seen += chunk
         if "tick 3\n" in seen:
+            assert _remote_tails("ticker")  # the follower's remote `tail -f`
             break
     await follow.aclose()  # type: ignore[attr-defined]
     assert seen.startswith("tick 0\n")
+    # The remote `tail -f` of a follower that went away ends within seconds.
+    deadline = time.monotonic() + 10
+    while _remote_tails("ticker"):
+        assert time.monotonic() < deadline, "the remote tail -f outlived its follower"
+        await asyncio.sleep(0.2)
 
     # A follower started now sees lines written after it started, and ends when the job does.
     async def collect() -> str:
