@@ -249,8 +249,30 @@ class Orchestrator:
         env: Mapping[str, str] | None = None,
         replace: bool = False,
         machine: str | None = None,
+        snapshot: bool | None = None,
     ) -> JobInfo:
-        return await self.jobs(machine).run(name, command, env, replace=replace)
+        """Start job `name`; by default from a snapshot of the synced tree (see `_job_workdir`)."""
+        workdir = await self._job_workdir(machine, snapshot)
+        return await self.jobs(machine).run(name, command, env, replace=replace, workdir=workdir)
+
+    async def _job_workdir(self, machine: str | None, snapshot: bool | None) -> str | None:
+        """A hard-linked snapshot of the synced tree for a new job, or None (the live folder).
+
+        `snapshot=None` follows `[jobs] snapshot` and quietly uses the live folder when the
+        project was never synced there; `snapshot=True` insists and says what to do instead.
+        """
+        from sidecar.sync.snapshot import NotSynced
+
+        wanted = self.config.config.jobs.snapshot if snapshot is None else snapshot
+        if not wanted:
+            return None
+        try:
+            path, _generation = await self.prepare_snapshot(machine)
+        except NotSynced:
+            if snapshot:
+                raise
+            return None
+        return path
 
     async def jobs_status(self, machine: str | None = None) -> list[JobInfo]:
         return await self.jobs(machine).status()
@@ -268,8 +290,11 @@ class Orchestrator:
     async def jobs_stop(self, name: str, machine: str | None = None) -> JobInfo:
         return await self.jobs(machine).stop(name)
 
-    async def jobs_restart(self, name: str, machine: str | None = None) -> JobInfo:
-        return await self.jobs(machine).restart(name)
+    async def jobs_restart(
+        self, name: str, machine: str | None = None, snapshot: bool | None = None
+    ) -> JobInfo:
+        workdir = await self._job_workdir(machine, snapshot)
+        return await self.jobs(machine).restart(name, workdir=workdir)
 
     async def jobs_rm(self, name: str, purge: bool = False, machine: str | None = None) -> None:
         await self.jobs(machine).rm(name, purge)
