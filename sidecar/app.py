@@ -30,9 +30,15 @@ from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
+    from sidecar.debug.service import DebugSession
     from sidecar.jobs.manager import JobsManager
     from sidecar.ssh.forwarder import ForwardOwner
     from sidecar.sync.service import SyncStatus
+
+
+class DebugConfigResult(BaseModel):
+    path: str
+    configuration: dict[str, Any]
 
 
 class OrchStatus(BaseModel):
@@ -301,6 +307,51 @@ class Orchestrator:
 
     async def attach_argv(self, name: str, machine: str | None = None) -> list[str]:
         return await self.jobs(machine).attach_argv(name)
+
+    # -- debug ------------------------------------------------------------------------------
+    async def debug_start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        machine: str | None = None,
+        env: Mapping[str, str] | None = None,
+        replace: bool = False,
+        snapshot: bool | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> DebugSession:
+        """Run `argv` as job `name` under debugpy and forward a local port to it."""
+        from sidecar.debug import service
+
+        return await service.start(
+            self,
+            name,
+            list(argv),
+            machine=machine,
+            env=dict(env or {}),
+            replace=replace,
+            snapshot=snapshot,
+            say=say,
+        )
+
+    async def debug_attach(self, name: str, machine: str | None = None) -> DebugSession:
+        """The attach session of a job already running under debugpy (forward restored)."""
+        from sidecar.debug import service
+
+        return await service.attach(self, name, machine)
+
+    async def debug_config(
+        self, name: str | None = None, machine: str | None = None
+    ) -> DebugConfigResult:
+        """Write (merge) the attach entry into .vscode/launch.json: for job `name`, or for a
+        service listening on `[debug] remote_port`."""
+        from sidecar.debug import service
+
+        if name is None:
+            configuration = await service.default_configuration(self, machine)
+        else:
+            configuration = (await service.attach(self, name, machine)).configuration
+        path = await asyncio.to_thread(service.write_launch_json, self, configuration)
+        return DebugConfigResult(path=str(path), configuration=configuration)
 
     async def close(self) -> None:
         for owner in self._forward_owners.values():

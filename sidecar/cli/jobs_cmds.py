@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="run from a hard-linked snapshot of the synced tree, so later syncs never change "
         "its code (default: [jobs] snapshot, on when the project was synced there)",
+    )
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        help="run the (Python) command under debugpy: see orch debug --help",
     )
     run.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
@@ -91,6 +97,7 @@ class RunArgs:
     json: bool = False
     machine: str | None = None
     snapshot: bool | None = None
+    debug: bool = False
 
 
 def parse_run_args(args: argparse.Namespace) -> RunArgs:
@@ -101,6 +108,7 @@ def parse_run_args(args: argparse.Namespace) -> RunArgs:
         json=args.json,
         machine=args.machine,
         snapshot=args.snapshot,
+        debug=args.debug,
     )
     words = list(args.args)
     if words and words[0] == "--":
@@ -133,6 +141,8 @@ def _run_option(out: RunArgs, words: list[str]) -> list[str]:
         out.replace = True
     elif word == "--json":
         out.json = True
+    elif word == "--debug":
+        out.debug = True
     elif word in ("--snapshot", "--no-snapshot"):
         out.snapshot = word == "--snapshot"
     elif key in ("-e", "--env", "-m", "--machine"):
@@ -158,6 +168,21 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         env = parse_env_assignments(run.env)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if run.debug:
+        from sidecar.cli.debug_cmds import print_session
+
+        argv = shlex.split(run.command) if isinstance(run.command, str) else run.command
+        session = await orch.debug_start(
+            run.name,
+            argv,
+            machine=run.machine,
+            env=env,
+            replace=run.replace,
+            snapshot=run.snapshot,
+            say=lambda m: print(f"orch: {m}", file=sys.stderr),
+        )
+        print_json(session) if run.json else print_session(session)
+        return 0
     job = await orch.jobs_run(
         run.name, run.command, env, run.replace, machine=run.machine, snapshot=run.snapshot
     )
