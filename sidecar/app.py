@@ -32,6 +32,7 @@ from sidecar.ssh.pool import ConnectionPool
 if TYPE_CHECKING:
     from sidecar.debug.service import DebugSession
     from sidecar.jobs.manager import JobsManager
+    from sidecar.profiling.service import ProfileRequest, ProfileResult
     from sidecar.ssh.forwarder import ForwardOwner
     from sidecar.sync.service import SyncStatus
 
@@ -352,6 +353,20 @@ class Orchestrator:
             configuration = (await service.attach(self, name, machine)).configuration
         path = await asyncio.to_thread(service.write_launch_json, self, configuration)
         return DebugConfigResult(path=str(path), configuration=configuration)
+
+    # -- profiling ---------------------------------------------------------------------------
+    async def profile(
+        self,
+        request: ProfileRequest,
+        local_root: Path | None = None,
+        machine: str | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> ProfileResult:
+        """Run a GPU profiling session as a job and fetch its trace and summary."""
+        from sidecar.profiling import service
+
+        root = local_root or Path(self.config.root) / "profiles"
+        return await service.run(self, request, root, machine, on_output)
 
     async def close(self) -> None:
         for owner in self._forward_owners.values():
