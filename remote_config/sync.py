@@ -20,9 +20,11 @@ import posixpath
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pathspec
+if TYPE_CHECKING:
+    import pathspec
+
 
 DEFAULT_EXCLUDES: tuple[str, ...] = (".git/", "node_modules/", "__pycache__/", ".venv/", "data/")
 # orch's own files are never synced, whatever the user's rules say.
@@ -41,6 +43,8 @@ SMALL_FILE_MAX_BYTES = 4 * 1024 * 1024
 
 # -- ignore rules -----------------------------------------------------------------------------
 def _spec(lines: Iterable[str]) -> pathspec.PathSpec:
+    import pathspec  # only where rules are built: `orch status` reads sync state without it
+
     return pathspec.GitIgnoreSpec.from_lines(list(lines))
 
 

@@ -25,7 +25,6 @@ from sidecar.config import load_project_config
 from sidecar.errors import NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
-from sidecar.ssh.config_service import SshConfigResult
 from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 from sidecar.ssh.pool import ConnectionPool
 
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from sidecar.debug.service import DebugSession
     from sidecar.jobs.manager import JobsManager
     from sidecar.profiling.service import ProfileRequest, ProfileResult
+    from sidecar.ssh.config_service import SshConfigResult
     from sidecar.ssh.forwarder import ForwardOwner
     from sidecar.sync.service import SyncStatus
 
@@ -52,8 +52,13 @@ class OrchStatus(BaseModel):
 
 
 class Orchestrator:
-    def __init__(self, cwd: Path | None = None, layout: Layout | None = None) -> None:
+    def __init__(
+        self, cwd: Path | None = None, layout: Layout | None = None, one_shot: bool = False
+    ) -> None:
         self.cwd = Path(cwd or os.getcwd()).absolute()
+        # A short-lived process (the CLI): read-only queries may go through OpenSSH's
+        # multiplexed master instead of opening (and importing) an asyncssh connection.
+        self.one_shot = one_shot
         self.layout = layout or Layout.from_env()
         self._config: ResolvedConfig | None = None
         self._providers: dict[str, Provider] = {}

@@ -73,7 +73,7 @@ def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int
     debug = os.environ.get("ORCH_DEBUG") == "1"
 
     async def go() -> int:
-        orch = Orchestrator(cwd=args.project_dir)
+        orch = Orchestrator(cwd=args.project_dir, one_shot=True)
         try:
             result = await handler(orch, args)  # type: ignore[misc]
             return int(result or 0)

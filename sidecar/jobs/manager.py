@@ -23,7 +23,7 @@ from remote_config.jobs import (
 from remote_config.model import JobsSection
 from sidecar.errors import Conflict, NotFound, OrchError, RemoteCommandFailed, UsageError
 from sidecar.jobs.follow import LogStream
-from sidecar.jobs.shell import PersistentShell
+from sidecar.jobs.shell import OpenSSHShell, PersistentShell
 from sidecar.ssh.pool import RunResult
 
 if TYPE_CHECKING:
@@ -39,7 +39,13 @@ class JobsManager:
     def __init__(self, orch: Orchestrator, machine: str | None = None) -> None:
         self.orch = orch
         self.machine = orch.machine_name(machine)
-        self._shell = PersistentShell(orch.pool, scripts.status_prelude())
+        self._shell: PersistentShell | OpenSSHShell
+        if orch.one_shot:  # a CLI process: no asyncssh import for a status query
+            self._shell = OpenSSHShell(
+                lambda words: orch.ssh_argv(self.machine, words), scripts.status_prelude()
+            )
+        else:
+            self._shell = PersistentShell(orch.pool, scripts.status_prelude())
 
     @property
     def workdir(self) -> str:

@@ -71,3 +71,37 @@ class PersistentShell:
         if proc is not None:
             with contextlib.suppress(Exception):
                 proc.close()
+
+
+class OpenSSHShell:
+    """The same queries through OpenSSH's multiplexed master, for one-shot processes.
+
+    A fresh `orch status` would otherwise pay for importing asyncssh and a Python key
+    exchange before its first query; `ssh` through the managed config's ControlMaster (kept
+    for ControlPersist after any earlier orch command) answers in a few milliseconds, and
+    the first call leaves a master behind for the next ones.
+    """
+
+    def __init__(self, argv_for: Any, prelude: str) -> None:
+        self.argv_for = argv_for  # async (command words) -> ssh argv
+        self.prelude = prelude
+
+    async def run(self, target: SSHTarget, body: str, timeout: float = 30.0) -> tuple[int, str]:
+        argv = await self.argv_for(["sh", "-s"])
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        script = f"{self.prelude}\n(\n{body}\n) < /dev/null 2>&1\n"
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(script.encode()), timeout)
+        except TimeoutError:
+            proc.kill()
+            raise ConnectTimeout(f"a job query on {target.alias} timed out") from None
+        if proc.returncode == 255:
+            raise Unreachable(
+                f"ssh to {target.alias} failed: {err.decode(errors='replace').strip()[-300:]}"
+            )
+        return int(proc.returncode or 0), out.decode(errors="replace")

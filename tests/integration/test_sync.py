@@ -313,6 +313,7 @@ def test_inotify_exhaustion_falls_back_to_polling(proj: Project) -> None:
 async def test_snapshot_is_unchanged_by_later_syncs(proj: Project) -> None:
     populate(proj.root, 50)
     assert proj.orch("sync", "start").returncode == 0
+    proj.wait_synced()  # the watcher's first events may still be in flight after start
     orch = Orchestrator(cwd=proj.root)
     try:
         path, generation = await orch.prepare_snapshot()
