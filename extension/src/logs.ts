@@ -1,0 +1,104 @@
+/**
+ * Shows a job's log: the text so far (`orch.jobs.logs`), then the lines the sidecar streams as
+ * `orch/log` notifications after `orch.jobs.follow`, into an output channel or a read-only
+ * terminal named after the job.
+ */
+
+import * as vscode from "vscode";
+import type { JobLogsView } from "./common/settings";
+import type { LogChunk } from "./protocol";
+import type { Sidecar } from "./sidecar";
+
+interface LogView {
+  append(text: string): void;
+  show(): void;
+  dispose(): void;
+}
+
+function outputChannelView(name: string): LogView {
+  const channel = vscode.window.createOutputChannel(`Orch: job ${name}`);
+  return {
+    append: (text) => channel.append(text),
+    show: () => channel.show(true),
+    dispose: () => channel.dispose(),
+  };
+}
+
+function terminalView(name: string, onClose: () => void): LogView {
+  const writer = new vscode.EventEmitter<string>();
+  const pending: string[] = [];
+  let opened = false;
+  const pty: vscode.Pseudoterminal = {
+    onDidWrite: writer.event,
+    open: () => {
+      opened = true;
+      pending.splice(0).forEach((text) => writer.fire(text));
+    },
+    close: onClose,
+  };
+  const terminal = vscode.window.createTerminal({ name: `Orch: job ${name}`, pty });
+  return {
+    append: (text) => {
+      const crlf = text.replace(/\r?\n/g, "\r\n");
+      if (opened) {
+        writer.fire(crlf);
+      } else {
+        pending.push(crlf);
+      }
+    },
+    show: () => terminal.show(true),
+    dispose: () => {
+      terminal.dispose();
+      writer.dispose();
+    },
+  };
+}
+
+export class JobLogs implements vscode.Disposable {
+  private readonly views = new Map<string, LogView>();
+  private readonly following = new Set<string>();
+  private readonly subscription: vscode.Disposable;
+
+  constructor(
+    private readonly sidecar: Sidecar,
+    private readonly where: JobLogsView,
+  ) {
+    this.subscription = sidecar.onLog((chunk: LogChunk) => this.views.get(chunk.name)?.append(chunk.text));
+  }
+
+  async show(name: string): Promise<void> {
+    let view = this.views.get(name);
+    if (view && this.following.has(name)) {
+      view.show();
+      return;
+    }
+    view?.dispose();
+    view =
+      this.where === "terminal"
+        ? terminalView(name, () => this.forget(name))
+        : outputChannelView(name);
+    this.views.set(name, view);
+    view.show();
+    const { text } = await this.sidecar.execute("orch.jobs.logs", { name });
+    view.append(text);
+    await this.sidecar.execute("orch.jobs.follow", { name });
+    this.following.add(name);
+  }
+
+  /** The job ended: the sidecar stops streaming it, so the next show fetches afresh. */
+  ended(name: string): void {
+    this.following.delete(name);
+  }
+
+  private forget(name: string): void {
+    this.following.delete(name);
+    this.views.delete(name);
+    void this.sidecar.execute("orch.jobs.unfollow", { name }).catch(() => undefined);
+  }
+
+  dispose(): void {
+    this.subscription.dispose();
+    this.views.forEach((view) => view.dispose());
+    this.views.clear();
+  }
+}
