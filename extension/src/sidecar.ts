@@ -90,7 +90,10 @@ export class Sidecar implements vscode.Disposable {
       this.scheduleRestart(generation);
       return;
     }
-    if (generation !== this.generation) {
+    // start() can resolve although the server died during initialize; the close handler has
+    // then already moved on to a new generation.
+    if (generation !== this.generation || !client.isRunning()) {
+      this.scheduleRestart(generation);
       return;
     }
     this.setState("running");
@@ -174,6 +177,11 @@ export class Sidecar implements vscode.Disposable {
       revealOutputChannelOn: 4 /* RevealOutputChannelOn.Never */,
       initializationOptions,
       workspaceFolder: this.workspaceFolder,
+      // Logged, not toasted: the restart logic below tells the user what happens next.
+      initializationFailedHandler: (error) => {
+        this.output.error(`The sidecar failed to initialize: ${String(error)}`);
+        return false;
+      },
       errorHandler: {
         error: () => ({ action: ErrorAction.Continue, handled: true }),
         closed: () => {
@@ -199,6 +207,8 @@ export class Sidecar implements vscode.Disposable {
     if (generation !== this.generation || this.restartTimer) {
       return;
     }
+    // Whatever the old client still reports from here on is stale.
+    this.generation++;
     const decision = this.policy.exited(Date.now());
     if (!decision.restart) {
       this.setState("stopped");

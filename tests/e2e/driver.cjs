@@ -1,0 +1,251 @@
+// Drives the orch extension inside code-server from headless Chromium (playwright-core).
+// Started by scripts/test_e2e.sh, which passes E2E_URL (the workbench with the test folder
+// open), E2E_ARTIFACTS (where screenshots go), E2E_PROFILE (a fresh browser profile) and
+// E2E_MODE: "full" runs the job flow against the real sidecar and the embedded local machine;
+// "harness" (only while the repository has no sidecar server yet) checks what works without it.
+"use strict";
+
+const path = require("node:path");
+const { chromium } = require("playwright-core");
+
+const URL = process.env.E2E_URL;
+const ARTIFACTS = process.env.E2E_ARTIFACTS;
+const PROFILE = process.env.E2E_PROFILE;
+const MODE = process.env.E2E_MODE || "full";
+const JOB = "e2e-job";
+// Long enough for the status bar to show it running; prints a line before and after.
+const JOB_COMMAND = "echo orch-e2e-start; sleep 6; echo orch-e2e-done";
+
+const t0 = Date.now();
+const timings = {};
+function log(message) {
+  console.log(`[e2e ${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}`);
+}
+function mark(name) {
+  timings[name] = Date.now() - t0;
+}
+
+async function poll(description, read, test, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await read().catch((error) => `<${error.message}>`);
+    if (test(last)) {
+      return last;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${description}; last seen: ${JSON.stringify(last)}`);
+}
+
+const statusBarText = (page) => page.locator("#workbench\\.parts\\.statusbar").innerText();
+const waitStatusBar = (page, pattern, timeoutMs = 30_000) =>
+  poll(`status bar to match ${pattern}`, () => statusBarText(page), (text) => pattern.test(text), timeoutMs);
+
+async function screenshot(page, name) {
+  const file = path.join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  log(`screenshot ${file}`);
+}
+
+/** Opens the command palette and returns its visible command titles for `query`. */
+async function paletteEntries(page, query) {
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible" });
+  await input.fill(`>${query}`);
+  const rows = page.locator(".quick-input-widget .quick-input-list .monaco-list-row");
+  await rows.first().waitFor({ state: "visible", timeout: 5_000 }).catch(() => undefined);
+  return rows.allInnerTexts();
+}
+
+/** Runs a command from the palette by its exact title ("Orch: Run Job…"). */
+async function runCommand(page, title) {
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible" });
+  await input.fill(`>${title}`);
+  const row = page
+    .locator(".quick-input-widget .quick-input-list .monaco-list-row")
+    .filter({ has: page.locator(".label-name", { hasText: new RegExp(`^${escape(title)}$`) }) })
+    .first();
+  await row.waitFor({ state: "visible", timeout: 10_000 });
+  await row.click();
+}
+
+function escape(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** Types into the quick input that a command opened and presses Enter. */
+async function answerInput(page, titlePattern, value) {
+  const widget = page.locator(".quick-input-widget");
+  await poll(`an input titled ${titlePattern}`, () => widget.innerText(), (t) => titlePattern.test(t), 10_000);
+  const input = widget.locator("input");
+  await input.fill(value);
+  await input.press("Enter");
+}
+
+async function pickQuickItem(page, label) {
+  const row = page.locator(".quick-input-widget .quick-input-list .monaco-list-row", { hasText: label }).first();
+  await row.waitFor({ state: "visible", timeout: 10_000 });
+  await row.click();
+}
+
+async function notificationsText(page) {
+  const toasts = page.locator(".notifications-toasts");
+  return (await toasts.count()) ? toasts.innerText() : "";
+}
+
+async function checkContributions(page) {
+  const expected = [
+    "Orch: Up",
+    "Orch: Down",
+    "Orch: Status",
+    "Orch: Run Job…",
+    "Orch: Show Job Logs",
+    "Orch: Attach to Job",
+    "Orch: Stop Job",
+    "Orch: Start Sync",
+    "Orch: Stop Sync",
+    "Orch: Sync Now",
+    "Orch: Write SSH Config",
+    "Orch: Forward Port…",
+  ];
+  // The palette renders only the rows in view, so ask for each title on its own.
+  const missing = [];
+  for (const title of expected) {
+    const rows = await paletteEntries(page, title);
+    if (!rows.some((row) => row.split("\n").includes(title))) {
+      missing.push(`${title} (palette showed ${JSON.stringify(rows)})`);
+    }
+    await page.keyboard.press("Escape");
+  }
+  if (missing.length) {
+    throw new Error(`palette lacks ${missing.join("; ")}`);
+  }
+  log(`palette lists all ${expected.length} Orch commands`);
+}
+
+async function checkDebugPicker(page) {
+  await runCommand(page, "Debug: Select and Start Debugging");
+  const text = await poll(
+    "the debug picker to offer Orch: Attach to job",
+    () => page.locator(".quick-input-widget .quick-input-list").innerText(),
+    (t) => t.includes("Orch: Attach to job"),
+    10_000,
+  );
+  log(`debug picker offers: ${text.split("\n").filter((l) => l.includes("Orch")).join(" | ")}`);
+  await screenshot(page, "05-debug-picker");
+  await page.keyboard.press("Escape");
+}
+
+async function openOrchView(page) {
+  await runCommand(page, "View: Show Orch");
+  const sidebar = page.locator("#workbench\\.parts\\.sidebar");
+  await sidebar.waitFor({ state: "visible" });
+  return sidebar;
+}
+
+async function harness(page) {
+  // Without a sidecar server the extension must still activate, restart the failing sidecar
+  // with backoff and say so, and contribute its commands, view and debug provider.
+  const text = await waitStatusBar(page, /orch: (restarting|sidecar stopped)/);
+  await poll("a notification about the restart", () => notificationsText(page),
+    (t) => /the sidecar exited; restarting it in \d+s/.test(t), 10_000);
+  log(`status bar: ${text.replace(/\s+/g, " ")}`);
+  await screenshot(page, "01-activated");
+  await checkContributions(page);
+  const sidebar = await openOrchView(page);
+  await poll("the Orch view", () => sidebar.innerText(), (t) => /ORCH/i.test(t), 10_000);
+  await screenshot(page, "02-view");
+  await checkDebugPicker(page);
+}
+
+async function full(page) {
+  // 1. The sidecar starts and reports the embedded local machine and no jobs.
+  let text = await waitStatusBar(page, /local: \w+[\s\S]*0 running/, 60_000);
+  mark("status_bar_ready_ms");
+  log(`status bar: ${text.replace(/\s+/g, " ")}`);
+  await screenshot(page, "01-ready");
+  await checkContributions(page);
+
+  // 2. Run a job on the local machine from the palette.
+  await runCommand(page, "Orch: Run Job…");
+  await answerInput(page, /Run Job \(1\/2\)/, JOB_COMMAND);
+  await answerInput(page, /Run Job \(2\/2\)/, JOB);
+  const runAt = Date.now();
+  text = await waitStatusBar(page, /1 running/, 30_000);
+  mark("job_running_ms");
+  log(`status bar: ${text.replace(/\s+/g, " ")} (${Date.now() - runAt} ms after submitting)`);
+  if (!/local: running/.test(text)) {
+    throw new Error(`expected the local machine running while the job runs; status bar: ${text}`);
+  }
+  await screenshot(page, "02-job-running");
+
+  // 3. The job completes: the status bar and a notification say so.
+  text = await waitStatusBar(page, new RegExp(`0 running · ${JOB}\\s*succeeded`), 60_000);
+  mark("job_done_ms");
+  log(`status bar: ${text.replace(/\s+/g, " ")}`);
+  await poll("a notification that the job succeeded", () => notificationsText(page),
+    (t) => t.includes(`Job ${JOB} succeeded`), 10_000);
+  await screenshot(page, "03-job-done");
+
+  // 4. Its logs are visible in the job's output channel.
+  await runCommand(page, "Orch: Show Job Logs");
+  await pickQuickItem(page, JOB);
+  const panel = page.locator("#workbench\\.parts\\.panel");
+  await poll("the job's log in the output panel", () => panel.innerText(),
+    (t) => t.includes("orch-e2e-start") && t.includes("orch-e2e-done"), 20_000);
+  log("job log shown in the output panel");
+  await screenshot(page, "04-job-logs");
+
+  // 5. The tree view lists the job under Jobs.
+  const sidebar = await openOrchView(page);
+  const tree = await poll("the Orch view to list the job", () => sidebar.innerText(),
+    (t) => t.includes("Machines") && t.includes("Jobs") && t.includes(JOB) && t.includes("Ports"), 10_000);
+  log(`Orch view: ${tree.replace(/\s+/g, " ")}`);
+  await screenshot(page, "04-tree");
+
+  // 6. The debug picker offers the attach provider.
+  await checkDebugPicker(page);
+}
+
+async function main() {
+  const context = await chromium.launchPersistentContext(PROFILE, {
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1400, height: 900 },
+    args: [
+      "--no-sandbox",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-default-apps",
+      "--no-first-run",
+      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+    ],
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  let failed = false;
+  try {
+    log(`mode ${MODE}; opening ${URL}`);
+    await page.goto(URL);
+    await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+    mark("workbench_ms");
+    log("workbench loaded");
+    await (MODE === "harness" ? harness(page) : full(page));
+    log(`timings: ${JSON.stringify(timings)}`);
+  } catch (error) {
+    failed = true;
+    console.error(`[e2e] FAILED: ${error.stack || error}`);
+    await screenshot(page, "failure").catch(() => undefined);
+    console.error(`[e2e] status bar: ${await statusBarText(page).catch(() => "?")}`);
+    console.error(`[e2e] notifications: ${await notificationsText(page).catch(() => "?")}`);
+  } finally {
+    await context.close();
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+main();
