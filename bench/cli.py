@@ -1,0 +1,102 @@
+"""Cold-start cost of the `orch` command and the idle footprint of the local machine's server.
+
+Measured, each in the same run as its floor: `orch --version` and `orch status` (a fresh
+process each time) against a bare `python -c pass`; the idle RSS of the local machine's
+server process after it has served a few sessions, against a bare interpreter's RSS.
+Goals (issue 2): `orch status` cold start <= 300 ms; local machine idle RSS <= 50 MB.
+
+    .venv/bin/python bench/cli.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import emit, orch_env, summary_ms  # noqa: E402
+
+N = 20
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def series(argv: list[str], env: dict[str, str], cwd: str) -> list[float]:
+    for _ in range(2):
+        timed(argv, env, cwd)
+    return [timed(argv, env, cwd) for _ in range(N)]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> None:
+    orch = [str(Path(sys.executable).with_name("orch"))]
+    if not Path(orch[0]).exists():
+        orch = [sys.executable, "-m", "sidecar.cli.main"]
+    with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
+        env = orch_env(ORCH_HOME=os.path.join(tmp, "home"))
+        project = os.path.join(tmp, "proj")
+        os.mkdir(project)
+        floor = series([sys.executable, "-c", "pass"], env, project)
+        version = series([*orch, "--version"], env, project)
+        status_down = series([*orch, "status"], env, project)
+        up = subprocess.run([*orch, "up", "--json"], env=env, cwd=project, check=True,
+                            capture_output=True, text=True)
+        info = json.loads(up.stdout)
+        try:
+            status_up = series([*orch, "status"], env, project)
+            for _ in range(20):  # serve some sessions, then let it idle
+                subprocess.run([*orch, "ssh", "--", "true"], env=env, cwd=project, check=True,
+                               capture_output=True)
+            time.sleep(2)
+            server_rss = rss_kb(info["pid"])
+        finally:
+            subprocess.run([*orch, "down"], env=env, cwd=project, capture_output=True)
+        bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+        time.sleep(1)
+        bare_rss = rss_kb(bare.pid)
+        bare.kill()
+        bare.wait()
+
+    s_floor, s_ver = summary_ms(floor), summary_ms(version)
+    s_down, s_up = summary_ms(status_down), summary_ms(status_up)
+    results = {
+        "python_floor": s_floor,
+        "orch_version": s_ver,
+        "orch_status_machine_stopped": s_down,
+        "orch_status_machine_running": s_up,
+        "status_over_floor_ratio": round(s_up["p50_ms"] / s_floor["p50_ms"], 2),
+        "local_server_idle_rss_mb": round(server_rss / 1024, 1),
+        "bare_python_rss_mb": round(bare_rss / 1024, 1),
+    }
+    ok = s_up["p50_ms"] <= 300
+    emit("cli", results, [
+        ["python -c pass p50", f"{s_floor['p50_ms']:.0f} ms", "(floor)", ""],
+        ["orch --version p50", f"{s_ver['p50_ms']:.0f} ms", "", ""],
+        ["orch status p50 (stopped)", f"{s_down['p50_ms']:.0f} ms", "<= 300 ms",
+         "yes" if s_down["p50_ms"] <= 300 else "NO"],
+        ["orch status p50 (running)", f"{s_up['p50_ms']:.0f} ms", "<= 300 ms",
+         "yes" if ok else "NO"],
+        ["local server idle RSS", f"{server_rss / 1024:.1f} MB", "<= 50 MB",
+         "yes" if server_rss <= 50 * 1024 else "NO"],
+        ["bare python RSS", f"{bare_rss / 1024:.1f} MB", "(floor)", ""],
+    ])
+
+
+if __name__ == "__main__":
+    main()

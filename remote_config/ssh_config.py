@@ -1,0 +1,99 @@
+"""Pure renderers for OpenSSH: the Host blocks of orch's managed ssh config and ssh argv.
+
+Every option carries a comment saying why it is there. Values are quoted for ssh_config;
+a value that cannot be represented (a double quote or newline) is refused, never mangled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HEADER = "# Managed by orch: regenerated on every write, do not edit (edit orch.toml instead).\n"
+
+
+@dataclass(frozen=True)
+class LocalForwardSpec:
+    local_port: int
+    remote_host: str
+    remote_port: int
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    identity_file: str
+    known_hosts_file: str
+    host_key_alias: str
+    control_path: str
+    control_persist: str = "10m"
+    server_alive_interval: int = 15
+    server_alive_count_max: int = 4
+    compression: bool = False
+    forwards: tuple[LocalForwardSpec, ...] = field(default_factory=tuple)
+
+
+def quote_value(value: str) -> str:
+    """Quote a value for ssh_config (which has no escape for '"')."""
+    if any(c in value for c in '"\n\r\x00'):
+        raise ValueError(f"value cannot be written to an ssh config: {value!r}")
+    return f'"{value}"' if any(c.isspace() for c in value) or "#" in value else value
+
+
+def render_host(entry: HostEntry) -> str:
+    q = quote_value
+    lines = [
+        f"Host {q(entry.alias)}",
+        f"    HostName {q(entry.hostname)}",
+        f"    Port {entry.port}",
+        f"    User {q(entry.user)}",
+        # Only orch's key: never offer every agent key (servers cap auth attempts).
+        f"    IdentityFile {q(entry.identity_file)}",
+        "    IdentitiesOnly yes",
+        # Host keys are pinned by orch; an unknown or changed key is refused, never accepted.
+        f"    UserKnownHostsFile {q(entry.known_hosts_file)}",
+        "    StrictHostKeyChecking yes",
+        # The alias makes the pinned line independent of the port (the local machine's can move).
+        f"    HostKeyAlias {q(entry.host_key_alias)}",
+        "    CheckHostIP no",
+        # One multiplexed master per host: later commands, rsync and VS Code reuse it.
+        "    ControlMaster auto",
+        f"    ControlPath {q(entry.control_path)}",
+        f"    ControlPersist {entry.control_persist}",
+        # Notice a dead peer within interval*count seconds instead of hanging.
+        f"    ServerAliveInterval {entry.server_alive_interval}",
+        f"    ServerAliveCountMax {entry.server_alive_count_max}",
+        "    TCPKeepAlive yes",
+        "    BatchMode yes",
+        f"    Compression {'yes' if entry.compression else 'no'}",
+    ]
+    for fwd in entry.forwards:
+        lines.append(
+            f"    LocalForward 127.0.0.1:{fwd.local_port} {fwd.remote_host}:{fwd.remote_port}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_config(entries: list[HostEntry]) -> str:
+    blocks = [render_host(e) for e in sorted(entries, key=lambda e: e.alias)]
+    return HEADER + "\n" + "\n".join(blocks)
+
+
+def ssh_argv(
+    config_file: str,
+    alias: str,
+    remote_command: str | None = None,
+    *,
+    tty: bool = False,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """argv for OpenSSH through the managed config (`-F`, so ~/.ssh/config is not read)."""
+    argv = ["ssh", "-F", config_file, *extra]
+    if tty:
+        argv.append("-tt")  # force a PTY: tmux attach and shells need one
+    argv.append(alias)
+    if remote_command is not None:
+        argv += ["--", remote_command]
+    return argv

@@ -1,0 +1,95 @@
+"""Entry point of the `orch` command: parse arguments, call the Orchestrator, map errors.
+
+Exit codes: 0 ok, 1 failed, 2 usage, 3 orch.toml invalid, 4 not found (job, machine),
+5 machine not running or unreachable, 6 conflict (already running, port busy),
+130 interrupted. No traceback is printed unless ORCH_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sidecar import __version__
+
+AREAS = ("machine_cmds", "config_cmds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="orch",
+        description="Cloud-first development: run heavy work on a remote machine from your editor.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 orch.toml invalid, 4 not found, "
+        "5 machine not running or unreachable, 6 conflict, 130 interrupted. "
+        "Set ORCH_DEBUG=1 for tracebacks. Docs: docs/cli.md",
+    )
+    parser.add_argument("--version", action="version", version=f"orch {__version__}")
+    parser.add_argument(
+        "-C", "--project-dir", type=Path, default=None, help="run as if started in this folder"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in AREAS:
+        importlib.import_module(f"sidecar.cli.{area}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv in (["--version"], ["-V"]):  # fast path: no imports beyond the version string
+        print(f"orch {__version__}")
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[..., object] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return run_handler(handler, args)
+
+
+def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int:
+    from sidecar.app import Orchestrator
+    from sidecar.cli.output import error
+    from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
+
+    import asyncio
+
+    debug = os.environ.get("ORCH_DEBUG") == "1"
+
+    async def go() -> int:
+        orch = Orchestrator(cwd=args.project_dir)
+        try:
+            result = await handler(orch, args)  # type: ignore[misc]
+            return int(result or 0)
+        finally:
+            await orch.close()
+
+    try:
+        return asyncio.run(go())
+    except OrchError as exc:
+        if debug:
+            raise
+        error(exc.message, exc.hint)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILED
+    except Exception as exc:
+        if debug:
+            raise
+        error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in orch; rerun with ORCH_DEBUG=1 for a traceback and report it",
+        )
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""orch's error hierarchy: errors are values users can act on.
+
+Every error carries what failed (`message`), what to do next (`hint`) and the CLI exit code
+for its family, so the CLI, the language server and tests treat them the same way.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+# Documented exit codes (docs/cli.md).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_NOT_FOUND = 4
+EXIT_UNREACHABLE = 5
+EXIT_CONFLICT = 6
+EXIT_INTERRUPTED = 130
+
+
+class OrchError(Exception):
+    """Base: something failed; `hint` says what the user can do about it."""
+
+    exit_code: ClassVar[int] = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(OrchError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigFileError(OrchError):
+    """orch.toml is malformed; the message lists every problem with its line."""
+
+    exit_code = EXIT_CONFIG
+
+
+class NotFound(OrchError):
+    """An unknown job, machine or port forward."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class MachineNotRunning(OrchError):
+    exit_code = EXIT_UNREACHABLE
+
+
+class ConnectionFailed(OrchError):
+    """The machine could not be reached (base of the connection errors)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class Unreachable(ConnectionFailed):
+    pass
+
+
+class ConnectTimeout(ConnectionFailed):
+    pass
+
+
+class AuthenticationFailed(ConnectionFailed):
+    pass
+
+
+class HostKeyMismatch(ConnectionFailed):
+    pass
+
+
+class Conflict(OrchError):
+    """The operation would clash with something that exists: a running job, a busy port."""
+
+    exit_code = EXIT_CONFLICT
+
+
+class PortBusy(Conflict):
+    pass
+
+
+class RemoteCommandFailed(OrchError):
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        exit_status: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        self.exit_status = exit_status
+        self.stderr = stderr

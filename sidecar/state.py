@@ -1,0 +1,110 @@
+"""orch's own state under `$ORCH_HOME` (default `~/.orch`).
+
+Folders are created 0700 and secret files 0600; every write is atomic (temp file, fsync,
+rename) so a crash never leaves a half-written state file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def orch_home() -> Path:
+    raw = os.environ.get("ORCH_HOME") or os.path.join(os.path.expanduser("~"), ".orch")
+    return Path(raw).absolute()
+
+
+def secure_dir(path: Path) -> Path:
+    """Create `path` (and parents) 0700, tightening an existing folder's mode."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if info.st_uid != os.getuid() or not os.path.isdir(path) or os.path.islink(path):
+        raise PermissionError(f"{path} is not a folder owned by this user; refusing to use it")
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write `data` to `path` so readers see the old or the new content, never a mix."""
+    payload = data.encode() if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, value: Any, mode: int = 0o600) -> None:
+    atomic_write(path, json.dumps(value, indent=2, sort_keys=True) + "\n", mode)
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in `path`, or None when it is missing or unreadable (a torn or foreign file)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` (created 0600); yields False if not blocking and busy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether some process holds an exclusive flock on `path` right now."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live process; False for a missing one or a zombie awaiting its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    # Field 3 (after the parenthesised command name) is the state; Z = zombie, X = dead.
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state not in {"Z", "X"}

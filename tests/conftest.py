@@ -1,0 +1,98 @@
+"""Fixtures shared by every tier: an isolated $ORCH_HOME, a project folder, real sshd."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Sshd, make_sshd, sshd_available
+
+
+@pytest.fixture
+def orch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "orch-home"
+    monkeypatch.setenv("ORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+async def local_orch(orch_home: Path, project: Path) -> AsyncIterator[object]:
+    """An Orchestrator in `project` with the embedded local machine up; stopped afterwards."""
+    from sidecar.app import Orchestrator
+
+    orch = Orchestrator(cwd=project)
+    await orch.up()
+    try:
+        yield orch
+    finally:
+        await orch.close()
+        await orch.down()
+        _kill_tmux_servers(orch_home)
+
+
+def _kill_tmux_servers(root: Path) -> None:
+    """Stop tmux servers whose sockets live under `root` (jobs started by a test)."""
+    for sock in root.rglob("*"):
+        with contextlib.suppress(OSError):
+            if sock.is_socket() and "tmux" in sock.name:
+                subprocess.run(
+                    ["tmux", "-S", str(sock), "kill-server"], capture_output=True, timeout=10
+                )
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    reason = sshd_available()
+    if reason:
+        pytest.skip(reason)
+    # sshd reads authorized_keys as the logged-in user: keep its folder outside pytest's
+    # root-only temp tree (0700), readable but not writable by others.
+    folder = Path(tempfile.mkdtemp(prefix="orch-sshd-"))
+    folder.chmod(0o755)
+    server = make_sshd(folder)
+    (folder / "authorized_keys").chmod(0o644)
+    _wipe_home(server.home)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            subprocess.run(["pkill", "-u", server.user, "tmux"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def sshd(sshd_server: Sshd) -> Sshd:
+    """The session's sshd, restarted if a previous test stopped it."""
+    if sshd_server.proc is None or sshd_server.proc.poll() is not None:
+        sshd_server.start()
+    return sshd_server
+
+
+def _wipe_home(home: Path) -> None:
+    """Empty the orch-test user's home (it exists only for these tests)."""
+    if home.name != "orch-test" or not home.is_dir():
+        return
+    for child in home.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                child.unlink()
+
+
+os.environ.setdefault("ORCH_TEST", "1")

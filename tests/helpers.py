@@ -1,0 +1,195 @@
+"""Shared test helpers: free ports, running the real `orch` CLI, a real OpenSSH sshd on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_USER = "orch-test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_orch(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `orch` command (this interpreter, this checkout) and capture its output."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        input=input,
+    )
+
+
+def stop_pid(pid: int, timeout: float = 5.0) -> None:
+    """Stop a process we started: SIGTERM, then SIGKILL if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in {"Z", "X"}
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@dataclass
+class Sshd:
+    """A real OpenSSH sshd on 127.0.0.1, logging in as TEST_USER with a generated key."""
+
+    port: int
+    folder: Path
+    client_key: Path
+    host_public_key: str
+    user: str
+    home: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def config_text(self) -> str:
+        return (
+            f"Port {self.port}\nListenAddress 127.0.0.1\n"
+            f"HostKey {self.folder / 'host_ed25519_key'}\n"
+            f"PidFile {self.folder / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {self.folder / 'authorized_keys'}\n"
+            "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "UsePAM no\nAllowTcpForwarding yes\nPermitRootLogin no\n"
+            f"AllowUsers {self.user}\nSetEnv SHLVL=1\n"
+            "Subsystem sftp internal-sftp\nMaxSessions 64\nMaxStartups 64:30:128\n"
+        )
+
+    def start(self) -> None:
+        cfg = self.folder / "sshd_config"
+        cfg.write_text(self.config_text())
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("sshd") or "/usr/sbin/sshd",
+                "-D",
+                "-f",
+                str(cfg),
+                "-E",
+                str(self.folder / "sshd.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc.pid)
+            with contextlib.suppress(Exception):
+                self.proc.wait(timeout=5)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def machine_toml(self, name: str = "box") -> str:
+        return (
+            f'[machines.{name}]\nkind = "ssh"\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f'user = "{self.user}"\nidentity_file = "{self.client_key}"\n'
+            f'host_key = "{self.host_public_key}"\n'
+        )
+
+    def ssh_argv(self, command: str) -> list[str]:
+        known = self.folder / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{self.port} {self.host_public_key}\n")
+        return [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-i",
+            str(self.client_key),
+            "-p",
+            str(self.port),
+            f"{self.user}@127.0.0.1",
+            command,
+        ]
+
+
+def make_sshd(folder: Path) -> Sshd:
+    """Generate keys and start sshd (needs root: it logs in as the orch-test user)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("host_ed25519_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / name)],
+            check=True,
+        )
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    host_pub = " ".join((folder / "host_ed25519_key.pub").read_text().split()[:2])
+    import pwd
+
+    entry = pwd.getpwnam(TEST_USER)
+    sshd = Sshd(free_port(), folder, folder / "client_key", host_pub, TEST_USER, Path(entry.pw_dir))
+    sshd.start()
+    return sshd
+
+
+def sshd_available() -> str | None:
+    """None when a real sshd can run here, else the reason it cannot."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return "real-sshd tests need root (they log in as the orch-test user); run scripts/test.sh"
+    if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
+        return "openssh-server is not installed; run scripts/setup.sh"
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        return f"user {TEST_USER} is missing; scripts/setup.sh creates it"
+    return None
