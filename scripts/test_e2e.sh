@@ -107,9 +107,9 @@ for _ in $(seq 100); do
 done
 ready_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
 
-# Until the sidecar's language server exists, only the harness part can run (see driver.cjs).
+# Until the language server has the jobs commands, only the harness part can run (driver.cjs).
 mode=full
-[ -f "$root/sidecar/__main__.py" ] || mode=harness
+[ -f "$root/sidecar/server/jobs.py" ] || mode=harness
 echo "test_e2e: mode $mode" >&2
 
 E2E_MODE=$mode \
