@@ -30,9 +30,21 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/orch-e2e.XXXXXX")
 rm -rf "$artifacts"
 mkdir -p "$artifacts" "$work"/{user-data/User,extensions,xdg-config,xdg-data,tmp,orch-home,browser,workspace/.vscode}
 
+# Processes whose environment names this run's ORCH_HOME (the sidecar, the local machine).
+ours() {
+    grep -lsz "^ORCH_HOME=$work/orch-home\$" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 || true
+}
+
 server_pid=""
 cleanup() {
     local rc=$?
+    # Our own helpers below must not carry ORCH_HOME, or `ours` would find them.
+    unset ORCH_HOME
+    # The local machine runs detached (it outlives the sidecar on purpose): stop it the
+    # product's way first.
+    if [ -x "$root/.venv/bin/orch" ]; then
+        ORCH_HOME=$work/orch-home "$root/.venv/bin/orch" -C "$work/workspace" down >/dev/null 2>&1 || true
+    fi
     if [ -n "$server_pid" ]; then
         # code-server runs in its own session (setsid): its process group holds the server,
         # the extension host and the sidecar, and nothing else.
@@ -48,6 +60,13 @@ cleanup() {
     for sock in $(find "$work/orch-home" -type s 2>/dev/null | grep -i tmux || true); do
         tmux -S "$sock" kill-server 2>/dev/null || true
     done
+    local left
+    left=$(ours | tr '\n' ' ')
+    if [ -n "${left// /}" ]; then
+        echo "test_e2e: stopping processes left behind: $left" >&2
+        # shellcheck disable=SC2086
+        kill -KILL $left 2>/dev/null || true
+    fi
     # VS Code's logs (the Orch output channel is one of them) help when a run fails.
     find "$work/user-data/logs" \( -name Orch.log -o -name remoteexthost.log \) \
         -exec cp {} "$artifacts/" \; 2>/dev/null || true
@@ -59,7 +78,7 @@ trap cleanup EXIT INT TERM
 
 # The test project: a file to see and the interpreter setting.
 cat >"$work/workspace/.vscode/settings.json" <<JSON
-{ "orch.python": "$python", "orch.logLevel": "debug" }
+{ "orch.python": "$python", "orch.logLevel": "info" }
 JSON
 echo 'print("hello from the e2e workspace")' >"$work/workspace/hello.py"
 
@@ -107,12 +126,13 @@ for _ in $(seq 100); do
 done
 ready_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
 
-# Until the language server has the jobs commands, only the harness part can run (driver.cjs).
-mode=full
-[ -f "$root/sidecar/server/jobs.py" ] || mode=harness
-echo "test_e2e: mode $mode" >&2
+# The job flow runs once the language server has the jobs area (driver.cjs, E2E_JOBS).
+jobs=1
+[ -f "$root/sidecar/server/jobs.py" ] || jobs=0
+echo "test_e2e: job flow $([ $jobs = 1 ] && echo on || echo 'OFF (no sidecar/server/jobs.py yet)')" >&2
 
-E2E_MODE=$mode \
+E2E_JOBS=$jobs \
+E2E_ORCH_HOME=$ORCH_HOME \
 E2E_URL="http://127.0.0.1:$port/?folder=$work/workspace" \
 E2E_ARTIFACTS=$artifacts \
 E2E_PROFILE=$work/browser \

@@ -200,6 +200,8 @@ async function forwardPort(ctx: Context): Promise<void> {
   );
 }
 
+// These ids must differ from the sidecar's command names (`orch.status`, `orch.jobs.run`…):
+// vscode-languageclient registers every command the server advertises under its own name.
 export function registerCommands(ctx: Context): vscode.Disposable[] {
   const machine = ctx.settings.machine ? { machine: ctx.settings.machine } : {};
   const handlers: Record<string, [string, (...args: unknown[]) => unknown]> = {
@@ -211,7 +213,7 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
         ),
     ],
     "orch.down": ["Down", () => ctx.sidecar.execute("orch.machine.down", machine)],
-    "orch.status": [
+    "orch.showStatus": [
       "Status",
       async () => {
         const status = await ctx.sidecar.execute("orch.status", {});

@@ -39,7 +39,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     sidecar.onDidChangeState((state) => store.setSidecar(state)),
     store.onDidChange(({ before }) => {
       statusBar.update(store.sidecar, store.status);
-      tree.update(store.status);
+      // While the sidecar is away the tree shows that, not stale jobs.
+      tree.update(store.sidecar === "running" ? store.status : undefined);
       for (const job of newlyEnded(before?.jobs ?? [], store.status?.jobs ?? [])) {
         logs.ended(job.name);
         if (settings.notifyOnJobEnd) {

@@ -47,6 +47,7 @@ export class Sidecar implements vscode.Disposable {
   private client: LanguageClient | undefined;
   private generation = 0;
   private restartTimer: NodeJS.Timeout | undefined;
+  private restartMessage: vscode.Disposable | undefined;
   private readonly policy = new RestartPolicy();
   private _state: SidecarState = "starting";
   private _interpreter: Interpreter | undefined;
@@ -145,6 +146,7 @@ export class Sidecar implements vscode.Disposable {
 
   async dispose(): Promise<void> {
     this.clearRestartTimer();
+    this.restartMessage?.dispose();
     this.generation++;
     const client = this.client;
     this.client = undefined;
@@ -230,7 +232,8 @@ export class Sidecar implements vscode.Disposable {
     const message = `Orch: the sidecar exited; restarting it in ${seconds}s (attempt ${decision.attempt}).`;
     this.output.warn(message);
     this.setState("restarting");
-    void vscode.window.setStatusBarMessage(`$(warning) ${message}`, decision.delayMs + 2_000);
+    this.restartMessage?.dispose();
+    this.restartMessage = vscode.window.setStatusBarMessage(`$(warning) ${message}`);
     if (decision.attempt === 1) {
       void vscode.window.showWarningMessage(message, "Show Output").then((choice) => {
         if (choice) {
@@ -268,6 +271,10 @@ export class Sidecar implements vscode.Disposable {
   }
 
   private setState(state: SidecarState): void {
+    if (state === "running") {
+      this.restartMessage?.dispose();
+      this.restartMessage = undefined;
+    }
     if (this._state !== state) {
       this._state = state;
       this.stateEmitter.fire(state);

@@ -26,7 +26,7 @@ function apply(item: vscode.StatusBarItem, text: ItemText): void {
 }
 
 export class StatusBar implements vscode.Disposable {
-  private readonly machine = create("orch.machine", "Orch Machine", 100, "orch.status");
+  private readonly machine = create("orch.machine", "Orch Machine", 100, "orch.showStatus");
   private readonly jobs = create("orch.jobs", "Orch Jobs", 99, "orch.jobs");
   private readonly sync = create("orch.sync", "Orch Sync", 98, "orch.syncNow");
 
@@ -38,7 +38,7 @@ export class StatusBar implements vscode.Disposable {
   update(sidecar: SidecarState, status: OrchStatus | undefined): void {
     const machine = machineItem(sidecar, status?.machine);
     apply(this.machine, machine);
-    this.machine.command = sidecar === "stopped" ? "orch.showOutput" : "orch.status";
+    this.machine.command = sidecar === "stopped" ? "orch.showOutput" : "orch.showStatus";
     if (sidecar === "running" && status) {
       apply(this.jobs, jobsItem(status.jobs));
       const sync = syncItem(status.sync);

@@ -29,6 +29,8 @@ def build_server() -> OrchServer:
         server.open_project(params)
         level = LOG_LEVELS.get(server.options.logLevel, logging.DEBUG)
         logging.getLogger("sidecar").setLevel(level)
+        if level == logging.DEBUG:
+            logging.getLogger("pygls").setLevel(logging.DEBUG)
 
     @server.feature(types.INITIALIZED)
     def initialized(server: OrchServer, params: types.InitializedParams) -> None:

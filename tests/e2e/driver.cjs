@@ -1,17 +1,19 @@
 // Drives the orch extension inside code-server from headless Chromium (playwright-core).
 // Started by scripts/test_e2e.sh, which passes E2E_URL (the workbench with the test folder
 // open), E2E_ARTIFACTS (where screenshots go), E2E_PROFILE (a fresh browser profile) and
-// E2E_MODE: "full" runs the job flow against the real sidecar and the embedded local machine;
-// "harness" (only while the repository has no sidecar server yet) checks what works without it.
+// E2E_ORCH_HOME (the sidecar's state folder, to find its process) and E2E_JOBS.
 "use strict";
 
+const fs = require("node:fs");
 const path = require("node:path");
 const { chromium } = require("playwright-core");
 
 const URL = process.env.E2E_URL;
 const ARTIFACTS = process.env.E2E_ARTIFACTS;
 const PROFILE = process.env.E2E_PROFILE;
-const MODE = process.env.E2E_MODE || "full";
+const ORCH_HOME = process.env.E2E_ORCH_HOME;
+// The job flow needs the sidecar's jobs area; test_e2e.sh turns it on when that exists.
+const JOBS = process.env.E2E_JOBS !== "0";
 const JOB = "e2e-job";
 // Long enough for the status bar to show it running; prints a line before and after.
 const JOB_COMMAND = "echo orch-e2e-start; sleep 6; echo orch-e2e-done";
@@ -136,7 +138,7 @@ async function checkDebugPicker(page) {
     10_000,
   );
   log(`debug picker offers: ${text.split("\n").filter((l) => l.includes("Orch")).join(" | ")}`);
-  await screenshot(page, "05-debug-picker");
+  await screenshot(page, "07-debug-picker");
   await page.keyboard.press("Escape");
 }
 
@@ -147,68 +149,123 @@ async function openOrchView(page) {
   return sidebar;
 }
 
-async function harness(page) {
-  // Without a sidecar server the extension must still activate, restart the failing sidecar
-  // with backoff and say so, and contribute its commands, view and debug provider.
-  const text = await waitStatusBar(page, /orch: (restarting|sidecar stopped)/);
-  await poll("a notification about the restart", () => notificationsText(page),
-    (t) => /the sidecar exited; restarting it in \d+s/.test(t), 10_000);
-  log(`status bar: ${text.replace(/\s+/g, " ")}`);
-  await screenshot(page, "01-activated");
-  await checkContributions(page);
-  const sidebar = await openOrchView(page);
-  await poll("the Orch view", () => sidebar.innerText(), (t) => /ORCH/i.test(t), 10_000);
-  await screenshot(page, "02-view");
-  await checkDebugPicker(page);
+/** The sidecar of this run: the `python -m sidecar` process whose ORCH_HOME is ours. */
+function sidecarPid() {
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) {
+      continue;
+    }
+    try {
+      const argv = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      const env = fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0");
+      if (argv.includes("-m") && argv[argv.indexOf("-m") + 1] === "sidecar" && env.includes(`ORCH_HOME=${ORCH_HOME}`)) {
+        return Number(entry);
+      }
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return undefined;
 }
 
-async function full(page) {
-  // 1. The sidecar starts and reports the embedded local machine and no jobs.
-  let text = await waitStatusBar(page, /local: \w+[\s\S]*0 running/, 60_000);
-  mark("status_bar_ready_ms");
-  log(`status bar: ${text.replace(/\s+/g, " ")}`);
-  await screenshot(page, "01-ready");
-  await checkContributions(page);
+async function upMachine(page) {
+  await runCommand(page, "Orch: Up");
+  const text = await waitStatusBar(page, /local: running[\s\S]*0 running/, 30_000);
+  mark("machine_up_ms");
+  log(`status bar: ${oneLine(text)}`);
+  await screenshot(page, "02-machine-up");
+}
 
-  // 2. Run a job on the local machine from the palette.
+async function jobFlow(page) {
+  // Run a job on the local machine from the palette.
   await runCommand(page, "Orch: Run Job…");
   await answerInput(page, /Run Job \(1\/2\)/, JOB_COMMAND);
   await answerInput(page, /Run Job \(2\/2\)/, JOB);
   const runAt = Date.now();
-  text = await waitStatusBar(page, /1 running/, 30_000);
+  let text = await waitStatusBar(page, /1 running/, 30_000);
   mark("job_running_ms");
-  log(`status bar: ${text.replace(/\s+/g, " ")} (${Date.now() - runAt} ms after submitting)`);
+  log(`status bar: ${oneLine(text)} (${Date.now() - runAt} ms after submitting)`);
   if (!/local: running/.test(text)) {
     throw new Error(`expected the local machine running while the job runs; status bar: ${text}`);
   }
-  await screenshot(page, "02-job-running");
+  await screenshot(page, "03-job-running");
 
-  // 3. The job completes: the status bar and a notification say so.
+  // The job completes: the status bar and a notification say so.
   text = await waitStatusBar(page, new RegExp(`0 running · ${JOB}\\s*succeeded`), 60_000);
   mark("job_done_ms");
-  log(`status bar: ${text.replace(/\s+/g, " ")}`);
+  log(`status bar: ${oneLine(text)}`);
   await poll("a notification that the job succeeded", () => notificationsText(page),
     (t) => t.includes(`Job ${JOB} succeeded`), 10_000);
-  await screenshot(page, "03-job-done");
+  await screenshot(page, "04-job-done");
 
-  // 4. Its logs are visible in the job's output channel.
+  // Its logs are visible in the job's output channel.
   await runCommand(page, "Orch: Show Job Logs");
   await pickQuickItem(page, JOB);
   const panel = page.locator("#workbench\\.parts\\.panel");
   await poll("the job's log in the output panel", () => panel.innerText(),
     (t) => t.includes("orch-e2e-start") && t.includes("orch-e2e-done"), 20_000);
   log("job log shown in the output panel");
-  await screenshot(page, "04-job-logs");
+  await screenshot(page, "05-job-logs");
+}
 
-  // 5. The tree view lists the job under Jobs.
+async function checkTree(page, withJob) {
   const sidebar = await openOrchView(page);
-  const tree = await poll("the Orch view to list the job", () => sidebar.innerText(),
-    (t) => t.includes("Machines") && t.includes("Jobs") && t.includes(JOB) && t.includes("Ports"), 10_000);
-  log(`Orch view: ${tree.replace(/\s+/g, " ")}`);
-  await screenshot(page, "04-tree");
+  const tree = await poll("the Orch view to list the machine" + (withJob ? " and the job" : ""),
+    () => sidebar.innerText(),
+    (t) => /Machines[\s\S]*local[\s\S]*running[\s\S]*Jobs[\s\S]*Ports/.test(t) && (!withJob || t.includes(JOB)),
+    10_000);
+  log(`Orch view: ${oneLine(tree)}`);
+  await screenshot(page, "06-tree");
+}
 
-  // 6. The debug picker offers the attach provider.
+async function crashAndRecover(page) {
+  // Kill the sidecar: the extension says so, restarts it, and the state comes back.
+  const pid = sidecarPid();
+  if (!pid) {
+    throw new Error(`no sidecar process found for ORCH_HOME=${ORCH_HOME}`);
+  }
+  process.kill(pid, "SIGKILL");
+  log(`killed the sidecar (pid ${pid})`);
+  let text = await waitStatusBar(page, /orch: restarting/, 10_000);
+  log(`status bar: ${oneLine(text)}`);
+  await poll("a notification about the restart", () => notificationsText(page),
+    (t) => /the sidecar exited; restarting it in \d+s/.test(t), 10_000);
+  await screenshot(page, "08-restarting");
+  text = await waitStatusBar(page, /local: running/, 30_000);
+  const again = sidecarPid();
+  if (!again || again === pid) {
+    throw new Error(`expected a new sidecar process after the restart (old ${pid}, now ${again})`);
+  }
+  log(`status bar after the restart (new pid ${again}): ${oneLine(text)}`);
+  await screenshot(page, "09-restarted");
+}
+
+async function downMachine(page) {
+  await runCommand(page, "Orch: Down");
+  const text = await waitStatusBar(page, /local: stopped/, 30_000);
+  log(`status bar: ${oneLine(text)}`);
+  await screenshot(page, "10-machine-down");
+}
+
+const oneLine = (text) => text.replace(/\s+/g, " ").trim();
+
+async function scenario(page) {
+  // The sidecar starts and reports the embedded local machine and no jobs.
+  const text = await waitStatusBar(page, /local: (stopped|running)[\s\S]*0 running/, 60_000);
+  mark("status_bar_ready_ms");
+  log(`status bar: ${oneLine(text)}`);
+  await screenshot(page, "01-ready");
+  await checkContributions(page);
+  await upMachine(page);
+  if (JOBS) {
+    await jobFlow(page);
+  } else {
+    log("JOB FLOW NOT RUN: the sidecar has no jobs area yet (sidecar/server/jobs.py)");
+  }
+  await checkTree(page, JOBS);
   await checkDebugPicker(page);
+  await crashAndRecover(page);
+  await downMachine(page);
 }
 
 async function main() {
@@ -229,12 +286,12 @@ async function main() {
   const page = context.pages()[0] ?? (await context.newPage());
   let failed = false;
   try {
-    log(`mode ${MODE}; opening ${URL}`);
+    log(`job flow ${JOBS ? "on" : "OFF"}; opening ${URL}`);
     await page.goto(URL);
     await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
     mark("workbench_ms");
     log("workbench loaded");
-    await (MODE === "harness" ? harness(page) : full(page));
+    await scenario(page);
     log(`timings: ${JSON.stringify(timings)}`);
   } catch (error) {
     failed = true;
