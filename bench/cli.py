@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import emit, orch_env, summary_ms  # noqa: E402
+from bench.common import emit, orch_env, summary_ms
 
 N = 20
 
@@ -55,14 +55,25 @@ def main() -> None:
         floor = series([sys.executable, "-c", "pass"], env, project)
         version = series([*orch, "--version"], env, project)
         status_down = series([*orch, "status"], env, project)
-        up = subprocess.run([*orch, "up", "--json"], env=env, cwd=project, check=True,
-                            capture_output=True, text=True)
+        up = subprocess.run(
+            [*orch, "up", "--json"],
+            env=env,
+            cwd=project,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         info = json.loads(up.stdout)
         try:
             status_up = series([*orch, "status"], env, project)
             for _ in range(20):  # serve some sessions, then let it idle
-                subprocess.run([*orch, "ssh", "--", "true"], env=env, cwd=project, check=True,
-                               capture_output=True)
+                subprocess.run(
+                    [*orch, "ssh", "--", "true"],
+                    env=env,
+                    cwd=project,
+                    check=True,
+                    capture_output=True,
+                )
             time.sleep(2)
             server_rss = rss_kb(info["pid"])
         finally:
@@ -85,17 +96,33 @@ def main() -> None:
         "bare_python_rss_mb": round(bare_rss / 1024, 1),
     }
     ok = s_up["p50_ms"] <= 300
-    emit("cli", results, [
-        ["python -c pass p50", f"{s_floor['p50_ms']:.0f} ms", "(floor)", ""],
-        ["orch --version p50", f"{s_ver['p50_ms']:.0f} ms", "", ""],
-        ["orch status p50 (stopped)", f"{s_down['p50_ms']:.0f} ms", "<= 300 ms",
-         "yes" if s_down["p50_ms"] <= 300 else "NO"],
-        ["orch status p50 (running)", f"{s_up['p50_ms']:.0f} ms", "<= 300 ms",
-         "yes" if ok else "NO"],
-        ["local server idle RSS", f"{server_rss / 1024:.1f} MB", "<= 50 MB",
-         "yes" if server_rss <= 50 * 1024 else "NO"],
-        ["bare python RSS", f"{bare_rss / 1024:.1f} MB", "(floor)", ""],
-    ])
+    emit(
+        "cli",
+        results,
+        [
+            ["python -c pass p50", f"{s_floor['p50_ms']:.0f} ms", "(floor)", ""],
+            ["orch --version p50", f"{s_ver['p50_ms']:.0f} ms", "", ""],
+            [
+                "orch status p50 (stopped)",
+                f"{s_down['p50_ms']:.0f} ms",
+                "<= 300 ms",
+                "yes" if s_down["p50_ms"] <= 300 else "NO",
+            ],
+            [
+                "orch status p50 (running)",
+                f"{s_up['p50_ms']:.0f} ms",
+                "<= 300 ms",
+                "yes" if ok else "NO",
+            ],
+            [
+                "local server idle RSS",
+                f"{server_rss / 1024:.1f} MB",
+                "<= 50 MB",
+                "yes" if server_rss <= 50 * 1024 else "NO",
+            ],
+            ["bare python RSS", f"{bare_rss / 1024:.1f} MB", "(floor)", ""],
+        ],
+    )
 
 
 if __name__ == "__main__":

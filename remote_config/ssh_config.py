@@ -90,7 +90,8 @@ def ssh_argv(
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """argv for OpenSSH through the managed config (`-F`, so ~/.ssh/config is not read)."""
-    argv = ["ssh", "-F", config_file, *extra]
+    # Forwards belong to orch's forwarder (docs/ssh.md); a shell must not try to bind them too.
+    argv = ["ssh", "-F", config_file, "-o", "ClearAllForwardings=yes", *extra]
     if tty:
         argv.append("-tt")  # force a PTY: tmux attach and shells need one
     argv.append(alias)

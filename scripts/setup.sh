@@ -23,13 +23,15 @@ PYTHON="${ORCH_PYTHON:-python3}"
 
 stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)-$("$PYTHON" -c 'import sys; print(sys.version_info[:2])' | tr -d ' (),')
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.orch-stamp 2>/dev/null)" != "$stamp" ]; then
-  echo "setup: creating .venv and installing orch[dev]"
+  echo "setup: creating .venv and installing orch[dev] (log: .venv/setup.log)"
   rm -rf .venv
   "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  # compat mode: a plain path entry, no import-hook finder on every start (faster cold start)
-  .venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat 2>&1 | grep -vE "^WARNING: Location|^\s*$" || true
-  .venv/bin/python -c 'import sidecar, asyncssh, pygls, pytest_lsp' 
+  {
+    .venv/bin/python -m pip install --upgrade pip
+    # compat mode: a plain path entry instead of an import hook (faster `orch` cold start)
+    .venv/bin/python -m pip install -e '.[dev]' --config-settings editable_mode=compat
+  } > .venv/setup.log 2>&1 || { tail -30 .venv/setup.log >&2; echo "setup: pip failed" >&2; exit 1; }
+  .venv/bin/python -c 'import sidecar, asyncssh, pygls, pytest_lsp'
   echo "$stamp" > .venv/.orch-stamp
 fi
 

@@ -8,10 +8,11 @@ their state files, so any number of Orchestrators can coexist without starting d
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -22,7 +23,12 @@ from sidecar.config import load_project_config
 from sidecar.errors import NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
+from sidecar.ssh.config_service import SshConfigResult
+from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 from sidecar.ssh.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from sidecar.ssh.forwarder import ForwardOwner
 
 
 class OrchStatus(BaseModel):
@@ -41,6 +47,7 @@ class Orchestrator:
         self._config: ResolvedConfig | None = None
         self._providers: dict[str, Provider] = {}
         self.pool = ConnectionPool()
+        self._forward_owners: dict[str, ForwardOwner] = {}
 
     # -- config ------------------------------------------------------------------------------
     @property
@@ -114,6 +121,10 @@ class Orchestrator:
         with contextlib.suppress(OrchError):
             with_target = await provider.ssh_target()
         if with_target is not None:
+            from sidecar.ssh.ports_service import stop_forwards
+
+            with contextlib.suppress(OrchError):
+                await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
         return await provider.down()
 
@@ -121,7 +132,11 @@ class Orchestrator:
         return await self.provider(machine).status()
 
     async def status(self, machine: str | None = None) -> OrchStatus:
-        return OrchStatus(machine=await self.machine_status(machine))
+        info = await self.machine_status(machine)
+        ports: list[PortForwardInfo] = []
+        with contextlib.suppress(OrchError):  # a machine without a known alias has none
+            ports = (await self.ports_list(machine)).ports
+        return OrchStatus(machine=info, ports=[p.model_dump(mode="json") for p in ports])
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -158,4 +173,113 @@ class Orchestrator:
         return ssh_argv(str(self.layout.ssh_config), target.alias, remote, tty=bool(tty))
 
     async def close(self) -> None:
+        for owner in self._forward_owners.values():
+            await owner.stop()
+        self._forward_owners.clear()
         await self.pool.close()
+
+    # -- ssh ---------------------------------------------------------------------------------
+    # Managed ssh config, port forwards and host keys (sidecar/ssh/*_service.py hold the logic).
+    async def ssh_config_show(self) -> SshConfigResult:
+        from sidecar.ssh import config_service
+
+        return await asyncio.to_thread(config_service.show, self.layout)
+
+    async def ssh_config_write(self) -> SshConfigResult:
+        """Write the Host blocks of every machine orch can reach, and the user's Include line."""
+        from sidecar.ssh import config_service
+        from sidecar.ssh.managed import host_entry
+
+        entries, skipped = [], []
+        for name in self.config.config.machine_names():
+            try:
+                target = await self.ssh_target(name)
+            except OrchError as exc:
+                skipped.append(f"{name}: not written ({exc.message})")
+                continue
+            entries.append(host_entry(self.layout, target, self._forwards(name)))
+        return await asyncio.to_thread(config_service.write, self.layout, entries, skipped)
+
+    async def ssh_config_remove(self) -> SshConfigResult:
+        from sidecar.ssh import config_service
+
+        return await asyncio.to_thread(config_service.remove, self.layout)
+
+    async def _alias(self, name: str) -> str:
+        """The machine's SSH alias, also when it is not running (for state lookups)."""
+        provider = self.provider(name)
+        alias = getattr(provider, "alias", None)
+        if isinstance(alias, str):
+            return alias
+        from sidecar.machines.local.provider import HOST_KEY_ALIAS
+
+        return HOST_KEY_ALIAS if provider.kind == "local" else (await self.ssh_target(name)).alias
+
+    async def ports_list(self, machine: str | None = None) -> PortsResult:
+        from sidecar.ssh.ports_service import list_ports
+
+        name = self.machine_name(machine)
+        return list_ports(self.layout, await self._alias(name), name, self._forwards(name))
+
+    async def ports_add(
+        self,
+        local_port: int,
+        remote_port: int | None = None,
+        remote_host: str = "127.0.0.1",
+        machine: str | None = None,
+    ) -> PortForwardInfo:
+        """Forward 127.0.0.1:local_port to remote_host:remote_port (default: orch.toml, else
+        the same port) on the machine; PortBusy names the process holding the local port."""
+        from sidecar.ssh.ports_service import add_port
+
+        name = self.machine_name(machine)
+        default = next((f for f in self._forwards(name) if f.local_port == local_port), None)
+        if remote_port is None and default is not None:
+            remote_port, remote_host = default.remote_port, default.remote_host
+        spec = LocalForwardSpec(local_port, remote_host, remote_port or local_port)
+        target = await self.ssh_target(name)
+        return await add_port(self.layout, target, name, spec)
+
+    async def ports_add_defaults(self, machine: str | None = None) -> PortsResult:
+        """Start every forward orch.toml declares for the machine."""
+        name = self.machine_name(machine)
+        for spec in self._forwards(name):
+            await self.ports_add(spec.local_port, spec.remote_port, spec.remote_host, name)
+        return await self.ports_list(name)
+
+    async def ports_remove(self, local_port: int, machine: str | None = None) -> PortsResult:
+        from sidecar.ssh.ports_service import remove_port
+
+        name = self.machine_name(machine)
+        await remove_port(self.layout, await self._alias(name), name, local_port)
+        return await self.ports_list(name)
+
+    async def host_forward_owner(self, machine: str | None = None) -> bool:
+        """Own the machine's forwards in this process (the sidecar does this while it runs);
+        False when another process already owns them (requests then go to it)."""
+        from sidecar.ssh.forwarder import ForwardOwner
+
+        name = self.machine_name(machine)
+        if name in self._forward_owners:
+            return True
+        owner = ForwardOwner(self.layout, self.pool, await self.ssh_target(name), name)
+        if not await owner.start():
+            return False
+        self._forward_owners[name] = owner
+        return True
+
+    def forget_host_key(self, name: str) -> str:
+        """Unpin a machine's host key (after the user checked the new one); returns the alias."""
+        from sidecar.ssh import keys
+
+        alias = name
+        if name in self.config.config.machine_names():
+            provider = self.provider(name)
+            from sidecar.machines.local.provider import HOST_KEY_ALIAS
+
+            alias = getattr(provider, "alias", HOST_KEY_ALIAS)
+        if not keys.unpin_host_key(self.layout, alias):
+            raise NotFound(
+                f"no host key is pinned for {name!r}", hint="see the pinned keys: orch status"
+            )
+        return alias

@@ -101,3 +101,9 @@ class RemoteCommandFailed(OrchError):
         super().__init__(message, hint)
         self.exit_status = exit_status
         self.stderr = stderr
+
+
+class UserFileError(OrchError):
+    """A file of the user's (such as ~/.ssh/config) cannot be changed safely; nothing was."""
+
+    exit_code = EXIT_CONFLICT

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sidecar import __version__
 
-AREAS = ("machine_cmds", "config_cmds")
+AREAS = ("machine_cmds", "config_cmds", "ssh_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int:
+    import asyncio
+
     from sidecar.app import Orchestrator
     from sidecar.cli.output import error
     from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
-
-    import asyncio
 
     debug = os.environ.get("ORCH_DEBUG") == "1"
 

@@ -77,6 +77,7 @@ class LocalProvider(Provider):
         with file_lock(self.root / "up.lock"):
             state, _ = self._live_state()
             if state is not None:
+                self._repin()  # after `orch machine forget-key local`
                 return self._info(state, "already running")
             if progress:
                 progress("preparing keys")
@@ -104,6 +105,11 @@ class LocalProvider(Provider):
         elif keys.pinned_key(self.layout, HOST_KEY_ALIAS) is None:
             keys.pin_host_key(self.layout, HOST_KEY_ALIAS, keys.public_line(host_key))
         atomic_write(self.root / "authorized_keys", keys.public_line(client) + "\n", mode=0o600)
+
+    def _repin(self) -> None:
+        host_key = self.root / "host_ed25519_key"
+        if host_key.exists() and keys.pinned_key(self.layout, HOST_KEY_ALIAS) is None:
+            keys.pin_host_key(self.layout, HOST_KEY_ALIAS, keys.public_line(host_key))
 
     def _choose_port(self) -> tuple[int, str | None]:
         if self.spec.port is not None:
@@ -159,7 +165,7 @@ class LocalProvider(Provider):
         with file_lock(self.root / "up.lock") if self.root.exists() else contextlib.nullcontext():
             state, note = self._live_state()
             if state is None:
-                return self._info(None, note or "already stopped")
+                return self._info(None, note or "it was not running")
             pid = int(state["pid"])
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -169,7 +175,7 @@ class LocalProvider(Provider):
                 await _wait_gone(pid, STOP_TIMEOUT_S)
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "state.json").unlink()
-            return self._info(None, "stopped")
+            return self._info(None)
 
     async def ssh_target(self) -> SSHTarget:
         state, _ = self._live_state()
