@@ -12,6 +12,7 @@ import {
   isEnded,
   isRunning,
   requestErrorMessage,
+  sshConfigMessage,
   statusSummary,
   suggestJobName,
   validateJobName,
@@ -270,11 +271,8 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
     "orch.writeSshConfig": [
       "Write SSH Config",
       async () => {
-        const { path, hosts } = await ctx.sidecar.execute("orch.ssh.writeConfig", {});
-        void vscode.window.showInformationMessage(
-          `Orch: wrote SSH host${hosts.length === 1 ? "" : "s"} ${hosts.join(", ")} to ${path}. ` +
-            `Connect with \`ssh ${hosts[0] ?? "HOST"}\` or Remote-SSH.`,
-        );
+        const result = await ctx.sidecar.execute("orch.ssh.writeConfig", {});
+        void vscode.window.showInformationMessage(sshConfigMessage(result));
       },
     ],
     "orch.forwardPort": ["Forward Port", () => forwardPort(ctx)],

@@ -1,7 +1,7 @@
 /**
- * Shows a job's log: the text so far (`orch.jobs.logs`), then the lines the sidecar streams as
- * `orch/log` notifications after `orch.jobs.follow`, into an output channel or a read-only
- * terminal named after the job.
+ * Shows a job's log in an output channel or a read-only terminal named after the job: one
+ * `orch.jobs.follow` request, after which the sidecar streams the log from its beginning and
+ * then its new output as `orch/log` notifications until the job ends.
  */
 
 import * as vscode from "vscode";
@@ -79,10 +79,13 @@ export class JobLogs implements vscode.Disposable {
         : outputChannelView(name);
     this.views.set(name, view);
     view.show();
-    const { text } = await this.sidecar.execute("orch.jobs.logs", { name });
-    view.append(text);
-    await this.sidecar.execute("orch.jobs.follow", { name });
     this.following.add(name);
+    try {
+      await this.sidecar.execute("orch.jobs.follow", { name });
+    } catch (error) {
+      this.following.delete(name);
+      throw error;
+    }
   }
 
   /** The job ended: the sidecar stops streaming it, so the next show fetches afresh. */

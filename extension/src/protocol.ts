@@ -4,10 +4,10 @@
  * nothing here holds logic.
  */
 
-export type MachineState = "running" | "stopped" | "starting" | "unknown";
+export type MachineState = "running" | "stopped" | "starting" | "stopping" | "unknown" | "not-created";
 export type JobState = "running" | "succeeded" | "failed" | "stopped" | "lost";
 export type SyncState = "off" | "idle" | "syncing" | "paused" | "conflict";
-export type PortState = "active" | "starting" | "failed";
+export type PortState = "active" | "reconnecting" | "dead" | "stopped";
 
 export interface MachineStatus {
   name: string;
@@ -15,6 +15,9 @@ export interface MachineStatus {
   state: MachineState;
   address: string | null;
   uptime_s: number | null;
+  pid?: number | null;
+  /** A note from the provider (why it is stopped, a stale state it cleaned up…). */
+  detail?: string | null;
 }
 
 export interface JobInfo {
@@ -26,12 +29,29 @@ export interface JobInfo {
   rss_bytes: number | null;
   cpu_percent: number | null;
   duration_s: number | null;
+  command?: string;
+  /** The job runs code older than the synced tree. */
+  code_stale?: boolean;
+  detail?: string | null;
 }
 
 export interface SyncStatus {
   state: SyncState;
   conflicts: string[];
-  last_sync: string | null;
+  last_sync?: string | null;
+}
+
+export interface SshConfigResult {
+  /** orch's managed ssh config. */
+  path: string;
+  hosts: string[];
+  /** The user's ssh config that includes it. */
+  user_config: string;
+  include: "top" | "not-first" | "absent" | "no-file";
+  changed: boolean;
+  warnings: string[];
+  /** Machines not written (not running, no host key). */
+  skipped: string[];
 }
 
 export interface PortForward {
@@ -39,6 +59,9 @@ export interface PortForward {
   remote_host: string;
   remote_port: number;
   state: PortState;
+  machine?: string | null;
+  from_config?: boolean;
+  detail?: string | null;
 }
 
 /** The `orch/status` notification and the `orch.status` result. */
@@ -82,6 +105,11 @@ export interface RunJobArgs {
 export interface JobNameArgs {
   name: string;
 }
+export interface JobFollowArgs {
+  name: string;
+  /** Start from the last `tail` lines instead of the beginning of the log. */
+  tail?: number;
+}
 export interface JobLogsArgs {
   name: string;
   tail?: number;
@@ -108,7 +136,7 @@ export interface Commands {
   "orch.jobs.run": [RunJobArgs, JobInfo];
   "orch.jobs.status": [NoArgs, { jobs: JobInfo[] }];
   "orch.jobs.logs": [JobLogsArgs, LogChunk];
-  "orch.jobs.follow": [JobNameArgs, { name: string }];
+  "orch.jobs.follow": [JobFollowArgs, { name: string }];
   "orch.jobs.unfollow": [JobNameArgs, { name: string }];
   "orch.jobs.stop": [JobNameArgs, JobInfo];
   "orch.jobs.restart": [JobNameArgs, JobInfo];
@@ -117,7 +145,7 @@ export interface Commands {
   "orch.sync.stop": [NoArgs, SyncStatus];
   "orch.sync.now": [NoArgs, SyncStatus];
   "orch.sync.status": [NoArgs, SyncStatus];
-  "orch.ssh.writeConfig": [NoArgs, { path: string; hosts: string[] }];
+  "orch.ssh.writeConfig": [NoArgs, SshConfigResult];
   "orch.ports.list": [NoArgs, { ports: PortForward[] }];
   "orch.ports.add": [PortAddArgs, PortForward];
   "orch.ports.remove": [PortRemoveArgs, { ports: PortForward[] }];

@@ -8,6 +8,7 @@ import {
   machineItem,
   newlyEnded,
   requestErrorMessage,
+  sshConfigMessage,
   statusSummary,
   suggestJobName,
   syncItem,
@@ -131,6 +132,8 @@ describe("job names", () => {
     assert.ok(validateJobName(""));
     assert.ok(validateJobName("has space"));
     assert.ok(validateJobName("-dash"));
+    assert.ok(validateJobName(".hidden"));
+    assert.equal(validateJobName("_ok"), undefined);
     assert.equal(validatePort("8888"), undefined);
     assert.ok(validatePort("0"));
     assert.ok(validatePort("70000"));
@@ -161,6 +164,32 @@ describe("messages", () => {
     assert.equal(
       requestErrorMessage("Up", { message: "boom." }),
       "Orch: Up failed: boom. See Orch: Show Sidecar Output for details.",
+    );
+  });
+});
+
+describe("ssh config message", () => {
+  const base = {
+    path: "/h/.orch/ssh/config",
+    hosts: ["orch-local"],
+    user_config: "/h/.ssh/config",
+    include: "top" as const,
+    changed: true,
+    warnings: [],
+    skipped: [],
+  };
+
+  it("names the hosts and how to connect", () => {
+    assert.equal(
+      sshConfigMessage(base),
+      "Orch: wrote SSH host orch-local to /h/.orch/ssh/config. /h/.ssh/config includes it. Connect with `ssh orch-local` or Remote-SSH.",
+    );
+  });
+
+  it("says what to do when nothing could be written", () => {
+    assert.equal(
+      sshConfigMessage({ ...base, hosts: [], skipped: ["local: not written (not running)"] }),
+      "Orch: no machine could be written to /h/.orch/ssh/config (local: not written (not running)). Run Orch: Up first.",
     );
   });
 });

@@ -1,22 +1,13 @@
-"""`orch.ssh.writeConfig`: renders the machine's Host block into orch's managed ssh config."""
+"""`orch.ssh.writeConfig`: writes orch's managed ssh config (a Host block per reachable
+machine) and the user's Include line; the result names the file and the hosts."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sidecar.server.core import OrchServer, Params, Report
-
-
-class WriteConfigParams(Params):
-    machine: str | None = None
+from sidecar.server.core import NoParams, OrchServer, Report
+from sidecar.ssh.config_service import SshConfigResult
 
 
 def register(server: OrchServer) -> None:
-    @server.orch_command("orch.ssh.writeConfig", WriteConfigParams)
-    async def write_config(
-        server: OrchServer, params: WriteConfigParams, report: Report
-    ) -> dict[str, Any]:
-        machine = params.machine or server.options.machine
-        path = await server.orch.write_ssh_config(machine)
-        target = await server.orch.ssh_target(machine)
-        return {"path": str(path), "hosts": [target.alias]}
+    @server.orch_command("orch.ssh.writeConfig", NoParams)
+    async def write_config(server: OrchServer, _: NoParams, report: Report) -> SshConfigResult:
+        return await server.orch.ssh_config_write()

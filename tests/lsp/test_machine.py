@@ -32,6 +32,9 @@ EXPECTED_COMMANDS = {
     "orch.machine.down",
     "orch.machine.status",
     "orch.ssh.writeConfig",
+    "orch.ports.list",
+    "orch.ports.add",
+    "orch.ports.remove",
 }
 
 
@@ -39,7 +42,12 @@ EXPECTED_COMMANDS = {
     scope="module",
     config=ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar"],
-        server_env={**os.environ, "ORCH_HOME": str(HOME / "orch-home")},
+        server_env={
+            **os.environ,
+            "ORCH_HOME": str(HOME / "orch-home"),
+            # The user's ssh config that writeConfig adds its Include line to.
+            "ORCH_SSH_USER_CONFIG": str(HOME / "user-ssh-config"),
+        },
     ),
 )
 async def client(lsp_client: LanguageClient):
@@ -65,6 +73,12 @@ async def client(lsp_client: LanguageClient):
     await lsp_client.shutdown_session()
     for sock in [blackhole, *fillers]:
         sock.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _blackhole() -> tuple[socket.socket, list[socket.socket]]:
@@ -129,6 +143,46 @@ async def test_write_ssh_config(client: LanguageClient) -> None:
     assert result["hosts"]
     text = path.read_text()
     assert all(f"Host {host}" in text for host in result["hosts"]), text
+    user = Path(result["user_config"])
+    assert user == HOME / "user-ssh-config"
+    assert user.read_text().startswith(f"Include {path}"), user.read_text()
+
+
+async def test_port_forward_round_trip(client: LanguageClient) -> None:
+    # A service on the "remote" side (the local machine is this host) and a free local port.
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"pong:" + await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    service = await asyncio.start_server(echo, "127.0.0.1", 0)
+    remote_port = service.sockets[0].getsockname()[1]
+    local_port = _free_port()
+    try:
+        added = await execute(
+            client, "orch.ports.add", {"local_port": local_port, "remote_port": remote_port}
+        )
+        assert added["local_port"] == local_port
+        assert added["state"] == "active"
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", local_port)
+        writer.write(b"ping\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b"pong:ping\n"
+        writer.close()
+
+        listed = await execute(client, "orch.ports.list", {})
+        assert [(p["local_port"], p["remote_port"], p["state"]) for p in listed["ports"]] == [
+            (local_port, remote_port, "active")
+        ]
+        left = await execute(client, "orch.ports.remove", {"local_port": local_port})
+        assert all(p["local_port"] != local_port for p in left["ports"])
+    finally:
+        service.close()
+
+    with pytest.raises(JsonRpcInvalidParams) as caught:
+        await execute(client, "orch.ports.add", {"local_port": 70000})
+    assert "local_port" in caught.value.message
 
 
 async def test_down_notifies(client: LanguageClient) -> None:

@@ -3,7 +3,7 @@
  * default job names. Pure functions of the protocol types, so they are unit-tested directly.
  */
 
-import type { JobInfo, MachineStatus, OrchStatus, SyncStatus } from "../protocol";
+import type { JobInfo, MachineStatus, OrchStatus, SshConfigResult, SyncStatus } from "../protocol";
 
 /** Where the connection to the sidecar stands (the extension's own state, not the server's). */
 export type SidecarState = "starting" | "running" | "restarting" | "stopped";
@@ -56,7 +56,9 @@ export function formatBytes(bytes: number | null | undefined): string {
 const MACHINE_ICON: Record<MachineStatus["state"], string> = {
   running: "$(vm-running)",
   starting: "$(loading~spin)",
+  stopping: "$(loading~spin)",
   stopped: "$(vm-outline)",
+  "not-created": "$(vm-outline)",
   unknown: "$(question)",
 };
 
@@ -87,6 +89,9 @@ export function machineItem(sidecar: SidecarState, machine: MachineStatus | unde
   }
   if (machine.uptime_s) {
     lines.push(`Up for ${formatDuration(machine.uptime_s)}`);
+  }
+  if (machine.detail) {
+    lines.push(machine.detail);
   }
   return {
     text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}`,
@@ -235,8 +240,9 @@ export function validateJobName(name: string): string | undefined {
   if (!name.trim()) {
     return "Give the job a name.";
   }
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) {
-    return "Use letters, digits, '-', '_' or '.', starting with a letter or digit (at most 64).";
+  // The sidecar's rule (remote_config/jobs.py JOB_NAME_RE); it checks again.
+  if (!/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(name)) {
+    return "Use letters, digits, '-', '_' or '.', not starting with '-' or '.' (at most 64).";
   }
   return undefined;
 }
@@ -275,4 +281,18 @@ export function requestErrorMessage(
     ? ` ${data.hint.replace(/\.?\s*$/, ".")}`
     : " See Orch: Show Sidecar Output for details.";
   return `Orch: ${action} failed: ${message}.${hint}`;
+}
+
+export function sshConfigMessage(result: SshConfigResult): string {
+  const { hosts, path } = result;
+  if (!hosts.length) {
+    const why = result.skipped.length ? ` (${result.skipped.join("; ")})` : "";
+    return `Orch: no machine could be written to ${path}${why}. Run Orch: Up first.`;
+  }
+  const included =
+    result.include === "top" ? ` ${result.user_config} includes it.` : ` Add \`Include ${path}\` to ${result.user_config}.`;
+  return (
+    `Orch: wrote SSH host${hosts.length === 1 ? "" : "s"} ${hosts.join(", ")} to ${path}.${included} ` +
+    `Connect with \`ssh ${hosts[0]}\` or Remote-SSH.`
+  );
 }
