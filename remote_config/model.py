@@ -17,7 +17,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _check_remote_path(value: str) -> str:

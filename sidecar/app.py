@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
     from sidecar.ssh.forwarder import ForwardOwner
+    from sidecar.sync.service import SyncStatus
 
 
 class OrchStatus(BaseModel):
@@ -136,7 +138,12 @@ class Orchestrator:
         ports: list[PortForwardInfo] = []
         with contextlib.suppress(OrchError):  # a machine without a known alias has none
             ports = (await self.ports_list(machine)).ports
-        return OrchStatus(machine=info, ports=[p.model_dump(mode="json") for p in ports])
+        sync = await self.sync_status(machine)
+        return OrchStatus(
+            machine=info,
+            ports=[p.model_dump(mode="json") for p in ports],
+            sync=sync.model_dump(mode="json"),
+        )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -171,6 +178,50 @@ class Orchestrator:
         await self.write_ssh_config(name)
         remote = " ".join(command) if command else None
         return ssh_argv(str(self.layout.ssh_config), target.alias, remote, tty=bool(tty))
+
+    # -- sync ---------------------------------------------------------------------------------
+    async def sync_start(
+        self,
+        foreground: bool = False,
+        machine: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> SyncStatus:
+        """Start watching and syncing (the background process, or this one if `foreground`)."""
+        from sidecar.sync import control
+
+        return await control.start(
+            self, self.machine_name(machine), foreground=foreground, progress=progress
+        )
+
+    async def sync_stop(self, machine: str | None = None) -> SyncStatus:
+        from sidecar.sync import control
+
+        return await control.stop(self, self.machine_name(machine))
+
+    async def sync_status(self, machine: str | None = None) -> SyncStatus:
+        from sidecar.sync.service import read_status
+
+        return read_status(self, self.machine_name(machine))
+
+    async def sync_now(
+        self, machine: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> SyncStatus:
+        """A full reconcile now (by the running watcher, or here when none runs)."""
+        from sidecar.sync import control
+
+        return await control.now(self, self.machine_name(machine), progress)
+
+    async def sync_resolve(self, paths: list[str], machine: str | None = None) -> SyncStatus:
+        """Forget recorded conflicts (all when `paths` is empty)."""
+        from sidecar.sync import control
+
+        return control.resolve(self, self.machine_name(machine), paths)
+
+    async def prepare_snapshot(self, machine: str | None = None) -> tuple[str, int]:
+        """(remote path, generation) of a hard-linked snapshot of the synced tree."""
+        from sidecar.sync.snapshot import prepare_snapshot
+
+        return await prepare_snapshot(self, self.machine_name(machine))
 
     async def close(self) -> None:
         for owner in self._forward_owners.values():

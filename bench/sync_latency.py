@@ -1,0 +1,348 @@
+"""Sync latency: a one-file edit in a 20,000-file tree until the new content is on the remote.
+
+Runs against a real OpenSSH sshd on 127.0.0.1 (needs root and the orch-test user that
+scripts/setup.sh creates). In the same run it measures the naive loop (full-tree
+`rsync -az --delete` per change, a new SSH connection each time), plain rsync through
+ControlMaster, the initial sync of 2,000 files / 50 MB against plain rsync, the
+helper-vs-rsync crossover used by `choose_transport`, and the cost of a job snapshot.
+
+.venv/bin/python bench/sync_latency.py [--edits 60] [--files 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import emit, summary_ms
+
+
+def make_tree(root: Path, files: int, size: int, seed: int = 1) -> list[Path]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(files):
+        folder = root / f"pkg{i % 100}" / f"sub{i % 7}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"f{i}.py"
+        path.write_bytes(rng.randbytes(size))
+        out.append(path)
+    return out
+
+
+def wait_content(path: Path, data: bytes, timeout: float = 10.0) -> float:
+    started = time.perf_counter()
+    deadline = started + timeout
+    while time.perf_counter() < deadline:
+        try:
+            if path.read_bytes() == data:
+                return time.perf_counter()
+        except OSError:
+            pass
+        time.sleep(0.0003)
+    raise TimeoutError(f"{path} never got the new content")
+
+
+def orch(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar.cli.main", "-C", str(project), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=True,
+    )
+
+
+def naive_ssh(sshd, known: Path) -> str:
+    return (
+        f"ssh -F /dev/null -o ControlMaster=no -o BatchMode=yes -o StrictHostKeyChecking=yes "
+        f"-o UserKnownHostsFile={known} -i {sshd.client_key} -p {sshd.port}"
+    )
+
+
+def rsync_loop(
+    local: Path, dest: str, ssh: str, remote: Path, files: list[Path], n: int, flags: list[str]
+) -> list[float]:
+    subprocess.run(["rsync", *flags, "-e", ssh, f"{local}/", dest], check=True)
+    rng = random.Random(7)
+    samples = []
+    for i in range(n):
+        target = rng.choice(files)
+        data = f"naive {i} {time.time()}".encode()
+        target.write_bytes(data)
+        started = time.perf_counter()
+        subprocess.run(["rsync", *flags, "-e", ssh, f"{local}/", dest], check=True)
+        done = wait_content(remote / target.relative_to(local), data)
+        samples.append(done - started)
+    return samples
+
+
+def edit_latency(project: Path, remote: Path, files: list[Path], n: int) -> list[float]:
+    rng = random.Random(3)
+    samples = []
+    for i in range(n + 3):
+        target = rng.choice(files)
+        data = f"edit {i} {time.time()}\n".encode() * 20
+        started = time.perf_counter()
+        target.write_bytes(data)
+        done = wait_content(remote / target.relative_to(project), data)
+        if i >= 3:  # warm-up edits are not counted
+            samples.append(done - started)
+        time.sleep(0.05)  # separate edits, as a person typing and saving would
+    return samples
+
+
+async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str, list[float]]:
+    from sidecar.app import Orchestrator
+    from sidecar.sync import control
+    from sidecar.sync.service import state_dir
+
+    out: dict[str, list[float]] = {"orch": [], "rsync": []}
+    orch_obj = Orchestrator(cwd=project)
+    await orch_obj.write_ssh_config()
+    target = await orch_obj.ssh_target()
+    cfg = str(orch_obj.layout.ssh_config)
+    subprocess.run(["ssh", "-F", cfg, target.alias, "true"], check=True)  # warm ControlMaster
+    await orch_obj.close()
+    for _ in range(rounds):
+        dest = sshd_home / "work" / "init-rsync"
+        subprocess.run(
+            ["ssh", "-F", cfg, target.alias, "rm -rf work/init-rsync work/init"], check=True
+        )
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                "rsync",
+                "-a",
+                "-e",
+                f"ssh -F {cfg}",
+                f"{project}/",
+                f"{target.alias}:work/init-rsync/",
+            ],
+            check=True,
+        )
+        out["rsync"].append(time.perf_counter() - started)
+        assert dest.is_dir()
+        orch_obj = Orchestrator(cwd=project)
+        shutil.rmtree(state_dir(orch_obj, orch_obj.machine_name()), ignore_errors=True)
+        started = time.perf_counter()
+        await control.now(orch_obj, orch_obj.machine_name())
+        out["orch"].append(time.perf_counter() - started)
+        await orch_obj.close()
+    return out
+
+
+async def crossover(project: Path) -> list[dict[str, object]]:
+    """Helper (one round trip) vs rsync --files-from for batches of N files of S bytes."""
+    from sidecar.app import Orchestrator
+    from sidecar.sync.remote import RemoteHelper, run_rsync
+
+    orch_obj = Orchestrator(cwd=project)
+    target = await orch_obj.ssh_target()
+    await orch_obj.write_ssh_config()
+    helper = await RemoteHelper.start(await orch_obj.pool.connection(target))
+    rows = []
+    src = project / "xover"
+    for count, size in (
+        (1, 2000),
+        (10, 2000),
+        (100, 2000),
+        (500, 2000),
+        (2000, 2000),
+        (1, 1 << 20),
+        (4, 1 << 20),
+        (4, 4 << 20),
+        (4, 16 << 20),
+    ):
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir()
+        names = []
+        for i in range(count):
+            (src / f"x{i}").write_bytes(os.urandom(size))
+            names.append(f"xover/x{i}")
+        times = {"helper": [], "rsync": []}
+        for _ in range(3):
+            payloads = [(project / n).read_bytes() for n in names]
+            ops = [
+                {
+                    "op": "put",
+                    "path": n,
+                    "size": size,
+                    "mode": 0o644,
+                    "mtime_ns": 1,
+                    "hash": None,
+                    "expect": None,
+                }
+                for n in names
+            ]
+            started = time.perf_counter()
+            await helper.request({"root": "~/work/xover-h", "ops": ops}, payloads)
+            times["helper"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await run_rsync(
+                str(orch_obj.layout.ssh_config), target.alias, str(project), "~/work/xover-r", names
+            )
+            times["rsync"].append(time.perf_counter() - started)
+        rows.append(
+            {
+                "files": count,
+                "bytes_each": size,
+                "helper_ms": round(min(times["helper"]) * 1000, 1),
+                "rsync_ms": round(min(times["rsync"]) * 1000, 1),
+            }
+        )
+    helper.close()
+    shutil.rmtree(src, ignore_errors=True)
+    await orch_obj.close()
+    return rows
+
+
+async def snapshot_cost(project: Path) -> list[float]:
+    from sidecar.app import Orchestrator
+
+    orch_obj = Orchestrator(cwd=project)
+    samples = []
+    for i in range(5):
+        (project / "pkg0" / "sub0" / f"snap{i}.py").write_text(str(i))
+        orch_obj_sync = await orch_obj.sync_now()
+        assert orch_obj_sync.generation
+        started = time.perf_counter()
+        await orch_obj.prepare_snapshot()
+        samples.append(time.perf_counter() - started)
+    await orch_obj.close()
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--edits", type=int, default=60)
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--naive-edits", type=int, default=10)
+    args = parser.parse_args()
+    from tests.helpers import make_sshd, sshd_available
+
+    reason = sshd_available()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="orch-bench-sync-"))
+    sshd_dir = Path(tempfile.mkdtemp(prefix="orch-bench-sshd-"))
+    sshd_dir.chmod(0o755)
+    os.environ["ORCH_HOME"] = str(work / "home")
+    sshd = make_sshd(sshd_dir)
+    (sshd_dir / "authorized_keys").chmod(0o644)
+    known = sshd_dir / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_public_key}\n")
+    results: dict[str, object] = {}
+    try:
+        big = work / "big"
+        big.mkdir()
+        (big / "orch.toml").write_text(
+            '[project]\ndefault_machine = "box"\n'
+            '[sync]\nremote_dir = "~/work/big"\n' + sshd.machine_toml()
+        )
+        files = make_tree(big, args.files, 300)
+        started = time.perf_counter()
+        orch(big, "sync", "start")
+        results["initial_sync_20k_s"] = round(time.perf_counter() - started, 2)
+        remote = sshd.home / "work" / "big"
+        orch_lat = edit_latency(big, remote, files, args.edits)
+        orch(big, "sync", "stop")
+        naive = rsync_loop(
+            big,
+            f"{sshd.user}@127.0.0.1:work/naive/",
+            naive_ssh(sshd, known),
+            sshd.home / "work" / "naive",
+            files,
+            args.naive_edits,
+            ["-az", "--delete", "--exclude=orch.toml"],
+        )
+        cfg = work / "home" / "ssh" / "config"
+        alias = "orch-big-box"
+        plain_cm = rsync_loop(
+            big,
+            f"{alias}:work/cm/",
+            f"ssh -F {cfg}",
+            sshd.home / "work" / "cm",
+            files,
+            args.naive_edits,
+            ["-a", "--delete"],
+        )
+        results["edit_latency"] = {
+            "orch": summary_ms(orch_lat),
+            "naive_rsync": summary_ms(naive),
+            "rsync_controlmaster": summary_ms(plain_cm),
+        }
+
+        init = work / "init"
+        init.mkdir()
+        (init / "orch.toml").write_text(
+            '[project]\ndefault_machine = "box"\n'
+            '[sync]\nremote_dir = "~/work/init"\n' + sshd.machine_toml()
+        )
+        make_tree(init, 2000, 25 * 1024, seed=2)
+        times = asyncio.run(initial_sync(init, 3, sshd.home))
+        results["initial_sync_2000_files_50MB"] = {k: summary_ms(v) for k, v in times.items()}
+        results["crossover"] = asyncio.run(crossover(init))
+        results["snapshot_2000_files"] = summary_ms(asyncio.run(snapshot_cost(init)))
+    finally:
+        for project in (work / "big", work / "init"):
+            subprocess.run(
+                [sys.executable, "-m", "sidecar.cli.main", "-C", str(project), "sync", "stop"],
+                capture_output=True,
+                env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])),
+            )
+        cfg = work / "home" / "ssh" / "config"
+        if cfg.exists():
+            for line in cfg.read_text().splitlines():
+                if line.startswith("Host "):
+                    subprocess.run(
+                        ["ssh", "-F", str(cfg), "-O", "exit", line.split()[1]], capture_output=True
+                    )
+        sshd.stop()
+        subprocess.run(["rm", "-rf", str(sshd.home / "work"), str(sshd.home / ".orch")])
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(sshd_dir, ignore_errors=True)
+
+    lat = results["edit_latency"]
+    o, nv = lat["orch"], lat["naive_rsync"]  # type: ignore[index]
+    init_r = results["initial_sync_2000_files_50MB"]
+    ratio = init_r["orch"]["p50_ms"] / init_r["rsync"]["p50_ms"]  # type: ignore[index]
+    speedup = nv["p50_ms"] / o["p50_ms"]
+    results["goals"] = {
+        "p50_le_30ms": o["p50_ms"] <= 30,
+        "p95_le_80ms": o["p95_ms"] <= 80,
+        "10x_naive": speedup >= 10,
+        "initial_within_1_2x": ratio <= 1.2,
+    }
+    rows = [
+        ["orch edit p50 (ms)", o["p50_ms"], "<= 30", o["p50_ms"] <= 30],
+        ["orch edit p95 (ms)", o["p95_ms"], "<= 80", o["p95_ms"] <= 80],
+        ["naive rsync p50 (ms)", nv["p50_ms"], "", ""],
+        ["rsync+ControlMaster p50 (ms)", lat["rsync_controlmaster"]["p50_ms"], "", ""],  # type: ignore[index]
+        ["speed-up vs naive", round(speedup, 1), ">= 10x", speedup >= 10],
+        ["initial 2k/50MB orch p50 (ms)", init_r["orch"]["p50_ms"], "", ""],  # type: ignore[index]
+        ["initial 2k/50MB rsync p50 (ms)", init_r["rsync"]["p50_ms"], "", ""],  # type: ignore[index]
+        ["initial ratio orch/rsync", round(ratio, 2), "<= 1.2", ratio <= 1.2],
+        ["snapshot 2k files p50 (ms)", results["snapshot_2000_files"]["p50_ms"], "", ""],  # type: ignore[index]
+        ["initial sync 20k files (s)", results["initial_sync_20k_s"], "", ""],
+    ]
+    emit("sync_latency", results, rows)
+    for row in results["crossover"]:  # type: ignore[attr-defined]
+        print(f"  crossover {row}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

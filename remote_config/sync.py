@@ -1,0 +1,515 @@
+"""Pure parts of file sync: ignore rules, change planning, rsync argv, the remote helper.
+
+Nothing here touches the disk or the network. The sidecar (`sidecar/sync/`) walks the tree,
+hashes files and talks to the remote; this module decides *what* to do:
+
+- `IgnoreRules`: gitignore semantics (via `pathspec`) for orch's defaults, `orch.toml`
+  `[sync] exclude`, and every `.gitignore` / `.orchignore` in the tree (deeper files win).
+- `plan_changes`: compare the local state of some paths with the manifest (what orch last
+  wrote to the remote) and produce puts, deletes, renames (content-matched) and mkdirs.
+- `choose_transport`: the small-batch path (the remote helper over the open asyncssh
+  connection) or the large-batch path (`rsync --files-from` through ControlMaster).
+- `rsync_argv`, `remote_rsync_path`: the rsync command line, one comment per option.
+- `HELPER_SOURCE`: the remote helper (python3 on the remote, stdlib only) that applies a
+  batch atomically per file (temp name + rename) and refuses to overwrite what changed there.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pathspec
+
+DEFAULT_EXCLUDES: tuple[str, ...] = (".git/", "node_modules/", "__pycache__/", ".venv/", "data/")
+# orch's own files are never synced, whatever the user's rules say.
+ALWAYS_EXCLUDES: tuple[str, ...] = ("/.orch/", "*.orch-conflict-*", ".*.orch-tmp")
+IGNORE_FILES: tuple[str, ...] = (".gitignore", ".orchignore")
+CONFLICT_MARK = ".orch-conflict-"
+RSYNC_OUT_PREFIX = "orch-sent"
+
+# Crossover between the helper (one round trip, bytes through asyncssh) and rsync
+# (--files-from through ControlMaster, ~60-80 ms fixed cost but faster bulk transfer and delta
+# encoding). Measured by bench/sync_crossover.py; see docs/sync.md.
+SMALL_BATCH_MAX_FILES = 300
+SMALL_BATCH_MAX_BYTES = 8 * 1024 * 1024
+SMALL_FILE_MAX_BYTES = 4 * 1024 * 1024
+
+
+# -- ignore rules -----------------------------------------------------------------------------
+def _spec(lines: Iterable[str]) -> pathspec.PathSpec:
+    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    """Which paths (relative, '/'-separated) the sync leaves alone.
+
+    `root` holds orch's defaults, `orch.toml` excludes and the top-level ignore files;
+    `nested` maps a folder to the spec built from its own ignore files, whose patterns are
+    relative to that folder. As in git, the deepest file with a matching rule decides.
+    """
+
+    root: pathspec.PathSpec
+    nested: Mapping[str, pathspec.PathSpec] = field(default_factory=dict)
+    always: pathspec.PathSpec = field(default_factory=lambda: _spec(ALWAYS_EXCLUDES))
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        default_excludes: bool = True,
+        exclude: Iterable[str] = (),
+        ignore_files: Mapping[str, str] | None = None,
+    ) -> IgnoreRules:
+        """`ignore_files` maps a folder ('' for the top) to the text of its ignore files."""
+        files = dict(ignore_files or {})
+        top = [*(DEFAULT_EXCLUDES if default_excludes else ()), *exclude, files.pop("", "")]
+        lines = [line for chunk in top for line in chunk.splitlines()] if top else []
+        nested = {d.strip("/"): _spec(t.splitlines()) for d, t in files.items() if t.strip()}
+        return cls(_spec(lines), nested)
+
+    def ignored(self, rel: str, is_dir: bool = False) -> bool:
+        """Whether `rel` itself is ignored (its folders are assumed not to be)."""
+        probe = rel + "/" if is_dir else rel
+        if self.always.match_file(probe):
+            return True
+        decision = self.root.check_file(probe).include
+        folder = posixpath.dirname(rel)
+        if self.nested:
+            chain = []
+            while folder:
+                chain.append(folder)
+                folder = posixpath.dirname(folder)
+            for base in reversed(chain):
+                spec = self.nested.get(base)
+                if spec is not None:
+                    verdict = spec.check_file(probe[len(base) + 1 :]).include
+                    if verdict is not None:
+                        decision = verdict
+        return bool(decision)
+
+    def ignored_path(self, rel: str, is_dir: bool = False) -> bool:
+        """Whether `rel` or any folder above it is ignored (for paths seen in events)."""
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            if self.ignored("/".join(parts[:i]), is_dir=True):
+                return True
+        return self.ignored(rel, is_dir)
+
+
+def is_ignore_file(rel: str) -> bool:
+    return posixpath.basename(rel) in IGNORE_FILES
+
+
+# -- planning ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalFile:
+    """A local file as the sync sees it: its content hash and the metadata it carries."""
+
+    size: int
+    mtime_ns: int
+    mode: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What orch last wrote to the remote for a path (the manifest)."""
+
+    size: int
+    mtime_ns: int
+    mode: int
+    hash: str | None  # None: written while the local file changed, content unknown
+
+    def expect(self) -> list[object]:
+        """The form the remote helper compares against: [size, mtime_ns, hash]."""
+        return [self.size, self.mtime_ns, self.hash]
+
+
+@dataclass
+class Plan:
+    puts: list[str] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    moves: list[tuple[str, str]] = field(default_factory=list)  # (src, dst)
+    mkdirs: list[str] = field(default_factory=list)
+    rmdirs: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.deletes or self.moves or self.mkdirs or self.rmdirs)
+
+    @property
+    def count(self) -> int:
+        return len(self.puts) + len(self.deletes) + len(self.moves) + len(self.mkdirs)
+
+
+def plan_changes(
+    local: Mapping[str, LocalFile | None],
+    manifest: Mapping[str, Entry],
+    *,
+    new_dirs: Iterable[str] = (),
+    gone_dirs: Iterable[str] = (),
+) -> Plan:
+    """What to do so the remote matches `local` for the paths given.
+
+    `local` maps each candidate file to its state (None: no longer there locally). A file is
+    put when its content or mode differs from the manifest; a file gone locally but in the
+    manifest is deleted. A put whose content equals a deleted file's becomes a rename, so
+    moving a large file or folder costs no transfer. Content, not mtime, decides.
+    """
+    plan = Plan()
+    for path in sorted(local):
+        state, known = local[path], manifest.get(path)
+        if state is None:
+            if known is not None:
+                plan.deletes.append(path)
+        elif known is None or known.hash != state.hash or known.mode != state.mode:
+            plan.puts.append(path)
+    _pair_renames(plan, local, manifest)
+    plan.mkdirs = sorted(set(new_dirs))
+    plan.rmdirs = sorted(set(gone_dirs), key=lambda d: (-d.count("/"), d))
+    return plan
+
+
+def _pair_renames(
+    plan: Plan, local: Mapping[str, LocalFile | None], manifest: Mapping[str, Entry]
+) -> None:
+    by_hash: dict[tuple[str, int], list[str]] = {}
+    for path in plan.deletes:
+        entry = manifest[path]
+        if entry.hash is not None:
+            by_hash.setdefault((entry.hash, entry.mode), []).append(path)
+    if not by_hash:
+        return
+    puts = []
+    for path in plan.puts:
+        state = local[path]
+        assert state is not None
+        sources = by_hash.get((state.hash, state.mode))
+        if sources and path not in manifest:
+            src = sources.pop(0)
+            plan.moves.append((src, path))
+            plan.deletes.remove(src)
+        else:
+            puts.append(path)
+    plan.puts = puts
+
+
+Transport = Literal["helper", "rsync"]
+
+
+def choose_transport(sizes: Iterable[int]) -> Transport:
+    """The helper for small batches (one round trip), rsync for large ones."""
+    sizes = list(sizes)
+    if len(sizes) > SMALL_BATCH_MAX_FILES or sum(sizes) > SMALL_BATCH_MAX_BYTES:
+        return "rsync"
+    if any(size > SMALL_FILE_MAX_BYTES for size in sizes):
+        return "rsync"
+    return "helper"
+
+
+def gone_parents(paths: Iterable[str], exists: Mapping[str, bool]) -> list[str]:
+    """Folders above deleted paths that no longer exist locally (to remove if empty)."""
+    out: set[str] = set()
+    for path in paths:
+        folder = posixpath.dirname(path)
+        while folder and not exists.get(folder, True):
+            out.add(folder)
+            folder = posixpath.dirname(folder)
+    return sorted(out)
+
+
+# -- conflicts --------------------------------------------------------------------------------
+def conflict_suffix(stamp: str) -> str:
+    """The suffix for a remote file moved aside on a conflict: `.orch-conflict-<UTC stamp>`."""
+    return f"{CONFLICT_MARK}{stamp}"
+
+
+def conflict_name(path: str, stamp: str, attempt: int = 0) -> str:
+    name = f"{path}{conflict_suffix(stamp)}"
+    return name if attempt == 0 else f"{name}-{attempt}"
+
+
+# -- rsync ------------------------------------------------------------------------------------
+def remote_rsync_path(remote_dir: str) -> str:
+    """rsync's remote path: '~/x' becomes 'x' (rsync's remote side starts in the home)."""
+    if remote_dir == "~":
+        return "."
+    return remote_dir[2:] if remote_dir.startswith("~/") else remote_dir
+
+
+def rsync_argv(
+    ssh_config: str,
+    alias: str,
+    local_dir: str,
+    remote_dir: str,
+    files_from: str,
+    *,
+    progress: bool = False,
+    compress: bool = False,
+) -> list[str]:
+    """rsync of the files listed (NUL-separated) in `files_from`, through the managed config."""
+    argv = [
+        "rsync",
+        # Symlinks as symlinks, permissions, times, devices; no recursion: the list is exact.
+        "-lptD",
+        # A listed folder is created (an empty one too) without recursing into it.
+        "--dirs",
+        f"--files-from={files_from}",
+        # NUL-separated list: any file name is safe, newlines included.
+        "--from0",
+        # orch decided by content which files differ; rsync must not skip by size+mtime.
+        "--ignore-times",
+        # Each file goes to a temp name and is renamed into place: never seen half-written.
+        "--no-inplace",
+        # No group/owner games on the remote; the remote user owns what orch writes.
+        "--no-owner",
+        "--no-group",
+        # rsync's whole-file checksum of what it actually sent, printed per file: the
+        # manifest records exactly the remote's content without reading the files twice.
+        "--checksum-choice=md5",
+        f"--out-format={RSYNC_OUT_PREFIX} %C %n",
+        # The managed config: pinned host key, ControlMaster (no new handshake per call).
+        "-e",
+        f"ssh -F {shlex.quote(ssh_config)}",
+    ]
+    if compress:
+        argv.append("-z")  # worth it on slow links only; loopback and LANs lose time to it
+    if progress:
+        argv.append("--info=progress2")  # one line of overall progress for the bar
+    argv += [local_dir.rstrip("/") + "/", f"{alias}:{remote_rsync_path(remote_dir)}/"]
+    return argv
+
+
+def parse_rsync_sent(line: str) -> tuple[str, str] | None:
+    """(path, md5) from an `--out-format` line; None for other lines and for folders."""
+    if not line.startswith(RSYNC_OUT_PREFIX + " "):
+        return None
+    digest, _, name = line[len(RSYNC_OUT_PREFIX) + 1 :].partition(" ")
+    name = name.strip() if not digest else name
+    if not digest or len(digest) != 32 or name.endswith("/"):
+        return None
+    return name, digest
+
+
+def parse_rsync_progress(line: str) -> int | None:
+    """The percentage in an `--info=progress2` line ('  1,234  45%  1.2MB/s ...'), or None."""
+    for token in line.split():
+        if token.endswith("%") and token[:-1].isdigit():
+            return int(token[:-1])
+    return None
+
+
+# -- the remote helper ------------------------------------------------------------------------
+# Protocol: requests and replies are frames: 4-byte big-endian length + JSON. A request is
+# {"root": DIR, "ops": [...], "generation": N?, "suffix": ".orch-conflict-STAMP", "hold": B};
+# the helper holds `<root>/.orch/lock` while applying (and after, while "hold" is true, so an
+# rsync batch between two requests is covered too; snapshots take the same lock). Each "put"
+# op is followed by exactly `size` bytes of content. Expectations are [size, mtime_ns, hash]
+# (what orch last wrote) or null (orch never wrote it). The reply has one result per op:
+# {"ok": true, "stat": [size, mtime_ns]}, {"conflict": ASIDE, ...}, {"miss": true} or
+# {"error": TEXT}.
+HELPER_SOURCE = r"""
+import hashlib, json, os, stat, struct, sys
+R, W = sys.stdin.buffer, sys.stdout.buffer
+def readn(n):
+    b = bytearray()
+    while len(b) < n:
+        c = R.read(n - len(b))
+        if not c:
+            sys.exit(0)
+        b += c
+    return bytes(b)
+def send(obj):
+    data = json.dumps(obj).encode()
+    W.write(struct.pack(">I", len(data)) + data)
+    W.flush()
+def md5(data=b""):
+    try:
+        return hashlib.md5(data, usedforsecurity=False)
+    except TypeError:
+        return hashlib.md5(data)
+def digest(p):
+    if os.path.islink(p):
+        return md5(b"link:" + os.readlink(p).encode()).hexdigest()
+    h = md5()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+def same(p, exp):
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return exp is None
+    if exp is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        return False
+    if st.st_size == exp[0] and st.st_mtime_ns == exp[1]:
+        return True
+    return exp[2] is None or (st.st_size == exp[0] and digest(p) == exp[2])
+def aside(root, rel, suffix):
+    n = 0
+    while True:
+        name = rel + suffix + ("-%d" % n if n else "")
+        if not os.path.lexists(os.path.join(root, name)):
+            os.rename(os.path.join(root, rel), os.path.join(root, name))
+            return name
+        n += 1
+def stat_of(p):
+    st = os.lstat(p)
+    return [st.st_size, st.st_mtime_ns]
+def check(root, rel, exp, suffix, new_hash=None):
+    p = os.path.join(root, rel)
+    if same(p, exp):
+        return None, False
+    if not os.path.lexists(p):
+        return None, False
+    if new_hash is not None and not os.path.isdir(p) and digest(p) == new_hash:
+        return None, True
+    return aside(root, rel, suffix), False
+def put(root, op, data, suffix):
+    rel = op["path"]
+    p = os.path.join(root, rel)
+    d = os.path.dirname(p)
+    os.makedirs(d, exist_ok=True)
+    moved, _ = check(root, rel, op.get("expect"), suffix, op.get("hash"))
+    tmp = os.path.join(d, "." + os.path.basename(p)[:200] + ".orch-tmp")
+    if op.get("link"):
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(data.decode(), tmp)
+        os.replace(tmp, p)
+        return {"ok": True, "stat": stat_of(p), "conflict": moved}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, op["mode"] & 0o7777)
+    finally:
+        os.close(fd)
+    os.utime(tmp, ns=(op["mtime_ns"], op["mtime_ns"]))
+    os.replace(tmp, p)
+    out = {"ok": True, "stat": stat_of(p)}
+    if moved:
+        out["conflict"] = moved
+    return out
+def delete(root, op, suffix):
+    rel = op["path"]
+    p = os.path.join(root, rel)
+    if not os.path.lexists(p):
+        return {"ok": True}
+    if same(p, op.get("expect")):
+        os.unlink(p)
+        return {"ok": True}
+    return {"ok": True, "conflict": aside(root, rel, suffix)}
+def move(root, op):
+    src, dst = os.path.join(root, op["src"]), os.path.join(root, op["path"])
+    if not os.path.lexists(src) or not same(src, op.get("expect")):
+        return {"miss": True}
+    if os.path.lexists(dst) and not same(dst, op.get("expect_dst")):
+        return {"miss": True}
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.replace(src, dst)
+    return {"ok": True, "stat": stat_of(dst)}
+def generation(root, n):
+    d = os.path.join(root, ".orch")
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, ".generation.tmp")
+    with open(tmp, "w") as f:
+        f.write("%d\n" % n)
+    os.replace(tmp, os.path.join(d, "generation"))
+LOCK = [None]
+def lock(root, hold):
+    if hold and LOCK[0] is None:
+        import fcntl
+        os.makedirs(os.path.join(root, ".orch"), exist_ok=True)
+        fd = os.open(os.path.join(root, ".orch", "lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        LOCK[0] = fd
+    elif not hold and LOCK[0] is not None:
+        os.close(LOCK[0])
+        LOCK[0] = None
+def handle(req):
+    root = os.path.expanduser(req["root"])
+    os.makedirs(root, exist_ok=True)
+    lock(root, True)
+    suffix = req.get("suffix", ".orch-conflict")
+    results = []
+    for op in req["ops"]:
+        data = readn(op["size"]) if op["op"] == "put" else b""
+        try:
+            kind = op["op"]
+            if kind == "put":
+                results.append(put(root, op, data, suffix))
+            elif kind == "delete":
+                results.append(delete(root, op, suffix))
+            elif kind == "move":
+                results.append(move(root, op))
+            elif kind == "check":
+                moved, _ = check(root, op["path"], op.get("expect"), suffix, op.get("hash"))
+                results.append({"ok": True, "conflict": moved} if moved else {"ok": True})
+            elif kind == "mkdir":
+                os.makedirs(os.path.join(root, op["path"]), exist_ok=True)
+                results.append({"ok": True})
+            elif kind == "rmdir":
+                try:
+                    os.rmdir(os.path.join(root, op["path"]))
+                except OSError:
+                    pass
+                results.append({"ok": True})
+            elif kind == "stat":
+                p = os.path.join(root, op["path"])
+                results.append({"ok": True, "stat": stat_of(p) if os.path.lexists(p) else None})
+            else:
+                results.append({"error": "unknown op %r" % kind})
+        except OSError as e:
+            results.append({"error": "%s: %s" % (op.get("path"), e.strerror or e)})
+    if req.get("generation") is not None:
+        generation(root, req["generation"])
+    lock(root, bool(req.get("hold")))
+    return {"results": results}
+send({"hello": 1})
+while True:
+    hdr = R.read(4)
+    if len(hdr) < 4:
+        break
+    req = json.loads(readn(struct.unpack(">I", hdr)[0]))
+    send(handle(req))
+"""
+
+
+def helper_command(python: str = "python3") -> str:
+    """The remote command starting the helper (no login shell, no file left on the remote)."""
+    return f"{shlex.quote(python)} -u -c {shlex.quote(HELPER_SOURCE)}"
+
+
+def snapshot_command(remote_dir: str, snapshots_dir: str) -> str:
+    """A remote sh command making `<snapshots_dir>/<generation>`, a hard-linked copy.
+
+    It holds the sync lock (`<remote_dir>/.orch/lock`, taken by the helper for every batch)
+    so the copy is one whole generation. Hard links copy no data, and orch always replaces
+    files by rename (never in place), so later syncs give the live tree new inodes and leave
+    the snapshot as it was. Made under a temp name and renamed: complete or absent. A
+    generation already snapshotted is reused. Prints "<generation> <absolute path>".
+    """
+    root, snaps = _shell_path(remote_dir), _shell_path(snapshots_dir)
+    return (
+        f'set -e; r={root}; s={snaps}; mkdir -p "$r/.orch" "$s"; '
+        'exec 9>>"$r/.orch/lock"; flock 9; '
+        'g=$(cat "$r/.orch/generation" 2>/dev/null || echo 0); d="$s/$g"; '
+        'if [ ! -d "$d" ]; then t="$d.tmp.$$"; rm -rf "$t"; cp -al "$r" "$t"; '
+        'mv -T "$t" "$d"; fi; cd "$d"; echo "$g $(pwd)"'
+    )
+
+
+def _shell_path(path: str) -> str:
+    """Quote a remote path for sh, keeping a leading '~/' expandable as "$HOME"."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)

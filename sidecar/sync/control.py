@@ -1,0 +1,172 @@
+"""Starting, stopping and asking the sync owner (what the Orchestrator's sync methods do).
+
+`start` either runs the owner in this process (`--foreground`) or spawns the background
+process (`python -m sidecar.sync.daemon`), which reports progress and readiness through a
+pipe; `stop` ends the owner by its PID; `now` asks a running owner for a full reconcile
+(SIGUSR1) or, with none running, does one here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sidecar.errors import Conflict, OrchError
+from sidecar.state import pid_alive
+from sidecar.sync.service import Owner, SyncStatus, claim, read_status, release, state_dir
+
+if TYPE_CHECKING:
+    from sidecar.app import Orchestrator
+
+Progress = Callable[[int], None]
+STOP_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 600.0
+
+
+async def start(
+    orch: Orchestrator, machine: str, *, foreground: bool = False, progress: Progress | None = None
+) -> SyncStatus:
+    current = read_status(orch, machine)
+    if current.owner_pid is not None:
+        raise Conflict(
+            f"sync is already running for this project on {machine} "
+            f"({current.owner}, pid {current.owner_pid})",
+            hint="see it with `orch sync status`; stop it with `orch sync stop`",
+        )
+    if foreground:
+        return await run_foreground(orch, machine, progress)
+    return await _spawn(orch, machine, progress)
+
+
+async def run_foreground(
+    orch: Orchestrator,
+    machine: str,
+    progress: Progress | None = None,
+    ready: Callable[[SyncStatus], None] | None = None,
+) -> SyncStatus:
+    """Own the sync in this process until SIGINT/SIGTERM."""
+    fd = claim(state_dir(orch, machine))
+    try:
+        owner = Owner(orch, machine, foreground=True, progress=progress)
+        owner.install_signals()
+        await owner.run(ready=ready)
+        return owner.status
+    finally:
+        release(fd)
+
+
+async def _spawn(orch: Orchestrator, machine: str, progress: Progress | None) -> SyncStatus:
+    argv = [
+        sys.executable,
+        "-m",
+        "sidecar.sync.daemon",
+        "--project",
+        str(orch.cwd),
+        "--machine",
+        machine,
+        "--detach",
+    ]
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None
+    last = ""
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while line := (await proc.stdout.readline()).decode().strip():
+                last = line
+                if line.startswith("progress ") and progress is not None:
+                    progress(int(line.split()[1]))
+                if line.startswith(("ok", "error")):
+                    break
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        raise OrchError("the sync process did not finish its initial sync in time") from None
+    if not last.startswith("ok"):
+        err = b""
+        if proc.stderr is not None:
+            err = await proc.stderr.read()
+        detail = last.removeprefix("error: ") or err.decode().strip()[-500:]
+        log_file = state_dir(orch, machine) / "sync.log"
+        raise OrchError(f"sync failed to start: {detail}", hint=f"see {log_file}")
+    return read_status(orch, machine)
+
+
+async def stop(orch: Orchestrator, machine: str) -> SyncStatus:
+    status = read_status(orch, machine)
+    pid = status.owner_pid
+    if pid is None:
+        status.detail = "sync was not running"
+        return status
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not await _wait_gone(pid, STOP_TIMEOUT_S):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        await _wait_gone(pid, STOP_TIMEOUT_S)
+    status = read_status(orch, machine)
+    status.detail = f"stopped (pid {pid})"
+    return status
+
+
+async def now(
+    orch: Orchestrator, machine: str, progress: Progress | None = None, timeout: float = 600
+) -> SyncStatus:
+    """A full reconcile: by the running owner if there is one, else here."""
+    status = read_status(orch, machine)
+    if status.owner_pid is None:
+        fd = claim(state_dir(orch, machine))
+        try:
+            return await Owner(orch, machine, foreground=True, progress=progress).run_once()
+        finally:
+            release(fd)
+    before = status.full_syncs
+    os.kill(status.owner_pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the CLI waits on another process's state file
+        await asyncio.sleep(0.05)
+        status = read_status(orch, machine)
+        if status.full_syncs > before or status.owner_pid is None:
+            return status
+    raise OrchError(
+        "the running sync did not finish a full sync in time", hint="see `orch sync status`"
+    )
+
+
+def resolve(orch: Orchestrator, machine: str, paths: list[str]) -> SyncStatus:
+    """Forget recorded conflicts (all, or those for `paths`) once the user has dealt with them."""
+    from sidecar.state import read_json, write_json
+
+    folder = state_dir(orch, machine)
+    raw = read_json(folder / "state.json")
+    if isinstance(raw, dict):
+        keep = [c for c in raw.get("conflicts", []) if paths and c.get("path") not in paths]
+        raw["conflicts"] = keep
+        if raw.get("state") == "conflict" and not keep:
+            raw["state"] = "idle"
+        write_json(folder / "state.json", raw)
+    return read_status(orch, machine)
+
+
+async def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return not pid_alive(pid)

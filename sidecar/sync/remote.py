@@ -1,0 +1,161 @@
+"""The remote side of sync: the helper process on the pooled connection, and rsync.
+
+`RemoteHelper` runs `HELPER_SOURCE` (python3, stdlib only) as one long-lived process on the
+pooled asyncssh connection and sends it whole batches: one round trip applies every put,
+delete, rename and mkdir of a batch, each file written to a temp name and renamed, with the
+conflict check against the manifest in the same request. `run_rsync` drives rsync
+`--files-from` through the managed OpenSSH config (ControlMaster) for large batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from remote_config.sync import (
+    helper_command,
+    parse_rsync_progress,
+    parse_rsync_sent,
+    rsync_argv,
+)
+from sidecar.errors import OrchError, Unreachable
+
+if TYPE_CHECKING:
+    import asyncssh
+
+
+class HelperGone(Unreachable):
+    """The helper process or its connection ended (the sync pauses and reconnects)."""
+
+
+class RemoteHelper:
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self.process = process
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, conn: asyncssh.SSHClientConnection) -> RemoteHelper:
+        import asyncssh
+
+        try:
+            process = await conn.create_process(helper_command(), encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            raise HelperGone(f"cannot start the sync helper: {exc}") from exc
+        helper = cls(process)
+        try:
+            hello = await asyncio.wait_for(helper._read(), timeout=20)
+        except (HelperGone, TimeoutError) as exc:
+            stderr = b""
+            with contextlib.suppress(Exception):
+                stderr = await asyncio.wait_for(process.stderr.read(4000), timeout=1)
+            text = stderr.decode(errors="replace").strip()
+            if "not found" in text:
+                raise OrchError(
+                    "orch sync needs python3 on the remote machine",
+                    hint="install python3 there (e.g. apt-get install python3)",
+                ) from exc
+            raise HelperGone(f"the sync helper did not start: {text or exc}") from exc
+        if hello.get("hello") != 1:
+            raise OrchError(f"unexpected greeting from the sync helper: {hello!r}")
+        return helper
+
+    async def request(
+        self, request: dict[str, Any], payloads: list[bytes] | None = None
+    ) -> list[dict[str, Any]]:
+        """Send one batch (puts' contents in `payloads`, in op order); return per-op results."""
+        import asyncssh
+
+        header = json.dumps(request).encode()
+        async with self._lock:
+            try:
+                self.process.stdin.write(struct.pack(">I", len(header)) + header)
+                for payload in payloads or ():
+                    self.process.stdin.write(payload)
+                await self.process.stdin.drain()
+                reply = await self._read()
+            except (asyncssh.Error, OSError, asyncio.IncompleteReadError) as exc:
+                raise HelperGone(f"the sync connection dropped: {exc}") from exc
+        results: list[dict[str, Any]] = reply["results"]
+        return results
+
+    async def _read(self) -> dict[str, Any]:
+        try:
+            size = struct.unpack(">I", await self.process.stdout.readexactly(4))[0]
+            value: dict[str, Any] = json.loads(await self.process.stdout.readexactly(size))
+        except asyncio.IncompleteReadError as exc:
+            raise HelperGone("the sync helper exited") from exc
+        return value
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.process.stdin.write_eof()
+        with contextlib.suppress(Exception):
+            self.process.close()
+
+
+async def run_rsync(
+    ssh_config: str,
+    alias: str,
+    local_dir: str,
+    remote_dir: str,
+    paths: list[str],
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, str]:
+    """Copy exactly `paths` (files and folders) with rsync through ControlMaster.
+
+    Returns path -> md5 of the content rsync sent, for each regular file it transferred.
+    """
+    fd, list_file = tempfile.mkstemp(prefix="orch-sync-", suffix=".list")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"\0".join(p.encode() for p in paths) + b"\0")
+        argv = rsync_argv(
+            ssh_config, alias, local_dir, remote_dir, list_file, progress=progress is not None
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = asyncio.create_task(proc.stderr.read())
+        sent = await _pump_output(proc.stdout, progress)
+        code = await proc.wait()
+        stderr = (await errors).decode(errors="replace")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(list_file)
+    # 24: some files vanished while rsync ran (a later event re-sends them): not a failure.
+    if code in (0, 24):
+        return sent
+    if code == 255 or "connection" in stderr.lower():
+        raise HelperGone(f"rsync lost the connection: {stderr.strip()[-300:]}")
+    raise OrchError(
+        f"rsync failed with exit status {code}: {stderr.strip()[-500:]}",
+        hint="check free space and permissions in the remote folder",
+    )
+
+
+async def _pump_output(
+    stream: asyncio.StreamReader, progress: Callable[[int], None] | None
+) -> dict[str, str]:
+    sent: dict[str, str] = {}
+    buffer = b""
+    while chunk := await stream.read(65536):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            for line in raw.decode(errors="surrogateescape").split("\r"):
+                item = parse_rsync_sent(line)
+                if item is not None:
+                    sent[item[0]] = item[1]
+                elif progress is not None and (pct := parse_rsync_progress(line)) is not None:
+                    progress(pct)
+    return sent

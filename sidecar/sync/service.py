@@ -1,0 +1,334 @@
+"""The sync owner: one long-lived watcher per project and machine, and how others see it.
+
+Exactly one process owns a project+machine sync (the background process `orch sync start`
+spawns, or `orch sync start --foreground` in a terminal). It holds an flock on `owner.lock`
+in `$ORCH_HOME/sync/<project>-<hash>/<machine>/` and publishes its state in `state.json`
+(pid, state, last sync, generation, conflicts), which `orch sync status` and the language
+server read. A dropped connection pauses the sync; it reconnects with bounded backoff and
+then reconciles the whole tree, so every edit made meanwhile arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from sidecar.errors import ConnectionFailed, OrchError
+from sidecar.state import is_locked, pid_alive, read_json, secure_dir
+from sidecar.sync.remote import HelperGone
+
+if TYPE_CHECKING:
+    from sidecar.app import Orchestrator
+    from sidecar.sync.engine import BatchResult, SyncEngine
+    from sidecar.sync.watcher import Watcher
+
+log = logging.getLogger("orch.sync")
+
+SyncState = Literal["off", "idle", "syncing", "paused", "conflict"]
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class SyncConflict(BaseModel):
+    path: str
+    remote_copy: str = Field(description="Where the remote's version was saved (beside it).")
+    at: str
+
+
+class SyncStatus(BaseModel):
+    """`orch sync status` and the `sync` part of `orch/status` (docs/protocol.md)."""
+
+    state: SyncState = "off"
+    conflicts: list[SyncConflict] = Field(default_factory=list)
+    last_sync: str | None = None
+    generation: int = 0
+    owner_pid: int | None = None
+    owner: Literal["background", "foreground"] | None = None
+    machine: str | None = None
+    local_dir: str | None = None
+    remote_dir: str | None = None
+    watcher: str | None = None  # inotify | polling
+    detail: str | None = None
+    full_syncs: int = 0
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def state_dir(orch: Orchestrator, machine: str) -> Path:
+    cfg = orch.config
+    key = hashlib.sha256(cfg.local_dir.encode()).hexdigest()[:8]
+    return orch.layout.home / "sync" / f"{cfg.project_name}-{key}" / machine
+
+
+def read_status(orch: Orchestrator, machine: str) -> SyncStatus:
+    """The published state; 'off' when no owner is alive (stale state is reported so)."""
+    folder = state_dir(orch, machine)
+    raw = read_json(folder / "state.json")
+    status = SyncStatus.model_validate(raw) if isinstance(raw, dict) else SyncStatus()
+    status.machine = machine
+    status.local_dir = orch.config.local_dir
+    status.remote_dir = orch.config.remote_dir
+    alive = (
+        status.owner_pid is not None
+        and pid_alive(status.owner_pid)
+        and is_locked(folder / "owner.lock")
+    )
+    if not alive:
+        if status.owner_pid is not None and status.state != "off":
+            status.detail = f"the sync process (pid {status.owner_pid}) is gone"
+        status.state = "off"
+        status.owner_pid = None
+        status.owner = None
+    return status
+
+
+class Owner:
+    """Runs the sync for one project+machine until `stop` is set."""
+
+    def __init__(
+        self,
+        orch: Orchestrator,
+        machine: str,
+        *,
+        foreground: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.orch = orch
+        self.machine = machine
+        self.folder = secure_dir(state_dir(orch, machine))
+        previous = read_status(orch, machine)
+        self.status = SyncStatus(
+            state="syncing",
+            conflicts=previous.conflicts,
+            generation=previous.generation,
+            owner_pid=os.getpid(),
+            owner="foreground" if foreground else "background",
+            machine=machine,
+            local_dir=orch.config.local_dir,
+            remote_dir=orch.config.remote_dir,
+        )
+        self.progress = progress
+        self.stop = asyncio.Event()
+        self.full_requested = asyncio.Event()
+        self.dirty: set[str] = set()
+        self.wakeup = asyncio.Event()
+        self.engine: SyncEngine | None = None
+        self.watcher: Watcher | None = None
+
+    # -- published state ---------------------------------------------------------------------
+    def publish(self, state: SyncState | None = None, detail: str | None = None) -> None:
+        if state is not None:
+            self.status.state = state
+        if self.status.state == "idle" and self.status.conflicts:
+            self.status.state = "conflict"
+        self.status.detail = detail
+        _write_state(self.folder / "state.json", self.status.model_dump_json(indent=2))
+
+    def _absorb(self, result: BatchResult) -> None:
+        for c in result.conflicts:
+            self.status.conflicts.append(
+                SyncConflict(path=c.path, remote_copy=c.remote_copy, at=_iso(c.at) or "")
+            )
+        for error in result.errors:
+            log.warning("sync: %s", error)
+        self.dirty |= result.retry
+        if result.retry:
+            self.wakeup.set()
+        assert self.engine is not None
+        self.status.generation = self.engine.manifest.generation
+        self.status.last_sync = _iso(time.time())
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self, ready: Callable[[SyncStatus], None] | None = None) -> None:
+        from sidecar.sync.engine import SyncEngine
+        from sidecar.sync.manifest import Manifest
+        from sidecar.sync.watcher import Watcher
+
+        self.publish("syncing", "starting")
+        target = await self.orch.ssh_target(self.machine)
+        await self.orch.write_ssh_config(self.machine)
+        manifest = Manifest(self.folder / "manifest.db")
+        self.engine = SyncEngine(
+            self.orch.config, self.orch.layout, self.orch.pool, target, manifest
+        )
+        self.watcher = Watcher(
+            self.engine.root,
+            lambda: self.engine.rules if self.engine else None,  # type: ignore[arg-type,return-value]
+            self._on_batch,
+            self.orch.config.config.sync.debounce_ms,
+        )
+        self.status.watcher = await asyncio.to_thread(self.watcher.start)
+        try:
+            await self._guarded(self._full, initial=True)
+            if ready is not None:
+                ready(self.status)
+            await self._loop()
+        finally:
+            self.watcher.stop()
+            self.engine.disconnect()
+            manifest.close()
+            self.status.owner_pid = None
+            self.status.owner = None
+            self.status.watcher = None
+            self.publish("off", "stopped")
+
+    async def run_once(self) -> SyncStatus:
+        """One full sync without watching (`orch sync now` when no watcher runs)."""
+        from sidecar.sync.engine import SyncEngine
+        from sidecar.sync.manifest import Manifest
+
+        self.status.owner = None
+        self.publish("syncing", "one-off full sync")
+        target = await self.orch.ssh_target(self.machine)
+        await self.orch.write_ssh_config(self.machine)
+        manifest = Manifest(self.folder / "manifest.db")
+        self.engine = SyncEngine(
+            self.orch.config, self.orch.layout, self.orch.pool, target, manifest
+        )
+        try:
+            result = await self.engine.full_sync(self.progress)
+            self._absorb(result)
+            self.status.full_syncs += 1
+        finally:
+            self.engine.disconnect()
+            manifest.close()
+            self.status.owner_pid = None
+            self.publish("off", "one-off full sync done")
+        return self.status
+
+    def _on_batch(self, paths: set[str]) -> None:
+        self.dirty |= paths
+        self.wakeup.set()
+
+    async def _loop(self) -> None:
+        stopper = asyncio.create_task(self.stop.wait())
+        try:
+            while not self.stop.is_set():
+                waker = asyncio.create_task(self.wakeup.wait())
+                full = asyncio.create_task(self.full_requested.wait())
+                await asyncio.wait({stopper, waker, full}, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                full.cancel()
+                if self.stop.is_set():
+                    return
+                if self.full_requested.is_set():
+                    self.full_requested.clear()
+                    await self._guarded(self._full)
+                elif self.dirty:
+                    await self._guarded(self._batch)
+                else:
+                    self.wakeup.clear()
+        finally:
+            stopper.cancel()
+
+    async def _batch(self) -> None:
+        assert self.engine is not None
+        self.wakeup.clear()
+        batch, self.dirty = self.dirty, set()
+        try:
+            result = await self.engine.sync_paths(batch)
+        except BaseException:
+            self.dirty |= batch  # nothing is lost: the batch is retried after a reconnect
+            raise
+        self._absorb(result)
+        self.publish("idle", detail=self.watcher.message if self.watcher else None)
+
+    async def _full(self, initial: bool = False) -> None:
+        assert self.engine is not None
+        self.wakeup.clear()
+        pending, self.dirty = self.dirty, set()
+        try:
+            self.publish("syncing", "initial sync" if initial else "full sync")
+            result = await self.engine.full_sync(self.progress)
+        except BaseException:
+            self.dirty |= pending
+            raise
+        self._absorb(result)
+        self.status.full_syncs += 1
+        self.publish("idle", detail=self.watcher.message if self.watcher else None)
+
+    async def _guarded(self, step: Callable[..., Any], **kwargs: Any) -> None:
+        """Run a sync step; on a dropped connection pause, reconnect, reconcile everything."""
+        while not self.stop.is_set():
+            try:
+                await step(**kwargs)
+                return
+            except (HelperGone, ConnectionFailed) as exc:
+                log.warning("sync paused: %s", exc)
+                await self._reconnect(str(exc))
+                step, kwargs = self._full, {}
+
+    async def _reconnect(self, why: str) -> None:
+        assert self.engine is not None
+        self.publish("paused", f"connection lost ({why}); reconnecting")
+        attempt = 0
+        while not self.stop.is_set():
+            self.engine.disconnect()
+            self.orch.pool.drop(self.engine.target.alias)
+            try:
+                await self.engine.connect()
+                log.info("sync resumed")
+                return
+            except (HelperGone, ConnectionFailed, OSError) as exc:
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                attempt += 1
+                self.publish("paused", f"reconnecting (attempt {attempt}): {exc}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.full_requested.set)
+
+
+def _write_state(path: Path, text: str) -> None:
+    """Replace the state file atomically; no fsync: it is status, rewritten after each batch."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def claim(folder: Path) -> int:
+    """Take the owner lock (an fd held for the process's life) or raise Conflict."""
+    import fcntl
+
+    from sidecar.errors import Conflict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "owner.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raw = read_json(folder / "state.json") or {}
+        pid, owner = raw.get("owner_pid"), raw.get("owner") or "another process"
+        raise Conflict(
+            f"sync is already running for this project and machine ({owner}, pid {pid})",
+            hint="see it with `orch sync status`; stop it with `orch sync stop`",
+        ) from None
+    return fd
+
+
+def release(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+class SyncFailed(OrchError):
+    pass

@@ -1,0 +1,206 @@
+"""Pure sync logic: ignore rules, planning, transport choice, rsync argv, the remote helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+from remote_config.sync import (
+    HELPER_SOURCE,
+    Entry,
+    IgnoreRules,
+    LocalFile,
+    choose_transport,
+    conflict_name,
+    gone_parents,
+    parse_rsync_progress,
+    plan_changes,
+    remote_rsync_path,
+    rsync_argv,
+    snapshot_command,
+)
+
+
+def test_default_excludes_and_orchs_own_files() -> None:
+    rules = IgnoreRules.build()
+    for path in (".git", "node_modules", "a/node_modules", "__pycache__", ".venv", "data"):
+        assert rules.ignored(path, is_dir=True), path
+    assert rules.ignored_path("src/__pycache__/m.pyc")
+    assert rules.ignored_path("data/big.bin")
+    assert not rules.ignored("data", is_dir=False)  # 'data/' matches folders only
+    assert not rules.ignored_path("src/main.py")
+    assert rules.ignored(".orch", is_dir=True)
+    assert rules.ignored("a/b.txt.orch-conflict-20260101T000000Z")
+    assert rules.ignored("a/.b.txt.orch-tmp")
+    assert not IgnoreRules.build(default_excludes=False).ignored("node_modules", is_dir=True)
+
+
+def test_config_and_nested_ignore_files_deepest_wins() -> None:
+    rules = IgnoreRules.build(
+        exclude=["*.log", "build/"],
+        ignore_files={"": "*.tmp\n!keep.tmp\n", "sub": "*.csv\n!important.log\n"},
+    )
+    assert rules.ignored("x.log") and rules.ignored("deep/x.log")
+    assert rules.ignored("a.tmp") and not rules.ignored("keep.tmp")
+    assert rules.ignored("sub/t.csv") and not rules.ignored("t.csv")
+    assert not rules.ignored("sub/important.log")  # re-included by the deeper file
+    assert rules.ignored("sub/other.log")
+    assert rules.ignored_path("build/out/x.o")
+
+
+def lf(h: str, mode: int = 0o644, size: int = 1) -> LocalFile:
+    return LocalFile(size, 1, mode, h)
+
+
+def en(h: str | None, mode: int = 0o644) -> Entry:
+    return Entry(1, 1, mode, h)
+
+
+def test_plan_by_content_not_mtime() -> None:
+    manifest = {"same": en("h1"), "changed": en("h2"), "gone": en("h3"), "chmod": en("h4")}
+    local = {
+        "same": LocalFile(1, 999, 0o644, "h1"),  # mtime differs, content equal: nothing
+        "changed": lf("h2b"),
+        "gone": None,
+        "chmod": lf("h4", mode=0o755),
+        "new": lf("h5"),
+        "never": None,
+    }
+    plan = plan_changes(local, manifest)
+    assert plan.puts == ["changed", "chmod", "new"]
+    assert plan.deletes == ["gone"]
+    assert plan.moves == []
+
+
+def test_plan_pairs_renames_by_content() -> None:
+    manifest = {"old/a": en("ha"), "old/b": en("hb"), "x": en(None)}
+    local = {"old/a": None, "old/b": None, "new/a": lf("ha"), "new/b": lf("hb2"), "x": None}
+    plan = plan_changes(local, manifest, gone_dirs=["old"], new_dirs=["new"])
+    assert plan.moves == [("old/a", "new/a")]
+    assert plan.puts == ["new/b"]
+    assert plan.deletes == ["old/b", "x"]  # an uncertain hash is never paired
+    assert plan.mkdirs == ["new"] and plan.rmdirs == ["old"]
+
+
+def test_transport_crossover_and_parents() -> None:
+    assert choose_transport([100] * 10) == "helper"
+    assert choose_transport([100] * 300) == "helper"
+    assert choose_transport([100] * 301) == "rsync"
+    assert choose_transport([64 * 1024 * 1024]) == "rsync"
+    assert gone_parents(["a/b/c.txt", "a/x"], {"a": True, "a/b": False}) == ["a/b"]
+
+
+def test_rsync_argv_and_progress() -> None:
+    argv = rsync_argv("/o/ssh config", "orch-p-box", "/l/proj", "~/work/p", "/tmp/list")
+    assert argv[0] == "rsync" and "--from0" in argv and "--ignore-times" in argv
+    assert argv[argv.index("-e") + 1] == "ssh -F '/o/ssh config'"
+    assert argv[-2:] == ["/l/proj/", "orch-p-box:work/p/"]
+    assert "--delete" not in argv  # deletions are orch's, checked against the manifest
+    assert remote_rsync_path("~") == "." and remote_rsync_path("/srv/x") == "/srv/x"
+    assert parse_rsync_progress("  1,234,567  45%  12.3MB/s  0:00:01") == 45
+    assert parse_rsync_progress("sending incremental file list") is None
+    assert conflict_name("a/b.txt", "20260101T000000Z", 2).endswith("-20260101T000000Z-2")
+
+
+def test_snapshot_command_quotes_paths() -> None:
+    cmd = snapshot_command("~/work/my proj", "~/.orch/snapshots/p")
+    assert "r=\"$HOME\"/'work/my proj'" in cmd
+    assert "flock 9" in cmd and "cp -al" in cmd and "mv -T" in cmd
+
+
+class Helper:
+    """The remote helper run as a real local python3 process (the transport is just pipes)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HELPER_SOURCE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._read() == {"hello": 1}
+
+    def _read(self) -> dict:
+        assert self.proc.stdout is not None
+        size = struct.unpack(">I", self.proc.stdout.read(4))[0]
+        return json.loads(self.proc.stdout.read(size))
+
+    def __call__(self, ops: list[dict], payloads: tuple[bytes, ...] = (), **extra: object) -> list:
+        assert self.proc.stdin is not None
+        data = json.dumps(
+            {"root": str(self.root), "ops": ops, "suffix": ".orch-conflict-T", **extra}
+        )
+        self.proc.stdin.write(struct.pack(">I", len(data)) + data.encode() + b"".join(payloads))
+        self.proc.stdin.flush()
+        return self._read()["results"]
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=5)
+
+
+def put(path: str, data: bytes, expect: list | None = None) -> dict:
+    return {
+        "op": "put",
+        "path": path,
+        "size": len(data),
+        "mode": 0o640,
+        "mtime_ns": 10**18,
+        "hash": None,
+        "expect": expect,
+    }
+
+
+def test_helper_writes_atomically_and_keeps_both_on_conflict(tmp_path: Path) -> None:
+    helper = Helper(tmp_path)
+    try:
+        [r] = helper([put("d/a.txt", b"v1")], (b"v1",), generation=3)
+        assert r["ok"] and (tmp_path / "d/a.txt").read_bytes() == b"v1"
+        assert (tmp_path / "d/a.txt").stat().st_mtime_ns == 10**18
+        assert oct((tmp_path / "d/a.txt").stat().st_mode & 0o777) == "0o640"
+        assert (tmp_path / ".orch/generation").read_text() == "3\n"
+        assert not list((tmp_path / "d").glob(".*orch-tmp"))
+        written = [2, 10**18, None]
+        # The remote changes behind orch's back: the next put keeps it beside.
+        (tmp_path / "d/a.txt").write_bytes(b"remote edit")
+        [r] = helper([put("d/a.txt", b"v2", [*written[:2], "nomatch"])], (b"v2",))
+        assert r["conflict"] == "d/a.txt.orch-conflict-T"
+        assert (tmp_path / "d/a.txt").read_bytes() == b"v2"
+        assert (tmp_path / "d/a.txt.orch-conflict-T").read_bytes() == b"remote edit"
+        # A delete whose remote matches goes; a rename moves without data.
+        stat = os.stat(tmp_path / "d/a.txt")
+        [r] = helper(
+            [
+                {
+                    "op": "move",
+                    "src": "d/a.txt",
+                    "path": "e/b.txt",
+                    "expect": [stat.st_size, stat.st_mtime_ns, None],
+                }
+            ]
+        )
+        assert r["ok"] and (tmp_path / "e/b.txt").read_bytes() == b"v2"
+        r, _ = helper(
+            [
+                {
+                    "op": "delete",
+                    "path": "e/b.txt",
+                    "expect": [stat.st_size, stat.st_mtime_ns, "x"],
+                },
+                {"op": "rmdir", "path": "e"},
+            ]
+        )
+        assert r["ok"] and not (tmp_path / "e").exists()
+    finally:
+        helper.close()
+
+
+def test_helper_command_is_one_quoted_argument() -> None:
+    from remote_config.sync import helper_command
+
+    argv = shlex.split(helper_command())
+    assert argv[:3] == ["python3", "-u", "-c"] and argv[3] == HELPER_SOURCE
