@@ -35,10 +35,19 @@ export interface JobInfo {
   detail?: string | null;
 }
 
+export interface SyncConflict {
+  path: string;
+  /** Where the remote's version was saved (beside it). */
+  remote_copy: string;
+  at: string;
+}
+
 export interface SyncStatus {
   state: SyncState;
-  conflicts: string[];
+  conflicts: SyncConflict[];
   last_sync?: string | null;
+  remote_dir?: string | null;
+  detail?: string | null;
 }
 
 export interface SshConfigResult {

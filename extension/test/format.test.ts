@@ -66,10 +66,11 @@ describe("sync item", () => {
     assert.equal(syncItem({ state: "idle", conflicts: [], last_sync: null }).text, "$(sync) sync idle");
     assert.equal(syncItem({ state: "syncing", conflicts: [], last_sync: null }).text, "$(sync~spin) syncing");
     assert.equal(syncItem({ state: "off", conflicts: [], last_sync: null }).text, "$(circle-slash) sync off");
-    const conflict = syncItem({ state: "conflict", conflicts: ["a.py", "b.py"], last_sync: null });
+    const conflicts = ["a.py", "b.py"].map((path) => ({ path, remote_copy: `${path}.remote`, at: "t" }));
+    const conflict = syncItem({ state: "conflict", conflicts, last_sync: null });
     assert.equal(conflict.text, "$(warning) sync: 2 conflicts");
     assert.equal(conflict.severity, "warning");
-    assert.match(conflict.tooltip, /a\.py\nb\.py/);
+    assert.match(conflict.tooltip, /a\.py \(theirs: a\.py\.remote\)\nb\.py/);
   });
 });
 

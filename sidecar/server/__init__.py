@@ -11,7 +11,7 @@ import logging
 
 from lsprotocol import types
 
-from sidecar.server import machine, ports, ssh, status
+from sidecar.server import machine, ports, ssh, status, sync
 from sidecar.server.core import OrchServer
 
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
@@ -24,6 +24,7 @@ def build_server() -> OrchServer:
     machine.register(server)
     ssh.register(server)
     ports.register(server)
+    sync.register(server)
 
     @server.feature(types.INITIALIZE)
     def initialize(server: OrchServer, params: types.InitializeParams) -> None:

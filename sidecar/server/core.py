@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from lsprotocol import types
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -34,7 +34,14 @@ from sidecar.errors import OrchError
 log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=BaseModel)
-Report = Callable[[str], None]
+
+
+class Report(Protocol):
+    """Reports one step of a long command as `$/progress` (a no-op without a token)."""
+
+    def __call__(self, message: str, percentage: int | None = None) -> None: ...
+
+
 Handler = Callable[["OrchServer", Any, Report], Awaitable[Any]]
 RawCommand = Callable[[list[Any], types.ProgressToken | None], Awaitable[Any]]
 
@@ -164,10 +171,10 @@ class _Progress:
         self.title = title
         self.token = token
 
-    def report(self, message: str) -> None:
+    def report(self, message: str, percentage: int | None = None) -> None:
         if self.token is not None:
             self.server.work_done_progress.report(
-                self.token, types.WorkDoneProgressReport(message=message)
+                self.token, types.WorkDoneProgressReport(message=message, percentage=percentage)
             )
 
     def __enter__(self) -> Report:

@@ -176,6 +176,19 @@ async function upMachine(page) {
   await screenshot(page, "02-machine-up");
 }
 
+async function startSync(page) {
+  await runCommand(page, "Orch: Start Sync");
+  const text = await waitStatusBar(page, /sync idle/, 30_000);
+  mark("sync_idle_ms");
+  log(`status bar: ${oneLine(text)}`);
+}
+
+async function stopSync(page) {
+  await runCommand(page, "Orch: Stop Sync");
+  const text = await waitStatusBar(page, /sync off/, 30_000);
+  log(`status bar: ${oneLine(text)}`);
+}
+
 async function jobFlow(page) {
   // Run a job on the local machine from the palette.
   await runCommand(page, "Orch: Run Job…");
@@ -257,6 +270,7 @@ async function scenario(page) {
   await screenshot(page, "01-ready");
   await checkContributions(page);
   await upMachine(page);
+  await startSync(page);
   if (JOBS) {
     await jobFlow(page);
   } else {
@@ -265,6 +279,7 @@ async function scenario(page) {
   await checkTree(page, JOBS);
   await checkDebugPicker(page);
   await crashAndRecover(page);
+  await stopSync(page);
   await downMachine(page);
 }
 

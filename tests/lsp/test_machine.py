@@ -35,6 +35,10 @@ EXPECTED_COMMANDS = {
     "orch.ports.list",
     "orch.ports.add",
     "orch.ports.remove",
+    "orch.sync.start",
+    "orch.sync.stop",
+    "orch.sync.now",
+    "orch.sync.status",
 }
 
 
@@ -183,6 +187,36 @@ async def test_port_forward_round_trip(client: LanguageClient) -> None:
     with pytest.raises(JsonRpcInvalidParams) as caught:
         await execute(client, "orch.ports.add", {"local_port": 70000})
     assert "local_port" in caught.value.message
+
+
+async def test_sync_round_trip(client: LanguageClient) -> None:
+    (PROJECT / "notes.txt").write_text("synced by the sidecar\n")
+    token = "sync-start"
+    client.progress_reports.setdefault(token, [])
+    started = await execute(client, "orch.sync.start", {}, token=token)
+    try:
+        assert started["state"] in ("idle", "syncing")
+        remote = HOME / "orch-home/machines/local/home" / started["remote_dir"].removeprefix("~/")
+        assert (remote / "notes.txt").read_text() == "synced by the sidecar\n"
+        reports = client.progress_reports[token]
+        assert type(reports[0]).__name__ == "WorkDoneProgressBegin"
+        assert type(reports[-1]).__name__ == "WorkDoneProgressEnd"
+        assert any(getattr(r, "percentage", None) == 100 for r in reports), reports
+        await wait_for_status(client, lambda s: s["sync"]["state"] == "idle")
+
+        (PROJECT / "more.txt").write_text("more\n")
+        now = await execute(client, "orch.sync.now", {})
+        assert now["state"] in ("idle", "syncing")
+        for _ in range(100):
+            if (remote / "more.txt").exists():
+                break
+            await asyncio.sleep(0.05)
+        assert (remote / "more.txt").read_text() == "more\n"
+        assert (await execute(client, "orch.sync.status", {}))["state"] == "idle"
+    finally:
+        stopped = await execute(client, "orch.sync.stop", {})
+    assert stopped["state"] == "off"
+    await wait_for_status(client, lambda s: s["sync"]["state"] == "off" and s["sync"]["last_sync"])
 
 
 async def test_down_notifies(client: LanguageClient) -> None:

@@ -109,7 +109,10 @@ export function syncItem(sync: SyncStatus | undefined): ItemText {
       return { text: "$(sync~spin) syncing", tooltip: `Syncing files to the machine${last}` };
     case "conflict": {
       const n = sync.conflicts.length;
-      const files = sync.conflicts.slice(0, 10).join("\n");
+      const files = sync.conflicts
+        .slice(0, 10)
+        .map((c) => `${c.path} (theirs: ${c.remote_copy})`)
+        .join("\n");
       return {
         text: `$(warning) sync: ${n} conflict${n === 1 ? "" : "s"}`,
         tooltip: `Files changed on both sides:\n${files}${last}`,
