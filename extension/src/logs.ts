@@ -57,13 +57,17 @@ function terminalView(name: string, onClose: () => void): LogView {
 export class JobLogs implements vscode.Disposable {
   private readonly views = new Map<string, LogView>();
   private readonly following = new Set<string>();
-  private readonly subscription: vscode.Disposable;
+  private readonly subscriptions: vscode.Disposable[];
 
   constructor(
     private readonly sidecar: Sidecar,
     private readonly where: JobLogsView,
   ) {
-    this.subscription = sidecar.onLog((chunk: LogChunk) => this.views.get(chunk.name)?.append(chunk.text));
+    this.subscriptions = [
+      sidecar.onLog((chunk: LogChunk) => this.views.get(chunk.name)?.append(chunk.text)),
+      // A restarted sidecar follows nothing: the next show must ask again.
+      sidecar.onDidChangeState((state) => state !== "running" && this.following.clear()),
+    ];
   }
 
   async show(name: string): Promise<void> {
@@ -100,7 +104,9 @@ export class JobLogs implements vscode.Disposable {
   }
 
   dispose(): void {
-    this.subscription.dispose();
+    for (const subscription of this.subscriptions) {
+      subscription.dispose();
+    }
     this.views.forEach((view) => view.dispose());
     this.views.clear();
   }
