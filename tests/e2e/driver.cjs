@@ -5,6 +5,7 @@
 "use strict";
 
 const fs = require("node:fs");
+const net = require("node:net");
 const path = require("node:path");
 const { chromium } = require("playwright-core");
 
@@ -189,6 +190,30 @@ async function stopSync(page) {
   log(`status bar: ${oneLine(text)}`);
 }
 
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function forwardPort(page) {
+  const port = await freePort();
+  await runCommand(page, "Orch: Forward Port…");
+  await answerInput(page, /Local port/, String(port));
+  await answerInput(page, /Port on the machine/, "");
+  const sidebar = await openOrchView(page);
+  const tree = await poll(`the Orch view to list localhost:${port}`, () => sidebar.innerText(),
+    (t) => t.includes(`localhost:${port}`) && /active/.test(t), 15_000);
+  log(`forwarded port ${port}: ${oneLine(tree)}`);
+  await screenshot(page, "02-port-forwarded");
+  await runCommand(page, "View: Show Explorer");
+}
+
 async function jobFlow(page) {
   // Run a job on the local machine from the palette.
   await runCommand(page, "Orch: Run Job…");
@@ -271,6 +296,7 @@ async function scenario(page) {
   await checkContributions(page);
   await upMachine(page);
   await startSync(page);
+  await forwardPort(page);
   if (JOBS) {
     await jobFlow(page);
   } else {
