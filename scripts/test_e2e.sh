@@ -97,7 +97,8 @@ cat >"$work/user-data/User/settings.json" <<'JSON'
   "chat.disableAIFeatures": true,
   "chat.commandCenter.enabled": false,
   "security.workspace.trust.enabled": false,
-  "git.enabled": false
+  "git.enabled": false,
+  "terminal.integrated.gpuAcceleration": "off"
 }
 JSON
 

@@ -234,7 +234,7 @@ async function jobFlow(page) {
   log(`status bar: ${oneLine(text)}`);
   await poll("a notification that the job succeeded", () => notificationsText(page),
     (t) => t.includes(`Job ${JOB} succeeded`), 10_000);
-  await screenshot(page, "04-job-done");
+  await screenshot(page, "03-job-done");
 
   // Its logs are visible in the job's output channel.
   await runCommand(page, "Orch: Show Job Logs");
@@ -243,7 +243,27 @@ async function jobFlow(page) {
   await poll("the job's log in the output panel", () => panel.innerText(),
     (t) => t.includes("orch-e2e-start") && t.includes("orch-e2e-done"), 20_000);
   log("job log shown in the output panel");
-  await screenshot(page, "05-job-logs");
+  await screenshot(page, "04-job-logs");
+}
+
+async function attachAndStop(page) {
+  // A second, longer job: attach to its tmux session in a terminal, then stop it.
+  const name = "e2e-attach";
+  await runCommand(page, "Orch: Run Job…");
+  await answerInput(page, /Run Job \(1\/2\)/, "for i in $(seq 300); do echo attach-tick-$i; sleep 0.5; done");
+  await answerInput(page, /Run Job \(2\/2\)/, name);
+  await waitStatusBar(page, /1 running/, 30_000);
+  await runCommand(page, "Orch: Attach to Job");
+  await pickQuickItem(page, name);
+  const terminal = page.locator("#workbench\\.parts\\.panel .xterm-rows");
+  const text = await poll("the attach terminal to show the job's output", () => terminal.innerText(),
+    (t) => /attach-tick-\d+/.test(t), 30_000);
+  log(`attach terminal: ${oneLine(text).slice(-120)}`);
+  await screenshot(page, "05-attached");
+  await runCommand(page, "Orch: Stop Job");
+  await pickQuickItem(page, name);
+  const bar = await waitStatusBar(page, new RegExp(`0 running · ${name}\\s*stopped`), 30_000);
+  log(`status bar: ${oneLine(bar)}`);
 }
 
 async function checkTree(page, withJob) {
@@ -299,6 +319,7 @@ async function scenario(page) {
   await forwardPort(page);
   if (JOBS) {
     await jobFlow(page);
+    await attachAndStop(page);
   } else {
     log("JOB FLOW NOT RUN: the sidecar has no jobs area yet (sidecar/server/jobs.py)");
   }
