@@ -267,7 +267,13 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
         ),
     ],
     "orch.stopSync": ["Stop Sync", () => ctx.sidecar.execute("orch.sync.stop", {})],
-    "orch.syncNow": ["Sync Now", () => ctx.sidecar.execute("orch.sync.now", {})],
+    "orch.syncNow": [
+      "Sync Now",
+      () =>
+        withProgress("Orch: syncing", (token, progress) =>
+          ctx.sidecar.execute("orch.sync.now", {}, { token, progress }),
+        ),
+    ],
     "orch.writeSshConfig": [
       "Write SSH Config",
       async () => {
