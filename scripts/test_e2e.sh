@@ -127,12 +127,6 @@ for _ in $(seq 100); do
 done
 ready_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
 
-# The job flow runs once the language server has the jobs area (driver.cjs, E2E_JOBS).
-jobs=1
-[ -f "$root/sidecar/server/jobs.py" ] || jobs=0
-echo "test_e2e: job flow $([ $jobs = 1 ] && echo on || echo 'OFF (no sidecar/server/jobs.py yet)')" >&2
-
-E2E_JOBS=$jobs \
 E2E_ORCH_HOME=$ORCH_HOME \
 E2E_URL="http://127.0.0.1:$port/?folder=$work/workspace" \
 E2E_ARTIFACTS=$artifacts \

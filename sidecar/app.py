@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from remote_config.jobs import JobInfo
 from remote_config.loader import ResolvedConfig
 from remote_config.model import LocalMachine, OrchConfig, SSHMachine
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
@@ -29,6 +30,7 @@ from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
+    from sidecar.jobs.manager import JobsManager
     from sidecar.ssh.forwarder import ForwardOwner
     from sidecar.sync.service import SyncStatus
 
@@ -37,7 +39,7 @@ class OrchStatus(BaseModel):
     """Everything the status bar and `orch status` show (also the `orch/status` notification)."""
 
     machine: MachineInfo
-    jobs: list[dict[str, Any]] = Field(default_factory=list)
+    jobs: list[JobInfo] = Field(default_factory=list)
     sync: dict[str, Any] = Field(default_factory=lambda: {"state": "off", "conflicts": []})
     ports: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -50,6 +52,7 @@ class Orchestrator:
         self._providers: dict[str, Provider] = {}
         self.pool = ConnectionPool()
         self._forward_owners: dict[str, ForwardOwner] = {}
+        self._jobs: dict[str, JobsManager] = {}
 
     # -- config ------------------------------------------------------------------------------
     @property
@@ -139,8 +142,15 @@ class Orchestrator:
         with contextlib.suppress(OrchError):  # a machine without a known alias has none
             ports = (await self.ports_list(machine)).ports
         sync = await self.sync_status(machine)
+        jobs: list[JobInfo] = []
+        if info.state == "running":
+            try:
+                jobs = await self.jobs_status(machine)
+            except OrchError as exc:  # the machine still shows; say why its jobs do not
+                info.detail = f"jobs unavailable: {exc.message}"
         return OrchStatus(
             machine=info,
+            jobs=jobs,
             ports=[p.model_dump(mode="json") for p in ports],
             sync=sync.model_dump(mode="json"),
         )
@@ -222,6 +232,50 @@ class Orchestrator:
         from sidecar.sync.snapshot import prepare_snapshot
 
         return await prepare_snapshot(self, self.machine_name(machine))
+
+    # -- jobs ------------------------------------------------------------------------------
+    def jobs(self, machine: str | None = None) -> JobsManager:
+        from sidecar.jobs.manager import JobsManager
+
+        name = self.machine_name(machine)
+        if name not in self._jobs:
+            self._jobs[name] = JobsManager(self, name)
+        return self._jobs[name]
+
+    async def jobs_run(
+        self,
+        name: str,
+        command: str | Sequence[str],
+        env: Mapping[str, str] | None = None,
+        replace: bool = False,
+        machine: str | None = None,
+    ) -> JobInfo:
+        return await self.jobs(machine).run(name, command, env, replace=replace)
+
+    async def jobs_status(self, machine: str | None = None) -> list[JobInfo]:
+        return await self.jobs(machine).status()
+
+    async def jobs_logs(
+        self, name: str, tail: int | None = None, machine: str | None = None
+    ) -> str:
+        return await self.jobs(machine).logs(name, tail)
+
+    def jobs_follow(
+        self, name: str, tail: int | None = None, machine: str | None = None
+    ) -> AsyncIterator[str]:
+        return self.jobs(machine).stream(name, tail=tail, follow=True)
+
+    async def jobs_stop(self, name: str, machine: str | None = None) -> JobInfo:
+        return await self.jobs(machine).stop(name)
+
+    async def jobs_restart(self, name: str, machine: str | None = None) -> JobInfo:
+        return await self.jobs(machine).restart(name)
+
+    async def jobs_rm(self, name: str, purge: bool = False, machine: str | None = None) -> None:
+        await self.jobs(machine).rm(name, purge)
+
+    async def attach_argv(self, name: str, machine: str | None = None) -> list[str]:
+        return await self.jobs(machine).attach_argv(name)
 
     async def close(self) -> None:
         for owner in self._forward_owners.values():

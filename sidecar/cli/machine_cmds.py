@@ -92,6 +92,13 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     )
     if m.detail:
         print(f"note: {m.detail}")
+    if status.jobs:
+        from sidecar.cli.jobs_cmds import jobs_table
+
+        print()
+        print(jobs_table(status.jobs))
+    elif m.state == "running":
+        print("no jobs (start one with: orch run NAME -- CMD ...)")
     return 0
 
 

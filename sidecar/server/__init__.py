@@ -11,7 +11,7 @@ import logging
 
 from lsprotocol import types
 
-from sidecar.server import machine, ports, ssh, status, sync
+from sidecar.server import jobs, machine, ports, ssh, status, sync
 from sidecar.server.core import OrchServer
 
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
@@ -25,6 +25,8 @@ def build_server() -> OrchServer:
     ssh.register(server)
     ports.register(server)
     sync.register(server)
+    followers = jobs.Followers(server)
+    jobs.register(server, followers)
 
     @server.feature(types.INITIALIZE)
     def initialize(server: OrchServer, params: types.InitializeParams) -> None:
@@ -41,6 +43,7 @@ def build_server() -> OrchServer:
     @server.feature(types.SHUTDOWN)
     async def shutdown(server: OrchServer, params: None) -> None:
         await watcher.stop()
+        await followers.close()
         await server.orch.close()
 
     return server

@@ -1,7 +1,7 @@
 // Drives the orch extension inside code-server from headless Chromium (playwright-core).
 // Started by scripts/test_e2e.sh, which passes E2E_URL (the workbench with the test folder
 // open), E2E_ARTIFACTS (where screenshots go), E2E_PROFILE (a fresh browser profile) and
-// E2E_ORCH_HOME (the sidecar's state folder, to find its process) and E2E_JOBS.
+// E2E_ORCH_HOME (the sidecar's state folder, to find its process).
 "use strict";
 
 const fs = require("node:fs");
@@ -13,8 +13,6 @@ const URL = process.env.E2E_URL;
 const ARTIFACTS = process.env.E2E_ARTIFACTS;
 const PROFILE = process.env.E2E_PROFILE;
 const ORCH_HOME = process.env.E2E_ORCH_HOME;
-// The job flow needs the sidecar's jobs area; test_e2e.sh turns it on when that exists.
-const JOBS = process.env.E2E_JOBS !== "0";
 const JOB = "e2e-job";
 // Long enough for the status bar to show it running; prints a line before and after.
 const JOB_COMMAND = "echo orch-e2e-start; sleep 6; echo orch-e2e-done";
@@ -266,11 +264,10 @@ async function attachAndStop(page) {
   log(`status bar: ${oneLine(bar)}`);
 }
 
-async function checkTree(page, withJob) {
+async function checkTree(page) {
   const sidebar = await openOrchView(page);
-  const tree = await poll("the Orch view to list the machine" + (withJob ? " and the job" : ""),
-    () => sidebar.innerText(),
-    (t) => /Machines[\s\S]*local[\s\S]*running[\s\S]*Jobs[\s\S]*Ports/.test(t) && (!withJob || t.includes(JOB)),
+  const tree = await poll("the Orch view to list the machine and the jobs", () => sidebar.innerText(),
+    (t) => /Machines[\s\S]*local[\s\S]*running[\s\S]*Jobs[\s\S]*e2e-attach[\s\S]*stopped[\s\S]*e2e-job[\s\S]*succeeded[\s\S]*Ports/.test(t),
     10_000);
   log(`Orch view: ${oneLine(tree)}`);
   await screenshot(page, "06-tree");
@@ -317,13 +314,9 @@ async function scenario(page) {
   await upMachine(page);
   await startSync(page);
   await forwardPort(page);
-  if (JOBS) {
-    await jobFlow(page);
-    await attachAndStop(page);
-  } else {
-    log("JOB FLOW NOT RUN: the sidecar has no jobs area yet (sidecar/server/jobs.py)");
-  }
-  await checkTree(page, JOBS);
+  await jobFlow(page);
+  await attachAndStop(page);
+  await checkTree(page);
   await checkDebugPicker(page);
   await crashAndRecover(page);
   await stopSync(page);
@@ -348,7 +341,7 @@ async function main() {
   const page = context.pages()[0] ?? (await context.newPage());
   let failed = false;
   try {
-    log(`job flow ${JOBS ? "on" : "OFF"}; opening ${URL}`);
+    log(`opening ${URL}`);
     await page.goto(URL);
     await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
     mark("workbench_ms");

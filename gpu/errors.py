@@ -1,0 +1,95 @@
+"""Errors of the GPU service, each carrying what failed and what to do next.
+
+The HTTP layer maps them to status codes (`http_status`), the CLI prints `str(error)`; no
+error message ever needs a traceback to be understood.
+"""
+
+from __future__ import annotations
+
+
+class GpuServiceError(Exception):
+    """Base class: `http_status` is what the HTTP API answers for it."""
+
+    http_status = 500
+
+
+class MissingDependencyError(GpuServiceError):
+    """torch, timm, sam2 or another optional package is not installed."""
+
+    def __init__(self, package: str, hint: str = "pip install 'orch[gpu]'") -> None:
+        super().__init__(f"{package} is not installed; install the GPU extra: {hint}")
+        self.package = package
+
+
+class CheckpointError(GpuServiceError):
+    """A checkpoint is missing, unreadable, or does not fit the model it is loaded into."""
+
+    def __init__(
+        self,
+        path: str,
+        reason: str,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        mismatched: list[str] | None = None,
+    ) -> None:
+        self.path = path
+        self.missing = missing or []
+        self.unexpected = unexpected or []
+        self.mismatched = mismatched or []
+        parts = [f"checkpoint {path!r} does not fit: {reason}"]
+        for label, keys in (
+            ("missing keys", self.missing),
+            ("unexpected keys", self.unexpected),
+            ("shape mismatches", self.mismatched),
+        ):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                parts.append(f"{len(keys)} {label}: {shown}")
+        parts.append("check the model variant/backbone matches the checkpoint")
+        super().__init__("; ".join(parts))
+
+
+class WeightsRequiredError(GpuServiceError):
+    """No weights path was given and random weights were not explicitly requested."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"no weights for {model}: pass a checkpoint path (--{model}-weights PATH), "
+            "or --random-weights to build it with random weights (tests and benchmarks only)"
+        )
+        self.model = model
+
+
+class GpuOutOfMemoryError(GpuServiceError):
+    """CUDA ran out of memory even after retrying with the smallest batch."""
+
+    http_status = 507
+
+    def __init__(self, batch_size: int, detail: str) -> None:
+        super().__init__(
+            f"CUDA out of memory even with a batch of {batch_size}: {detail}; lower the image "
+            "size or the number of lanes, or raise the memory fraction (--memory-fraction)"
+        )
+        self.batch_size = batch_size
+
+
+class BadInputError(GpuServiceError):
+    """The request's image or prompt cannot be used; the message says why."""
+
+    http_status = 400
+
+
+class PayloadTooLargeError(BadInputError):
+    http_status = 413
+
+
+class BadPromptError(BadInputError):
+    http_status = 422
+
+
+class ModelNotLoadedError(GpuServiceError):
+    http_status = 503
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model!r} is not loaded in this service; start it with it enabled")
+        self.model = model

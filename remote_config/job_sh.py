@@ -1,0 +1,233 @@
+"""The shell text behind remote jobs: the POSIX-sh library every job script starts with, the
+wrapper tmux runs for each job, orch's tmux.conf and the log-follow loop (pure text; the
+renderers in `job_scripts.py` put them together). Kept apart because it is long and is sh,
+not Python: every line here runs on the remote under `sh`.
+"""
+
+# Functions shared by every script. No single quotes or backslashes in SOCKET (see attach).
+SOCKET = (
+    'S="$HOME/.orch/tmux"; '
+    'if [ ${#S} -gt 100 ]; then S="${TMPDIR:-/tmp}/orch-tmux-$(id -u)/'
+    '$(printf %s "$HOME" | cksum | cut -d" " -f1)"; fi'
+)
+
+LIB = r"""
+L="$HOME/logs"
+orch_die() { c=$1; shift; printf 'orch: %s\n' "$*" >&2; exit "$c"; }
+orch_socket() { __SOCKET__; }
+orch_tmux() { tmux -f "$HOME/.orch/tmux.conf" -S "$S" "$@"; }
+orch_boot() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo none; }
+orch_meta() { sed -n "s/^$1=//p" "$D/meta" 2>/dev/null; }
+orch_pid() { P=; PS=; PG=; [ -f "$D/pid" ] && read -r P PS PG _ < "$D/pid"; [ -n "$PG" ] || PG=$P; }
+# kill -0 succeeds for a zombie (and some inits reap late): read the state from /proc too.
+orch_alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [ -r "/proc/$1/stat" ] || return 0
+  read -r st < "/proc/$1/stat" 2>/dev/null || return 1
+  st=${st##*") "}
+  [ "${st%% *}" != Z ]
+}
+orch_write() { printf "$2" > "$D/$1.tmp" && mv -f "$D/$1.tmp" "$D/$1"; }
+# The job is running: started, no result yet, same boot, and its wrapper (or session) alive.
+orch_running() {
+  [ -f "$D/meta" ] && [ ! -f "$D/result" ] || return 1
+  [ "$(orch_meta boot)" = "$(orch_boot)" ] || return 1
+  orch_pid
+  if [ -n "$P" ]; then orch_alive "$P"; return; fi
+  orch_socket; orch_tmux has-session -t "=$SESS" 2>/dev/null
+}
+# Wait up to $1 tenths of a second for the job's result (or its wrapper to be gone).
+orch_gone() {
+  i=0
+  while :; do
+    [ -f "$D/result" ] && return 0
+    orch_alive "$P" || return 0
+    [ "$i" -ge "$1" ] && return 1
+    sleep 0.1; i=$((i + 1))
+  done
+}
+orch_wait_pid() {
+  i=0; while [ ! -f "$D/pid" ] && [ "$i" -lt 150 ]; do sleep 0.02; i=$((i + 1)); done
+}
+# SIGINT, then SIGTERM, then SIGKILL to the job's process group; $1 = grace in tenths.
+orch_stop() {
+  orch_pid; [ -n "$P" ] || { orch_wait_pid; orch_pid; }
+  [ -n "$P" ] || return 1
+  date +%s > "$D/stop"
+  half=$((($1 + 1) / 2)); killed=
+  kill -INT "-$PG" 2>/dev/null || kill -INT "$P" 2>/dev/null
+  if ! orch_gone "$half"; then
+    kill -TERM "-$PG" 2>/dev/null || kill -TERM "$P" 2>/dev/null
+    if ! orch_gone "$half"; then
+      kill -KILL "-$PG" 2>/dev/null || kill -KILL "$P" 2>/dev/null
+      killed=137; orch_gone 30
+    fi
+  fi
+  [ -f "$D/result" ] || orch_write result "exit_code=$killed\nended=$(date +%s)\n"
+  orch_socket; orch_tmux kill-session -t "=$SESS" 2>/dev/null
+  return 0
+}
+# The source files of the project folder: "path size mtime" lines (hashed by CODE_AWK).
+orch_sources() {
+  cd "$W" 2>/dev/null && find . \( -name .git -o -name node_modules -o -name .venv \
+    -o -name venv -o -name __pycache__ -o -name data -o -name .orch \) -prune -o -type f \( \
+    -name '*.py' -o -name '*.pyx' -o -name '*.sh' -o -name '*.toml' -o -name '*.cfg' \
+    -o -name '*.ini' -o -name '*.yaml' -o -name '*.yml' -o -name 'requirements*.txt' \
+    -o -name '*.js' -o -name '*.ts' -o -name '*.go' -o -name '*.rs' -o -name '*.c' \
+    -o -name '*.h' -o -name '*.cc' -o -name '*.cpp' -o -name '*.cu' -o -name '*.java' \
+    -o -name '*.r' -o -name '*.R' -o -name '*.jl' -o -name '*.ipynb' \) \
+    -printf '%P %s %T@\n' 2>/dev/null
+}
+orch_gen() { gen=; [ -f "$W/.orch/generation" ] && read -r gen < "$W/.orch/generation"; }
+# Which code a job runs: the sync generation when there is one, else a hash of its sources.
+orch_code() {
+  orch_gen
+  if [ -n "$gen" ]; then : | awk -v gen="$gen" "$ORCH_CODE_AWK"
+  else orch_sources | awk -v gen= "$ORCH_CODE_AWK"; fi
+}
+# Sets ALL to the pids of the process trees under the given pids, using only builtins
+# (/proc/PID/task/*/children, every thread's children), or to every pid when the kernel
+# has no children files (the parser then finds the trees by ppid).
+orch_walk() {
+  ALL=
+  if [ ! -r "/proc/$$/task/$$/children" ]; then
+    for d in /proc/[0-9]*; do ALL="$ALL ${d#/proc/}"; done
+    return
+  fi
+  q="$*"
+  while [ -n "$q" ]; do
+    set -- $q
+    [ "$#" -gt 0 ] || break
+    p=$1; shift; q="$*"
+    case " $ALL " in *" $p "*) continue ;; esac
+    ALL="$ALL $p"
+    for c in /proc/"$p"/task/*/children; do
+      [ -r "$c" ] || continue
+      kids=; read -r kids < "$c"; q="$q $kids"
+    done
+  done
+}
+# One snapshot of every job: its state files, its processes, the current code version.
+orch_status() {
+  jobs=; live=; roots=
+  if cd "$L" 2>/dev/null; then
+    for m in */meta; do
+      [ -f "$m" ] || continue
+      j=${m%/meta}; jobs="$jobs $j"
+      [ -f "$j/result" ] && continue
+      live=1; P=; [ -f "$j/pid" ] && read -r P _ < "$j/pid"; roots="$roots $P"
+    done
+  fi
+  orch_walk $roots
+  orch_gen
+  if [ -n "$live" ] && [ -z "$gen" ]; then orch_sources; fi | awk -v jobs="$jobs" \
+    -v live="$live" -v gen="$gen" -v pids="$ALL" "$ORCH_CODE_AWK$ORCH_STATUS_AWK"
+  if [ ! -r "/proc/$$/stat" ]; then echo "@ps"; ps -A -o pid= -o ppid= -o rss= -o pcpu=; fi
+}
+ORCH_CODE_AWK='
+{ n++; t = length($0) + $(NF - 1) + int($NF) % 1000003 + int($NF % 1 * 1e6)
+  h = (h * 31 + t) % 2147483647 }
+function code(g) {
+  if (gen == "") return "tree:" n + 0 "-" h + 0
+  g = gen; gsub(/[^A-Za-z0-9._:-]/, "", g); return "gen:" substr(g, 1, 64)
+}
+END { if (!status) print code() }'
+# pid ppid rss(pages) cpu% starttime; comm may hold spaces and ")", so cut at the last ") "
+ORCH_STATUS_AWK='
+function slurp(p, max,   line, size) {
+  while ((getline line < p) > 0) {
+    if (max && (size += length(line) + 1) > max) { print p ".cut:1"; break }
+    print p ":" line
+  }
+  close(p)
+}
+function stat(pid,   line, s, f, el, cpu, path) {
+  path = "/proc/" pid "/stat"
+  if ((getline line < path) > 0) {
+    s = line; sub(/^.*\) /, "", s); split(s, f, " ")
+    el = up - f[20] / 100; cpu = 0; if (el > 0) cpu = (f[12] + f[13]) / el
+    if (f[1] != "Z") printf "%s %s %s %.1f %s\n", pid, f[2], f[22], cpu, f[20]
+  }
+  close(path)
+}
+BEGIN { status = 1 }
+END {
+  srand(); print "@now " srand()
+  if ((getline boot < "/proc/sys/kernel/random/boot_id") <= 0) boot = "none"
+  print "@boot " boot
+  if (live) print "@code " code()
+  print "@files"
+  k = split(jobs, J, " ")
+  for (i = 1; i <= k; i++) {
+    slurp(J[i] "/meta"); slurp(J[i] "/pid"); slurp(J[i] "/result"); slurp(J[i] "/stop")
+    slurp(J[i] "/cmd.sh", __SHOWN__)
+  }
+  print "@proc"
+  if ((getline u < "/proc/uptime") > 0) { split(u, U, " "); up = U[1] }
+  k = split(pids, Q, " ")
+  for (i = 1; i <= k; i++) stat(Q[i])
+  print "@end"
+}'
+"""
+
+# The wrapper tmux runs in the job's folder. Traps keep it (and the subshell that records
+# the exit status) alive through SIGINT/SIGTERM/SIGHUP; the job itself gets default signal
+# handling back (traps with a handler are reset in children). tee ignores those signals so
+# a job that exits gracefully on SIGINT still gets its last lines into run.log.
+WRAPPER = r"""# Generated by orch: runs one job and records its exit status. Do not edit.
+D=$(pwd)
+trap ':' INT TERM HUP
+set -- $(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[20], f[3] }' \
+  "/proc/$$/stat" 2>/dev/null)
+printf '%s %s %s %s\n' "$$" "${1:-0}" "${2:-$$}" "$PPID" > "$D/pid.tmp"
+mv -f "$D/pid.tmp" "$D/pid"
+(
+  while sleep __ROTATE_S__; do
+    [ -f "$D/result" ] && exit 0
+    if [ "$(wc -c < "$D/run.log")" -gt __MAX_BYTES__ ]; then
+      cp "$D/run.log" "$D/run.log.1" && : > "$D/run.log"
+    fi
+  done
+) < /dev/null > /dev/null 2>&1 &
+{
+  trap ':' INT TERM HUP
+  rc=1
+  if cd __WORKDIR__; then
+    . "$D/env.sh"
+    if command -v bash > /dev/null 2>&1; then bash "$D/cmd.sh"; else sh "$D/cmd.sh"; fi
+    rc=$?
+  fi
+  echo "$rc" > "$D/rc"
+} 2>&1 | (trap '' INT TERM HUP; exec tee -a "$D/run.log")
+rc=; read -r rc < "$D/rc" 2>/dev/null
+printf 'exit_code=%s\nended=%s\n' "$rc" "$(date +%s)" > "$D/result.tmp"
+mv -f "$D/result.tmp" "$D/result"
+"""
+
+TMUX_CONF = """# orch's own tmux settings for job sessions (the user's ~/.tmux.conf is not read).
+set -g default-shell /bin/sh
+set -g history-limit 50000
+set -g remain-on-exit off
+"""
+
+FOLLOW = r"""orch_ended() {
+  [ -f "$D/result" ] && return 0
+  [ -f "$D/meta" ] || return 0
+  orch_pid
+  if [ -z "$P" ]; then [ "$n" -lt 50 ] && return 1; return 0; fi
+  ! orch_alive "$P"
+}
+n=0
+if ! orch_ended; then
+  tail -c +$((off + 1)) -f "$F" &
+  T=$!
+  trap 'kill "$T" 2>/dev/null; exit 0' PIPE HUP TERM INT
+  while ! orch_ended; do
+    sleep 0.2; n=$((n + 1))
+    if [ $((n % 5)) -eq 0 ]; then printf . >&2 || break; fi
+  done
+  kill "$T" 2>/dev/null
+  wait "$T" 2>/dev/null
+fi
+exit 0
+"""

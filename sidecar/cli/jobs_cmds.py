@@ -1,0 +1,240 @@
+"""`orch run`, `orch logs`, `orch attach`, `orch stop`, `orch restart`, `orch rm`.
+
+`orch status` (machine_cmds) prints the jobs table with `jobs_table` from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from remote_config.jobs import JobInfo, parse_env_assignments
+from sidecar.app import Orchestrator
+from sidecar.cli.output import human_bytes, human_duration, print_json, table
+from sidecar.errors import UsageError
+
+RUN_HELP = """\
+Run a job in a tmux session on the machine, in the project's remote folder; its output goes
+to ~/logs/NAME/run.log there. Two forms:
+  orch run NAME -- CMD ARG...   an argv: run word for word (no shell interprets it)
+  orch run NAME "CMD LINE"      one shell command line, run by exactly one shell (bash, else sh)
+Options (--env KEY=VALUE, --replace, --json, -m MACHINE) go before the command."""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run a job on the machine (keeps running when you disconnect)",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="orch run [options] NAME [options] (-- CMD [ARG...] | 'CMD LINE')",
+    )
+    _machine(run)
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--replace", action="store_true", help="stop a running job of that name")
+    run.add_argument("--json", action="store_true", help="print the job as JSON")
+    run.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    run.set_defaults(handler=cmd_run)
+
+    logs = sub.add_parser("logs", help="print a job's output (-f: follow until it ends)")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    logs.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines")
+    _machine(logs)
+    logs.set_defaults(handler=cmd_logs)
+
+    attach = sub.add_parser("attach", help="open the job's tmux session (detach: Ctrl-b d)")
+    attach.add_argument("name")
+    _machine(attach)
+    attach.set_defaults(handler=cmd_attach)
+
+    for verb, helptext, handler in (
+        ("stop", "stop a job: SIGINT, then SIGTERM, then SIGKILL after the grace period", cmd_stop),
+        ("restart", "stop a job if it runs, then run its command again", cmd_restart),
+    ):
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("name")
+        p.add_argument("--json", action="store_true", help="print the job as JSON")
+        _machine(p)
+        p.set_defaults(handler=handler)
+
+    rm = sub.add_parser("rm", help="forget a finished job (its logs are kept unless --purge)")
+    rm.add_argument("name")
+    rm.add_argument("--purge", action="store_true", help="delete its logs too")
+    _machine(rm)
+    rm.set_defaults(handler=cmd_rm)
+
+
+def _machine(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--machine", help="machine name (default: the project's default)")
+
+
+# -- orch run ------------------------------------------------------------------------------
+@dataclass
+class RunArgs:
+    name: str = ""
+    command: str | list[str] = ""
+    env: list[str] = field(default_factory=list)
+    replace: bool = False
+    json: bool = False
+    machine: str | None = None
+
+
+def parse_run_args(args: argparse.Namespace) -> RunArgs:
+    """Split `orch run`'s words: NAME, options, then `-- ARGV...` or one command line."""
+    out = RunArgs(env=list(args.env), replace=args.replace, json=args.json, machine=args.machine)
+    words = list(args.args)
+    if words and words[0] == "--":
+        words.pop(0)
+    if not words:
+        raise UsageError("orch run needs a job name and a command", hint=_RUN_HINT)
+    out.name, words = words[0], words[1:]
+    while words and words[0].startswith("-") and words[0] != "--":
+        words = _run_option(out, words)
+    if words and words[0] == "--":
+        if len(words) == 1:
+            raise UsageError("nothing follows '--': give the command to run", hint=_RUN_HINT)
+        out.command = words[1:]
+    elif len(words) == 1:
+        out.command = words[0]
+    elif words:
+        out.command = words
+    else:
+        raise UsageError(f"no command given for job {out.name!r}", hint=_RUN_HINT)
+    return out
+
+
+_RUN_HINT = "orch run NAME -- CMD ARG...  or  orch run NAME 'CMD LINE'"
+
+
+def _run_option(out: RunArgs, words: list[str]) -> list[str]:
+    word, rest = words[0], words[1:]
+    key, eq, inline = word.partition("=")
+    if word == "--replace":
+        out.replace = True
+    elif word == "--json":
+        out.json = True
+    elif key in ("-e", "--env", "-m", "--machine"):
+        if not eq:
+            if not rest:
+                raise UsageError(f"{word} needs a value", hint=_RUN_HINT)
+            inline, rest = rest[0], rest[1:]
+        if key in ("-e", "--env"):
+            out.env.append(inline)
+        else:
+            out.machine = inline
+    else:
+        raise UsageError(
+            f"unknown option {word!r} before the command",
+            hint="put the command after '--': orch run NAME -- CMD ARG...",
+        )
+    return rest
+
+
+async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
+    run = parse_run_args(args)
+    try:
+        env = parse_env_assignments(run.env)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    job = await orch.jobs_run(run.name, run.command, env, run.replace, machine=run.machine)
+    if run.json:
+        print_json(job)
+    else:
+        print(
+            f"started {job.name} ({job_state_text(job)}); follow it with: orch logs {job.name} -f"
+        )
+    return 0
+
+
+# -- the others ----------------------------------------------------------------------------
+async def cmd_logs(orch: Orchestrator, args: argparse.Namespace) -> int:
+    if args.tail is not None and args.tail < 0:
+        raise UsageError("--tail must be 0 or more")
+    stream = orch.jobs(args.machine).stream(args.name, tail=args.tail, follow=args.follow)
+    async for chunk in stream:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    return 0
+
+
+async def cmd_attach(orch: Orchestrator, args: argparse.Namespace) -> int:
+    argv = await orch.attach_argv(args.name, machine=args.machine)
+    await orch.close()
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)  # noqa: S606 (argv list from ssh_argv, no local shell)
+    return 0  # not reached
+
+
+async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
+    before = await orch.jobs(args.machine).info(args.name)
+    job = await orch.jobs_stop(args.name, machine=args.machine)
+    if args.json:
+        print_json(job)
+    elif before.state != "running":
+        print(f"{job.name} is not running ({job_state_text(job)}); nothing to stop")
+    else:
+        code = "unknown" if job.exit_code is None else job.exit_code
+        print(f"stopped {job.name} (exit status {code})")
+    return 0
+
+
+async def cmd_restart(orch: Orchestrator, args: argparse.Namespace) -> int:
+    job = await orch.jobs_restart(args.name, machine=args.machine)
+    print_json(job) if args.json else print(f"restarted {job.name} ({job_state_text(job)})")
+    return 0
+
+
+async def cmd_rm(orch: Orchestrator, args: argparse.Namespace) -> int:
+    await orch.jobs_rm(args.name, purge=args.purge, machine=args.machine)
+    kept = "" if args.purge else f" (its logs are kept in ~/logs/{args.name} on the machine)"
+    print(f"removed {args.name}{kept}")
+    return 0
+
+
+# -- the jobs table of `orch status` -------------------------------------------------------
+def job_state_text(job: JobInfo) -> str:
+    if job.state in ("failed", "stopped") and job.exit_code is not None:
+        return f"{job.state} ({job.exit_code})"
+    return job.state
+
+
+def _started(job: JobInfo) -> str:
+    if job.started is None:
+        return "-"
+    local = job.started.astimezone()
+    if local.date() == datetime.now().astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def jobs_table(jobs: list[JobInfo]) -> str:
+    rows = [
+        [
+            job.name,
+            job_state_text(job),
+            _started(job),
+            human_bytes(job.rss_bytes),
+            "-" if job.cpu_percent is None else f"{job.cpu_percent:.0f}%",
+            human_duration(job.duration_s),
+            "-" if job.exit_code is None else job.exit_code,
+            "stale" if job.code_stale else "",
+        ]
+        for job in jobs
+    ]
+    headers = ["NAME", "STATE", "STARTED", "MEMORY", "CPU", "DURATION", "EXIT", "CODE"]
+    lines = [table(headers, rows)]
+    for job in jobs:
+        if job.state == "lost":
+            lines.append(f"note: {job.name} is lost: {job.detail}")
+        elif job.state == "running" and job.detail and job.detail != "starting":
+            lines.append(f"note: {job.name}: {job.detail}")
+        if job.code_stale:
+            lines.append(
+                f"note: {job.name} runs older code than the project folder now holds "
+                f"(restart it to pick up changes: orch restart {job.name})"
+            )
+    return "\n".join(lines)

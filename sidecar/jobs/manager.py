@@ -1,0 +1,182 @@
+"""Remote jobs, the I/O part: runs the scripts of `remote_config.job_scripts` on a machine.
+
+Every operation is one round trip over the pooled asyncssh connection (`sh -s` with the
+script on stdin). Nothing about a job is kept here: the remote is the source of truth, so a
+fresh process (a new CLI call, a restarted sidecar) sees every job exactly as the last one
+left it. Log streaming lives in `follow.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from remote_config import job_scripts as scripts
+from remote_config.jobs import (
+    JobInfo,
+    command_text,
+    jobs_from_snapshot,
+    parse_snapshot,
+    validate_env,
+    validate_job_name,
+)
+from remote_config.model import JobsSection
+from sidecar.errors import Conflict, NotFound, OrchError, RemoteCommandFailed, UsageError
+from sidecar.jobs.follow import LogStream
+from sidecar.jobs.shell import PersistentShell
+from sidecar.ssh.pool import RunResult
+
+if TYPE_CHECKING:
+    from sidecar.app import Orchestrator
+
+REMOTE_TIMEOUT_S = 60.0
+
+
+class JobsManager:
+    """Jobs on one machine of one project: a thin client of the remote, which holds all the
+    state (the Orchestrator keeps one per machine, for its persistent status shell)."""
+
+    def __init__(self, orch: Orchestrator, machine: str | None = None) -> None:
+        self.orch = orch
+        self.machine = orch.machine_name(machine)
+        self._shell = PersistentShell(orch.pool, scripts.status_prelude())
+
+    @property
+    def workdir(self) -> str:
+        return self.orch.config.remote_dir
+
+    @property
+    def settings(self) -> JobsSection:
+        return self.orch.config.config.jobs
+
+    async def _run(self, script: str, name: str | None = None, timeout: float | None = None) -> str:
+        target = await self.orch.ssh_target(self.machine)
+        result = await self.orch.pool.run(
+            target, "sh -s", input=script, timeout=timeout or REMOTE_TIMEOUT_S
+        )
+        if result.exit_status != 0:
+            raise remote_error(result, name, self.machine)
+        return result.stdout
+
+    # -- operations --------------------------------------------------------------------------
+    async def run(
+        self,
+        name: str,
+        command: str | Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        replace: bool = False,
+    ) -> JobInfo:
+        name = _name(name)
+        try:
+            text = command_text(command)
+            merged = validate_env({**self.settings.env, **(env or {})})
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return await self._start(name, text, merged, replace=replace)
+
+    async def restart(self, name: str) -> JobInfo:
+        return await self._start(_name(name), None, None, replace=True)
+
+    async def _start(
+        self, name: str, text: str | None, env: Mapping[str, str] | None, *, replace: bool
+    ) -> JobInfo:
+        s = self.settings
+        script = scripts.start_script(
+            name,
+            self.workdir,
+            text,
+            env,
+            replace=replace,
+            grace_s=s.stop_grace_seconds,
+            retention_days=s.log_retention_days,
+            max_log_bytes=s.log_max_mb * 1024 * 1024,
+        )
+        out = await self._run(script, name, timeout=REMOTE_TIMEOUT_S + s.stop_grace_seconds)
+        return _pick(out, name)
+
+    async def status(self) -> list[JobInfo]:
+        """Every job, in one round trip on the persistent shell (see shell.py)."""
+        target = await self.orch.ssh_target(self.machine)
+        body = scripts.status_body(self.workdir)
+        code, out = await self._shell.run(target, body, timeout=REMOTE_TIMEOUT_S)
+        if code != 0:
+            raise remote_error(RunResult(code, "", out, 0.0), None, self.machine)
+        return jobs_from_snapshot(parse_snapshot(out))
+
+    async def info(self, name: str) -> JobInfo:
+        name = _name(name)
+        for job in await self.status():
+            if job.name == name:
+                return job
+        raise _not_found(name)
+
+    async def stop(self, name: str) -> JobInfo:
+        grace = self.settings.stop_grace_seconds
+        script = scripts.stop_script(_name(name), self.workdir, grace)
+        return _pick(await self._run(script, name, timeout=REMOTE_TIMEOUT_S + grace), name)
+
+    async def rm(self, name: str, purge: bool = False) -> None:
+        await self._run(scripts.rm_script(_name(name), self.workdir, purge), name)
+
+    def stream(
+        self, name: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[str]:
+        """The job's log as text chunks; with `follow`, until the job ends (survives
+        reconnects: it resumes from the last byte it yielded)."""
+        return LogStream(self.orch, self.machine, _name(name), self.workdir).chunks(tail, follow)
+
+    async def logs(self, name: str, tail: int | None = None) -> str:
+        return "".join([chunk async for chunk in self.stream(name, tail=tail)])
+
+    async def attach_argv(self, name: str) -> list[str]:
+        job = await self.info(name)
+        if job.state != "running":
+            raise OrchError(
+                f"job {name} is not running ({job.state}); there is no session to attach to",
+                hint=f"see its output with: orch logs {name}",
+            )
+        return await self.orch.ssh_argv(self.machine, [scripts.attach_command(name)], tty=True)
+
+
+def _name(name: str) -> str:
+    try:
+        return validate_job_name(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"no job named {name!r}", hint="list the jobs with: orch status")
+
+
+def _pick(output: str, name: str) -> JobInfo:
+    for job in jobs_from_snapshot(parse_snapshot(output)):
+        if job.name == name:
+            return job
+    raise _not_found(name)
+
+
+def remote_error(result: RunResult, name: str | None, machine: str) -> OrchError:
+    """Turn a script's exit status into the orch error the user can act on."""
+    message = result.stderr.strip().removeprefix("orch: ").strip()
+    code = result.exit_status
+    if code == scripts.EXIT_NOT_FOUND:
+        return _not_found(name or "?")
+    if code == scripts.EXIT_CONFLICT:
+        if "already running" in message:
+            return Conflict(
+                message, hint=f"stop it first (orch stop {name}) or pass --replace to restart it"
+            )
+        return Conflict(message, hint=f"stop it first: orch stop {name}")
+    if code == scripts.EXIT_NO_TMUX:
+        return OrchError(
+            f"tmux is not installed on machine {machine!r}",
+            hint="install it there (e.g. sudo apt-get install tmux), then retry",
+        )
+    return RemoteCommandFailed(
+        f"the job operation failed on {machine!r} (exit status {code}): "
+        f"{message[-500:] or result.stdout.strip()[-500:]}",
+        exit_status=code,
+        stderr=result.stderr,
+    )
