@@ -8,4 +8,5 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # pygls logs every message at INFO; the "debug" log level (initializationOptions) shows it.
     logging.getLogger("pygls").setLevel(logging.WARNING)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
     build_server().start_io()

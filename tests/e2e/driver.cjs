@@ -49,12 +49,32 @@ async function screenshot(page, name) {
   log(`screenshot ${file}`);
 }
 
-/** Opens the command palette and returns its visible command titles for `query`. */
-async function paletteEntries(page, query) {
-  await page.keyboard.press("F1");
+/**
+ * Opens the command palette with `>query` typed in. Retried: right after a terminal or a
+ * panel closes, the workbench can briefly leave a just-opened palette inert.
+ */
+async function openPalette(page, query) {
   const input = page.locator(".quick-input-widget input");
-  await input.waitFor({ state: "visible" });
-  await input.fill(`>${query}`);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.keyboard.press("F1");
+      await input.waitFor({ state: "visible", timeout: 5_000 });
+      await input.fill(`>${query}`, { timeout: 5_000 });
+      return;
+    } catch (error) {
+      if (attempt === 3) {
+        throw error;
+      }
+      log(`palette not ready (${error.message.split("\n")[0]}); retrying`);
+      await page.keyboard.press("Escape");
+      await page.waitForTimeout(500);
+    }
+  }
+}
+
+/** The palette's visible command titles for `query`. */
+async function paletteEntries(page, query) {
+  await openPalette(page, query);
   const rows = page.locator(".quick-input-widget .quick-input-list .monaco-list-row");
   await rows.first().waitFor({ state: "visible", timeout: 5_000 }).catch(() => undefined);
   return rows.allInnerTexts();
@@ -62,10 +82,7 @@ async function paletteEntries(page, query) {
 
 /** Runs a command from the palette by its exact title ("Orch: Run Job…"). */
 async function runCommand(page, title) {
-  await page.keyboard.press("F1");
-  const input = page.locator(".quick-input-widget input");
-  await input.waitFor({ state: "visible" });
-  await input.fill(`>${title}`);
+  await openPalette(page, title);
   const row = page
     .locator(".quick-input-widget .quick-input-list .monaco-list-row")
     .filter({ has: page.locator(".label-name", { hasText: new RegExp(`^${escape(title)}$`) }) })
@@ -354,6 +371,10 @@ async function main() {
     await screenshot(page, "failure").catch(() => undefined);
     console.error(`[e2e] status bar: ${await statusBarText(page).catch(() => "?")}`);
     console.error(`[e2e] notifications: ${await notificationsText(page).catch(() => "?")}`);
+    const dialogs = page.locator(".monaco-dialog-box");
+    if (await dialogs.count().catch(() => 0)) {
+      console.error(`[e2e] dialog: ${await dialogs.first().innerText().catch(() => "?")}`);
+    }
   } finally {
     await context.close();
   }
