@@ -494,13 +494,15 @@ def snapshot_command(remote_dir: str, snapshots_dir: str) -> str:
     so the copy is one whole generation. Hard links copy no data, and orch always replaces
     files by rename (never in place), so later syncs give the live tree new inodes and leave
     the snapshot as it was. Made under a temp name and renamed: complete or absent. A
-    generation already snapshotted is reused. Prints "<generation> <absolute path>".
+    generation already snapshotted is reused. Prints "<generation> <absolute path>"; exits 3
+    when the folder was never synced (no generation to name a snapshot by).
     """
     root, snaps = _shell_path(remote_dir), _shell_path(snapshots_dir)
     return (
         f'set -e; r={root}; s={snaps}; mkdir -p "$r/.orch" "$s"; '
         'exec 9>>"$r/.orch/lock"; flock 9; '
-        'g=$(cat "$r/.orch/generation" 2>/dev/null || echo 0); d="$s/$g"; '
+        '[ -f "$r/.orch/generation" ] || exit 3; '
+        'g=$(cat "$r/.orch/generation"); d="$s/$g"; '
         'if [ ! -d "$d" ]; then t="$d.tmp.$$"; rm -rf "$t"; cp -al "$r" "$t"; '
         'mv -T "$t" "$d"; fi; cd "$d"; echo "$g $(pwd)"'
     )

@@ -14,6 +14,12 @@ step "ruff check"; ruff check .
 step "ruff format --check"; ruff format --check .
 step "mypy"; mypy
 
+# The GPU-service environment (cached outside the checkout) also serves `orch profile`'s
+# integration test, so build it first.
+step "GPU-service environment"
+ORCH_GPU_PYTHON="$(GPU_SETUP_ONLY=1 bash scripts/test_gpu.sh)/bin/python"
+export ORCH_GPU_PYTHON
+
 step "pytest (unit, integration, lsp)"
 set +e
 python -m pytest -q -p no:cacheprovider tests --ignore=tests/gpu --ignore=tests/e2e

@@ -30,9 +30,16 @@ from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
+    from sidecar.debug.service import DebugSession
     from sidecar.jobs.manager import JobsManager
+    from sidecar.profiling.service import ProfileRequest, ProfileResult
     from sidecar.ssh.forwarder import ForwardOwner
     from sidecar.sync.service import SyncStatus
+
+
+class DebugConfigResult(BaseModel):
+    path: str
+    configuration: dict[str, Any]
 
 
 class OrchStatus(BaseModel):
@@ -249,8 +256,30 @@ class Orchestrator:
         env: Mapping[str, str] | None = None,
         replace: bool = False,
         machine: str | None = None,
+        snapshot: bool | None = None,
     ) -> JobInfo:
-        return await self.jobs(machine).run(name, command, env, replace=replace)
+        """Start job `name`; by default from a snapshot of the synced tree (see `_job_workdir`)."""
+        workdir = await self._job_workdir(machine, snapshot)
+        return await self.jobs(machine).run(name, command, env, replace=replace, workdir=workdir)
+
+    async def _job_workdir(self, machine: str | None, snapshot: bool | None) -> str | None:
+        """A hard-linked snapshot of the synced tree for a new job, or None (the live folder).
+
+        `snapshot=None` follows `[jobs] snapshot` and quietly uses the live folder when the
+        project was never synced there; `snapshot=True` insists and says what to do instead.
+        """
+        from sidecar.sync.snapshot import NotSynced
+
+        wanted = self.config.config.jobs.snapshot if snapshot is None else snapshot
+        if not wanted:
+            return None
+        try:
+            path, _generation = await self.prepare_snapshot(machine)
+        except NotSynced:
+            if snapshot:
+                raise
+            return None
+        return path
 
     async def jobs_status(self, machine: str | None = None) -> list[JobInfo]:
         return await self.jobs(machine).status()
@@ -268,14 +297,76 @@ class Orchestrator:
     async def jobs_stop(self, name: str, machine: str | None = None) -> JobInfo:
         return await self.jobs(machine).stop(name)
 
-    async def jobs_restart(self, name: str, machine: str | None = None) -> JobInfo:
-        return await self.jobs(machine).restart(name)
+    async def jobs_restart(
+        self, name: str, machine: str | None = None, snapshot: bool | None = None
+    ) -> JobInfo:
+        workdir = await self._job_workdir(machine, snapshot)
+        return await self.jobs(machine).restart(name, workdir=workdir)
 
     async def jobs_rm(self, name: str, purge: bool = False, machine: str | None = None) -> None:
         await self.jobs(machine).rm(name, purge)
 
     async def attach_argv(self, name: str, machine: str | None = None) -> list[str]:
         return await self.jobs(machine).attach_argv(name)
+
+    # -- debug ------------------------------------------------------------------------------
+    async def debug_start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        machine: str | None = None,
+        env: Mapping[str, str] | None = None,
+        replace: bool = False,
+        snapshot: bool | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> DebugSession:
+        """Run `argv` as job `name` under debugpy and forward a local port to it."""
+        from sidecar.debug import service
+
+        return await service.start(
+            self,
+            name,
+            list(argv),
+            machine=machine,
+            env=dict(env or {}),
+            replace=replace,
+            snapshot=snapshot,
+            say=say,
+        )
+
+    async def debug_attach(self, name: str, machine: str | None = None) -> DebugSession:
+        """The attach session of a job already running under debugpy (forward restored)."""
+        from sidecar.debug import service
+
+        return await service.attach(self, name, machine)
+
+    async def debug_config(
+        self, name: str | None = None, machine: str | None = None
+    ) -> DebugConfigResult:
+        """Write (merge) the attach entry into .vscode/launch.json: for job `name`, or for a
+        service listening on `[debug] remote_port`."""
+        from sidecar.debug import service
+
+        if name is None:
+            configuration = await service.default_configuration(self, machine)
+        else:
+            configuration = (await service.attach(self, name, machine)).configuration
+        path = await asyncio.to_thread(service.write_launch_json, self, configuration)
+        return DebugConfigResult(path=str(path), configuration=configuration)
+
+    # -- profiling ---------------------------------------------------------------------------
+    async def profile(
+        self,
+        request: ProfileRequest,
+        local_root: Path | None = None,
+        machine: str | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> ProfileResult:
+        """Run a GPU profiling session as a job and fetch its trace and summary."""
+        from sidecar.profiling import service
+
+        root = local_root or Path(self.config.root) / "profiles"
+        return await service.run(self, request, root, machine, on_output)
 
     async def close(self) -> None:
         for owner in self._forward_owners.values():

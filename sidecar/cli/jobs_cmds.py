@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +22,9 @@ Run a job in a tmux session on the machine, in the project's remote folder; its 
 to ~/logs/NAME/run.log there. Two forms:
   orch run NAME -- CMD ARG...   an argv: run word for word (no shell interprets it)
   orch run NAME "CMD LINE"      one shell command line, run by exactly one shell (bash, else sh)
-Options (--env KEY=VALUE, --replace, --json, -m MACHINE) go before the command."""
+Options (--env KEY=VALUE, --replace, --[no-]snapshot, --json, -m MACHINE) go before the
+command. By default a job runs from a snapshot of the synced tree when the project was synced
+there (`orch sync`), so later syncs never change the code under it."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +39,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--replace", action="store_true", help="stop a running job of that name")
     run.add_argument("--json", action="store_true", help="print the job as JSON")
+    run.add_argument(
+        "--snapshot",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run from a hard-linked snapshot of the synced tree, so later syncs never change "
+        "its code (default: [jobs] snapshot, on when the project was synced there)",
+    )
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        help="run the (Python) command under debugpy: see orch debug --help",
+    )
     run.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
 
@@ -81,11 +96,20 @@ class RunArgs:
     replace: bool = False
     json: bool = False
     machine: str | None = None
+    snapshot: bool | None = None
+    debug: bool = False
 
 
 def parse_run_args(args: argparse.Namespace) -> RunArgs:
     """Split `orch run`'s words: NAME, options, then `-- ARGV...` or one command line."""
-    out = RunArgs(env=list(args.env), replace=args.replace, json=args.json, machine=args.machine)
+    out = RunArgs(
+        env=list(args.env),
+        replace=args.replace,
+        json=args.json,
+        machine=args.machine,
+        snapshot=args.snapshot,
+        debug=args.debug,
+    )
     words = list(args.args)
     if words and words[0] == "--":
         words.pop(0)
@@ -117,6 +141,10 @@ def _run_option(out: RunArgs, words: list[str]) -> list[str]:
         out.replace = True
     elif word == "--json":
         out.json = True
+    elif word == "--debug":
+        out.debug = True
+    elif word in ("--snapshot", "--no-snapshot"):
+        out.snapshot = word == "--snapshot"
     elif key in ("-e", "--env", "-m", "--machine"):
         if not eq:
             if not rest:
@@ -140,7 +168,24 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         env = parse_env_assignments(run.env)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    job = await orch.jobs_run(run.name, run.command, env, run.replace, machine=run.machine)
+    if run.debug:
+        from sidecar.cli.debug_cmds import print_session
+
+        argv = shlex.split(run.command) if isinstance(run.command, str) else run.command
+        session = await orch.debug_start(
+            run.name,
+            argv,
+            machine=run.machine,
+            env=env,
+            replace=run.replace,
+            snapshot=run.snapshot,
+            say=lambda m: print(f"orch: {m}", file=sys.stderr),
+        )
+        print_json(session) if run.json else print_session(session)
+        return 0
+    job = await orch.jobs_run(
+        run.name, run.command, env, run.replace, machine=run.machine, snapshot=run.snapshot
+    )
     if run.json:
         print_json(job)
     else:

@@ -15,7 +15,15 @@ from pathlib import Path
 
 from sidecar import __version__
 
-AREAS = ("machine_cmds", "config_cmds", "ssh_cmds", "sync_cmds", "jobs_cmds")
+AREAS = (
+    "machine_cmds",
+    "config_cmds",
+    "ssh_cmds",
+    "sync_cmds",
+    "jobs_cmds",
+    "debug_cmds",
+    "profile_cmds",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

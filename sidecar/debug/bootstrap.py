@@ -24,7 +24,7 @@ from sidecar.ssh.pool import ConnectionPool
 class DebugpyOnRemote:
     python: str
     version: str
-    pythonpath: str | None  # folder to prepend to PYTHONPATH, or None when already importable
+    pythonpath: str | None  # absolute folder for PYTHONPATH, or None when already importable
 
 
 def local_debugpy() -> tuple[str, Path]:
@@ -59,7 +59,10 @@ async def ensure_debugpy(
             hint="set [debug] python in orch.toml to the remote interpreter's path",
         )
     folder = f".orch/debugpy/{version}"
-    check = await pool.run(target, f"test -f {shlex.quote(folder)}/debugpy/__init__.py")
+    check = await pool.run(
+        target, f'printf %s "$HOME"; test -f {shlex.quote(folder)}/debugpy/__init__.py'
+    )
+    home = check.stdout
     if check.exit_status != 0:
         if say:
             say(
@@ -79,4 +82,4 @@ async def ensure_debugpy(
             stderr = result.stderr or b""
             text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
             raise RemoteCommandFailed(f"could not unpack debugpy on {target.alias}: {text[-300:]}")
-    return DebugpyOnRemote(python, version, f"$HOME/{folder}")
+    return DebugpyOnRemote(python, version, f"{home}/{folder}")

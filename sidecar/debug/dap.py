@@ -8,6 +8,14 @@ import contextlib
 import json
 from typing import Any
 
+INITIALIZE = {
+    "clientID": "orch",
+    "adapterID": "debugpy",
+    "pathFormat": "path",
+    "linesStartAt1": True,
+    "columnsStartAt1": True,
+}
+
 
 class DAPClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -16,6 +24,7 @@ class DAPClient:
         self._seq = 0
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.initialized = False
         self._task = asyncio.create_task(self._read_loop())
 
     @classmethod
@@ -69,6 +78,8 @@ class DAPClient:
         response = await asyncio.wait_for(self.send(command, arguments), timeout)
         if not response.get("success"):
             raise RuntimeError(f"{command} failed: {response.get('message')}")
+        if command == "initialize":
+            self.initialized = True
         return dict(response.get("body") or {})
 
     async def wait_event(self, name: str, timeout: float = 15.0) -> dict[str, Any]:
@@ -97,16 +108,8 @@ async def attach_and_break(
     The result has the top frame (`frame`), its `variables` (name → value string) and the
     `stopped` event.
     """
-    await client.request(
-        "initialize",
-        {
-            "clientID": "orch",
-            "adapterID": "debugpy",
-            "pathFormat": "path",
-            "linesStartAt1": True,
-            "columnsStartAt1": True,
-        },
-    )
+    if not client.initialized:
+        await client.request("initialize", INITIALIZE)
     attach = client.send(
         "attach", {k: v for k, v in config.items() if k not in {"type", "request", "name"}}
     )

@@ -66,6 +66,7 @@ class JobsManager:
         env: Mapping[str, str] | None = None,
         *,
         replace: bool = False,
+        workdir: str | None = None,
     ) -> JobInfo:
         name = _name(name)
         try:
@@ -73,18 +74,25 @@ class JobsManager:
             merged = validate_env({**self.settings.env, **(env or {})})
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        return await self._start(name, text, merged, replace=replace)
+        return await self._start(name, text, merged, replace=replace, workdir=workdir)
 
-    async def restart(self, name: str) -> JobInfo:
-        return await self._start(_name(name), None, None, replace=True)
+    async def restart(self, name: str, workdir: str | None = None) -> JobInfo:
+        return await self._start(_name(name), None, None, replace=True, workdir=workdir)
 
     async def _start(
-        self, name: str, text: str | None, env: Mapping[str, str] | None, *, replace: bool
+        self,
+        name: str,
+        text: str | None,
+        env: Mapping[str, str] | None,
+        *,
+        replace: bool,
+        workdir: str | None = None,
     ) -> JobInfo:
+        """Start in `workdir` (a snapshot of the synced tree) or the live project folder."""
         s = self.settings
         script = scripts.start_script(
             name,
-            self.workdir,
+            workdir or self.workdir,
             text,
             env,
             replace=replace,

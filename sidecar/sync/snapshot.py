@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING
 from remote_config.sync import snapshot_command
 from sidecar.errors import RemoteCommandFailed
 
+
+class NotSynced(RemoteCommandFailed):
+    """The remote project folder has no sync generation yet, so there is nothing to snapshot."""
+
+
 if TYPE_CHECKING:
     from sidecar.app import Orchestrator
 
@@ -30,6 +35,12 @@ async def prepare_snapshot(orch: Orchestrator, machine: str | None = None) -> tu
     target = await orch.ssh_target(machine)
     command = snapshot_command(cfg.remote_dir, snapshots_dir(cfg.project_name))
     result = await orch.pool.run(target, command, timeout=600)
+    if result.exit_status == 3:
+        raise NotSynced(
+            f"{cfg.remote_dir} on the machine was never synced by orch, so it has no snapshot",
+            hint="run `orch sync now` first, or start the job with --no-snapshot",
+            exit_status=3,
+        )
     if result.exit_status != 0:
         raise RemoteCommandFailed(
             f"could not snapshot {cfg.remote_dir} on the remote: {result.stderr.strip()[-400:]}",

@@ -1,0 +1,189 @@
+"""`orch debug`: start a job under debugpy, forward a local port to it, and produce the VS Code
+attach configuration (host, forwarded port, pathMappings from the local project folder to the
+folder the job runs in on the machine — a snapshot or the synced folder).
+
+Per debug job, `$ORCH_HOME/debug/<alias>/<job>.json` remembers the remote port, the local port
+and the remote root, so `orch debug attach`, `orch debug config` and the extension resolve the
+same values later, from any process.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from remote_config.debug import debugpy_argv, expand_home, free_port_command, listening_port
+from remote_config.launch_json import LaunchJsonError, attach_configuration, merge_configuration
+from sidecar.debug.bootstrap import ensure_debugpy
+from sidecar.errors import NotFound, OrchError, PortBusy, UsageError
+from sidecar.state import atomic_write, read_json, write_json
+
+if TYPE_CHECKING:
+    from sidecar.app import Orchestrator
+
+
+class DebugSession(BaseModel):
+    name: str
+    machine: str
+    local_port: int
+    remote_port: int
+    remote_root: str
+    configuration: dict[str, Any]
+
+
+def _state_path(orch: Orchestrator, alias: str, name: str) -> Path:
+    return orch.layout.home / "debug" / alias / f"{name}.json"
+
+
+def _free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start(
+    orch: Orchestrator,
+    name: str,
+    argv: list[str],
+    *,
+    machine: str | None = None,
+    env: dict[str, str] | None = None,
+    replace: bool = False,
+    snapshot: bool | None = None,
+    say: Callable[[str], None] | None = None,
+) -> DebugSession:
+    """Run `argv` as job `name` under debugpy (waiting for a client) and forward a port to it."""
+    machine = orch.machine_name(machine)
+    python = orch.config.config.debug.python
+    target = await orch.ssh_target(machine)
+    remote = await ensure_debugpy(orch.pool, target, python, say=say)
+    probe = await orch.pool.run(target, free_port_command(python), check=True)
+    remote_port = int(probe.stdout.strip())
+    try:
+        command = debugpy_argv(list(argv), python, remote_port)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    job_env = dict(env or {})
+    if remote.pythonpath:
+        job_env["PYTHONPATH"] = remote.pythonpath
+    workdir = await orch._job_workdir(machine, snapshot)
+    home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
+    remote_root = workdir or expand_home(orch.config.remote_dir, home)
+    await orch.jobs(machine).run(name, command, job_env, replace=replace, workdir=workdir)
+    return await _forward(orch, machine, target.alias, name, remote_port, remote_root)
+
+
+async def _forward(
+    orch: Orchestrator,
+    machine: str,
+    alias: str,
+    name: str,
+    remote_port: int,
+    remote_root: str,
+    local_port: int | None = None,
+) -> DebugSession:
+    for attempt in range(3):
+        port = local_port or _free_local_port()
+        try:
+            await orch.ports_add(port, remote_port, "127.0.0.1", machine=machine)
+            break
+        except PortBusy:
+            if local_port is not None or attempt == 2:
+                raise  # a port the user relies on moved away: say so, never move silently
+    state = {"remote_port": remote_port, "local_port": port, "remote_root": remote_root}
+    write_json(_state_path(orch, alias, name), state)
+    return _session(orch, machine, name, state)
+
+
+def _session(orch: Orchestrator, machine: str, name: str, state: dict[str, Any]) -> DebugSession:
+    cfg = orch.config
+    configuration = attach_configuration(
+        f"attach {name}",
+        int(state["local_port"]),
+        cfg.local_dir,
+        str(state["remote_root"]),
+        just_my_code=cfg.config.debug.just_my_code,
+    )
+    return DebugSession(
+        name=name,
+        machine=machine,
+        local_port=int(state["local_port"]),
+        remote_port=int(state["remote_port"]),
+        remote_root=str(state["remote_root"]),
+        configuration=configuration,
+    )
+
+
+async def attach(orch: Orchestrator, name: str, machine: str | None = None) -> DebugSession:
+    """The session of a job started under debugpy; its port forward is restored if gone."""
+    machine = orch.machine_name(machine)
+    target = await orch.ssh_target(machine)
+    jobs = {j.name: j for j in await orch.jobs_status(machine)}
+    job = jobs.get(name)
+    if job is None:
+        raise NotFound(f"no job named {name!r} on {machine}", hint="see the jobs: orch status")
+    remote_port = listening_port(job.command)
+    if remote_port is None:
+        raise OrchError(
+            f"job {name!r} was not started under debugpy",
+            hint=f"start it with: orch debug {name} -- python SCRIPT.py ARGS",
+        )
+    if job.state != "running":
+        raise OrchError(
+            f"job {name!r} is {job.state}; there is nothing to attach to",
+            hint=f"start it again: orch debug {name} --replace -- …",
+        )
+    state = read_json(_state_path(orch, target.alias, name)) or {}
+    if state.get("remote_port") != remote_port:
+        home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
+        state = {
+            "remote_port": remote_port,
+            "local_port": None,
+            "remote_root": expand_home(orch.config.remote_dir, home),
+        }
+    ports = {p.local_port: p for p in (await orch.ports_list(machine)).ports}
+    current = ports.get(int(state["local_port"])) if state.get("local_port") else None
+    if current is not None and current.state == "active" and current.remote_port == remote_port:
+        return _session(orch, machine, name, state)
+    return await _forward(orch, machine, target.alias, name, remote_port, str(state["remote_root"]))
+
+
+async def default_configuration(orch: Orchestrator, machine: str | None = None) -> dict[str, Any]:
+    """The entry for a service that runs debugpy itself on `[debug] remote_port` (forwarded
+    to the same local port): the design brief's hand-written launch.json, generated."""
+    cfg = orch.config
+    port = cfg.config.debug.remote_port
+    target = await orch.ssh_target(machine)
+    home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
+    return attach_configuration(
+        f"attach port {port}",
+        port,
+        cfg.local_dir,
+        expand_home(cfg.remote_dir, home),
+        just_my_code=cfg.config.debug.just_my_code,
+    )
+
+
+def write_launch_json(orch: Orchestrator, configuration: dict[str, Any]) -> Path:
+    """Merge `configuration` into the project's .vscode/launch.json (file untouched on error)."""
+    path = Path(orch.config.root) / ".vscode" / "launch.json"
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else None
+    except UnicodeDecodeError:
+        raise OrchError(f"{path} is not UTF-8 text; it was left untouched") from None
+    try:
+        merged = merge_configuration(text, configuration)
+    except LaunchJsonError as exc:
+        raise OrchError(
+            f"{path}: {exc}; the file was left untouched",
+            hint="fix the JSON (comments and trailing commas are fine), then rerun",
+        ) from None
+    if merged != text:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, merged, mode=mode)
+    return path

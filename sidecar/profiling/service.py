@@ -1,0 +1,122 @@
+"""`orch profile`: one profiling session as a job, its files fetched back.
+
+The job runs `<[gpu] python> -m gpu.profiling … --out ~/logs/<job>/profile` (see docs/gpu.md
+for that contract) in the project folder on the machine. Its output — ending with the summary
+table — is streamed while it runs; then `trace.json`, `summary.json` (and an Nsight Systems
+report when one was made) are copied over SFTP into a local folder.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from sidecar.errors import OrchError
+
+if TYPE_CHECKING:
+    from sidecar.app import Orchestrator
+
+
+class ProfileRequest(BaseModel):
+    model: str = Field(default="birefnet", pattern="^(birefnet|sam2)$")
+    requests: int = Field(default=4, ge=1, le=10_000)
+    batch_size: int | None = Field(default=None, ge=1, le=256)
+    lanes: int | None = Field(default=None, ge=1, le=64)
+    size: int = Field(default=512, ge=16, le=8192)
+    sequential: bool = False
+    random_weights: bool = False
+    extra: list[str] = Field(default_factory=list)  # passed through to gpu.profiling
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class ProfileResult(BaseModel):
+    job: str
+    local_dir: str
+    files: list[str]
+    summary: dict[str, Any]
+
+
+def profiling_argv(orch: Orchestrator, req: ProfileRequest, out_dir: str) -> list[str]:
+    gpu = orch.config.config.gpu
+    argv = [
+        gpu.python,
+        "-m",
+        "gpu.profiling",
+        "--model",
+        req.model,
+        "--requests",
+        str(req.requests),
+        "--batch-size",
+        str(req.batch_size or gpu.batch_size),
+        "--lanes",
+        str(req.lanes or gpu.streams),
+        "--size",
+        str(req.size),
+        "--memory-fraction",
+        str(gpu.memory_fraction),
+        "--out",
+        out_dir,
+    ]
+    if req.sequential:
+        argv.append("--sequential")
+    if req.random_weights:
+        argv.append("--random-weights")
+    if gpu.birefnet_checkpoint and req.model == "birefnet":
+        argv += ["--birefnet-weights", gpu.birefnet_checkpoint]
+    if req.model == "sam2":
+        argv += ["--sam2-config", gpu.sam2_config]
+        if gpu.sam2_checkpoint:
+            argv += ["--sam2-weights", gpu.sam2_checkpoint]
+    return [*argv, *req.extra]
+
+
+async def run(
+    orch: Orchestrator,
+    req: ProfileRequest,
+    local_root: Path,
+    machine: str | None = None,
+    on_output: Callable[[str], None] | None = None,
+) -> ProfileResult:
+    name = f"profile-{req.model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    target = await orch.ssh_target(machine)
+    home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
+    out_dir = posixpath.join(home, "logs", name, "profile")
+    await orch.jobs_run(name, profiling_argv(orch, req, out_dir), req.env, machine=machine)
+    async for chunk in orch.jobs_follow(name, tail=None, machine=machine):
+        if on_output:
+            on_output(chunk)
+    job = {j.name: j for j in await orch.jobs_status(machine)}.get(name)
+    if job is None or job.state != "succeeded":
+        tail = (await orch.jobs_logs(name, tail=15, machine=machine)).strip()
+        state = "vanished" if job is None else f"{job.state} (exit {job.exit_code})"
+        raise OrchError(
+            f"the profiling job {name} {state}:\n{tail}",
+            hint=f"full output: orch logs {name}; see docs/gpu.md for the options",
+        )
+    local_dir = local_root / name
+    files = await _fetch(orch, machine, out_dir, local_dir)
+    summary = json.loads((local_dir / "summary.json").read_text())
+    return ProfileResult(job=name, local_dir=str(local_dir), files=files, summary=summary)
+
+
+async def _fetch(
+    orch: Orchestrator, machine: str | None, out_dir: str, local_dir: Path
+) -> list[str]:
+    target = await orch.ssh_target(machine)
+    conn = await orch.pool.connection(target)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    fetched = []
+    async with conn.start_sftp_client() as sftp:
+        for name in await sftp.listdir(out_dir):
+            if name.endswith((".json", ".nsys-rep")):
+                await sftp.get(posixpath.join(out_dir, name), str(local_dir / name))
+                fetched.append(str(local_dir / name))
+    if not any(f.endswith("summary.json") for f in fetched):
+        raise OrchError(f"the profiling job wrote no summary.json in {out_dir}")
+    return sorted(fetched)
