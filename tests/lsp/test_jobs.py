@@ -17,6 +17,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pytest_lsp import LanguageClient
 
+from sidecar.app import Orchestrator
+from sidecar.layout import Layout
 from tests.lsp.helpers import execute, machine_down, status_notifications, wait_for_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -42,6 +44,8 @@ def job(status: dict[str, Any], name: str) -> dict[str, Any] | None:
 )
 async def client(lsp_client: LanguageClient):
     PROJECT.mkdir(parents=True, exist_ok=True)
+    (PROJECT / "orch.toml").write_text('[debug]\npython = "python3"\n')
+    (PROJECT / "debugged.py").write_text("import time\nprint('debugged')\ntime.sleep(60)\n")
     status_notifications(lsp_client)
     logs: list[tuple[str, str]] = []
     lsp_client.logs = logs  # type: ignore[attr-defined]
@@ -128,6 +132,30 @@ async def test_stop_restart_and_remove(client: LanguageClient) -> None:
     await wait_for_status(
         client, lambda s: job(s, "sleeper") is None and job(s, "quick") is not None
     )
+
+
+async def test_debug_attach_config(client: LanguageClient) -> None:
+    # Start a job under debugpy the way `orch debug` does (the same ORCH_HOME and project).
+    orch = Orchestrator(cwd=PROJECT, layout=Layout(HOME / "orch-home"))
+    try:
+        await orch.sync_now()
+        session = await orch.debug_start("dbg", ["python3", "debugged.py"], snapshot=False)
+        config = await execute(client, "orch.debug.attachConfig", {"name": "dbg"})
+        assert config["type"] == "debugpy"
+        assert config["request"] == "attach"
+        assert config["connect"] == {"host": "127.0.0.1", "port": session.local_port}
+        assert config["pathMappings"][0]["localRoot"] == str(PROJECT)
+        assert config["pathMappings"][0]["remoteRoot"] == session.remote_root
+    finally:
+        await execute(client, "orch.jobs.stop", {"name": "dbg"})
+        for port in (await orch.ports_list()).ports:
+            await orch.ports_remove(port.local_port)
+        await orch.close()
+
+    with pytest.raises(JsonRpcException) as caught:
+        await execute(client, "orch.debug.attachConfig", {"name": "quick"})  # not under debugpy
+    assert caught.value.data["kind"]
+    assert caught.value.data["hint"]
 
 
 async def test_unknown_job_is_not_found(client: LanguageClient) -> None:
