@@ -45,11 +45,44 @@ def expand_home(path: str, home: str) -> str:
     return path
 
 
-FREE_PORT_SNIPPET = (
-    "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
-)
+PROBE_SNIPPET = """\
+import os, socket, sys
+sys.path.insert(0, os.path.expanduser(sys.argv[1]))
+try:
+    import debugpy
+    version = debugpy.__version__
+    where = os.path.dirname(os.path.dirname(os.path.abspath(debugpy.__file__)))
+except ImportError:
+    version, where = "-", "-"
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], version, where, os.path.expanduser("~"), sep="\\n")
+"""
 
 
-def free_port_command(python: str) -> str:
-    """A remote command printing a free TCP port on the remote's loopback."""
-    return f"{shlex.quote(python)} -c {shlex.quote(FREE_PORT_SNIPPET)}"
+def probe_command(python: str, shipped_dir: str) -> str:
+    """One remote round trip: a free loopback port, the debugpy version the interpreter can
+    import (from its own site-packages or orch's shipped copy in `shipped_dir`) and where
+    from, and the remote home. Prints four lines."""
+    return f"{shlex.quote(python)} -c {shlex.quote(PROBE_SNIPPET)} {shlex.quote(shipped_dir)}"
+
+
+def parse_probe(output: str) -> tuple[int, str | None, str | None, str]:
+    port, version, where, home = output.strip().splitlines()[-4:]
+    return int(port), (None if version == "-" else version), (None if where == "-" else where), home
+
+
+USED_PORTS_COMMAND = "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"
+
+
+def pick_free_port(proc_net_tcp: str, candidates: list[int]) -> int | None:
+    """The first candidate port no socket uses, per the remote's /proc/net/tcp{,6} text."""
+    used = set()
+    for line in proc_net_tcp.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 1 and ":" in fields[1]:
+            try:
+                used.add(int(fields[1].rsplit(":", 1)[1], 16))
+            except ValueError:
+                continue
+    return next((port for port in candidates if port not in used), None)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from remote_config.debug import debugpy_argv, expand_home, free_port_command, listening_port
+from remote_config.debug import debugpy_argv, expand_home, listening_port
 from remote_config.launch_json import LaunchJsonError, attach_configuration, merge_configuration
 from sidecar.debug.bootstrap import ensure_debugpy
 from sidecar.errors import NotFound, OrchError, PortBusy, UsageError
@@ -61,8 +61,7 @@ async def start(
     python = orch.config.config.debug.python
     target = await orch.ssh_target(machine)
     remote = await ensure_debugpy(orch.pool, target, python, say=say)
-    probe = await orch.pool.run(target, free_port_command(python), check=True)
-    remote_port = int(probe.stdout.strip())
+    remote_port = remote.free_port
     try:
         command = debugpy_argv(list(argv), python, remote_port)
     except ValueError as exc:
@@ -71,8 +70,7 @@ async def start(
     if remote.pythonpath:
         job_env["PYTHONPATH"] = remote.pythonpath
     workdir = await orch._job_workdir(machine, snapshot)
-    home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
-    remote_root = workdir or expand_home(orch.config.remote_dir, home)
+    remote_root = workdir or expand_home(orch.config.remote_dir, remote.home)
     await orch.jobs(machine).run(name, command, job_env, replace=replace, workdir=workdir)
     return await _forward(orch, machine, target.alias, name, remote_port, remote_root)
 
