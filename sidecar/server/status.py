@@ -4,6 +4,8 @@ The client never polls: a watcher task here reads the Orchestrator's status and 
 `orch/status` whenever it differs from what was last sent. It checks every second while
 something is moving (a job running, the machine starting or stopping, a sync in progress)
 and every few seconds otherwise, and at once after any command (`OrchServer.changed`).
+The machine's uptime alone does not count as a change (it would push every check); while
+something moves, every difference is pushed, so running jobs show fresh time and memory.
 The remote stays the source of truth; this only notices changes.
 """
 
@@ -33,6 +35,11 @@ def _busy(status: dict[str, Any]) -> bool:
     )
 
 
+def _steady(status: dict[str, Any]) -> dict[str, Any]:
+    """The status without the fields that change on every read when nothing happens."""
+    return {**status, "machine": {**status["machine"], "uptime_s": None}}
+
+
 class StatusWatcher:
     def __init__(self, server: OrchServer) -> None:
         self.server = server
@@ -58,7 +65,11 @@ class StatusWatcher:
         """Reads the status and pushes it when it changed; returns it."""
         status: OrchStatus = await self.server.orch.status(self.server.options.machine)
         payload = status.model_dump(mode="json")
-        if payload != self.last:
+        last = self.last
+        changed = last is None or (
+            payload != last if _busy(payload) or _busy(last) else _steady(payload) != _steady(last)
+        )
+        if changed:
             self.last = payload
             self.server.protocol.notify(STATUS_NOTIFICATION, payload)
         return payload
@@ -66,6 +77,8 @@ class StatusWatcher:
     async def _run(self) -> None:
         interval = BUSY_INTERVAL_S
         while True:
+            # Cleared before the check, so a command finishing during it triggers another.
+            self._wake.clear()
             try:
                 payload = await self.check()
                 interval = BUSY_INTERVAL_S if _busy(payload) else IDLE_INTERVAL_S
@@ -75,7 +88,6 @@ class StatusWatcher:
             except Exception:
                 log.exception("status check failed")
                 interval = IDLE_INTERVAL_S
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
 

@@ -140,6 +140,19 @@ async def test_up_reports_progress_and_notifies(client: LanguageClient) -> None:
     assert again["pid"] == info["pid"]
 
 
+async def test_no_push_while_nothing_changes(client: LanguageClient) -> None:
+    # The machine runs and nothing else moves: its uptime grows, but no notification is sent
+    # across a full idle check interval (5 s).
+    await wait_for_status(client, lambda s: s["machine"]["state"] == "running")
+    await asyncio.sleep(0.5)
+    before = len(client.statuses)  # type: ignore[attr-defined]
+    await asyncio.sleep(5.5)
+    assert len(client.statuses) == before  # type: ignore[attr-defined]
+    # …while the status itself did move on.
+    now = await execute(client, "orch.status")
+    assert now["machine"]["uptime_s"] > client.statuses[-1]["machine"]["uptime_s"]  # type: ignore[attr-defined]
+
+
 async def test_write_ssh_config(client: LanguageClient) -> None:
     result = await execute(client, "orch.ssh.writeConfig", {})
     path = Path(result["path"])
