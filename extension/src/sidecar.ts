@@ -114,7 +114,7 @@ export class Sidecar implements vscode.Disposable {
     this.generation++;
     this.client = undefined;
     await this.stopClient(old);
-    this._state = "starting";
+    this.setState("starting");
     await this.start();
   }
 
