@@ -105,6 +105,8 @@ JSON
 export PATH=$node24:$PATH
 export XDG_CONFIG_HOME=$work/xdg-config XDG_DATA_HOME=$work/xdg-data TMPDIR=$work/tmp
 export ORCH_HOME=$work/orch-home
+# "Write SSH Config" adds an Include line to this file instead of the user's ~/.ssh/config.
+export ORCH_SSH_USER_CONFIG=$work/user-ssh-config
 # A dead loopback port as the marketplace keeps code-server offline.
 export EXTENSIONS_GALLERY='{"serviceUrl": "http://127.0.0.1:9/gallery", "itemUrl": "http://127.0.0.1:9/item"}'
 printf 'auth: none\ncert: false\n' >"$work/config.yaml"

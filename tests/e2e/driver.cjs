@@ -229,6 +229,24 @@ async function forwardPort(page) {
   await runCommand(page, "View: Show Explorer");
 }
 
+async function writeSshConfig(page) {
+  await runCommand(page, "Orch: Write SSH Config");
+  const text = await poll("a notification naming the written ssh config", () => notificationsText(page),
+    (t) => /wrote SSH host \S+ to \S+config/.test(t), 15_000);
+  log(`notification: ${oneLine(text).slice(0, 200)}`);
+}
+
+async function jobsQuickPick(page) {
+  // The jobs item in the status bar opens a pick of the jobs, then of actions on one.
+  await page.locator("#workbench\\.parts\\.statusbar .statusbar-item", { hasText: "0 running" }).first().click();
+  await pickQuickItem(page, JOB);
+  const actions = await poll("the actions of the picked job",
+    () => page.locator(".quick-input-widget .quick-input-list").innerText(),
+    (t) => t.includes("Show Logs") && t.includes("Restart") && t.includes("Remove"), 10_000);
+  log(`job actions: ${oneLine(actions)}`);
+  await page.keyboard.press("Escape");
+}
+
 async function jobFlow(page) {
   // Run a job on the local machine from the palette.
   await runCommand(page, "Orch: Run Job…");
@@ -259,6 +277,7 @@ async function jobFlow(page) {
     (t) => t.includes("orch-e2e-start") && t.includes("orch-e2e-done"), 20_000);
   log("job log shown in the output panel");
   await screenshot(page, "04-job-logs");
+  await jobsQuickPick(page);
 }
 
 async function attachAndStop(page) {
@@ -331,6 +350,7 @@ async function scenario(page) {
   await upMachine(page);
   await startSync(page);
   await forwardPort(page);
+  await writeSshConfig(page);
   await jobFlow(page);
   await attachAndStop(page);
   await checkTree(page);
