@@ -50,22 +50,28 @@ async function screenshot(page, name) {
 }
 
 /**
- * Opens the command palette with `>query` typed in. Retried: right after a terminal or a
- * panel closes, the workbench can briefly leave a just-opened palette inert.
+ * Opens the command palette with `>query` typed in and returns its input. Right after a
+ * terminal's process exits, the workbench can leave a just-opened palette inert (it cannot
+ * be typed into or clicked); closing it with Escape and opening it again clears that, so
+ * callers retry through `withPalette`.
  */
 async function openPalette(page, query) {
   const input = page.locator(".quick-input-widget input");
+  await page.keyboard.press("F1");
+  await input.waitFor({ state: "visible", timeout: 5_000 });
+  await input.fill(`>${query}`, { timeout: 5_000 });
+}
+
+async function withPalette(page, query, action) {
   for (let attempt = 1; ; attempt++) {
     try {
-      await page.keyboard.press("F1");
-      await input.waitFor({ state: "visible", timeout: 5_000 });
-      await input.fill(`>${query}`, { timeout: 5_000 });
-      return;
+      await openPalette(page, query);
+      return await action();
     } catch (error) {
       if (attempt === 3) {
         throw error;
       }
-      log(`palette not ready (${error.message.split("\n")[0]}); retrying`);
+      log(`palette not usable (${error.message.split("\n")[0]}); retrying`);
       await page.keyboard.press("Escape");
       await page.waitForTimeout(500);
     }
@@ -74,21 +80,20 @@ async function openPalette(page, query) {
 
 /** The palette's visible command titles for `query`. */
 async function paletteEntries(page, query) {
-  await openPalette(page, query);
-  const rows = page.locator(".quick-input-widget .quick-input-list .monaco-list-row");
-  await rows.first().waitFor({ state: "visible", timeout: 5_000 }).catch(() => undefined);
-  return rows.allInnerTexts();
+  return withPalette(page, query, async () => {
+    const rows = page.locator(".quick-input-widget .quick-input-list .monaco-list-row");
+    await rows.first().waitFor({ state: "visible", timeout: 5_000 }).catch(() => undefined);
+    return rows.allInnerTexts();
+  });
 }
 
 /** Runs a command from the palette by its exact title ("Orch: Run Job…"). */
 async function runCommand(page, title) {
-  await openPalette(page, title);
   const row = page
     .locator(".quick-input-widget .quick-input-list .monaco-list-row")
     .filter({ has: page.locator(".label-name", { hasText: new RegExp(`^${escape(title)}$`) }) })
     .first();
-  await row.waitFor({ state: "visible", timeout: 10_000 });
-  await row.click();
+  await withPalette(page, title, () => row.click({ timeout: 5_000 }));
 }
 
 function escape(text) {
