@@ -259,6 +259,9 @@ class Orchestrator:
         snapshot: bool | None = None,
     ) -> JobInfo:
         """Start job `name`; by default from a snapshot of the synced tree (see `_job_workdir`)."""
+        from sidecar.jobs.manager import checked_name
+
+        checked_name(name)  # refuse a bad name before touching the machine
         workdir = await self._job_workdir(machine, snapshot)
         return await self.jobs(machine).run(name, command, env, replace=replace, workdir=workdir)
 

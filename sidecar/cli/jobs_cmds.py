@@ -107,8 +107,8 @@ def parse_run_args(args: argparse.Namespace) -> RunArgs:
         replace=args.replace,
         json=args.json,
         machine=args.machine,
-        snapshot=args.snapshot,
-        debug=args.debug,
+        snapshot=getattr(args, "snapshot", None),
+        debug=getattr(args, "debug", False),
     )
     words = list(args.args)
     if words and words[0] == "--":

@@ -57,6 +57,9 @@ async def start(
     say: Callable[[str], None] | None = None,
 ) -> DebugSession:
     """Run `argv` as job `name` under debugpy (waiting for a client) and forward a port to it."""
+    from sidecar.jobs.manager import checked_name
+
+    checked_name(name)
     machine = orch.machine_name(machine)
     python = orch.config.config.debug.python
     target = await orch.ssh_target(machine)

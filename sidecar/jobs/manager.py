@@ -68,7 +68,7 @@ class JobsManager:
         replace: bool = False,
         workdir: str | None = None,
     ) -> JobInfo:
-        name = _name(name)
+        name = checked_name(name)
         try:
             text = command_text(command)
             merged = validate_env({**self.settings.env, **(env or {})})
@@ -77,7 +77,7 @@ class JobsManager:
         return await self._start(name, text, merged, replace=replace, workdir=workdir)
 
     async def restart(self, name: str, workdir: str | None = None) -> JobInfo:
-        return await self._start(_name(name), None, None, replace=True, workdir=workdir)
+        return await self._start(checked_name(name), None, None, replace=True, workdir=workdir)
 
     async def _start(
         self,
@@ -113,7 +113,7 @@ class JobsManager:
         return jobs_from_snapshot(parse_snapshot(out))
 
     async def info(self, name: str) -> JobInfo:
-        name = _name(name)
+        name = checked_name(name)
         for job in await self.status():
             if job.name == name:
                 return job
@@ -121,18 +121,19 @@ class JobsManager:
 
     async def stop(self, name: str) -> JobInfo:
         grace = self.settings.stop_grace_seconds
-        script = scripts.stop_script(_name(name), self.workdir, grace)
+        script = scripts.stop_script(checked_name(name), self.workdir, grace)
         return _pick(await self._run(script, name, timeout=REMOTE_TIMEOUT_S + grace), name)
 
     async def rm(self, name: str, purge: bool = False) -> None:
-        await self._run(scripts.rm_script(_name(name), self.workdir, purge), name)
+        await self._run(scripts.rm_script(checked_name(name), self.workdir, purge), name)
 
     def stream(
         self, name: str, *, tail: int | None = None, follow: bool = False
     ) -> AsyncIterator[str]:
         """The job's log as text chunks; with `follow`, until the job ends (survives
         reconnects: it resumes from the last byte it yielded)."""
-        return LogStream(self.orch, self.machine, _name(name), self.workdir).chunks(tail, follow)
+        stream = LogStream(self.orch, self.machine, checked_name(name), self.workdir)
+        return stream.chunks(tail, follow)
 
     async def logs(self, name: str, tail: int | None = None) -> str:
         return "".join([chunk async for chunk in self.stream(name, tail=tail)])
@@ -147,7 +148,8 @@ class JobsManager:
         return await self.orch.ssh_argv(self.machine, [scripts.attach_command(name)], tty=True)
 
 
-def _name(name: str) -> str:
+def checked_name(name: str) -> str:
+    """`name` if it can name a job, else UsageError saying what is allowed."""
     try:
         return validate_job_name(name)
     except ValueError as exc:
