@@ -1,0 +1,305 @@
+/**
+ * The palette, tree and status-bar commands. Each one gathers its arguments from the user (or
+ * the clicked tree item) and sends exactly one `workspace/executeCommand` to the sidecar; a
+ * failure becomes an error toast that says what to do.
+ */
+
+import * as fs from "node:fs";
+import * as vscode from "vscode";
+import { LSPErrorCodes, ResponseError } from "vscode-languageclient/node";
+import {
+  describeJob,
+  isEnded,
+  isRunning,
+  requestErrorMessage,
+  sshConfigMessage,
+  statusSummary,
+  suggestJobName,
+  validateJobName,
+  validatePort,
+} from "./common/format";
+import { orchCliFor } from "./common/interpreter";
+import type { Settings } from "./common/settings";
+import type { TreeNode } from "./common/treeModel";
+import type { JobLogs } from "./logs";
+import type { JobInfo } from "./protocol";
+import { type ProgressValue, type Sidecar, SidecarNotRunningError } from "./sidecar";
+import type { StatusStore } from "./store";
+
+type JobFilter = "any" | "running" | "ended";
+
+interface Context {
+  sidecar: Sidecar;
+  store: StatusStore;
+  logs: JobLogs;
+  settings: Settings;
+  output: vscode.LogOutputChannel;
+}
+
+function reportError(ctx: Context, action: string, error: unknown): void {
+  if (error instanceof ResponseError && error.code === LSPErrorCodes.RequestCancelled) {
+    return;
+  }
+  if (error instanceof SidecarNotRunningError) {
+    const message =
+      `Orch: ${action} failed: the orch sidecar is not running. Set orch.python to an ` +
+      `interpreter with orch installed, then run Orch: Restart Sidecar.`;
+    void vscode.window.showErrorMessage(message, "Restart Sidecar", "Show Output").then((choice) => {
+      if (choice === "Restart Sidecar") {
+        void ctx.sidecar.restart();
+      } else if (choice === "Show Output") {
+        ctx.output.show();
+      }
+    });
+    return;
+  }
+  const details = error instanceof ResponseError ? error : { message: String(error) };
+  ctx.output.error(`${action} failed: ${details.message}`);
+  void vscode.window.showErrorMessage(requestErrorMessage(action, details), "Show Output").then((choice) => {
+    if (choice) {
+      ctx.output.show();
+    }
+  });
+}
+
+/** Runs a long sidecar operation under a cancellable notification fed by `$/progress`. */
+function withProgress<T>(
+  title: string,
+  run: (token: vscode.CancellationToken, progress: (value: ProgressValue) => void) => Promise<T>,
+): Thenable<T> {
+  return vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title, cancellable: true },
+    (reporter, token) => {
+      let last = 0;
+      return run(token, (value) => {
+        if (value.kind === "end") {
+          return;
+        }
+        const increment = value.percentage !== undefined ? value.percentage - last : undefined;
+        last = value.percentage ?? last;
+        reporter.report({ message: value.message, increment });
+      });
+    },
+  );
+}
+
+function jobs(ctx: Context, filter: JobFilter): JobInfo[] {
+  const all = ctx.store.status?.jobs ?? [];
+  return all.filter((j) => filter === "any" || (filter === "running" ? isRunning(j) : isEnded(j)));
+}
+
+async function pickJob(ctx: Context, filter: JobFilter, placeHolder: string): Promise<string | undefined> {
+  const candidates = jobs(ctx, filter);
+  if (!candidates.length) {
+    const what = filter === "running" ? "running jobs" : filter === "ended" ? "finished jobs" : "jobs";
+    void vscode.window.showInformationMessage(`Orch: there are no ${what}. Start one with Orch: Run Job….`);
+    return undefined;
+  }
+  const picked = await vscode.window.showQuickPick(
+    candidates.map((j) => ({ label: j.name, description: describeJob(j) })),
+    { placeHolder },
+  );
+  return picked?.label;
+}
+
+/** The job a command acts on: the clicked tree item, a name passed in, or the user's pick. */
+async function jobArg(ctx: Context, arg: unknown, filter: JobFilter, placeHolder: string) {
+  if (typeof arg === "string") {
+    return arg;
+  }
+  const node = arg as TreeNode | undefined;
+  if (node?.kind === "job" && node.key) {
+    return node.key;
+  }
+  return pickJob(ctx, filter, placeHolder);
+}
+
+async function runJob(ctx: Context): Promise<void> {
+  const command = await vscode.window.showInputBox({
+    title: "Orch: Run Job (1/2)",
+    prompt: "Command to run on the machine, in the synced project folder",
+    placeHolder: "python train.py --epochs 3",
+    ignoreFocusOut: true,
+    validateInput: (v) => (v.trim() ? undefined : "Enter a command."),
+  });
+  if (!command) {
+    return;
+  }
+  const taken = (ctx.store.status?.jobs ?? []).map((j) => j.name);
+  const name = await vscode.window.showInputBox({
+    title: "Orch: Run Job (2/2)",
+    prompt: "Job name (the tmux session and log folder on the machine)",
+    value: suggestJobName(command, taken),
+    ignoreFocusOut: true,
+    validateInput: validateJobName,
+  });
+  if (!name) {
+    return;
+  }
+  const job = await ctx.sidecar.execute("orch.jobs.run", { name, command });
+  vscode.window.setStatusBarMessage(`$(play) Orch: started job ${job.name}`, 5_000);
+}
+
+function attach(ctx: Context, name: string): void {
+  const python = ctx.sidecar.interpreter?.path ?? "python3";
+  const terminal = vscode.window.createTerminal({
+    name: `Orch: attach ${name}`,
+    shellPath: orchCliFor(python, fs.existsSync),
+    shellArgs: ["attach", name],
+  });
+  terminal.show();
+}
+
+async function jobActions(ctx: Context): Promise<void> {
+  const name = await pickJob(ctx, "any", "Pick a job");
+  if (!name) {
+    return;
+  }
+  const job = jobs(ctx, "any").find((j) => j.name === name);
+  const actions = isRunning(job!)
+    ? ["Show Logs", "Attach", "Stop", "Restart"]
+    : ["Show Logs", "Restart", "Remove"];
+  const action = await vscode.window.showQuickPick(actions, { placeHolder: `${name}: ${describeJob(job!)}` });
+  const command: Record<string, string> = {
+    "Show Logs": "orch.showJobLogs",
+    Attach: "orch.attachJob",
+    Stop: "orch.stopJob",
+    Restart: "orch.restartJob",
+    Remove: "orch.removeJob",
+  };
+  if (action) {
+    await vscode.commands.executeCommand(command[action], name);
+  }
+}
+
+async function forwardPort(ctx: Context): Promise<void> {
+  const local = await vscode.window.showInputBox({
+    title: "Orch: Forward Port",
+    prompt: "Local port (localhost:PORT on this computer)",
+    placeHolder: "8888",
+    validateInput: (v) => validatePort(v),
+  });
+  if (!local) {
+    return;
+  }
+  const remote = await vscode.window.showInputBox({
+    title: "Orch: Forward Port",
+    prompt: "Port on the machine (empty for the same port)",
+    placeHolder: local,
+    validateInput: (v) => validatePort(v, true),
+  });
+  if (remote === undefined) {
+    return;
+  }
+  const port = await ctx.sidecar.execute("orch.ports.add", {
+    local_port: Number(local),
+    remote_port: remote.trim() ? Number(remote) : undefined,
+  });
+  vscode.window.setStatusBarMessage(
+    `$(plug) Orch: localhost:${port.local_port} → ${port.remote_host}:${port.remote_port}`,
+    5_000,
+  );
+}
+
+// These ids must differ from the sidecar's command names (`orch.status`, `orch.jobs.run`…):
+// vscode-languageclient registers every command the server advertises under its own name.
+export function registerCommands(ctx: Context): vscode.Disposable[] {
+  const machine = ctx.settings.machine ? { machine: ctx.settings.machine } : {};
+  const handlers: Record<string, [string, (...args: unknown[]) => unknown]> = {
+    "orch.up": [
+      "Up",
+      () =>
+        withProgress("Orch: starting the machine", (token, progress) =>
+          ctx.sidecar.execute("orch.machine.up", machine, { token, progress }),
+        ),
+    ],
+    "orch.down": ["Down", () => ctx.sidecar.execute("orch.machine.down", machine)],
+    "orch.showStatus": [
+      "Status",
+      async () => {
+        const status = await ctx.sidecar.execute("orch.status", {});
+        void vscode.window.showInformationMessage(`Orch: ${statusSummary(status)}`);
+      },
+    ],
+    "orch.runJob": ["Run Job", () => runJob(ctx)],
+    "orch.showJobLogs": [
+      "Show Job Logs",
+      async (arg) => {
+        const name = await jobArg(ctx, arg, "any", "Show the logs of which job?");
+        return name && ctx.logs.show(name);
+      },
+    ],
+    "orch.attachJob": [
+      "Attach to Job",
+      async (arg) => {
+        const name = await jobArg(ctx, arg, "running", "Attach to which job?");
+        return name && attach(ctx, name);
+      },
+    ],
+    "orch.stopJob": [
+      "Stop Job",
+      async (arg) => {
+        const name = await jobArg(ctx, arg, "running", "Stop which job?");
+        return name && ctx.sidecar.execute("orch.jobs.stop", { name });
+      },
+    ],
+    "orch.restartJob": [
+      "Restart Job",
+      async (arg) => {
+        const name = await jobArg(ctx, arg, "any", "Restart which job?");
+        return name && ctx.sidecar.execute("orch.jobs.restart", { name });
+      },
+    ],
+    "orch.removeJob": [
+      "Remove Job",
+      async (arg) => {
+        const name = await jobArg(ctx, arg, "ended", "Remove which job?");
+        return name && ctx.sidecar.execute("orch.jobs.rm", { name });
+      },
+    ],
+    "orch.jobs": ["Jobs", () => jobActions(ctx)],
+    "orch.pickJob": ["Pick Job", (filter) => pickJob(ctx, (filter as JobFilter) ?? "any", "Pick a job")],
+    "orch.startSync": [
+      "Start Sync",
+      () =>
+        withProgress("Orch: starting sync", (token, progress) =>
+          ctx.sidecar.execute("orch.sync.start", {}, { token, progress }),
+        ),
+    ],
+    "orch.stopSync": ["Stop Sync", () => ctx.sidecar.execute("orch.sync.stop", {})],
+    "orch.syncNow": [
+      "Sync Now",
+      () =>
+        withProgress("Orch: syncing", (token, progress) =>
+          ctx.sidecar.execute("orch.sync.now", {}, { token, progress }),
+        ),
+    ],
+    "orch.writeSshConfig": [
+      "Write SSH Config",
+      async () => {
+        const result = await ctx.sidecar.execute("orch.ssh.writeConfig", {});
+        void vscode.window.showInformationMessage(sshConfigMessage(result));
+      },
+    ],
+    "orch.forwardPort": ["Forward Port", () => forwardPort(ctx)],
+    "orch.stopForwarding": [
+      "Stop Forwarding Port",
+      (arg) => {
+        const node = arg as TreeNode | undefined;
+        return node?.key && ctx.sidecar.execute("orch.ports.remove", { local_port: Number(node.key) });
+      },
+    ],
+    "orch.restartSidecar": ["Restart Sidecar", () => ctx.sidecar.restart()],
+    "orch.showOutput": ["Show Sidecar Output", () => ctx.output.show()],
+  };
+  return Object.entries(handlers).map(([id, [action, handler]]) =>
+    vscode.commands.registerCommand(id, async (...args: unknown[]) => {
+      try {
+        return await handler(...args);
+      } catch (error) {
+        reportError(ctx, action, error);
+        return undefined;
+      }
+    }),
+  );
+}

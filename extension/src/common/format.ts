@@ -1,0 +1,301 @@
+/**
+ * Text the extension shows: status-bar items, job summaries, notification messages, and
+ * default job names. Pure functions of the protocol types, so they are unit-tested directly.
+ */
+
+import type { JobInfo, MachineStatus, OrchStatus, SshConfigResult, SyncStatus } from "../protocol";
+
+/** Where the connection to the sidecar stands (the extension's own state, not the server's). */
+export type SidecarState = "starting" | "running" | "restarting" | "stopped";
+
+export interface ItemText {
+  text: string;
+  tooltip: string;
+  /** Draws the item in the status bar's error/warning colours. */
+  severity?: "error" | "warning";
+}
+
+const ENDED: ReadonlySet<string> = new Set(["succeeded", "failed", "stopped", "lost"]);
+
+export function isRunning(job: JobInfo): boolean {
+  return job.state === "running";
+}
+
+export function isEnded(job: JobInfo): boolean {
+  return ENDED.has(job.state);
+}
+
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) {
+    return "";
+  }
+  if (seconds < 60) {
+    return `${seconds.toFixed(seconds < 10 ? 1 : 0)}s`;
+  }
+  const m = Math.floor(seconds / 60);
+  if (m < 60) {
+    return `${m}m ${Math.floor(seconds % 60)}s`;
+  }
+  return `${Math.floor(m / 60)}h ${m % 60}m`;
+}
+
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined) {
+    return "";
+  }
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+const MACHINE_ICON: Record<MachineStatus["state"], string> = {
+  running: "$(vm-running)",
+  starting: "$(loading~spin)",
+  stopping: "$(loading~spin)",
+  stopped: "$(vm-outline)",
+  "not-created": "$(vm-outline)",
+  unknown: "$(question)",
+};
+
+export function machineItem(sidecar: SidecarState, machine: MachineStatus | undefined): ItemText {
+  if (sidecar === "starting") {
+    return { text: "$(loading~spin) orch: starting", tooltip: "Starting the orch sidecar…" };
+  }
+  if (sidecar === "restarting") {
+    return {
+      text: "$(loading~spin) orch: restarting",
+      tooltip: "The orch sidecar exited; restarting it. See Orch: Show Sidecar Output.",
+      severity: "warning",
+    };
+  }
+  if (sidecar === "stopped") {
+    return {
+      text: "$(error) orch: sidecar stopped",
+      tooltip: "The orch sidecar is not running. Click to see its output; run Orch: Restart Sidecar to try again.",
+      severity: "error",
+    };
+  }
+  if (!machine) {
+    return { text: "$(vm) orch", tooltip: "Waiting for the sidecar's first status…" };
+  }
+  const lines = [`Machine ${machine.name} (${machine.kind}): ${machine.state}`];
+  if (machine.address) {
+    lines.push(`Address: ${machine.address}`);
+  }
+  if (machine.uptime_s) {
+    lines.push(`Up for ${formatDuration(machine.uptime_s)}`);
+  }
+  if (machine.detail) {
+    lines.push(machine.detail);
+  }
+  return {
+    text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}`,
+    tooltip: lines.join("\n"),
+  };
+}
+
+export function syncItem(sync: SyncStatus | undefined): ItemText {
+  if (!sync) {
+    return { text: "$(sync) sync", tooltip: "Sync state not known yet" };
+  }
+  const last = sync.last_sync ? `\nLast sync: ${sync.last_sync}` : "";
+  switch (sync.state) {
+    case "syncing":
+      return { text: "$(sync~spin) syncing", tooltip: `Syncing files to the machine${last}` };
+    case "conflict": {
+      const n = sync.conflicts.length;
+      const files = sync.conflicts
+        .slice(0, 10)
+        .map((c) => `${c.path} (theirs: ${c.remote_copy})`)
+        .join("\n");
+      return {
+        text: `$(warning) sync: ${n} conflict${n === 1 ? "" : "s"}`,
+        tooltip: `Files changed on both sides:\n${files}${last}`,
+        severity: "warning",
+      };
+    }
+    case "paused":
+      return { text: "$(debug-pause) sync paused", tooltip: `Sync is paused${last}` };
+    case "off":
+      return { text: "$(circle-slash) sync off", tooltip: "Sync is off. Click to start it." };
+    default:
+      return { text: "$(sync) sync idle", tooltip: `Sync is watching for changes${last}` };
+  }
+}
+
+/** The job that ended last, by its end time (falling back to list order). */
+export function lastEnded(jobs: readonly JobInfo[]): JobInfo | undefined {
+  let best: JobInfo | undefined;
+  for (const job of jobs) {
+    if (!isEnded(job)) {
+      continue;
+    }
+    if (!best || (job.ended ?? "") >= (best.ended ?? "")) {
+      best = job;
+    }
+  }
+  return best;
+}
+
+const END_MARK: Record<string, string> = {
+  succeeded: "$(pass)",
+  failed: "$(error)",
+  stopped: "$(debug-stop)",
+  lost: "$(question)",
+};
+
+export function jobsItem(jobs: readonly JobInfo[] | undefined): ItemText {
+  const all = jobs ?? [];
+  const running = all.filter(isRunning);
+  const tooltip = all.length
+    ? all.map((j) => `${j.name}: ${describeJob(j)}`).join("\n")
+    : "No jobs. Run one with Orch: Run Job…";
+  if (running.length) {
+    return { text: `$(loading~spin) ${running.length} running`, tooltip };
+  }
+  const last = lastEnded(all);
+  if (last) {
+    return { text: `$(check) 0 running · ${last.name} ${END_MARK[last.state]} ${last.state}`, tooltip };
+  }
+  return { text: "$(check) 0 running", tooltip };
+}
+
+export function describeJob(job: JobInfo): string {
+  const parts: string[] = [job.state];
+  if (job.exit_code !== null && job.exit_code !== undefined && isEnded(job)) {
+    parts.push(`exit ${job.exit_code}`);
+  }
+  const d = formatDuration(job.duration_s);
+  if (d) {
+    parts.push(d);
+  }
+  if (isRunning(job)) {
+    const mem = formatBytes(job.rss_bytes);
+    if (mem) {
+      parts.push(mem);
+    }
+    if (job.cpu_percent !== null && job.cpu_percent !== undefined) {
+      parts.push(`${job.cpu_percent.toFixed(0)}% CPU`);
+    }
+  }
+  return parts.join(", ");
+}
+
+/** Jobs that were running (or unseen) in `before` and have ended in `after`. */
+export function newlyEnded(before: readonly JobInfo[], after: readonly JobInfo[]): JobInfo[] {
+  const previous = new Map(before.map((j) => [j.name, j]));
+  return after.filter((job) => {
+    if (!isEnded(job)) {
+      return false;
+    }
+    const was = previous.get(job.name);
+    if (!was) {
+      return false;
+    }
+    return isRunning(was) || was.started !== job.started;
+  });
+}
+
+export function jobEndedMessage(job: JobInfo): string {
+  const d = formatDuration(job.duration_s);
+  const after = d ? ` after ${d}` : "";
+  switch (job.state) {
+    case "succeeded":
+      return `Job ${job.name} succeeded${after}.`;
+    case "failed":
+      return `Job ${job.name} failed with exit code ${job.exit_code ?? "?"}${after}.`;
+    case "stopped":
+      return `Job ${job.name} was stopped${after}.`;
+    default:
+      return `Job ${job.name} was lost: the machine no longer knows it.`;
+  }
+}
+
+/** A name for a job from its command: the program's base name, made unique among `taken`. */
+export function suggestJobName(command: string, taken: Iterable<string>): string {
+  const words = command.trim().split(/\s+/).filter((w) => !/^[A-Z_][A-Z0-9_]*=/.test(w));
+  let word = words[0] ?? "job";
+  // `python train.py` names the job after the script, not the interpreter.
+  if (/^python[0-9.]*$/.test(word) || word === "uv" || word === "bash" || word === "sh") {
+    word = words.slice(1).find((w) => !w.startsWith("-")) ?? word;
+  }
+  let base = word.split("/").pop() ?? "job";
+  base = base.replace(/\.[A-Za-z0-9]+$/, "").replace(/[^A-Za-z0-9_-]+/g, "-");
+  base = base.replace(/^-+|-+$/g, "").toLowerCase() || "job";
+  const used = new Set(taken);
+  if (!used.has(base)) {
+    return base;
+  }
+  for (let i = 2; ; i++) {
+    if (!used.has(`${base}-${i}`)) {
+      return `${base}-${i}`;
+    }
+  }
+}
+
+/** Job names the sidecar accepts (tmux session and log folder names). */
+export function validateJobName(name: string): string | undefined {
+  if (!name.trim()) {
+    return "Give the job a name.";
+  }
+  // The sidecar's rule (remote_config/jobs.py JOB_NAME_RE); it checks again.
+  if (!/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(name)) {
+    return "Use letters, digits, '-', '_' or '.', not starting with '-' or '.' (at most 64).";
+  }
+  return undefined;
+}
+
+export function validatePort(text: string, optional = false): string | undefined {
+  if (optional && !text.trim()) {
+    return undefined;
+  }
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) {
+    return "Enter a port number from 1 to 65535.";
+  }
+  return undefined;
+}
+
+export function statusSummary(status: OrchStatus): string {
+  const m = status.machine;
+  const running = status.jobs.filter(isRunning).length;
+  const parts = [
+    `Machine ${m.name} (${m.kind}) is ${m.state}${m.address ? ` at ${m.address}` : ""}.`,
+    `Jobs: ${running} running, ${status.jobs.length} in all.`,
+    `Sync: ${status.sync.state}${status.sync.conflicts.length ? ` (${status.sync.conflicts.length} conflicts)` : ""}.`,
+    `Ports: ${status.ports.length ? status.ports.map((p) => `${p.local_port}→${p.remote_port}`).join(", ") : "none"}.`,
+  ];
+  return parts.join(" ");
+}
+
+/** The toast text for a failed request: what failed and what to do. */
+export function requestErrorMessage(
+  action: string,
+  error: { message?: string; code?: number; data?: unknown },
+): string {
+  const data = error.data as { kind?: string; hint?: string } | undefined;
+  const message = (error.message ?? "unknown error").replace(/\.?\s*$/, "");
+  const hint = data?.hint
+    ? ` ${data.hint.replace(/\.?\s*$/, ".")}`
+    : " See Orch: Show Sidecar Output for details.";
+  return `Orch: ${action} failed: ${message}.${hint}`;
+}
+
+export function sshConfigMessage(result: SshConfigResult): string {
+  const { hosts, path } = result;
+  if (!hosts.length) {
+    const why = result.skipped.length ? ` (${result.skipped.join("; ")})` : "";
+    return `Orch: no machine could be written to ${path}${why}. Run Orch: Up first.`;
+  }
+  const included =
+    result.include === "top" ? ` ${result.user_config} includes it.` : ` Add \`Include ${path}\` to ${result.user_config}.`;
+  return (
+    `Orch: wrote SSH host${hosts.length === 1 ? "" : "s"} ${hosts.join(", ")} to ${path}.${included} ` +
+    `Connect with \`ssh ${hosts[0]}\` or Remote-SSH.`
+  );
+}

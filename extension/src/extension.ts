@@ -1,0 +1,79 @@
+/**
+ * Entry point: reads the settings once, starts the sidecar, and wires its notifications to the
+ * status bar, the tree view, job-end notifications and the debug provider.
+ */
+
+import * as vscode from "vscode";
+import { registerCommands } from "./commands";
+import { jobEndedMessage, newlyEnded } from "./common/format";
+import { readSettings } from "./common/settings";
+import { registerDebug } from "./debug";
+import { JobLogs } from "./logs";
+import { onActiveInterpreterChanged } from "./python";
+import { Sidecar } from "./sidecar";
+import { StatusBar } from "./statusBar";
+import { StatusStore } from "./store";
+import { OrchTree } from "./tree";
+
+let sidecar: Sidecar | undefined;
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  const folder = vscode.workspace.workspaceFolders?.[0];
+  const config = vscode.workspace.getConfiguration("orch", folder?.uri);
+  const settings = readSettings((key) => config.get(key), folder?.uri.fsPath);
+  const output = vscode.window.createOutputChannel("Orch", { log: true });
+  const store = new StatusStore();
+  const statusBar = new StatusBar();
+  const tree = new OrchTree();
+  sidecar = new Sidecar(output, settings, folder);
+  const logs = new JobLogs(sidecar, settings.jobLogsView);
+
+  context.subscriptions.push(
+    output,
+    store,
+    statusBar,
+    tree,
+    logs,
+    vscode.window.registerTreeDataProvider("orch.explorer", tree),
+    sidecar.onStatus((status) => store.setStatus(status)),
+    sidecar.onDidChangeState((state) => store.setSidecar(state)),
+    store.onDidChange(({ before }) => {
+      statusBar.update(store.sidecar, store.status);
+      // While the sidecar is away the tree shows that, not stale jobs.
+      tree.update(store.sidecar === "running" ? store.status : undefined);
+      for (const job of newlyEnded(before?.jobs ?? [], store.status?.jobs ?? [])) {
+        logs.ended(job.name);
+        if (settings.notifyOnJobEnd) {
+          const show = job.state === "failed" ? vscode.window.showErrorMessage : vscode.window.showInformationMessage;
+          void show(`Orch: ${jobEndedMessage(job)}`, "Show Logs").then((choice) => {
+            if (choice) {
+              void vscode.commands.executeCommand("orch.showJobLogs", job.name);
+            }
+          });
+        }
+      }
+    }),
+    ...registerCommands({ sidecar, store, logs, settings, output }),
+    registerDebug(sidecar, store),
+    vscode.workspace.onDidChangeConfiguration((event) => {
+      if (event.affectsConfiguration("orch")) {
+        void vscode.window
+          .showInformationMessage("Orch: settings changed. Reload the window to apply them.", "Reload Window")
+          .then((choice) => choice && vscode.commands.executeCommand("workbench.action.reloadWindow"));
+      }
+    }),
+  );
+  if (!settings.python) {
+    const listener = await onActiveInterpreterChanged(() => void sidecar?.restart());
+    if (listener) {
+      context.subscriptions.push(listener);
+    }
+  }
+  // Not awaited: activation must not wait for Python to start.
+  void sidecar.start();
+}
+
+export async function deactivate(): Promise<void> {
+  await sidecar?.dispose();
+  sidecar = undefined;
+}

@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { buildTree } from "../src/common/treeModel";
+import { job, status } from "./fixtures";
+
+describe("tree model", () => {
+  it("waits for the sidecar before the first status", () => {
+    const roots = buildTree(undefined);
+    assert.equal(roots.length, 1);
+    assert.equal(roots[0].kind, "empty");
+  });
+
+  it("has Machines, Jobs and Ports groups", () => {
+    const roots = buildTree(status());
+    assert.deepEqual(
+      roots.map((r) => r.label),
+      ["Machines", "Jobs", "Ports"],
+    );
+    const machine = roots[0].children![0];
+    assert.equal(machine.label, "local");
+    assert.equal(machine.description, "local · running");
+    assert.equal(machine.contextValue, "machine.running");
+    assert.equal(roots[1].children![0].label, "No jobs yet");
+    assert.equal(roots[2].children![0].label, "No forwarded ports");
+  });
+
+  it("lists running jobs first, then the newest, with context values for menus", () => {
+    const roots = buildTree(
+      status({
+        jobs: [
+          job("old", { state: "succeeded", started: "2026-11-22T01:00:00Z", exit_code: 0 }),
+          job("newer", { state: "failed", started: "2026-11-22T02:00:00Z", exit_code: 1 }),
+          job("live", { started: "2026-11-22T00:00:00Z" }),
+        ],
+      }),
+    );
+    const jobs = roots[1].children!;
+    assert.deepEqual(
+      jobs.map((j) => j.label),
+      ["live", "newer", "old"],
+    );
+    assert.deepEqual(
+      jobs.map((j) => j.contextValue),
+      ["job.running", "job.ended", "job.ended"],
+    );
+    assert.equal(jobs[0].icon, "loading~spin");
+    assert.equal(jobs[1].description, "failed, exit 1, 3.2s");
+    assert.equal(roots[1].description, "1 running");
+  });
+
+  it("lists forwarded ports with their key", () => {
+    const roots = buildTree(
+      status({ ports: [{ local_port: 8888, remote_host: "127.0.0.1", remote_port: 8000, state: "active" }] }),
+    );
+    const port = roots[2].children![0];
+    assert.equal(port.label, "localhost:8888");
+    assert.equal(port.description, "→ 127.0.0.1:8000 · active");
+    assert.equal(port.key, "8888");
+    assert.equal(port.contextValue, "port");
+  });
+
+  it("marks a stopped machine so Up shows in its menu", () => {
+    const roots = buildTree(status({ machine: { ...status().machine, state: "stopped" } }));
+    assert.equal(roots[0].children![0].contextValue, "machine.stopped");
+  });
+});

@@ -1,0 +1,190 @@
+"""The language server object and the plumbing every command shares.
+
+`OrchServer` is a pygls `LanguageServer` holding one Orchestrator. Commands are registered
+with `OrchServer.orch_command(name, Params)`: the first element of `arguments` is validated
+by the pydantic model (a JSON-RPC InvalidParams error says what is wrong), the handler gets
+the model and a progress reporter, its result is sent as `model_dump(mode="json")`, and an
+OrchError becomes a JSON-RPC error whose `data` carries `kind` and `hint` (docs/protocol.md).
+
+`workspace/executeCommand` is dispatched here rather than by pygls' generic handler so that
+the handler runs as the request's own asyncio task (so `$/cancelRequest` really cancels it)
+and sees the request's `workDoneToken` (so it can report `$/progress`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from lsprotocol import types
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcMethodNotFound
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+from pygls.uris import to_fs_path
+
+from sidecar import __version__
+from sidecar.app import Orchestrator
+from sidecar.errors import OrchError
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class Report(Protocol):
+    """Reports one step of a long command as `$/progress` (a no-op without a token)."""
+
+    def __call__(self, message: str, percentage: int | None = None) -> None: ...
+
+
+Handler = Callable[["OrchServer", Any, Report], Awaitable[Any]]
+RawCommand = Callable[[list[Any], types.ProgressToken | None], Awaitable[Any]]
+
+
+class Params(BaseModel):
+    """Base of every command's parameters: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(Params):
+    pass
+
+
+class InitOptions(BaseModel):
+    """`initializationOptions` the extension sends (read once at start)."""
+
+    machine: str | None = None
+    logLevel: str = "info"  # the wire names are camelCase
+    clientName: str | None = None
+
+
+def orch_error(exc: OrchError) -> JsonRpcException:
+    """An orch error as a JSON-RPC error: code = the CLI's exit code for its family."""
+    return JsonRpcException(
+        message=exc.message,
+        code=exc.exit_code,
+        data={"kind": exc.kind, "hint": exc.hint},
+    )
+
+
+def invalid_params(command: str, exc: ValidationError) -> JsonRpcInvalidParams:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+        for err in exc.errors()
+    )
+    return JsonRpcInvalidParams(message=f"{command}: {problems}")
+
+
+class OrchProtocol(LanguageServerProtocol):
+    # An async override of pygls' generator on purpose (see the module docstring).
+    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
+    async def lsp_workspace__execute_command(  # type: ignore[override]
+        self, params: types.ExecuteCommandParams
+    ) -> Any:
+        server: OrchServer = self._server  # type: ignore[assignment]
+        command = server.raw_commands.get(params.command)
+        if command is None:
+            raise JsonRpcMethodNotFound(message=f"unknown command {params.command!r}")
+        return await command(list(params.arguments or []), params.work_done_token)
+
+
+class OrchServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("orch-sidecar", __version__, protocol_cls=OrchProtocol)
+        self.raw_commands: dict[str, RawCommand] = {}
+        self._orch: Orchestrator | None = None
+        self.options = InitOptions()
+        # Called after every command that may have changed state (set by the status area).
+        self.changed: Callable[[], None] = lambda: None
+
+    @property
+    def orch(self) -> Orchestrator:
+        if self._orch is None:
+            self._orch = Orchestrator(cwd=Path(os.getcwd()))
+        return self._orch
+
+    def open_project(self, params: types.InitializeParams) -> None:
+        """Opens the Orchestrator in the client's workspace folder, with its options."""
+        root: str | None = None
+        if params.workspace_folders:
+            root = to_fs_path(params.workspace_folders[0].uri)
+        elif params.root_uri:
+            root = to_fs_path(params.root_uri)
+        try:
+            self.options = InitOptions.model_validate(params.initialization_options or {})
+        except ValidationError as exc:
+            log.warning("ignoring malformed initializationOptions: %s", exc)
+        self._orch = Orchestrator(cwd=Path(root) if root else Path(os.getcwd()))
+
+    def orch_command(self, name: str, model: type[P]) -> Callable[[Handler], Handler]:
+        """Registers `handler(server, params, report)` as the command `name`."""
+
+        def decorator(handler: Handler) -> Handler:
+            async def run(arguments: list[Any], token: types.ProgressToken | None) -> Any:
+                raw = arguments[0] if arguments else {}
+                if len(arguments) > 1 or not isinstance(raw, dict):
+                    raise JsonRpcInvalidParams(
+                        message=f"{name}: pass the arguments as one JSON object"
+                    )
+                try:
+                    parsed = model.model_validate(raw)
+                except ValidationError as exc:
+                    raise invalid_params(name, exc) from None
+                with self.progress_scope(name, token) as report:
+                    try:
+                        result = await handler(self, parsed, report)
+                    except OrchError as exc:
+                        raise orch_error(exc) from None
+                    finally:
+                        self.changed()
+                return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+
+            self.raw_commands[name] = run
+            # Registered with pygls too, so `initialize` advertises it to the client.
+            self.command(name)(_placeholder(name))
+            return handler
+
+        return decorator
+
+    def progress_scope(self, title: str, token: types.ProgressToken | None) -> _Progress:
+        return _Progress(self, title, token)
+
+
+def _placeholder(name: str) -> Callable[..., Awaitable[None]]:
+    async def dispatched_by_orch_protocol(*_: Any) -> None:  # pragma: no cover
+        raise JsonRpcMethodNotFound(message=f"{name} is dispatched by OrchProtocol")
+
+    return dispatched_by_orch_protocol
+
+
+class _Progress:
+    """`$/progress` begin/report/end around one command, when the client passed a token."""
+
+    def __init__(self, server: OrchServer, title: str, token: types.ProgressToken | None) -> None:
+        self.server = server
+        self.title = title
+        self.token = token
+
+    def report(self, message: str, percentage: int | None = None) -> None:
+        if self.token is not None:
+            self.server.work_done_progress.report(
+                self.token, types.WorkDoneProgressReport(message=message, percentage=percentage)
+            )
+
+    def __enter__(self) -> Report:
+        if self.token is not None:
+            self.server.work_done_progress.begin(
+                self.token, types.WorkDoneProgressBegin(title=self.title, cancellable=True)
+            )
+        return self.report
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token is not None:
+            self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd())
+            self.server.work_done_progress.tokens.pop(self.token, None)

@@ -1,0 +1,130 @@
+"""Job commands: `orch.jobs.run|status|logs|follow|unfollow|stop|restart|rm`.
+
+Jobs act on the machine the client named at start (`initializationOptions.machine`, else the
+project's default). `follow` streams a job's log as `orch/log` notifications from a task per
+job, which ends with the job, on `unfollow`, or when the same job is followed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from pydantic import Field
+
+from sidecar.errors import NotFound, OrchError
+from sidecar.server.core import NoParams, OrchServer, Params, Report
+
+log = logging.getLogger(__name__)
+
+LOG_NOTIFICATION = "orch/log"
+
+
+class RunParams(Params):
+    name: str
+    command: str | list[str]
+    env: dict[str, str] | None = None
+    replace: bool = False
+
+
+class NameParams(Params):
+    name: str
+
+
+class LogsParams(Params):
+    name: str
+    tail: int | None = Field(default=None, ge=0)
+
+
+class RemoveParams(Params):
+    name: str
+    purge: bool = False
+
+
+class Followers:
+    """One log-streaming task per followed job."""
+
+    def __init__(self, server: OrchServer) -> None:
+        self.server = server
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def follow(self, name: str, tail: int | None) -> None:
+        await self.unfollow(name)
+        stream = self.server.orch.jobs_follow(name, tail=tail, machine=self.server.options.machine)
+        self.tasks[name] = asyncio.create_task(self._pump(name, stream), name=f"follow-{name}")
+
+    async def unfollow(self, name: str) -> bool:
+        task = self.tasks.pop(name, None)
+        if task is None:
+            return False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return True
+
+    async def close(self) -> None:
+        for name in list(self.tasks):
+            await self.unfollow(name)
+
+    async def _pump(self, name: str, stream: Any) -> None:
+        try:
+            async for chunk in stream:
+                self.server.protocol.notify(LOG_NOTIFICATION, {"name": name, "text": chunk})
+        except OrchError as exc:
+            log.warning("following job %s stopped: %s", name, exc.message)
+            note = f"\n[orch: the log stream stopped: {exc.message}]\n"
+            self.server.protocol.notify(LOG_NOTIFICATION, {"name": name, "text": note})
+        finally:
+            if self.tasks.get(name) is asyncio.current_task():
+                del self.tasks[name]
+
+
+def register(server: OrchServer, followers: Followers) -> None:
+    def machine() -> str | None:
+        return server.options.machine
+
+    @server.orch_command("orch.jobs.run", RunParams)
+    async def run(server: OrchServer, params: RunParams, report: Report) -> Any:
+        return await server.orch.jobs_run(
+            params.name, params.command, params.env, replace=params.replace, machine=machine()
+        )
+
+    @server.orch_command("orch.jobs.status", NoParams)
+    async def status(server: OrchServer, _: NoParams, report: Report) -> dict[str, Any]:
+        jobs = await server.orch.jobs_status(machine())
+        return {"jobs": [job.model_dump(mode="json") for job in jobs]}
+
+    @server.orch_command("orch.jobs.logs", LogsParams)
+    async def logs(server: OrchServer, params: LogsParams, report: Report) -> dict[str, Any]:
+        text = await server.orch.jobs_logs(params.name, params.tail, machine())
+        return {"name": params.name, "text": text}
+
+    @server.orch_command("orch.jobs.follow", LogsParams)
+    async def follow(server: OrchServer, params: LogsParams, report: Report) -> dict[str, Any]:
+        # Unknown jobs fail here, as a JSON-RPC error, rather than later in the stream.
+        known = {job.name for job in await server.orch.jobs_status(machine())}
+        if params.name not in known:
+            raise NotFound(f"no job named {params.name!r}", hint="list the jobs with: orch status")
+        await followers.follow(params.name, params.tail)
+        return {"name": params.name}
+
+    @server.orch_command("orch.jobs.unfollow", NameParams)
+    async def unfollow(server: OrchServer, params: NameParams, report: Report) -> dict[str, Any]:
+        await followers.unfollow(params.name)
+        return {"name": params.name}
+
+    @server.orch_command("orch.jobs.stop", NameParams)
+    async def stop(server: OrchServer, params: NameParams, report: Report) -> Any:
+        return await server.orch.jobs_stop(params.name, machine())
+
+    @server.orch_command("orch.jobs.restart", NameParams)
+    async def restart(server: OrchServer, params: NameParams, report: Report) -> Any:
+        return await server.orch.jobs_restart(params.name, machine())
+
+    @server.orch_command("orch.jobs.rm", RemoveParams)
+    async def remove(server: OrchServer, params: RemoveParams, report: Report) -> dict[str, Any]:
+        await followers.unfollow(params.name)
+        await server.orch.jobs_rm(params.name, params.purge, machine())
+        return {"name": params.name}

@@ -1,0 +1,38 @@
+"""Machine commands: `orch.machine.up`, `orch.machine.down`, `orch.machine.status`.
+
+`up` is the long one: it reports each step as `$/progress` and stops when cancelled.
+Up and down run one at a time: the providers guard them with a blocking file lock (meant
+for separate processes), which would deadlock the event loop if two ran concurrently here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sidecar.machines.base import MachineInfo
+from sidecar.server.core import OrchServer, Params, Report
+
+
+class MachineParams(Params):
+    machine: str | None = None
+
+
+def register(server: OrchServer) -> None:
+    lifecycle = asyncio.Lock()
+
+    def name(params: MachineParams) -> str | None:
+        return params.machine or server.options.machine
+
+    @server.orch_command("orch.machine.up", MachineParams)
+    async def up(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
+        async with lifecycle:
+            return await server.orch.up(name(params), progress=report)
+
+    @server.orch_command("orch.machine.down", MachineParams)
+    async def down(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
+        async with lifecycle:
+            return await server.orch.down(name(params))
+
+    @server.orch_command("orch.machine.status", MachineParams)
+    async def status(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
+        return await server.orch.machine_status(name(params))

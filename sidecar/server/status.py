@@ -1,0 +1,100 @@
+"""`orch.status` and the `orch/status` notification.
+
+The client never polls: a watcher task here reads the Orchestrator's status and pushes
+`orch/status` whenever it differs from what was last sent. It checks every second while
+something is moving (a job running, the machine starting or stopping, a sync in progress)
+and every few seconds otherwise, and at once after any command (`OrchServer.changed`).
+The machine's uptime alone does not count as a change (it would push every check); while
+something moves, every difference is pushed, so running jobs show fresh time and memory.
+The remote stays the source of truth; this only notices changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sidecar.app import OrchStatus
+from sidecar.errors import OrchError
+from sidecar.server.core import NoParams, OrchServer, Report
+
+log = logging.getLogger(__name__)
+
+STATUS_NOTIFICATION = "orch/status"
+BUSY_INTERVAL_S = 1.0
+IDLE_INTERVAL_S = 5.0
+
+
+def _busy(status: dict[str, Any]) -> bool:
+    return (
+        status["machine"]["state"] in ("starting", "stopping")
+        or any(job.get("state") == "running" for job in status["jobs"])
+        or status["sync"].get("state") == "syncing"
+    )
+
+
+def _steady(status: dict[str, Any]) -> dict[str, Any]:
+    """The status without the fields that change on every read when nothing happens."""
+    return {**status, "machine": {**status["machine"], "uptime_s": None}}
+
+
+class StatusWatcher:
+    def __init__(self, server: OrchServer) -> None:
+        self.server = server
+        self.last: dict[str, Any] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="orch-status-watcher")
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def check(self) -> dict[str, Any]:
+        """Reads the status and pushes it when it changed; returns it."""
+        status: OrchStatus = await self.server.orch.status(self.server.options.machine)
+        payload = status.model_dump(mode="json")
+        last = self.last
+        changed = last is None or (
+            payload != last if _busy(payload) or _busy(last) else _steady(payload) != _steady(last)
+        )
+        if changed:
+            self.last = payload
+            self.server.protocol.notify(STATUS_NOTIFICATION, payload)
+        return payload
+
+    async def _run(self) -> None:
+        interval = BUSY_INTERVAL_S
+        while True:
+            # Cleared before the check, so a command finishing during it triggers another.
+            self._wake.clear()
+            try:
+                payload = await self.check()
+                interval = BUSY_INTERVAL_S if _busy(payload) else IDLE_INTERVAL_S
+            except OrchError as exc:
+                log.warning("status check failed: %s", exc.message)
+                interval = IDLE_INTERVAL_S
+            except Exception:
+                log.exception("status check failed")
+                interval = IDLE_INTERVAL_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+
+
+def register(server: OrchServer, watcher: StatusWatcher) -> None:
+    server.changed = watcher.poke
+
+    @server.orch_command("orch.status", NoParams)
+    async def status(server: OrchServer, _: NoParams, report: Report) -> dict[str, Any]:
+        return await watcher.check()
