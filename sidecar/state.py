@@ -11,7 +11,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,23 @@ def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
             return
         try:
             yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def async_file_lock(path: Path) -> AsyncIterator[None]:
+    """`file_lock` for coroutines: waits for the flock in a thread, never on the event loop."""
+    import asyncio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

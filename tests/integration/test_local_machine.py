@@ -218,3 +218,22 @@ def test_status_without_machine_and_exit_codes(orch_home: Path, project: Path) -
     unknown = run_orch("up", "nosuch", cwd=project)
     assert unknown.returncode == 4
     assert "unknown machine 'nosuch'" in unknown.stderr
+
+
+async def test_concurrent_up_and_down_in_one_process(orch_home: Path, project: Path) -> None:
+    import asyncio
+
+    from sidecar.app import Orchestrator
+
+    first, second = Orchestrator(cwd=project), Orchestrator(cwd=project)
+    try:
+        infos = await asyncio.wait_for(asyncio.gather(first.up(), second.up()), timeout=30)
+        assert {i.state for i in infos} == {"running"}
+        assert infos[0].pid == infos[1].pid  # one server, the other call found it running
+        assert sorted(str(i.detail) for i in infos).count("already running") == 1
+        downs = await asyncio.wait_for(asyncio.gather(first.down(), second.down()), timeout=30)
+        assert {d.state for d in downs} == {"stopped"}
+    finally:
+        await first.close()
+        await second.close()
+        await first.down()

@@ -25,7 +25,7 @@ from sidecar.errors import MachineNotRunning, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh import keys
-from sidecar.state import atomic_write, file_lock, is_locked, pid_alive, read_json, secure_dir
+from sidecar.state import async_file_lock, atomic_write, is_locked, pid_alive, read_json, secure_dir
 
 HOST_KEY_ALIAS = "orch-local"
 STOP_TIMEOUT_S = 5.0
@@ -74,7 +74,7 @@ class LocalProvider(Provider):
     async def up(self, progress: Progress | None = None) -> MachineInfo:
         self.layout.ensure()
         secure_dir(self.root)
-        with file_lock(self.root / "up.lock"):
+        async with async_file_lock(self.root / "up.lock"):
             state, _ = self._live_state()
             if state is not None:
                 self._repin()  # after `orch machine forget-key local`
@@ -162,7 +162,9 @@ class LocalProvider(Provider):
         return int(message.split()[1])
 
     async def down(self) -> MachineInfo:
-        with file_lock(self.root / "up.lock") if self.root.exists() else contextlib.nullcontext():
+        if not self.root.exists():
+            return self._info(None, "it was not running")
+        async with async_file_lock(self.root / "up.lock"):
             state, note = self._live_state()
             if state is None:
                 return self._info(None, note or "it was not running")
