@@ -140,6 +140,40 @@ async function runJob(ctx: Context): Promise<void> {
   vscode.window.setStatusBarMessage(`$(play) Orch: started job ${job.name}`, 5_000);
 }
 
+async function debugJob(ctx: Context): Promise<void> {
+  const command = await vscode.window.showInputBox({
+    title: "Orch: Debug Job (1/2)",
+    prompt: "Python command to debug on the machine (it waits for the debugger)",
+    placeHolder: "python train.py --epochs 3",
+    ignoreFocusOut: true,
+    validateInput: (v) => (v.trim() ? undefined : "Enter a command."),
+  });
+  if (!command) {
+    return;
+  }
+  const taken = (ctx.store.status?.jobs ?? []).map((j) => j.name);
+  const name = await vscode.window.showInputBox({
+    title: "Orch: Debug Job (2/2)",
+    prompt: "Job name",
+    value: suggestJobName(command, taken),
+    ignoreFocusOut: true,
+    validateInput: validateJobName,
+  });
+  if (!name) {
+    return;
+  }
+  const session = await ctx.sidecar.execute("orch.debug.start", { name, command });
+  const folder = vscode.workspace.workspaceFolders?.[0];
+  const started = await vscode.debug.startDebugging(folder, session.configuration);
+  if (!started) {
+    void vscode.window.showWarningMessage(
+      `Orch: job ${name} waits for a debugger on 127.0.0.1:${session.local_port}, but VS Code ` +
+        "did not start the session. Install the Python Debugger extension (ms-python.debugpy), " +
+        `then use “Orch: Attach to job” in Run and Debug.`,
+    );
+  }
+}
+
 function attach(ctx: Context, name: string): void {
   const python = ctx.sidecar.interpreter?.path ?? "python3";
   const terminal = vscode.window.createTerminal({
@@ -222,6 +256,7 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
       },
     ],
     "orch.runJob": ["Run Job", () => runJob(ctx)],
+    "orch.debugJob": ["Debug Job", () => debugJob(ctx)],
     "orch.showJobLogs": [
       "Show Job Logs",
       async (arg) => {

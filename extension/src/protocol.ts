@@ -114,6 +114,23 @@ export interface RunJobArgs {
 export interface JobNameArgs {
   name: string;
 }
+export interface DebugStartArgs {
+  name: string;
+  /** `python script.py ARGS` (a leading python is kept; anything else runs under [debug] python). */
+  command: string | string[];
+  env?: Record<string, string>;
+  replace?: boolean;
+  snapshot?: boolean;
+}
+/** `orch.debug.start`'s result: the job waits for a debugger at `configuration`. */
+export interface DebugSession {
+  name: string;
+  machine: string;
+  local_port: number;
+  remote_port: number;
+  remote_root: string;
+  configuration: DebugAttachConfig;
+}
 export interface JobFollowArgs {
   name: string;
   /** Start from the last `tail` lines instead of the beginning of the log. */
@@ -159,6 +176,7 @@ export interface Commands {
   "orch.ports.add": [PortAddArgs, PortForward];
   "orch.ports.remove": [PortRemoveArgs, { ports: PortForward[] }];
   "orch.debug.attachConfig": [JobNameArgs, DebugAttachConfig];
+  "orch.debug.start": [DebugStartArgs, DebugSession];
   "orch.status": [NoArgs, OrchStatus];
 }
 

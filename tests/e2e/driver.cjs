@@ -126,6 +126,7 @@ async function checkContributions(page) {
     "Orch: Down",
     "Orch: Status",
     "Orch: Run Job…",
+    "Orch: Debug Job…",
     "Orch: Show Job Logs",
     "Orch: Attach to Job",
     "Orch: Stop Job",

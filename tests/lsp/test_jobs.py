@@ -190,3 +190,30 @@ async def test_malformed_run_is_invalid_params(
     with pytest.raises(JsonRpcInvalidParams) as caught:
         await execute(client, "orch.jobs.run", arguments)
     assert caught.value.message.startswith("orch.jobs.run: ")
+
+
+async def test_debug_start_returns_a_configuration_for_a_waiting_job(
+    client: LanguageClient,
+) -> None:
+    orch = Orchestrator(cwd=PROJECT, layout=Layout(HOME / "orch-home"))
+    try:
+        await orch.sync_now()
+        session = await execute(
+            client,
+            "orch.debug.start",
+            {"name": "dbg2", "command": "python3 debugged.py", "snapshot": False},
+        )
+        config = session["configuration"]
+        assert config["name"] == "Orch: attach dbg2"
+        assert config["connect"] == {"host": "127.0.0.1", "port": session["local_port"]}
+        listed = await execute(client, "orch.jobs.status", {})
+        dbg = next(j for j in listed["jobs"] if j["name"] == "dbg2")
+        assert dbg["state"] == "running"
+        assert f"--listen 127.0.0.1:{session['remote_port']}" in dbg["command"]
+    finally:
+        await execute(client, "orch.jobs.stop", {"name": "dbg2"})
+        for port in (await orch.ports_list()).ports:
+            await orch.ports_remove(port.local_port)
+        await orch.close()
+    with pytest.raises(JsonRpcInvalidParams):
+        await execute(client, "orch.debug.start", {"name": "x"})
