@@ -141,9 +141,15 @@ async def main_async(tmp: Path) -> dict:
                 stderr=subprocess.DEVNULL,
             )
             config = attach_configuration("manual", local, str(project), remote_root)
-            await stop_at_breakpoint(local, config, source)
-            manual.append(time.perf_counter() - started)
-            proc.wait(timeout=30)
+            try:
+                await stop_at_breakpoint(local, config, source)
+                manual.append(time.perf_counter() - started)
+                proc.wait(timeout=30)
+            finally:  # never leave the hand-started debugpy (or its ssh) behind
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                await orch.pool.run(target, f"pkill -f 'debugpy --listen 127.0.0.1:{remote} '")
     finally:
         await orch.pool.run(target, "sh -s", input=js.reset_script(), timeout=30)
         for port in (await orch.ports_list()).ports:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -16,10 +17,35 @@ from tests.helpers import Sshd, make_sshd, sshd_available
 
 
 @pytest.fixture
-def orch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def orch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     home = tmp_path / "orch-home"
     monkeypatch.setenv("ORCH_HOME", str(home))
-    return home
+    yield home
+    _stop_orch_processes(home)
+
+
+def _stop_orch_processes(home: Path) -> None:
+    """Safety net: stop any orch background process (local machine server, port forwarder,
+    sync watcher) a test left behind in its $ORCH_HOME, found through their state files."""
+    from tests.helpers import stop_pid
+
+    if not home.exists():
+        return
+    for state in home.rglob("*.json"):
+        try:
+            pid = json.loads(state.read_text()).get("pid")
+            cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        if b"sidecar" in cmdline and str(home).encode() in cmdline + _environ(int(pid)):
+            stop_pid(int(pid))
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
 
 
 @pytest.fixture
