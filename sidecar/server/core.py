@@ -122,8 +122,11 @@ class OrchServer(LanguageServer):
             log.warning("ignoring malformed initializationOptions: %s", exc)
         self._orch = Orchestrator(cwd=Path(root) if root else Path(os.getcwd()))
 
-    def orch_command(self, name: str, model: type[P]) -> Callable[[Handler], Handler]:
-        """Registers `handler(server, params, report)` as the command `name`."""
+    def orch_command(
+        self, name: str, model: type[P], *, read_only: bool = False
+    ) -> Callable[[Handler], Handler]:
+        """Registers `handler(server, params, report)` as the command `name` (a command that
+        is not `read_only` makes the status watcher look again at once)."""
 
         def decorator(handler: Handler) -> Handler:
             async def run(arguments: list[Any], token: types.ProgressToken | None) -> Any:
@@ -142,7 +145,8 @@ class OrchServer(LanguageServer):
                     except OrchError as exc:
                         raise orch_error(exc) from None
                     finally:
-                        self.changed()
+                        if not read_only:
+                            self.changed()
                 return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
             self.raw_commands[name] = run

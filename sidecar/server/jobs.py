@@ -91,12 +91,12 @@ def register(server: OrchServer, followers: Followers) -> None:
             params.name, params.command, params.env, replace=params.replace, machine=machine()
         )
 
-    @server.orch_command("orch.jobs.status", NoParams)
+    @server.orch_command("orch.jobs.status", NoParams, read_only=True)
     async def status(server: OrchServer, _: NoParams, report: Report) -> dict[str, Any]:
         jobs = await server.orch.jobs_status(machine())
         return {"jobs": [job.model_dump(mode="json") for job in jobs]}
 
-    @server.orch_command("orch.jobs.logs", LogsParams)
+    @server.orch_command("orch.jobs.logs", LogsParams, read_only=True)
     async def logs(server: OrchServer, params: LogsParams, report: Report) -> dict[str, Any]:
         text = await server.orch.jobs_logs(params.name, params.tail, machine())
         return {"name": params.name, "text": text}

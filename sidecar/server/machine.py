@@ -33,6 +33,6 @@ def register(server: OrchServer) -> None:
         async with lifecycle:
             return await server.orch.down(name(params))
 
-    @server.orch_command("orch.machine.status", MachineParams)
+    @server.orch_command("orch.machine.status", MachineParams, read_only=True)
     async def status(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
         return await server.orch.machine_status(name(params))

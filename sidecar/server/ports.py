@@ -24,7 +24,7 @@ def register(server: OrchServer) -> None:
     def machine() -> str | None:
         return server.options.machine
 
-    @server.orch_command("orch.ports.list", NoParams)
+    @server.orch_command("orch.ports.list", NoParams, read_only=True)
     async def list_ports(server: OrchServer, _: NoParams, report: Report) -> PortsResult:
         return await server.orch.ports_list(machine())
 

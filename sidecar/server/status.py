@@ -7,6 +7,10 @@ and every few seconds otherwise, and at once after any command (`OrchServer.chan
 The machine's uptime alone does not count as a change (it would push every check); while
 something moves, every difference is pushed, so running jobs show fresh time and memory.
 The remote stays the source of truth; this only notices changes.
+
+`orch.status` answers from the watcher's latest read when it is under `MAX_AGE_S` old and no
+command ran since (any command marks it stale), so a client may ask as often as it likes for
+about a millisecond; `{"fresh": true}` always reads anew.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from sidecar.app import OrchStatus
 from sidecar.errors import OrchError
-from sidecar.server.core import NoParams, OrchServer, Report
+from sidecar.server.core import OrchServer, Params, Report
 
 log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "orch/status"
 BUSY_INTERVAL_S = 1.0
 IDLE_INTERVAL_S = 5.0
+MAX_AGE_S = 1.0
+
+
+class StatusParams(Params):
+    fresh: bool = False  # read anew instead of answering from a read under MAX_AGE_S old
 
 
 def _busy(status: dict[str, Any]) -> bool:
@@ -44,6 +54,7 @@ class StatusWatcher:
     def __init__(self, server: OrchServer) -> None:
         self.server = server
         self.last: dict[str, Any] | None = None
+        self._latest: tuple[float, dict[str, Any]] | None = None  # (monotonic time, payload)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -52,7 +63,15 @@ class StatusWatcher:
             self._task = asyncio.create_task(self._run(), name="orch-status-watcher")
 
     def poke(self) -> None:
+        self._latest = None  # a command may have changed anything: the next read is fresh
         self._wake.set()
+
+    async def current(self, fresh: bool = False) -> dict[str, Any]:
+        """The latest read if recent enough (see MAX_AGE_S), else a new check."""
+        latest = self._latest
+        if not fresh and latest is not None and time.monotonic() - latest[0] < MAX_AGE_S:
+            return latest[1]
+        return await self.check()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -63,8 +82,10 @@ class StatusWatcher:
 
     async def check(self) -> dict[str, Any]:
         """Reads the status and pushes it when it changed; returns it."""
+        began = time.monotonic()
         status: OrchStatus = await self.server.orch.status(self.server.options.machine)
         payload = status.model_dump(mode="json")
+        self._latest = (began, payload)
         last = self.last
         changed = last is None or (
             payload != last if _busy(payload) or _busy(last) else _steady(payload) != _steady(last)
@@ -95,6 +116,6 @@ class StatusWatcher:
 def register(server: OrchServer, watcher: StatusWatcher) -> None:
     server.changed = watcher.poke
 
-    @server.orch_command("orch.status", NoParams)
-    async def status(server: OrchServer, _: NoParams, report: Report) -> dict[str, Any]:
-        return await watcher.check()
+    @server.orch_command("orch.status", StatusParams, read_only=True)
+    async def status(server: OrchServer, params: StatusParams, report: Report) -> dict[str, Any]:
+        return await watcher.current(fresh=params.fresh)

@@ -31,6 +31,6 @@ def register(server: OrchServer) -> None:
     async def now(server: OrchServer, _: NoParams, report: Report) -> SyncStatus:
         return await server.orch.sync_now(machine(), progress=_percent(report))
 
-    @server.orch_command("orch.sync.status", NoParams)
+    @server.orch_command("orch.sync.status", NoParams, read_only=True)
     async def status(server: OrchServer, _: NoParams, report: Report) -> SyncStatus:
         return await server.orch.sync_status(machine())

@@ -217,3 +217,19 @@ async def test_debug_start_returns_a_configuration_for_a_waiting_job(
         await orch.close()
     with pytest.raises(JsonRpcInvalidParams):
         await execute(client, "orch.debug.start", {"name": "x"})
+
+
+async def test_status_answers_from_a_recent_read_until_a_command_runs(
+    client: LanguageClient,
+) -> None:
+    first = await execute(client, "orch.status", {})
+    again = await execute(client, "orch.status", {})
+    assert again == first  # within MAX_AGE_S and no command ran: the same read
+    await execute(client, "orch.jobs.run", {"name": "cache-probe", "command": "sleep 30"})
+    try:
+        after = await execute(client, "orch.status", {})  # the command made the cache stale
+        assert any(j["name"] == "cache-probe" for j in after["jobs"])
+        fresh = await execute(client, "orch.status", {"fresh": True})
+        assert any(j["name"] == "cache-probe" for j in fresh["jobs"])
+    finally:
+        await execute(client, "orch.jobs.stop", {"name": "cache-probe"})
