@@ -114,62 +114,63 @@ async function jobArg(ctx: Context, arg: unknown, filter: JobFilter, placeHolder
   return pickJob(ctx, filter, placeHolder);
 }
 
-async function runJob(ctx: Context): Promise<void> {
+/** Asks for a command, then a job name (suggested from the command); undefined if cancelled. */
+async function askJob(
+  ctx: Context,
+  title: string,
+  prompt: string,
+): Promise<{ command: string; name: string } | undefined> {
   const command = await vscode.window.showInputBox({
-    title: "Orch: Run Job (1/2)",
-    prompt: "Command to run on the machine, in the synced project folder",
+    title: `${title} (1/2)`,
+    prompt,
     placeHolder: "python train.py --epochs 3",
     ignoreFocusOut: true,
     validateInput: (v) => (v.trim() ? undefined : "Enter a command."),
   });
   if (!command) {
-    return;
+    return undefined;
   }
   const taken = (ctx.store.status?.jobs ?? []).map((j) => j.name);
   const name = await vscode.window.showInputBox({
-    title: "Orch: Run Job (2/2)",
+    title: `${title} (2/2)`,
     prompt: "Job name (the tmux session and log folder on the machine)",
     value: suggestJobName(command, taken),
     ignoreFocusOut: true,
     validateInput: validateJobName,
   });
-  if (!name) {
+  return name ? { command, name } : undefined;
+}
+
+async function runJob(ctx: Context): Promise<void> {
+  const asked = await askJob(
+    ctx,
+    "Orch: Run Job",
+    "Command to run on the machine, in the synced project folder",
+  );
+  if (!asked) {
     return;
   }
-  const job = await ctx.sidecar.execute("orch.jobs.run", { name, command });
+  const job = await ctx.sidecar.execute("orch.jobs.run", asked);
   vscode.window.setStatusBarMessage(`$(play) Orch: started job ${job.name}`, 5_000);
 }
 
 async function debugJob(ctx: Context): Promise<void> {
-  const command = await vscode.window.showInputBox({
-    title: "Orch: Debug Job (1/2)",
-    prompt: "Python command to debug on the machine (it waits for the debugger)",
-    placeHolder: "python train.py --epochs 3",
-    ignoreFocusOut: true,
-    validateInput: (v) => (v.trim() ? undefined : "Enter a command."),
-  });
-  if (!command) {
+  const asked = await askJob(
+    ctx,
+    "Orch: Debug Job",
+    "Python command to debug on the machine (it waits for the debugger)",
+  );
+  if (!asked) {
     return;
   }
-  const taken = (ctx.store.status?.jobs ?? []).map((j) => j.name);
-  const name = await vscode.window.showInputBox({
-    title: "Orch: Debug Job (2/2)",
-    prompt: "Job name",
-    value: suggestJobName(command, taken),
-    ignoreFocusOut: true,
-    validateInput: validateJobName,
-  });
-  if (!name) {
-    return;
-  }
-  const session = await ctx.sidecar.execute("orch.debug.start", { name, command });
+  const session = await ctx.sidecar.execute("orch.debug.start", asked);
   const folder = vscode.workspace.workspaceFolders?.[0];
   const started = await vscode.debug.startDebugging(folder, session.configuration);
   if (!started) {
     void vscode.window.showWarningMessage(
-      `Orch: job ${name} waits for a debugger on 127.0.0.1:${session.local_port}, but VS Code ` +
-        "did not start the session. Install the Python Debugger extension (ms-python.debugpy), " +
-        `then use “Orch: Attach to job” in Run and Debug.`,
+      `Orch: job ${asked.name} waits for a debugger on 127.0.0.1:${session.local_port}, but ` +
+        "VS Code did not start the session. Install the Python Debugger extension " +
+        "(ms-python.debugpy), then use “Orch: Attach to job” in Run and Debug.",
     );
   }
 }

@@ -27,6 +27,7 @@ from typing import Any
 
 from remote_config.ssh_config import LocalForwardSpec
 from sidecar import errors
+from sidecar.daemon import detach
 from sidecar.errors import OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
@@ -237,25 +238,6 @@ async def spawn_owner(layout: Layout, target: SSHTarget, machine: str) -> None:
 # -- the background process -----------------------------------------------------------------
 
 
-def _detach(log_path: Path) -> int | None:
-    """Fork a session leader; the launcher side prints the child's first message and exits."""
-    read_fd, write_fd = os.pipe()
-    if os.fork() > 0:
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            print(pipe.read().strip() or f"error: exited before it was ready (see {log_path})")
-        return None
-    os.close(read_fd)
-    os.setsid()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    null_fd = os.open(os.devnull, os.O_RDONLY)
-    for fd, target in ((null_fd, 0), (log_fd, 1), (log_fd, 2)):
-        os.dup2(fd, target)
-    os.close(null_fd)
-    os.close(log_fd)
-    return write_fd
-
-
 async def _serve(layout: Layout, target: SSHTarget, machine: str, notify: Any) -> int:
     pool = ConnectionPool()
     owner = ForwardOwner(layout, pool, target, machine, exit_when_empty=True)
@@ -284,19 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout(args.home)
     target = SSHTarget.model_validate_json(args.target)
     paths = forward_paths(layout, target.alias)
-    notify_fd = _detach(paths.log)
-    if notify_fd is None:
-        return 0
+    detached = detach(paths.log, "the port forwarder")
+    if isinstance(detached, int):
+        return 0  # the launcher's side: spawn_owner reads the relayed line
+    ready = detached
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
     def notify(message: str) -> None:
-        nonlocal notify_fd
-        if notify_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(notify_fd, (message + "\n").encode())
-                os.close(notify_fd)
-            notify_fd = None
+        ready.say(message)
 
     try:
         return asyncio.run(_serve(layout, target, machine=args.machine, notify=notify))

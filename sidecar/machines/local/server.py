@@ -30,6 +30,8 @@ from typing import Any
 
 import asyncssh
 
+from sidecar.daemon import Readiness, detach
+
 log = logging.getLogger("orch.local")
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -319,31 +321,6 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _detach(root: Path) -> int:
-    """Fork a session leader that serves; report its readiness through a pipe, then exit.
-
-    The launcher (`orch up`) waits for this short-lived parent only, so the server is
-    re-parented to init and never becomes a zombie of the sidecar or the CLI.
-    """
-    read_fd, write_fd = os.pipe()
-    if os.fork() > 0:
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            message = pipe.read().strip()
-        print(message or "error: the server exited before it was ready (see server.log)")
-        return 0 if message.startswith("ok ") else 1
-    os.close(read_fd)
-    os.setsid()
-    log_fd = os.open(root / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    null_fd = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null_fd, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(null_fd)
-    os.close(log_fd)
-    return write_fd
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orch-local-machine")
     parser.add_argument("--root", required=True, type=Path)
@@ -353,24 +330,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     root: Path = args.root.absolute()
-    notify_fd: int | None = None
+    ready: Readiness | None = None
     if args.detach:
-        result = _detach(root)
-        if result in (0, 1):  # the launcher side; the server side gets its pipe fd (>= 3)
-            return result
-        notify_fd = result
+        detached = detach(root / "server.log", "the local machine server")
+        if isinstance(detached, int):
+            return detached  # the launcher's side
+        ready = detached
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
     def notify(message: str) -> None:
-        nonlocal notify_fd
-        if notify_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(notify_fd, (message + "\n").encode())
-                os.close(notify_fd)
-            notify_fd = None
+        if ready is not None:
+            ready.say(message)
 
     lock_fd = os.open(root / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
