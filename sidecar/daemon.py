@@ -20,8 +20,8 @@ FINAL = ("ok", "busy", "error")
 class Readiness:
     """The daemon's end of the launcher's pipe."""
 
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd  # None: running in the foreground, nobody waits for a report
 
     def say(self, message: str) -> None:
         """Report a line; a final one (`ok…`, `busy…`, `error…`) also closes the pipe."""
@@ -57,3 +57,19 @@ def detach(log: Path, what: str) -> Readiness | int:
     os.close(null_fd)
     os.close(log_fd)
     return Readiness(write_fd)
+
+
+def start(log: Path, what: str, *, background: bool) -> Readiness | int:
+    """The common start of a daemon's `main()`: detach when `background` (returning the
+    launcher's exit code in the launcher), then log to stderr (the log file once detached)."""
+    import logging
+    import sys
+
+    ready = detach(log, what) if background else Readiness(None)
+    if isinstance(ready, int):
+        return ready
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    return ready

@@ -125,3 +125,16 @@ def pid_alive(pid: int) -> bool:
     # Field 3 (after the parenthesised command name) is the state; Z = zombie, X = dead.
     state = stat.rsplit(")", 1)[-1].split()[0]
     return state not in {"Z", "X"}
+
+
+async def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait (without blocking the loop) until `pid` has exited; False if it outlived `timeout`."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return not pid_alive(pid)

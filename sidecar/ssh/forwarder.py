@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_config.ssh_config import LocalForwardSpec
-from sidecar import errors
-from sidecar.daemon import detach
+from sidecar import daemon, errors
 from sidecar.errors import OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
@@ -266,15 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout(args.home)
     target = SSHTarget.model_validate_json(args.target)
     paths = forward_paths(layout, target.alias)
-    detached = detach(paths.log, "the port forwarder")
-    if isinstance(detached, int):
+    ready = daemon.start(paths.log, "the port forwarder", background=True)
+    if isinstance(ready, int):
         return 0  # the launcher's side: spawn_owner reads the relayed line
-    ready = detached
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-
-    def notify(message: str) -> None:
-        ready.say(message)
+    notify = ready.say
 
     try:
         return asyncio.run(_serve(layout, target, machine=args.machine, notify=notify))

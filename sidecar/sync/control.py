@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sidecar.errors import Conflict, OrchError
-from sidecar.state import pid_alive
+from sidecar.state import wait_gone
 from sidecar.sync.service import Owner, SyncStatus, claim, read_status, release, state_dir
 
 if TYPE_CHECKING:
@@ -115,10 +115,10 @@ async def stop(orch: Orchestrator, machine: str) -> SyncStatus:
         return status
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    if not await _wait_gone(pid, STOP_TIMEOUT_S):
+    if not await wait_gone(pid, STOP_TIMEOUT_S):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        await _wait_gone(pid, STOP_TIMEOUT_S)
+        await wait_gone(pid, STOP_TIMEOUT_S)
     status = read_status(orch, machine)
     status.detail = f"stopped (pid {pid})"
     return status
@@ -161,12 +161,3 @@ def resolve(orch: Orchestrator, machine: str, paths: list[str]) -> SyncStatus:
             raw["state"] = "idle"
         write_json(folder / "state.json", raw)
     return read_status(orch, machine)
-
-
-async def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return not pid_alive(pid)

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sidecar.daemon import Readiness, detach
+from sidecar import daemon
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,20 +28,10 @@ def main(argv: list[str] | None = None) -> int:
 
     orch = Orchestrator(cwd=args.project)
     folder = state_dir(orch, args.machine)
-    ready: Readiness | None = None
-    if args.detach:
-        detached = detach(folder / "sync.log", "the sync process")
-        if isinstance(detached, int):
-            return detached  # the launcher's side
-        ready = detached
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-
-    def notify(message: str) -> None:
-        if ready is not None:
-            ready.say(message)
+    ready = daemon.start(folder / "sync.log", "the sync process", background=args.detach)
+    if isinstance(ready, int):
+        return ready  # the launcher's side
+    notify = ready.say
 
     async def go() -> None:
         fd = claim(folder)

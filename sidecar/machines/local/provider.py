@@ -25,7 +25,15 @@ from sidecar.errors import MachineNotRunning, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh import keys
-from sidecar.state import async_file_lock, atomic_write, is_locked, pid_alive, read_json, secure_dir
+from sidecar.state import (
+    async_file_lock,
+    atomic_write,
+    is_locked,
+    pid_alive,
+    read_json,
+    secure_dir,
+    wait_gone,
+)
 
 HOST_KEY_ALIAS = "orch-local"
 STOP_TIMEOUT_S = 5.0
@@ -171,10 +179,10 @@ class LocalProvider(Provider):
             pid = int(state["pid"])
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            if not await _wait_gone(pid, STOP_TIMEOUT_S):
+            if not await wait_gone(pid, STOP_TIMEOUT_S):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                await _wait_gone(pid, STOP_TIMEOUT_S)
+                await wait_gone(pid, STOP_TIMEOUT_S)
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "state.json").unlink()
             return self._info(None)
@@ -207,15 +215,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-async def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return not pid_alive(pid)
 
 
 def _package_root() -> str:

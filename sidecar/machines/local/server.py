@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncssh
 
-from sidecar.daemon import Readiness, detach
+from sidecar import daemon
 
 log = logging.getLogger("orch.local")
 
@@ -330,20 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     root: Path = args.root.absolute()
-    ready: Readiness | None = None
-    if args.detach:
-        detached = detach(root / "server.log", "the local machine server")
-        if isinstance(detached, int):
-            return detached  # the launcher's side
-        ready = detached
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-
-    def notify(message: str) -> None:
-        if ready is not None:
-            ready.say(message)
+    ready = daemon.start(root / "server.log", "the local machine server", background=args.detach)
+    if isinstance(ready, int):
+        return ready  # the launcher's side
+    notify = ready.say
 
     lock_fd = os.open(root / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
