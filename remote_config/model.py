@@ -242,7 +242,8 @@ class OrchConfig(Strict):
         if isinstance(data, dict) and isinstance(data.get("machines"), dict):
             local = data["machines"].get("local")
             if isinstance(local, dict) and "kind" not in local:
-                data = {**data, "machines": {**data["machines"], "local": {**local, "kind": "local"}}}
+                machines = {**data["machines"], "local": {**local, "kind": "local"}}
+                data = {**data, "machines": machines}
         return data
 
     @model_validator(mode="after")

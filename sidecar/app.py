@@ -171,11 +171,16 @@ class Orchestrator:
         return await self.provider(machine).ssh_target()
 
     # -- OpenSSH -----------------------------------------------------------------------------
-    def _forwards(self, machine: str) -> tuple[LocalForwardSpec, ...]:
+    def _forwards(self, machine: str, *, direct: bool = False) -> tuple[LocalForwardSpec, ...]:
+        """orch.toml's forwards for `machine` that orch runs (or, with `direct`, the ones
+        it leaves alone because the local machine is this computer: ports_service)."""
+        from sidecar.ssh.ports_service import configured, is_direct
+
+        kind = self.provider(machine).kind
         return tuple(
-            LocalForwardSpec(f.local, f.remote_host, f.remote_port)
-            for f in self.config.config.ports
-            if f.machine in (None, machine)
+            spec
+            for spec in configured(self.config.config, machine)
+            if is_direct(kind, spec) == direct
         )
 
     async def write_ssh_config(self, machine: str | None = None) -> Path:
@@ -420,10 +425,25 @@ class Orchestrator:
         return HOST_KEY_ALIAS if provider.kind == "local" else (await self.ssh_target(name)).alias
 
     async def ports_list(self, machine: str | None = None) -> PortsResult:
-        from sidecar.ssh.ports_service import list_ports
+        """The machine's forwards; dead ones (their forwarder was killed) are restarted."""
+        from sidecar.ssh import ports_service
 
         name = self.machine_name(machine)
-        return list_ports(self.layout, await self._alias(name), name, self._forwards(name))
+        alias = await self._alias(name)
+        failed: dict[tuple[bool, int], str] = {}
+        dead = ports_service.dead_forwards(self.layout, alias)
+        if dead:
+            with contextlib.suppress(OrchError):  # not running: they stay listed as dead
+                target = await self.ssh_target(name)
+                failed = await ports_service.revive(self.layout, target, name, dead)
+        result = ports_service.list_ports(
+            self.layout, alias, name, self._forwards(name), self._forwards(name, direct=True)
+        )
+        for info in result.ports:
+            why = failed.get((info.reverse, info.remote_port if info.reverse else info.local_port))
+            if why and info.state in ("dead", "stopped"):
+                info.detail = why
+        return result
 
     async def ports_add(
         self,
@@ -431,31 +451,52 @@ class Orchestrator:
         remote_port: int | None = None,
         remote_host: str = "127.0.0.1",
         machine: str | None = None,
+        reverse: bool = False,
     ) -> PortForwardInfo:
         """Forward 127.0.0.1:local_port to remote_host:remote_port (default: orch.toml, else
-        the same port) on the machine; PortBusy names the process holding the local port."""
-        from sidecar.ssh.ports_service import add_port
+        the same port) on the machine; with `reverse`, the machine's remote_host:remote_port
+        to 127.0.0.1:local_port here. PortBusy names the process holding the port."""
+        from remote_config.ports import PortSyntaxError, check_host, check_port
+        from sidecar.errors import UsageError
+        from sidecar.ssh import ports_service
 
+        try:  # one check for every front end (CLI, language server)
+            check_port(local_port, "local port")
+            if remote_port is not None:
+                check_port(remote_port, "remote port")
+            check_host(remote_host)
+        except PortSyntaxError as exc:
+            raise UsageError(str(exc), hint="ports are whole numbers 1-65535") from None
         name = self.machine_name(machine)
-        default = next((f for f in self._forwards(name) if f.local_port == local_port), None)
+        configured = ports_service.configured(self.config.config, name)
+        default = next(
+            (f for f in configured if f.local_port == local_port and f.reverse == reverse), None
+        )
         if remote_port is None and default is not None:
             remote_port, remote_host = default.remote_port, default.remote_host
-        spec = LocalForwardSpec(local_port, remote_host, remote_port or local_port)
+        spec = LocalForwardSpec(local_port, remote_host, remote_port or local_port, reverse)
+        if ports_service.is_direct(self.provider(name).kind, spec):
+            return ports_service.direct_info(spec, name, default is not None)
         target = await self.ssh_target(name)
-        return await add_port(self.layout, target, name, spec)
+        return await ports_service.add_port(self.layout, target, name, spec)
 
     async def ports_add_defaults(self, machine: str | None = None) -> PortsResult:
         """Start every forward orch.toml declares for the machine."""
         name = self.machine_name(machine)
         for spec in self._forwards(name):
-            await self.ports_add(spec.local_port, spec.remote_port, spec.remote_host, name)
+            await self.ports_add(
+                spec.local_port, spec.remote_port, spec.remote_host, name, spec.reverse
+            )
         return await self.ports_list(name)
 
-    async def ports_remove(self, local_port: int, machine: str | None = None) -> PortsResult:
+    async def ports_remove(
+        self, port: int, machine: str | None = None, reverse: bool = False
+    ) -> PortsResult:
+        """Stop forwarding local `port` (with `reverse`: the machine's `port`)."""
         from sidecar.ssh.ports_service import remove_port
 
         name = self.machine_name(machine)
-        await remove_port(self.layout, await self._alias(name), name, local_port)
+        await remove_port(self.layout, await self._alias(name), name, port, reverse)
         return await self.ports_list(name)
 
     async def host_forward_owner(self, machine: str | None = None) -> bool:

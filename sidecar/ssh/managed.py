@@ -19,10 +19,7 @@ from sidecar.state import atomic_write, file_lock, read_json, secure_dir, write_
 
 
 def host_entry(
-    layout: Layout,
-    target: SSHTarget,
-    forwards: tuple[LocalForwardSpec, ...] = (),
-    compression: bool = False,
+    layout: Layout, target: SSHTarget, forwards: tuple[LocalForwardSpec, ...] = ()
 ) -> HostEntry:
     return HostEntry(
         alias=target.alias,
@@ -33,7 +30,9 @@ def host_entry(
         known_hosts_file=target.known_hosts_file,
         host_key_alias=target.host_key_alias,
         control_path=str(layout.control_dir / "%C"),
-        compression=compression,
+        server_alive_interval=target.server_alive_interval,
+        server_alive_count_max=target.server_alive_count_max,
+        compression=target.compression,
         forwards=forwards,
     )
 

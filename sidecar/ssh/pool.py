@@ -1,7 +1,8 @@
 """The connection pool: one asyncssh connection per machine, reused for every command.
 
 Connections verify the host key pinned in orch's known_hosts (by alias), never read the
-user's ~/.ssh/config, and send keepalives (15 s, 4 missed = dead). Failures are told apart:
+user's ~/.ssh/config, and send keepalives (per machine; default 15 s, 4 missed = dead).
+Failures are told apart:
 `HostKeyMismatch`, `AuthenticationFailed`, `Unreachable`, `ConnectTimeout` (all
 `ConnectionFailed`, exit code 5).
 
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
     import asyncssh
 
 CONNECT_TIMEOUT_S = 10.0
-KEEPALIVE_INTERVAL_S = 15
-KEEPALIVE_COUNT_MAX = 4
 
 ConnState = Literal["connected", "reconnecting", "closed"]
 Listener = Callable[[str, ConnState, OrchError | None], None]
@@ -85,8 +84,10 @@ def connect_options(target: SSHTarget, timeout: float = CONNECT_TIMEOUT_S) -> di
         "host_key_alias": target.host_key_alias,
         "config": (),  # never read ~/.ssh/config: orch's settings are explicit
         "agent_path": None,
-        "keepalive_interval": KEEPALIVE_INTERVAL_S,
-        "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+        "keepalive_interval": target.server_alive_interval,
+        "keepalive_count_max": target.server_alive_count_max,
+        # zlib only when the machine asks for it (slow links); "none" is always acceptable.
+        "compression_algs": ["zlib@openssh.com", "none"] if target.compression else ["none"],
         "connect_timeout": timeout,
     }
 

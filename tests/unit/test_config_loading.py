@@ -115,9 +115,7 @@ MALFORMED = [
     (
         "port as string",
         '[[ports]]\nlocal = "8888x"\n',
-        [
-            "orch.toml:2: ports[0].local: Input should be a valid integer (got '8888x')"
-        ],
+        ["orch.toml:2: ports[0].local: Input should be a valid integer (got '8888x')"],
     ),
     (
         "ssh port out of range",
@@ -145,9 +143,7 @@ MALFORMED = [
     (
         "spot not a bool",
         '[machines.gpu]\nkind = "ec2"\nspot = "yes please"\n',
-        [
-            "orch.toml:3: machines.gpu.spot: Input should be a valid boolean (got 'yes please')"
-        ],
+        ["orch.toml:3: machines.gpu.spot: Input should be a valid boolean (got 'yes please')"],
     ),
     (
         "relative remote dir",
