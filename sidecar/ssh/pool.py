@@ -118,6 +118,12 @@ async def open_connection(
             f"connecting to {where} timed out after {timeout:g} s",
             hint="check the machine is running (orch status) and the network path",
         ) from exc
+    except FileNotFoundError as exc:  # a key file, not the network
+        raise AuthenticationFailed(
+            f"cannot connect to {where}: {exc.filename or 'a key file'} does not exist",
+            hint="orch creates its key on `orch up`; for identity_file in orch.toml, check "
+            "the path",
+        ) from exc
     except (OSError, asyncssh.ConnectionLost) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
         raise Unreachable(
