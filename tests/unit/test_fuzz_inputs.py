@@ -332,7 +332,7 @@ def test_orch_toml_fuzz_through_the_cli_exits_0_or_3(sandbox: Path, doc: dict) -
     folder = sandbox.parent / "fuzz-toml"
     folder.mkdir(exist_ok=True)
     (folder / "orch.toml").write_text(_toml(doc))
-    code, out, err = run_cli(["-C", str(folder), "config", "show", "--json"])
+    code, _out, err = run_cli(["-C", str(folder), "config", "show", "--json"])
     assert code in (0, EXIT_CONFIG), (code, err)
     assert "Traceback" not in err and "internal error" not in err
     if code:
