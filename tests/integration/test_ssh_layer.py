@@ -286,7 +286,7 @@ def test_cli_forwards_one_owner_busy_port_and_restart_of_the_local_machine(
         owner = owners.pop()
         assert _get(port_a, "/hello.txt") == "hello through orch\n"
 
-        refused = run_orch("ports", "add", str(busy), cwd=project)
+        refused = run_orch("ports", "add", f"{busy}:{http_server}", cwd=project)
         assert refused.returncode == 6
         assert f"pid {holder.pid}" in refused.stderr and "python" in refused.stderr
         assert busy not in {p["local_port"] for p in _ports(project)}  # never moved elsewhere
