@@ -7,7 +7,8 @@
 export type MachineState = "running" | "stopped" | "starting" | "stopping" | "unknown" | "not-created";
 export type JobState = "running" | "succeeded" | "failed" | "stopped" | "lost";
 export type SyncState = "off" | "idle" | "syncing" | "paused" | "conflict";
-export type PortState = "active" | "reconnecting" | "dead" | "stopped";
+/** "direct": the local machine is this computer; the port is reachable as it is. */
+export type PortState = "active" | "reconnecting" | "dead" | "stopped" | "direct";
 
 export interface MachineStatus {
   name: string;
@@ -70,6 +71,8 @@ export interface PortForward {
   state: PortState;
   machine?: string | null;
   from_config?: boolean;
+  /** The machine's remote_port reaches this computer's local_port (RemoteForward). */
+  reverse?: boolean;
   detail?: string | null;
 }
 
@@ -148,9 +151,12 @@ export interface PortAddArgs {
   local_port: number;
   remote_port?: number;
   remote_host?: string;
+  reverse?: boolean;
 }
 export interface PortRemoveArgs {
+  /** The local port; with `reverse`, the machine's port. */
   local_port: number;
+  reverse?: boolean;
 }
 export type NoArgs = Record<string, never>;
 
