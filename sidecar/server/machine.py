@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sidecar.machines.base import MachineInfo
+from sidecar.results import MachineInfo
 from sidecar.server.core import OrchServer, Params, Report
 
 
