@@ -42,6 +42,8 @@ def host_entry(
         server_alive_count_max=target.server_alive_count_max,
         compression=target.compression,
         forwards=forwards,
+        proxy_command=target.proxy_command,
+        proxy_jump=target.proxy_jump,
     )
 
 

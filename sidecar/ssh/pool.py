@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from remote_config.ssh_config import expand_proxy_command, parse_jump
 from sidecar.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -75,6 +76,21 @@ class Backoff:
 
 
 def connect_options(target: SSHTarget, timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
+    options = _base_options(target, timeout)
+    if target.proxy_command:
+        # The same command OpenSSH runs (sh -c), so both paths reach the machine one way.
+        options["proxy_command"] = expand_proxy_command(
+            target.proxy_command, target.host, target.port, target.user
+        )
+    elif target.proxy_jump:
+        # asyncssh tunnels through a first connection to the jump host; that hop is checked
+        # against the user's own known_hosts, like OpenSSH's ProxyJump.
+        host, port, user = parse_jump(target.proxy_jump, target.user)
+        options["tunnel"] = f"{user}@{host}:{port}"
+    return options
+
+
+def _base_options(target: SSHTarget, timeout: float) -> dict[str, Any]:
     return {
         "host": target.host,
         "port": target.port,
@@ -355,8 +371,8 @@ class ConnectionPool:
 
 
 def _is_closed(conn: asyncssh.SSHClientConnection) -> bool:
-    transport = getattr(conn, "_transport", None)
-    return transport is None or transport.is_closing()
+    # The public check: the transport may be a socket or a proxy command's pipes.
+    return bool(conn.is_closed())
 
 
 def _text(data: object) -> str:
