@@ -148,6 +148,11 @@ class Orchestrator:
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
 
+    async def probe(self, machine: str | None = None) -> None:
+        """Connect once, verifying the pinned host key; raises the ConnectionFailed (exit 5)
+        that says why the machine cannot be reached, or returns when it can."""
+        await self.pool.connection(await self.ssh_target(machine))
+
     # -- OpenSSH -----------------------------------------------------------------------------
     def _forwards(self, machine: str, *, direct: bool = False) -> tuple[LocalForwardSpec, ...]:
         """orch.toml's forwards for `machine` that orch runs (or, with `direct`, the ones

@@ -127,5 +127,5 @@ async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:
     if code == 255:
         # Raises HostKeyMismatch, AuthenticationFailed, Unreachable… (exit 5) when ssh could
         # not connect; when it can, 255 was the remote command's own status.
-        await orch.pool.connection(await orch.ssh_target(args.machine))
+        await orch.probe(args.machine)
     return code
