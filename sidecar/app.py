@@ -417,14 +417,9 @@ class Orchestrator:
             with contextlib.suppress(OrchError):  # not running: they stay listed as dead
                 target = await self.ssh_target(name)
                 failed = await ports_service.revive(self.layout, target, name, dead)
-        result = ports_service.list_ports(
+        return ports_service.list_ports(
             self.layout, alias, name, self._forwards(name), self._forwards(name, direct=True)
-        )
-        for info in result.ports:
-            why = failed.get((info.reverse, info.remote_port if info.reverse else info.local_port))
-            if why and info.state in ("dead", "stopped"):
-                info.detail = why
-        return result
+        ).with_details(failed)
 
     async def ports_add(
         self,
@@ -437,27 +432,14 @@ class Orchestrator:
         """Forward 127.0.0.1:local_port to remote_host:remote_port (default: orch.toml, else
         the same port) on the machine; with `reverse`, the machine's remote_host:remote_port
         to 127.0.0.1:local_port here. PortBusy names the process holding the port."""
-        from remote_config.ports import PortSyntaxError, check_host, check_port
-        from sidecar.errors import UsageError
         from sidecar.ssh import ports_service
 
-        try:  # one check for every front end (CLI, language server)
-            check_port(local_port, "local port")
-            if remote_port is not None:
-                check_port(remote_port, "remote port")
-            check_host(remote_host)
-        except PortSyntaxError as exc:
-            raise UsageError(str(exc), hint="ports are whole numbers 1-65535") from None
         name = self.machine_name(machine)
-        configured = ports_service.configured(self.config.config, name)
-        default = next(
-            (f for f in configured if f.local_port == local_port and f.reverse == reverse), None
+        spec, from_config = ports_service.requested_spec(
+            self.config.config, name, local_port, remote_port, remote_host, reverse
         )
-        if remote_port is None and default is not None:
-            remote_port, remote_host = default.remote_port, default.remote_host
-        spec = LocalForwardSpec(local_port, remote_host, remote_port or local_port, reverse)
         if ports_service.is_direct(self.provider(name).kind, spec):
-            return ports_service.direct_info(spec, name, default is not None)
+            return ports_service.direct_info(spec, name, from_config)
         target = await self.ssh_target(name)
         return await ports_service.add_port(self.layout, target, name, spec)
 

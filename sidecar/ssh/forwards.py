@@ -59,6 +59,14 @@ class PortForwardInfo(BaseModel):
 class PortsResult(BaseModel):
     ports: list[PortForwardInfo]
 
+    def with_details(self, why: dict[tuple[bool, int], str]) -> PortsResult:
+        """Put `why` (by LocalForwardSpec.key) on forwards that are not running."""
+        for info in self.ports:
+            reason = why.get((info.reverse, info.remote_port if info.reverse else info.local_port))
+            if reason and info.state in ("dead", "stopped"):
+                info.detail = reason
+        return self
+
 
 @dataclass(frozen=True)
 class ForwardPaths:
@@ -195,7 +203,7 @@ class ForwardSet:
                 continue
             try:
                 listener = await self._listen_remote(conn, spec)
-            except (OrchError, Exception) as exc:  # keep it; the next reconnect tries again
+            except Exception as exc:  # keep it; the next reconnect tries again
                 self.reverse_errors[port] = str(exc)
                 log.warning("reverse forward %d: %s", port, exc)
                 continue

@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from remote_config.model import OrchConfig
+from remote_config.ports import PortSyntaxError, check_host, check_port
 from remote_config.ssh_config import LocalForwardSpec
-from sidecar.errors import ConnectionFailed, NotFound, OrchError
+from sidecar.errors import ConnectionFailed, NotFound, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
 from sidecar.ssh.forwarder import owner_alive, read_state, request, spawn_owner
@@ -35,6 +36,38 @@ def configured(config: OrchConfig, machine: str) -> tuple[LocalForwardSpec, ...]
         for f in config.ports
         if f.machine in (None, machine)
     )
+
+
+def requested_spec(
+    config: OrchConfig,
+    machine: str,
+    local_port: int,
+    remote_port: int | None,
+    remote_host: str,
+    reverse: bool,
+) -> tuple[LocalForwardSpec, bool]:
+    """The forward a front end asked for, checked once for all of them (UsageError, exit 2),
+    with orch.toml's entry for the same port filling in what was left out; and whether
+    orch.toml declares it."""
+    try:
+        check_port(local_port, "local port")
+        if remote_port is not None:
+            check_port(remote_port, "remote port")
+        check_host(remote_host)
+    except PortSyntaxError as exc:
+        raise UsageError(str(exc), hint="ports are whole numbers 1-65535") from None
+    default = next(
+        (
+            f
+            for f in configured(config, machine)
+            if f.local_port == local_port and f.reverse == reverse
+        ),
+        None,
+    )
+    if remote_port is None and default is not None:
+        remote_port, remote_host = default.remote_port, default.remote_host
+    spec = LocalForwardSpec(local_port, remote_host, remote_port or local_port, reverse)
+    return spec, default is not None
 
 
 def is_direct(kind: str, spec: LocalForwardSpec) -> bool:
