@@ -155,6 +155,23 @@ export interface PortRemoveArgs {
 export type NoArgs = Record<string, never>;
 
 /** Every command the sidecar answers, with its argument and result types. */
+/** `orch.profile.run`: one GPU profiling session (docs/gpu.md, `orch profile`). */
+export interface ProfileArgs {
+  model?: "birefnet" | "sam2";
+  requests?: number;
+  size?: number;
+  random_weights?: boolean;
+  py_spy?: boolean;
+}
+
+export interface ProfileResult {
+  job: string;
+  local_dir: string;
+  files: string[];
+  summary: Record<string, unknown>;
+  table: string;
+}
+
 export interface Commands {
   "orch.machine.up": [MachineArgs, MachineStatus];
   "orch.machine.down": [MachineArgs, MachineStatus];
@@ -177,6 +194,7 @@ export interface Commands {
   "orch.ports.remove": [PortRemoveArgs, { ports: PortForward[] }];
   "orch.debug.attachConfig": [JobNameArgs, DebugAttachConfig];
   "orch.debug.start": [DebugStartArgs, DebugSession];
+  "orch.profile.run": [ProfileArgs, ProfileResult];
   "orch.status": [NoArgs, OrchStatus];
 }
 

@@ -3,7 +3,8 @@
 The job runs `<[gpu] python> -m gpu.profiling … --out ~/logs/<job>/profile` (see docs/gpu.md
 for that contract) in the project folder on the machine. Its output — ending with the summary
 table — is streamed while it runs; then `trace.json`, `summary.json` (and an Nsight Systems
-report when one was made) are copied over SFTP into a local folder.
+report, and the py-spy flame graph `flame.svg` with `py_spy`, when they were made) are copied
+over SFTP into a local folder.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from sidecar.app import Orchestrator
 
 
+# What a session leaves in its --out folder and is brought back: trace.json, summary.json, an
+# Nsight Systems report, the py-spy flame graph.
+FETCHED = (".json", ".nsys-rep", ".svg")
+
+
 class ProfileRequest(BaseModel):
     model: str = Field(default="birefnet", pattern="^(birefnet|sam2)$")
     requests: int = Field(default=4, ge=1, le=10_000)
@@ -31,6 +37,7 @@ class ProfileRequest(BaseModel):
     size: int = Field(default=512, ge=16, le=8192)
     sequential: bool = False
     random_weights: bool = False
+    py_spy: bool = False  # also record a py-spy flame graph (flame.svg) of the workload
     extra: list[str] = Field(default_factory=list)  # passed through to gpu.profiling
     env: dict[str, str] = Field(default_factory=dict)
 
@@ -40,6 +47,14 @@ class ProfileResult(BaseModel):
     local_dir: str
     files: list[str]
     summary: dict[str, Any]
+    table: str = ""  # the summary table the session printed (its output from "profile:" on)
+
+
+def summary_table(output: str) -> str:
+    """The table at the end of a session's output: from its last line starting "profile:"."""
+    start = output.rfind("\nprofile: ")
+    start = start + 1 if start >= 0 else (0 if output.startswith("profile: ") else -1)
+    return output[start:].strip() if start >= 0 else ""
 
 
 def profiling_argv(orch: Orchestrator, req: ProfileRequest, out_dir: str) -> list[str]:
@@ -67,6 +82,8 @@ def profiling_argv(orch: Orchestrator, req: ProfileRequest, out_dir: str) -> lis
         argv.append("--sequential")
     if req.random_weights:
         argv.append("--random-weights")
+    if req.py_spy:
+        argv += ["--py-spy", "on"]
     if gpu.birefnet_checkpoint and req.model == "birefnet":
         argv += ["--birefnet-weights", gpu.birefnet_checkpoint]
     if req.model == "sam2":
@@ -88,7 +105,9 @@ async def run(
     home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
     out_dir = posixpath.join(home, "logs", name, "profile")
     await orch.jobs_run(name, profiling_argv(orch, req, out_dir), req.env, machine=machine)
+    output: list[str] = []
     async for chunk in orch.jobs_follow(name, tail=None, machine=machine):
+        output.append(chunk)
         if on_output:
             on_output(chunk)
     job = {j.name: j for j in await orch.jobs_status(machine)}.get(name)
@@ -102,7 +121,10 @@ async def run(
     local_dir = local_root / name
     files = await _fetch(orch, machine, out_dir, local_dir)
     summary = json.loads((local_dir / "summary.json").read_text())
-    return ProfileResult(job=name, local_dir=str(local_dir), files=files, summary=summary)
+    table = summary_table("".join(output))
+    return ProfileResult(
+        job=name, local_dir=str(local_dir), files=files, summary=summary, table=table
+    )
 
 
 async def _fetch(
@@ -114,7 +136,7 @@ async def _fetch(
     fetched = []
     async with conn.start_sftp_client() as sftp:
         for name in await sftp.listdir(out_dir):
-            if name.endswith((".json", ".nsys-rep")):
+            if name.endswith(FETCHED):
                 await sftp.get(posixpath.join(out_dir, name), str(local_dir / name))
                 fetched.append(str(local_dir / name))
     if not any(f.endswith("summary.json") for f in fetched):
