@@ -281,3 +281,24 @@ def test_every_supported_backbone_is_detected(backbone, facts) -> None:
 
     layout = detect_birefnet({k: Meta(s) for k, s in facts.items()})
     assert layout.backbone == backbone and layout.batch_norm is False
+
+
+def test_engine_builds_what_the_checkpoint_is(tmp_path) -> None:
+    from gpu.engine import Engine, EngineConfig
+
+    path = tmp_path / "BiRefNet-pvt_v2_b0-bs1.pth"
+    save_checkpoint(make_state(OFFICIAL["pvt_v2_b0"](False)), path)
+    # No --birefnet-backbone: backbone and BatchNorm come from the checkpoint.
+    engine = Engine(EngineConfig(models=("birefnet",), lanes=1, birefnet_weights=str(path),
+                                 birefnet_size=SIZE))  # fmt: skip
+    try:
+        described = engine.describe()["models"]["birefnet"]
+        assert described["backbone"] == "pvt_v2_b0" and described["batch_norm"] is False
+        assert described["detected"].startswith("from the checkpoint (stem width 32")
+        [mask] = engine.remove_background([torch.zeros(40, 48, 3, dtype=torch.uint8).numpy()])
+        assert mask.shape == (40, 48)
+    finally:
+        engine.close()
+    with pytest.raises(CheckpointError, match="pass --birefnet-backbone pvt_v2_b0"):
+        Engine(EngineConfig(models=("birefnet",), birefnet_weights=str(path),
+                            birefnet_backbone="swin_v1_t", birefnet_size=SIZE))  # fmt: skip
