@@ -24,6 +24,7 @@ class ProfileParams(Params):
     random_weights: bool = False
     py_spy: bool = False
     extra: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
     out: str | None = None  # local folder; default <project>/profiles
 
 
