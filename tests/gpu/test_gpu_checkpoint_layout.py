@@ -29,6 +29,11 @@ backbone naming):
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -326,3 +331,18 @@ def test_engine_builds_what_the_checkpoint_is(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="pass --birefnet-backbone pvt_v2_b0"):
         Engine(EngineConfig(models=("birefnet",), birefnet_weights=str(path),
                             birefnet_backbone="swin_v1_t", birefnet_size=SIZE))  # fmt: skip
+
+
+def test_python_m_gpu_names_the_right_backbone_and_stops(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "BiRefNet-pvt_v2_b0.pth"
+    save_checkpoint(make_state(OFFICIAL["pvt_v2_b0"](True)), path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpu", "--models", "birefnet", "--birefnet-weights", str(path),
+         "--birefnet-backbone", "swin_v1_l", "--birefnet-size", str(SIZE)],
+        capture_output=True, text=True, timeout=120, cwd=root, check=False,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "it is a pvt_v2_b0 BiRefNet" in proc.stderr
+    assert "pass --birefnet-backbone pvt_v2_b0" in proc.stderr
