@@ -267,7 +267,10 @@ async function profileGpu(ctx: Context): Promise<void> {
   const result = await withProgress(`Orch: profiling ${model}`, (token, progress) =>
     ctx.sidecar.execute("orch.profile.run", args, { token, progress }),
   );
-  const doc = await vscode.workspace.openTextDocument({ content: result.table, language: "plaintext" });
+  const doc = await vscode.workspace.openTextDocument({
+    content: result.table || JSON.stringify(result.summary, null, 2),
+    language: "plaintext",
+  });
   await vscode.window.showTextDocument(doc, { preview: false });
   const trace = result.files.find((f) => f.endsWith("trace.json"));
   const choice = await vscode.window.showInformationMessage(

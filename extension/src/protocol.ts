@@ -90,7 +90,6 @@ export interface PortRemoveArgs {
 }
 export type NoArgs = Record<string, never>;
 
-/** Every command the sidecar answers, with its argument and result types. */
 /** `orch.profile.run`: one GPU profiling session (docs/gpu.md, `orch profile`). */
 export interface ProfileArgs {
   model?: "birefnet" | "sam2";
@@ -99,15 +98,9 @@ export interface ProfileArgs {
   random_weights?: boolean;
   py_spy?: boolean;
 }
+export type ProfileResult = wire.ProfileResult;
 
-export interface ProfileResult {
-  job: string;
-  local_dir: string;
-  files: string[];
-  summary: Record<string, unknown>;
-  table: string;
-}
-
+/** Every command the sidecar answers, with its argument and result types. */
 export interface Commands {
   "orch.machine.up": [MachineArgs, MachineStatus];
   "orch.machine.down": [MachineArgs, MachineStatus];

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from sidecar.profiling.service import ProfileRequest, ProfileResult
+from sidecar.results import ProfileRequest, ProfileResult
 from sidecar.server.core import OrchServer, Params, Report
 
 
