@@ -116,6 +116,11 @@ async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     argv = await orch.ssh_argv(args.machine, command or None, tty=args.tty)
+    return await run_openssh(orch, argv, args.machine)
+
+
+async def run_openssh(orch: Orchestrator, argv: list[str], machine: str | None) -> int:
+    """Run OpenSSH in the foreground; its exit status, or exit 5 when ssh itself failed."""
     sys.stdout.flush()
     # Ctrl-C belongs to ssh (and the remote command); orch waits for it to finish.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -127,5 +132,5 @@ async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:
     if code == 255:
         # Raises HostKeyMismatch, AuthenticationFailed, Unreachable… (exit 5) when ssh could
         # not connect; when it can, 255 was the remote command's own status.
-        await orch.probe(args.machine)
+        await orch.probe(machine)
     return code
