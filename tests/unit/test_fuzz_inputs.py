@@ -265,6 +265,50 @@ VALUES = st.recursive(
 DOCS = st.dictionaries(KEYS, VALUES, max_size=6)
 
 
+def _either(valid: object) -> st.SearchStrategy[object]:
+    """Mostly the valid value, sometimes anything: near-valid files reach every validator."""
+    return st.one_of(st.just(valid), st.just(valid), st.just(valid), SCALARS)
+
+
+NEAR_VALID = st.fixed_dictionaries(
+    {
+        "project": st.fixed_dictionaries(
+            {"default_machine": _either("local")}, optional={"name": _either("vma")}
+        ),
+        "machines": st.fixed_dictionaries(
+            {},
+            optional={
+                "local": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "port": _either(2222),
+                        "server_alive_interval": _either(60),
+                        "server_alive_count_max": _either(10),
+                        "compression": _either(True),
+                    },
+                ),
+                "box": st.fixed_dictionaries(
+                    {"kind": _either("ssh"), "host": _either("203.0.113.7")},
+                    optional={"port": _either(22), "host_key": _either(KEY)},
+                ),
+            },
+        ),
+        "sync": st.fixed_dictionaries(
+            {},
+            optional={
+                "remote_dir": _either("~/work/x"),
+                "use_gitignore": _either(True),
+                "debounce_ms": _either(30),
+                "exclude": _either(["*.ckpt"]),
+            },
+        ),
+        "jobs": st.fixed_dictionaries(
+            {}, optional={"snapshot": _either(True), "env": _either({"A": "1"})}
+        ),
+    }
+)
+
+
 def _toml_value(value: object) -> str:
     import json
     import math
@@ -312,6 +356,17 @@ def test_orch_toml_fuzz_structured_documents_load_or_list_their_problems(
     doc: dict[str, object],
 ) -> None:
     _check_text(_toml(doc))
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(doc=NEAR_VALID, ports=st.lists(st.dictionaries(KEYS, SCALARS, max_size=4), max_size=3))
+def test_orch_toml_fuzz_near_valid_documents_load_or_list_their_problems(
+    doc: dict[str, object], ports: list[dict[str, object]]
+) -> None:
+    text = _toml(doc)
+    for entry in ports:  # [[ports]] tables, each key possibly of the wrong type
+        text += "\n[[ports]]\n" + "".join(f'"{k}" = {_toml_value(v)}\n' for k, v in entry.items())
+    _check_text(text)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
