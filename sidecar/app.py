@@ -411,7 +411,7 @@ class Orchestrator:
 
         name = self.machine_name(machine)
         alias = await self._alias(name)
-        failed: dict[tuple[bool, int], str] = {}
+        failed: list[PortForwardInfo] = []
         dead = ports_service.dead_forwards(self.layout, alias)
         if dead:
             with contextlib.suppress(OrchError):  # not running: they stay listed as dead
@@ -419,7 +419,7 @@ class Orchestrator:
                 failed = await ports_service.revive(self.layout, target, name, dead)
         return ports_service.list_ports(
             self.layout, alias, name, self._forwards(name), self._forwards(name, direct=True)
-        ).with_details(failed)
+        ).with_failed(failed)
 
     async def ports_add(
         self,

@@ -59,12 +59,19 @@ class PortForwardInfo(BaseModel):
 class PortsResult(BaseModel):
     ports: list[PortForwardInfo]
 
-    def with_details(self, why: dict[tuple[bool, int], str]) -> PortsResult:
-        """Put `why` (by LocalForwardSpec.key) on forwards that are not running."""
-        for info in self.ports:
-            reason = why.get((info.reverse, info.remote_port if info.reverse else info.local_port))
-            if reason and info.state in ("dead", "stopped"):
-                info.detail = reason
+    def with_failed(self, failed: list[PortForwardInfo]) -> PortsResult:
+        """Merge forwards that could not be restarted: they replace a `stopped` entry for the
+        same forward (orch.toml's), or are added as `dead`."""
+
+        def key(p: PortForwardInfo) -> tuple[bool, int]:
+            return (p.reverse, p.remote_port if p.reverse else p.local_port)
+
+        by_key = {key(p): p for p in failed}
+        kept = [p for p in self.ports if key(p) not in by_key or p.state not in ("stopped",)]
+        running = {key(p) for p in kept}
+        for info in failed:
+            info.from_config = any(key(p) == key(info) and p.from_config for p in self.ports)
+        self.ports = kept + [p for k, p in by_key.items() if k not in running]
         return self
 
 

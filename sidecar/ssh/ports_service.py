@@ -111,14 +111,25 @@ def dead_forwards(layout: Layout, alias: str) -> list[LocalForwardSpec]:
 
 async def revive(
     layout: Layout, target: SSHTarget, machine: str, dead: list[LocalForwardSpec]
-) -> dict[tuple[bool, int], str]:
-    """Start the dead forwards again; returns what could not be restarted and why."""
-    failed: dict[tuple[bool, int], str] = {}
+) -> list[PortForwardInfo]:
+    """Start the dead forwards again; returns the ones that could not be, saying why (the
+    new owner's state no longer lists them, so this is the one place that still knows)."""
+    failed: list[PortForwardInfo] = []
     for spec in dead:
         try:
             await add_port(layout, target, machine, spec)
         except OrchError as exc:
-            failed[spec.key] = f"could not restart: {exc.message}"
+            failed.append(
+                PortForwardInfo(
+                    local_port=spec.local_port,
+                    remote_host=spec.remote_host,
+                    remote_port=spec.remote_port,
+                    state="dead",
+                    machine=machine,
+                    reverse=spec.reverse,
+                    detail=f"the forwarder died and it could not be restarted: {exc.message}",
+                )
+            )
     return failed
 
 

@@ -391,3 +391,33 @@ async def test_reverse_forward_through_real_sshd_comes_back_after_a_drop(
         with contextlib.suppress(Exception):
             await orch.ports_remove(remote, reverse=True)
         await orch.close()
+
+
+def test_killed_forwarder_whose_port_was_taken_says_why(
+    project: Path, orch_home: Path, laptop_server: int
+) -> None:
+    from sidecar.state import pid_alive
+    from tests.integration.test_ssh_layer import _listen_forever
+
+    assert run_orch("up", cwd=project).returncode == 0
+    port, holder = free_port(), None
+    try:
+        assert run_orch("ports", "add", f"{port}:{laptop_server}", cwd=project).returncode == 0
+        listed = json.loads(run_orch("ports", "list", "--json", cwd=project).stdout)["ports"]
+        owner = listed[0]["owner_pid"]
+        os.kill(owner, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while pid_alive(owner) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        holder = _listen_forever(port)  # someone takes the port before the restart
+        result = run_orch("ports", "list", "--json", cwd=project)
+        assert result.returncode == 0, result.stderr
+        entry = json.loads(result.stdout)["ports"]
+        assert [(p["local_port"], p["state"]) for p in entry] == [(port, "dead")]
+        assert "could not be restarted" in entry[0]["detail"]
+        assert f"pid {holder.pid}" in entry[0]["detail"]
+    finally:
+        if holder is not None:
+            stop_pid(holder.pid)
+            holder.wait()
+        run_orch("down", cwd=project)
