@@ -421,3 +421,42 @@ def test_killed_forwarder_whose_port_was_taken_says_why(
             stop_pid(holder.pid)
             holder.wait()
         run_orch("down", cwd=project)
+
+
+# -- keepalives and compression, per machine -------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", [True, False])
+async def test_keepalive_and_compression_reach_openssh_and_the_pool(
+    compression: bool, project: Path, orch_home: Path
+) -> None:
+    flag = "true" if compression else "false"
+    (project / "orch.toml").write_text(
+        "[machines.local]\nserver_alive_interval = 60\nserver_alive_count_max = 10\n"
+        f"compression = {flag}\n"
+    )
+    orch = Orchestrator(cwd=project)
+    await orch.up()
+    try:
+        shown = subprocess.run(
+            ["ssh", "-G", "-F", str(Layout(orch_home).ssh_config), "orch-local"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        want = "yes" if compression else "no"
+        assert {"serveraliveinterval 60", "serveralivecountmax 10", f"compression {want}"} <= set(
+            shown
+        )
+        target = await orch.ssh_target()
+        assert (await orch.pool.run(target, "echo ok")).stdout == "ok\n"
+        conn = await orch.pool.connection(target)
+        expected = "zlib@openssh.com" if compression else "none"
+        assert conn.get_extra_info("send_compression") == expected
+        assert conn.get_extra_info("recv_compression") == expected
+        ran = run_orch("ssh", "--", "echo", "via-openssh", cwd=project)  # OpenSSH agrees too
+        assert ran.returncode == 0 and ran.stdout.strip() == "via-openssh", ran.stderr
+    finally:
+        await orch.close()
+        _stop_master(orch_home)
+        await orch.down()
