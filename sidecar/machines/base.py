@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from sidecar.errors import UsageError
+
 if TYPE_CHECKING:
     from sidecar.layout import Layout
 
@@ -47,6 +49,12 @@ class MachineInfo(BaseModel):
     uptime_s: float | None = None
     pid: int | None = None
     detail: str | None = None
+    # Cloud machines (capabilities.has_cost): what it is, what it costs, what it cost so far.
+    instance_type: str | None = None
+    market: Literal["on-demand", "spot"] | None = None
+    price_per_hour: float | None = None
+    cost_so_far: float | None = None
+    price_note: str | None = None
 
 
 class SSHTarget(BaseModel):
@@ -101,3 +109,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def ssh_target(self) -> SSHTarget:
         """How to reach the running machine; raises MachineNotRunning when it is not up."""
+
+    async def terminate_plan(self) -> str | None:
+        """What `terminate` would destroy, in words (None: nothing exists to destroy)."""
+        raise UsageError(f"machines of kind {self.kind!r} cannot be terminated")
+
+    async def terminate(self) -> MachineInfo:
+        """Destroy the machine and its disks (only kinds with `can_terminate`)."""
+        raise UsageError(f"machines of kind {self.kind!r} cannot be terminated")
