@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from sidecar.context import MachineContext
     from sidecar.debug.service import DebugSession
     from sidecar.jobs.backend import JobBackend
+    from sidecar.machines.ec2.aws import Aws
+    from sidecar.machines.ec2.fleet import FleetEntry
     from sidecar.profiling.service import ProfileRequest, ProfileResult
     from sidecar.ssh.config_service import SshConfigResult
     from sidecar.ssh.forwarder import ForwardOwner
@@ -123,7 +125,8 @@ class Orchestrator:
             await self.write_ssh_config(machine)
         return info
 
-    async def down(self, machine: str | None = None) -> MachineInfo:
+    async def down(self, machine: str | None = None, terminate: bool = False) -> MachineInfo:
+        """Stop the machine; with `terminate`, destroy it and its disks (cloud kinds)."""
         provider = self.provider(machine)
         with_target = None
         with contextlib.suppress(OrchError):
@@ -134,7 +137,40 @@ class Orchestrator:
             with contextlib.suppress(OrchError):
                 await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
-        return await provider.down()
+        return await (provider.terminate() if terminate else provider.down())
+
+    async def terminate_plan(self, machine: str | None = None) -> str | None:
+        """What `down(terminate=True)` would destroy, in words (None: nothing exists)."""
+        return await self.provider(machine).terminate_plan()
+
+    def _fleet_aws(self) -> tuple[Aws, list[str]]:
+        from remote_config.model import EC2Machine
+        from sidecar.machines.ec2.aws import Aws
+
+        specs = [m for m in self.config.config.machines.values() if isinstance(m, EC2Machine)]
+        region = (
+            specs[0].region
+            if specs
+            else os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        regions = sorted({s.region for s in specs} or {region})
+        return Aws(region, specs[0].aws_profile if specs else None), regions
+
+    async def machines_list(self, all_regions: bool = False) -> list[FleetEntry]:
+        """Every orch-created EC2 instance the credentials see (this project's regions, or
+        every region), across projects: finds forgotten machines."""
+        from sidecar.machines.ec2 import fleet
+
+        aws, regions = self._fleet_aws()
+        if all_regions:
+            regions = await fleet.all_regions(aws)
+        return await fleet.list_fleet(aws, regions)
+
+    async def machines_stop(self, entries: list[FleetEntry]) -> list[FleetEntry]:
+        from sidecar.machines.ec2 import fleet
+
+        aws, _ = self._fleet_aws()
+        return await fleet.stop_fleet(aws, entries)
 
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
         return await self.provider(machine).status()

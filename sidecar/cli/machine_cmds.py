@@ -1,14 +1,20 @@
-"""`orch up`, `orch down`, `orch status` and `orch ssh`."""
+"""`orch up`, `orch down` (also `--terminate`, `--all`), `orch status`, `orch machines` and
+`orch ssh`."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
+from sidecar.errors import OrchError
 from sidecar.machines.base import MachineInfo
+
+if TYPE_CHECKING:
+    from sidecar.machines.ec2.fleet import FleetEntry
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +26,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down = sub.add_parser("down", help="stop the machine")
     down.add_argument("machine", nargs="?")
     down.add_argument("--json", action="store_true", help="print the result as JSON")
+    down.add_argument(
+        "--terminate",
+        action="store_true",
+        help="destroy the machine and its disks (cloud machines; asks first)",
+    )
+    down.add_argument(
+        "--all",
+        action="store_true",
+        help="stop every running orch EC2 machine these AWS credentials see (asks first)",
+    )
+    down.add_argument("--all-regions", action="store_true", help="with --all: every region")
+    down.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     down.set_defaults(handler=cmd_down)
+
+    machines = sub.add_parser(
+        "machines",
+        help="list every orch EC2 machine the AWS credentials see (finds forgotten ones)",
+    )
+    machines.add_argument(
+        "--all-regions", action="store_true", help="look in every region, not only orch.toml's"
+    )
+    machines.add_argument("--json", action="store_true", help="print the list as JSON")
+    machines.set_defaults(handler=cmd_machines)
 
     status = sub.add_parser("status", help="show the machine and its jobs")
     status.add_argument("machine", nargs="?")
@@ -62,11 +90,91 @@ async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
     return 0
 
 
+def confirm(question: str, yes: bool) -> None:
+    """Ask on the terminal; anything but 'y'/'yes' (or no terminal input) cancels."""
+    if yes:
+        return
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise OrchError("cancelled: nothing was changed", hint="pass --yes to skip the question")
+
+
 async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
-    spinner = Spinner(f"stopping {orch.machine_name(args.machine)}")
+    if args.all:
+        return await _down_all(orch, args)
+    name = orch.machine_name(args.machine)
+    if args.terminate:
+        plan = await orch.terminate_plan(name)
+        if plan is None:
+            print(f"{name}: nothing to terminate")
+            return 0
+        confirm(f"terminate {name}: {plan}? Its disk and every file on it are deleted.", args.yes)
+    spinner = Spinner(f"{'terminating' if args.terminate else 'stopping'} {name}")
     async with spinner.running():
-        info = await orch.down(args.machine)
+        info = await orch.down(args.machine, terminate=args.terminate)
     print_json(info) if args.json else print(_machine_line(info))
+    return 0
+
+
+async def _down_all(orch: Orchestrator, args: argparse.Namespace) -> int:
+    entries = await orch.machines_list(all_regions=args.all_regions)
+    running = [e for e in entries if e.state in ("pending", "running")]
+    if not running:
+        print("no running orch machines")
+        return 0
+    print(_fleet_table(running))
+    confirm(f"stop these {len(running)} machine(s)? Their disks are kept.", args.yes)
+    stopped = await orch.machines_stop(running)
+    for entry in stopped:
+        print(f"stopping {entry.instance_id} ({entry.project}/{entry.machine}, {entry.region})")
+    return 0
+
+
+def _money(value: float | None, fmt: str = "${:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _fleet_table(entries: list[FleetEntry]) -> str:
+    return table(
+        [
+            "REGION",
+            "INSTANCE",
+            "PROJECT",
+            "MACHINE",
+            "STATE",
+            "TYPE",
+            "MARKET",
+            "UPTIME",
+            "$/H",
+            "COST",
+        ],
+        [
+            [
+                e.region,
+                e.instance_id,
+                e.project or "-",
+                e.machine or "-",
+                e.state,
+                e.instance_type,
+                e.market,
+                human_duration(e.uptime_s),
+                _money(e.price_per_hour, "${:.4f}"),
+                _money(e.cost_so_far),
+            ]
+            for e in entries
+        ],
+    )
+
+
+async def cmd_machines(orch: Orchestrator, args: argparse.Namespace) -> int:
+    entries = await orch.machines_list(all_regions=args.all_regions)
+    if args.json:
+        print_json([e.model_dump(mode="json") for e in entries])
+    elif not entries:
+        print("no orch machines found" + ("" if args.all_regions else " (try --all-regions)"))
+    else:
+        print(_fleet_table(entries))
     return 0
 
 
@@ -76,20 +184,25 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
         print_json(status)
         return 0
     m = status.machine
-    print(
-        table(
-            ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"],
-            [
-                [
-                    m.name,
-                    m.kind,
-                    m.state,
-                    m.address or "-",
-                    human_duration(m.uptime_s) if m.uptime_s is not None else "-",
-                ]
-            ],
-        )
-    )
+    headers = ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"]
+    row = [
+        m.name,
+        m.kind,
+        m.state,
+        m.address or "-",
+        human_duration(m.uptime_s) if m.uptime_s is not None else "-",
+    ]
+    if m.instance_type:  # a cloud machine: what it is and what it costs
+        headers += ["TYPE", "MARKET", "$/H", "COST"]
+        row += [
+            m.instance_type,
+            m.market or "-",
+            _money(m.price_per_hour, "${:.4f}"),
+            _money(m.cost_so_far),
+        ]
+    print(table(headers, [row]))
+    if m.price_note:
+        print(f"price: {m.price_note}")
     if m.detail:
         print(f"note: {m.detail}")
     if status.jobs:
