@@ -364,8 +364,13 @@ class ConnectionPool:
 
 
 def _is_closed(conn: asyncssh.SSHClientConnection) -> bool:
+    if conn.is_closed():
+        return True
     transport = getattr(conn, "_transport", None)
-    return transport is None or transport.is_closing()
+    # A proxy-command tunnel (asyncssh's _ProxyCommandTunnel) has no is_closing(); asyncssh
+    # drops it from the connection once the tunnel is lost.
+    closing = getattr(transport, "is_closing", None)
+    return transport is None or (closing is not None and bool(closing()))
 
 
 def _text(data: object) -> str:
