@@ -44,6 +44,13 @@ def architecture(instance_type: str) -> str:
     return "arm64" if re.match(r"^[a-z]+\d+g", family) else "x86_64"
 
 
+def has_gpu(instance_type: str) -> bool:
+    """GPU/accelerator families: g4dn, g5, g6, gr6, p3, p4d, p5, inf2, trn1, dl1 (not the
+    Graviton 'g' suffix: m7g is a CPU)."""
+    family = instance_type.split(".", 1)[0]
+    return bool(re.match(r"^(g\d|gr\d|p\d|inf\d|trn\d|dl\d|vt\d|f\d)", family))
+
+
 def ami_parameter(instance_type: str) -> str:
     return AL2023_PARAMETER.format(arch=architecture(instance_type))
 

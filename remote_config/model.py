@@ -154,6 +154,11 @@ class EC2Machine(Strict):
     aws_profile: str | None = Field(
         default=None, description="Named AWS profile; default: the usual credential chain."
     )
+    confirm_above_per_hour: Annotated[float, Field(ge=0)] = Field(
+        default=1.0,
+        description="`orch up` asks before creating an instance above this $/h (or with a "
+        "GPU, or of unknown price); --yes skips the question.",
+    )
     idle_stop_minutes: Annotated[int, Field(ge=0)] = 30
     tags: dict[str, str] = Field(default_factory=dict)
 

@@ -24,7 +24,7 @@ from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
 from sidecar.errors import NotFound, OrchError
 from sidecar.layout import Layout
-from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
+from sidecar.machines.base import CreatePlan, MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 from sidecar.ssh.pool import ConnectionPool
 
@@ -138,6 +138,10 @@ class Orchestrator:
                 await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
         return await (provider.terminate() if terminate else provider.down())
+
+    async def up_plan(self, machine: str | None = None) -> CreatePlan | None:
+        """What `up` would newly create and pay for (None: nothing new), to show or ask."""
+        return await self.provider(machine).create_plan()
 
     async def terminate_plan(self, machine: str | None = None) -> str | None:
         """What `down(terminate=True)` would destroy, in words (None: nothing exists)."""

@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser("up", help="start the machine (default: the project's default machine)")
     up.add_argument("machine", nargs="?", help="machine name from orch.toml (default: local)")
     up.add_argument("--json", action="store_true", help="print the result as JSON")
+    up.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="create a costly (GPU, expensive) machine without asking",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = sub.add_parser("down", help="stop the machine")
@@ -78,6 +84,11 @@ def _machine_line(info: MachineInfo) -> str:
 
 
 async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
+    plan = await orch.up_plan(args.machine)
+    if plan is not None:
+        print(f"orch: will {plan.description}", file=sys.stderr)
+        if plan.ask:
+            confirm(f"{plan.reason}: create it?", args.yes)
     spinner = Spinner(f"starting {orch.machine_name(args.machine)}")
     async with spinner.running():
         info = await orch.up(args.machine, progress=spinner.update)

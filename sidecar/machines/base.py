@@ -57,6 +57,15 @@ class MachineInfo(BaseModel):
     price_note: str | None = None
 
 
+class CreatePlan(BaseModel):
+    """What `up` is about to create and pay for, shown (and asked about) before it happens."""
+
+    description: str
+    price_per_hour: float | None = None
+    ask: bool = Field(default=False, description="Confirm first (a GPU, or above the threshold).")
+    reason: str | None = None
+
+
 class SSHTarget(BaseModel):
     """Everything needed to open an SSH connection that verifies the pinned host key."""
 
@@ -109,6 +118,10 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def ssh_target(self) -> SSHTarget:
         """How to reach the running machine; raises MachineNotRunning when it is not up."""
+
+    async def create_plan(self) -> CreatePlan | None:
+        """What `up` would newly create and pay for; None when nothing new is paid for."""
+        return None
 
     async def terminate_plan(self) -> str | None:
         """What `terminate` would destroy, in words (None: nothing exists to destroy)."""

@@ -240,3 +240,24 @@ def test_cli_unreachable_endpoint_and_machines_across_regions(
         run_orch("machines", "--all-regions", "--json", cwd=project, timeout=120).stdout
     )
     assert {e["state"] for e in after} == {"stopped"}
+
+
+def test_cli_up_asks_before_creating_a_gpu_machine(
+    aws_env: str, project: Path, orch_home: Path
+) -> None:
+    (project / "orch.toml").write_text(_toml().replace("t3.2xlarge", "g4dn.xlarge"))
+    no = run_orch("up", cwd=project, input="n\n", timeout=120)
+    assert no.returncode == 1 and "cancelled" in no.stderr
+    assert "will create g4dn.xlarge in ap-northeast-1, $0.7100/h on-demand" in no.stderr
+    assert "g4dn.xlarge has a GPU: create it?" in no.stderr
+    assert _boto("ec2").describe_instances()["Reservations"] == []  # type: ignore[attr-defined]
+
+
+async def test_cheap_machine_is_shown_but_not_asked_about(
+    aws_env: str, project: Path, orch_home: Path
+) -> None:
+    orch = await _orch(project, _toml())
+    plan = await orch.up_plan()
+    assert plan is not None and not plan.ask and plan.price_per_hour == 0.4352
+    spot = await (await _orch(project, _toml("spot = true\n"))).up_plan()
+    assert spot is not None and "spot" in spot.description

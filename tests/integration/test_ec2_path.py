@@ -99,7 +99,7 @@ def test_up_ssh_sync_job_status_down_through_a_proxy(
     (project / "train.py").write_text("print('trained on', __import__('socket').gethostname())\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     up = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli.main", "up"],
+        [sys.executable, "-m", "sidecar.cli.main", "up", "--yes"],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -115,6 +115,7 @@ def test_up_ssh_sync_job_status_down_through_a_proxy(
         out, err = up.communicate(timeout=120)
         assert up.returncode == 0, err
         assert "gpu (ec2): running" in out
+        assert "will create g4dn.xlarge in eu-west-1, $0.5870/h on-demand" in err
         # %h was the instance's private address, %p its SSH port
         first_hop = hops.read_text().splitlines()[0]
         assert first_hop.endswith(":22") and first_hop.split(":")[0].count(".") == 3

@@ -151,6 +151,13 @@ def test_ami_parameter_follows_architecture() -> None:
     assert ec2.ami_parameter("g4dn.xlarge").endswith("x86_64")
 
 
+def test_gpu_families_are_recognised() -> None:
+    for gpu in ("g4dn.xlarge", "g5.2xlarge", "p3.2xlarge", "p4d.24xlarge", "inf2.xlarge"):
+        assert ec2.has_gpu(gpu), gpu
+    for cpu in ("t3.2xlarge", "m7g.large", "c6gn.xlarge", "t4g.micro"):
+        assert not ec2.has_gpu(cpu), cpu
+
+
 def test_price_table_is_dated_and_costs_add_up() -> None:
     assert PRICES_DATE and "aws.amazon.com" in PRICES_SOURCE
     assert on_demand_price("us-east-1", "t3.2xlarge") == 0.3328

@@ -16,7 +16,7 @@ import shutil
 from typing import Any
 
 from remote_config import ec2 as render
-from remote_config.ec2_prices import cost_so_far, on_demand_price
+from remote_config.ec2_prices import cost_so_far, describe_price, on_demand_price
 from remote_config.model import EC2Machine
 from sidecar.errors import (
     Conflict,
@@ -28,6 +28,7 @@ from sidecar.errors import (
 from sidecar.layout import Layout
 from sidecar.machines.base import (
     Capabilities,
+    CreatePlan,
     MachineInfo,
     MachineState,
     Progress,
@@ -38,7 +39,7 @@ from sidecar.machines.ec2 import waiting
 from sidecar.machines.ec2.aws import Aws
 from sidecar.machines.ec2.launch import create_instance
 from sidecar.ssh import keys
-from sidecar.state import read_json, write_json
+from sidecar.state import async_file_lock, read_json, write_json
 
 WAIT_RUNNING_S = 300.0
 WAIT_SSH_S = 300.0
@@ -114,8 +115,13 @@ class EC2Provider(Provider):
 
     # -- up ---------------------------------------------------------------------------------
     async def up(self, progress: Progress | None = None) -> MachineInfo:
-        say = progress or (lambda _m: None)
         self.layout.ensure()
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Two `orch up` at once from this laptop must not launch two instances.
+        async with async_file_lock(self.state_dir / "up.lock"):
+            return await self._up(progress or (lambda _m: None))
+
+    async def _up(self, say: Progress) -> MachineInfo:
         keys.ensure_client_key(self.layout)
         say(f"looking for {self.name} in {self.spec.region}")
         inst = await self.find()
@@ -224,6 +230,32 @@ class EC2Provider(Provider):
             )
         return self._target(str(cache["host"]), self._proxy_command())
 
+    async def create_plan(self) -> CreatePlan | None:
+        if await self.find() is not None:
+            return None  # starting an existing instance was agreed to when it was created
+        spec = self.spec
+        fake = {
+            "InstanceType": spec.instance_type,
+            "InstanceLifecycle": "spot" if spec.spot else None,
+            "Placement": {"AvailabilityZone": spec.availability_zone or ""},
+        }
+        price, note = await instance_price(self.aws, fake, spec.region)
+        what = f"{spec.instance_type} in {spec.region}, {describe_price(price, spec.spot)}"
+        gpu = render.has_gpu(spec.instance_type)
+        reason = None
+        if gpu:
+            reason = f"{spec.instance_type} has a GPU"
+        elif price is None:
+            reason = "its price is unknown to orch"
+        elif price > spec.confirm_above_per_hour:
+            reason = f"it costs more than ${spec.confirm_above_per_hour:.2f}/h"
+        return CreatePlan(
+            description=f"create {what} ({note}), disk {spec.volume_gb} GB {spec.volume_type}",
+            price_per_hour=price,
+            ask=reason is not None,
+            reason=reason,
+        )
+
     # -- down / terminate -------------------------------------------------------------------
     async def down(self) -> MachineInfo:
         inst = await self.find()
@@ -311,17 +343,17 @@ async def instance_price(aws: Aws, inst: dict[str, Any], region: str) -> tuple[f
 
     itype = inst.get("InstanceType", "")
     if inst.get("InstanceLifecycle") == "spot":
+        query: dict[str, Any] = {
+            "InstanceTypes": [itype],
+            "ProductDescriptions": ["Linux/UNIX"],
+            "StartTime": dt.datetime.now(dt.UTC),
+            "MaxResults": 1,
+        }
+        zone = inst.get("Placement", {}).get("AvailabilityZone")
+        if zone:
+            query["AvailabilityZone"] = zone
         try:
-            history = await aws.call(
-                "ec2",
-                "describe_spot_price_history",
-                region=region,
-                InstanceTypes=[itype],
-                ProductDescriptions=["Linux/UNIX"],
-                AvailabilityZone=inst.get("Placement", {}).get("AvailabilityZone", ""),
-                StartTime=dt.datetime.now(dt.UTC),
-                MaxResults=1,
-            )
+            history = await aws.call("ec2", "describe_spot_price_history", region=region, **query)
             prices = history.get("SpotPriceHistory", [])
             if prices:
                 return float(prices[0]["SpotPrice"]), "live spot price"
