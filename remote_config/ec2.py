@@ -205,6 +205,7 @@ def iam_policy(reach: Reach = "public-ip", instance_profile: bool = False) -> di
                 "ec2:DescribeRegions",
                 "ec2:DescribeImages",
                 "ec2:DescribeSubnets",
+                "ec2:DescribeAvailabilityZones",
             ],
             "Resource": "*",
         },

@@ -148,6 +148,10 @@ class EC2Machine(Strict):
     spot_max_price: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="Highest $/h for spot; default: the on-demand price."
     )
+    fallback: Literal["none", "on-demand"] = Field(
+        default="none",
+        description="With spot: launch on demand when no zone of the region has spot capacity.",
+    )
     instance_profile: str | None = Field(
         default=None, description="IAM instance profile name (needed for reach = 'ssm')."
     )

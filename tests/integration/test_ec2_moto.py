@@ -261,3 +261,70 @@ async def test_cheap_machine_is_shown_but_not_asked_about(
     assert plan is not None and not plan.ask and plan.price_per_hour == 0.4352
     spot = await (await _orch(project, _toml("spot = true\n"))).up_plan()
     assert spot is not None and "spot" in spot.description
+
+
+class CapacityLimitedAws:
+    """The real moto-backed Aws, except that RunInstances answers AWS's capacity error (a real
+    botocore ClientError, translated as usual) outside `zones_with_capacity`: moto itself
+    never runs out of capacity."""
+
+    def __init__(self, inner: object, zones_with_capacity: set[str], spot_ok: bool) -> None:
+        self.inner = inner
+        self.zones = zones_with_capacity
+        self.spot_ok = spot_ok
+        self.launches: list[tuple[str | None, bool]] = []
+
+    async def call(self, service: str, op: str, region: str | None = None, **kw: object) -> object:
+        if op == "run_instances":
+            zone = (kw.get("Placement") or {}).get("AvailabilityZone")  # type: ignore[attr-defined]
+            spot = "InstanceMarketOptions" in kw
+            self.launches.append((zone, spot))
+            if zone not in self.zones or (spot and not self.spot_ok):
+                from botocore.exceptions import ClientError
+
+                from sidecar.machines.ec2.aws import translate
+
+                error = ClientError(
+                    {"Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"}},
+                    "RunInstances",
+                )
+                raise translate(error, service, "RunInstances", region or "ap-northeast-1")
+        return await self.inner.call(service, op, region, **kw)  # type: ignore[attr-defined]
+
+
+async def test_capacity_error_moves_to_another_zone(
+    aws_env: str, project: Path, orch_home: Path, no_handshake: list[str]
+) -> None:
+    orch = await _orch(project, _toml())
+    provider = orch.provider()
+    fake = CapacityLimitedAws(provider.aws, {"ap-northeast-1c"}, spot_ok=True)  # type: ignore[attr-defined]
+    provider.aws = fake  # type: ignore[attr-defined]
+    steps: list[str] = []
+    info = await orch.up(progress=steps.append)
+    assert info.state == "running"
+    assert fake.launches[0] == (None, False) and fake.launches[-1] == ("ap-northeast-1c", False)
+    assert any("no on-demand capacity in ap-northeast-1a" in s for s in steps)
+    [inst] = [i for r in _boto("ec2").describe_instances()["Reservations"] for i in r["Instances"]]  # type: ignore[attr-defined]
+    assert inst["Placement"]["AvailabilityZone"] == "ap-northeast-1c"
+
+
+async def test_no_spot_anywhere_falls_back_to_on_demand_only_when_asked(
+    aws_env: str, project: Path, orch_home: Path, no_handshake: list[str]
+) -> None:
+    zones = {"ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1d"}
+    orch = await _orch(project, _toml("spot = true\n"))
+    provider = orch.provider()
+    provider.aws = CapacityLimitedAws(provider.aws, zones, spot_ok=False)  # type: ignore[attr-defined]
+    from sidecar.errors import CloudError
+
+    with pytest.raises(CloudError, match=r"no capacity for t3\.2xlarge") as caught:
+        await orch.up()
+    assert "spot in ap-northeast-1a: InsufficientInstanceCapacity" in caught.value.message
+    assert "fallback = 'on-demand'" in (caught.value.hint or "")
+    assert _boto("ec2").describe_instances()["Reservations"] == []  # type: ignore[attr-defined]
+
+    orch = await _orch(project, _toml('spot = true\nfallback = "on-demand"\n'))
+    provider = orch.provider()
+    provider.aws = CapacityLimitedAws(provider.aws, zones, spot_ok=False)  # type: ignore[attr-defined]
+    info = await orch.up()
+    assert info.state == "running" and info.market == "on-demand"

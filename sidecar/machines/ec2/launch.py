@@ -5,6 +5,7 @@ host key, render user-data and send RunInstances (all shapes come from remote_co
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,6 @@ CHECKIP_URL = "https://checkip.amazonaws.com"
 
 async def create_instance(provider: EC2Provider, say: Progress) -> dict[str, Any]:
     spec = provider.spec
-    aws = provider.aws
     image_id = await resolve_ami(provider)
     say(f"image {image_id}")
     root_device = await _root_device(provider, image_id)
@@ -37,28 +37,88 @@ async def create_instance(provider: EC2Provider, say: Progress) -> dict[str, Any
     )
     # Pinned before the instance exists: the first handshake is already verified.
     keys.pin_host_key(provider.layout, provider.alias, host_public)
-    request = render.run_instances_request(
-        render.LaunchSpec(
-            image_id=image_id,
-            instance_type=spec.instance_type,
-            user_data=user_data,
-            tags=render.project_tags(provider.project, provider.name, await provider.owner()),
-            extra_tags={"Name": provider.alias, **spec.tags},
-            volume_gb=spec.volume_gb,
-            volume_type=spec.volume_type,
-            root_device=root_device,
-            subnet_id=spec.subnet_id,
-            security_group_ids=tuple(groups),
-            availability_zone=spec.availability_zone,
-            instance_profile=spec.instance_profile,
-            spot=spec.spot,
-            spot_max_price=spec.spot_max_price,
-        )
+    launch = render.LaunchSpec(
+        image_id=image_id,
+        instance_type=spec.instance_type,
+        user_data=user_data,
+        tags=render.project_tags(provider.project, provider.name, await provider.owner()),
+        extra_tags={"Name": provider.alias, **spec.tags},
+        volume_gb=spec.volume_gb,
+        volume_type=spec.volume_type,
+        root_device=root_device,
+        subnet_id=spec.subnet_id,
+        security_group_ids=tuple(groups),
+        availability_zone=spec.availability_zone,
+        instance_profile=spec.instance_profile,
+        spot=spec.spot,
+        spot_max_price=spec.spot_max_price,
     )
-    result = await aws.call("ec2", "run_instances", **request)
-    inst: dict[str, Any] = result["Instances"][0]
+    inst = await run_with_capacity_retry(provider, launch, say)
     say(f"launched {inst['InstanceId']}")
     return inst
+
+
+# Errors that mean "not here, not now": try another zone (then on-demand, if allowed).
+CAPACITY_ERRORS = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "InsufficientHostCapacity",
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "Unsupported",  # the type is not offered in that zone
+    }
+)
+
+
+async def run_with_capacity_retry(
+    provider: EC2Provider, launch: render.LaunchSpec, say: Progress
+) -> dict[str, Any]:
+    """RunInstances where AWS picks the zone; on a capacity error, in each other zone of the
+    region (unless a subnet or zone pins it); then on demand with `fallback = "on-demand"`.
+    Says everything it tried when nothing worked."""
+    spec = provider.spec
+    markets = [launch.spot]
+    if launch.spot and spec.fallback == "on-demand":
+        markets.append(False)
+    tried: list[str] = []
+    zones: list[str | None] = [launch.availability_zone]
+    # A subnet lives in one zone, and a configured zone is the user's choice: no moving.
+    movable = not spec.subnet_id and not spec.availability_zone
+    for spot in markets:
+        market = "spot" if spot else "on-demand"
+        i = 0
+        while i < len(zones):
+            zone = zones[i]
+            i += 1
+            attempt = dataclasses.replace(launch, spot=spot, availability_zone=zone)
+            try:
+                result = await provider.aws.call(
+                    "ec2", "run_instances", **render.run_instances_request(attempt)
+                )
+                return dict(result["Instances"][0])
+            except CloudError as exc:
+                if exc.code not in CAPACITY_ERRORS:
+                    raise
+                tried.append(f"{market} in {zone or 'the zone AWS picked'}: {exc.code}")
+                say(f"no {market} capacity in {zone or 'the zone AWS picked'} ({exc.code})")
+            if movable and len(zones) == 1:
+                zones += await _zones(provider)
+    raise CloudError(
+        f"no capacity for {spec.instance_type} in {spec.region}; tried: {'; '.join(tried)}",
+        hint="try another instance_type or region"
+        + ("" if not spec.spot or spec.fallback == "on-demand" else ", or fallback = 'on-demand'"),
+        code="InsufficientInstanceCapacity",
+    )
+
+
+async def _zones(provider: EC2Provider) -> list[str]:
+    found = await provider.aws.call(
+        "ec2",
+        "describe_availability_zones",
+        Filters=[{"Name": "state", "Values": ["available"]}],
+    )
+    return sorted(z["ZoneName"] for z in found["AvailabilityZones"])
 
 
 async def resolve_ami(provider: EC2Provider) -> str:
