@@ -46,6 +46,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     down.set_defaults(handler=cmd_down)
 
+    destroy = sub.add_parser(
+        "destroy", help="terminate a cloud machine and its disks (orch down --terminate)"
+    )
+    destroy.add_argument("machine", nargs="?")
+    destroy.add_argument("--json", action="store_true", help="print the result as JSON")
+    destroy.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    destroy.set_defaults(handler=cmd_down, terminate=True, all=False, all_regions=False)
+
     machines = sub.add_parser(
         "machines",
         help="list every orch EC2 machine the AWS credentials see (finds forgotten ones)",

@@ -328,3 +328,47 @@ async def test_no_spot_anywhere_falls_back_to_on_demand_only_when_asked(
     provider.aws = CapacityLimitedAws(provider.aws, zones, spot_ok=False)  # type: ignore[attr-defined]
     info = await orch.up()
     assert info.state == "running" and info.market == "on-demand"
+
+
+async def test_status_reads_aws_at_most_every_few_seconds(
+    aws_env: str, project: Path, orch_home: Path, no_handshake: list[str]
+) -> None:
+    orch = await _orch(project, _toml())
+    await orch.up()
+    provider = orch.provider()
+    calls: list[str] = []
+    inner = provider.aws  # type: ignore[attr-defined]
+
+    class Counting:
+        async def call(
+            self, service: str, op: str, region: str | None = None, **kw: object
+        ) -> object:
+            calls.append(op)
+            return await inner.call(service, op, region, **kw)
+
+    provider.aws = Counting()  # type: ignore[attr-defined]
+    first = await orch.machine_status()
+    n = len(calls)
+    second = await orch.machine_status()
+    assert n >= 1 and len(calls) == n  # the second read came from the cache
+    assert second.state == first.state == "running"
+    await orch.down()  # a change forgets the cache
+    assert (await orch.machine_status()).state == "stopped"
+
+
+async def test_cli_terminate_asks_naming_instance_and_volume(
+    aws_env: str, project: Path, orch_home: Path, no_handshake: list[str]
+) -> None:
+    orch = await _orch(project, _toml())
+    await orch.up()
+    inst = await orch.provider().find()  # type: ignore[attr-defined]
+    volume = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    no = run_orch("down", "--terminate", cwd=project, input="n\n", timeout=120)
+    assert no.returncode == 1 and "cancelled" in no.stderr
+    assert inst["InstanceId"] in no.stderr and volume in no.stderr
+    assert (await orch.provider().find())["State"]["Name"] == "running"  # type: ignore[attr-defined]
+    yes = run_orch("destroy", "--yes", cwd=project, timeout=120)
+    assert yes.returncode == 0, yes.stderr
+    assert f"terminated {inst['InstanceId']}" in yes.stdout
+    status = run_orch("status", cwd=project, timeout=120)
+    assert status.returncode == 0 and "not-created" in status.stdout

@@ -281,3 +281,14 @@ async def test_wait_for_ssh_gives_up_with_the_last_reason() -> None:
         await waiting.wait_for_ssh(
             _target(), connect, timeout=9, poll=3, sleep=s.sleep, clock=s.clock
         )
+
+
+def test_docs_list_exactly_the_policys_actions() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ec2.md").read_text()
+    section = text.split("3. **Permissions**", 1)[1].split("4. **Quotas**", 1)[0]
+    documented = set(re.findall(r"`((?:ec2|ssm|iam):[A-Za-z]+)`", section))
+    policy = set(ec2.policy_actions(ec2.iam_policy("ssm", instance_profile=True)))
+    assert documented == policy

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
+import time
 from typing import Any
 
 from remote_config import ec2 as render
@@ -43,6 +44,11 @@ from sidecar.state import async_file_lock, read_json, write_json
 
 WAIT_RUNNING_S = 300.0
 WAIT_SSH_S = 300.0
+# The language server reads status every 1-5 s: describe the instance at most this often
+# (up, down and terminate forget the cached answer; uptime and cost are computed anew).
+STATUS_TTL_S = 10.0
+SPOT_PRICE_TTL_S = 300.0
+_spot_prices: dict[tuple[str, str, str], tuple[float, float]] = {}
 _STATES: dict[str, MachineState] = {
     "pending": "starting",
     "running": "running",
@@ -69,6 +75,7 @@ class EC2Provider(Provider):
         self.spec: EC2Machine = spec
         self.aws = aws or Aws(spec.region, spec.aws_profile)
         self._owner: str | None = None
+        self._seen: tuple[float, dict[str, Any] | None] | None = None
         # Waiting bounds and the handshake used to check the host key (tests shorten them).
         self.wait_running_s = WAIT_RUNNING_S
         self.wait_ssh_s = WAIT_SSH_S
@@ -122,6 +129,7 @@ class EC2Provider(Provider):
             return await self._up(progress or (lambda _m: None))
 
     async def _up(self, say: Progress) -> MachineInfo:
+        self._seen = None
         keys.ensure_client_key(self.layout)
         say(f"looking for {self.name} in {self.spec.region}")
         inst = await self.find()
@@ -258,6 +266,7 @@ class EC2Provider(Provider):
 
     # -- down / terminate -------------------------------------------------------------------
     async def down(self) -> MachineInfo:
+        self._seen = None
         inst = await self.find()
         self._save(host=None)
         if inst is None:
@@ -278,6 +287,7 @@ class EC2Provider(Provider):
         return f"instance {inst['InstanceId']} ({inst['InstanceType']}) and its volumes: {disks}"
 
     async def terminate(self) -> MachineInfo:
+        self._seen = None
         inst = await self.find()
         self._save(host=None, instance_id=None)
         if inst is None:
@@ -290,7 +300,12 @@ class EC2Provider(Provider):
 
     # -- status -----------------------------------------------------------------------------
     async def status(self) -> MachineInfo:
-        inst = await self.find()
+        now = time.monotonic()
+        if self._seen is not None and now - self._seen[0] < STATUS_TTL_S:
+            inst = self._seen[1]
+        else:
+            inst = await self.find()
+            self._seen = (now, inst)
         if inst is None:
             return self._absent("no instance; orch up creates one")
         return await self._info(inst)
@@ -349,14 +364,19 @@ async def instance_price(aws: Aws, inst: dict[str, Any], region: str) -> tuple[f
             "StartTime": dt.datetime.now(dt.UTC),
             "MaxResults": 1,
         }
-        zone = inst.get("Placement", {}).get("AvailabilityZone")
+        zone = inst.get("Placement", {}).get("AvailabilityZone") or ""
         if zone:
             query["AvailabilityZone"] = zone
+        key = (region, itype, zone)
+        cached = _spot_prices.get(key)
+        if cached and time.monotonic() - cached[0] < SPOT_PRICE_TTL_S:
+            return cached[1], "live spot price"
         try:
             history = await aws.call("ec2", "describe_spot_price_history", region=region, **query)
             prices = history.get("SpotPriceHistory", [])
             if prices:
-                return float(prices[0]["SpotPrice"]), "live spot price"
+                _spot_prices[key] = (time.monotonic(), float(prices[0]["SpotPrice"]))
+                return _spot_prices[key][1], "live spot price"
         except OrchError:
             pass  # fall back to the table: a price is a hint, not worth failing status for
     price = on_demand_price(region, itype)
