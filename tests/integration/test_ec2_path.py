@@ -78,8 +78,37 @@ def _wait_for_instance(timeout: float = 60) -> str:
     raise TimeoutError("orch up created no instance")
 
 
+STAND_IN_AWS = r'''#!{python}
+"""Stands in for the AWS CLI's `aws ssm start-session` (+ Session Manager plugin): checks
+the arguments orch's SSM ProxyCommand passes, then carries SSH to the test sshd."""
+import os, sys
+args = sys.argv[1:]
+assert args[:2] == ["ssm", "start-session"], args
+assert args[args.index("--document-name") + 1] == "AWS-StartSSHSession", args
+assert args[args.index("--region") + 1] == "eu-west-1", args
+target = args[args.index("--target") + 1]
+port = args[args.index("--parameters") + 1].removeprefix("portNumber=")
+os.execv("{python}", ["{python}", "{relay}", target, port, "{sshd_port}", "{hops}"])
+'''
+
+
+def _stand_in_aws(bin_dir: Path, relay: Path, sshd_port: int, hops: Path) -> None:
+    bin_dir.mkdir()
+    script = STAND_IN_AWS.format(python=sys.executable, relay=relay, sshd_port=sshd_port, hops=hops)
+    (bin_dir / "aws").write_text(script)
+    (bin_dir / "session-manager-plugin").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("aws", "session-manager-plugin"):
+        (bin_dir / tool).chmod(0o755)
+
+
+@pytest.mark.parametrize("reach", ["proxy_command", "ssm"])
 def test_up_ssh_sync_job_status_down_through_a_proxy(
-    aws_env: str, project: Path, orch_home: Path, tmp_path: Path
+    reach: str,
+    aws_env: str,
+    project: Path,
+    orch_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     reason = sshd_available()
     if reason:
@@ -90,14 +119,23 @@ def test_up_ssh_sync_job_status_down_through_a_proxy(
     relay = tmp_path / "relay.py"
     relay.write_text(RELAY)
     hops = tmp_path / "hops.log"
+    if reach == "ssm":
+        import boto3
+
+        _stand_in_aws(tmp_path / "bin", relay, port, hops)
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        iam = boto3.client("iam", region_name="eu-west-1")
+        iam.create_instance_profile(InstanceProfileName="orch-ssm")
+        how = 'reach = "ssm"\ninstance_profile = "orch-ssm"\n'
+    else:
+        how = f'proxy_command = "{sys.executable} {relay} %h %p {port} {hops}"\n'
     (project / "orch.toml").write_text(
         '[project]\nname = "proj"\ndefault_machine = "gpu"\n'
         '[machines.gpu]\nkind = "ec2"\nregion = "eu-west-1"\ninstance_type = "g4dn.xlarge"\n'
-        'user = "orch-test"\nssh_from = "198.51.100.4"\n'
-        f'proxy_command = "{sys.executable} {relay} %h %p {port} {hops}"\n'
+        f'user = "orch-test"\nssh_from = "198.51.100.4"\n{how}'
     )
     (project / "train.py").write_text("print('trained on', __import__('socket').gethostname())\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO))  # after PATH was set: the stand-in is on it
     up = subprocess.Popen(
         [sys.executable, "-m", "sidecar.cli.main", "up", "--yes"],
         cwd=project,
@@ -116,9 +154,13 @@ def test_up_ssh_sync_job_status_down_through_a_proxy(
         assert up.returncode == 0, err
         assert "gpu (ec2): running" in out
         assert "will create g4dn.xlarge in eu-west-1, $0.5870/h on-demand" in err
-        # %h was the instance's private address, %p its SSH port
+        # %h was the instance's private address (its id through SSM), %p its SSH port
         first_hop = hops.read_text().splitlines()[0]
-        assert first_hop.endswith(":22") and first_hop.split(":")[0].count(".") == 3
+        assert first_hop.endswith(":22")
+        if reach == "ssm":
+            assert first_hop.startswith("i-")
+        else:
+            assert first_hop.split(":")[0].count(".") == 3
 
         # OpenSSH through the managed entry: ProxyCommand + the pinned, generated host key
         ssh = run_orch("ssh", "--", "echo", "hello-from-ec2", cwd=project)
