@@ -5,6 +5,7 @@ import {
   formatDuration,
   jobEndedMessage,
   jobsItem,
+  costLine,
   machineItem,
   newlyEnded,
   requestErrorMessage,
@@ -15,7 +16,7 @@ import {
   validateJobName,
   validatePort,
 } from "../src/common/format";
-import { job, status } from "./fixtures";
+import { job, port, sshResult, status, sync } from "./fixtures";
 
 describe("machine item", () => {
   it("shows the machine's name and state once the sidecar runs", () => {
@@ -37,6 +38,26 @@ describe("machine item", () => {
     assert.equal(stopped.text, "$(error) orch: sidecar stopped");
     assert.equal(stopped.severity, "error");
     assert.match(stopped.tooltip, /Restart Sidecar/);
+  });
+});
+
+describe("cloud machine cost", () => {
+  it("shows type, market, $/h and cost since start in the tooltip", () => {
+    const machine = {
+      ...status().machine,
+      kind: "ec2",
+      instance_type: "g4dn.xlarge",
+      market: "spot" as const,
+      price_per_hour: 0.1578,
+      cost_so_far: 1.234,
+    };
+    const item = machineItem("running", machine);
+    assert.match(item.tooltip, /g4dn\.xlarge spot: \$0\.1578\/h, \$1\.23 since start/);
+    assert.equal(costLine({ ...machine, price_per_hour: null }), "g4dn.xlarge spot: price unknown");
+  });
+
+  it("says nothing about cost for a machine without a type", () => {
+    assert.doesNotMatch(machineItem("running", status().machine).tooltip, /\/h/);
   });
 });
 
@@ -63,11 +84,11 @@ describe("jobs item", () => {
 
 describe("sync item", () => {
   it("renders each state", () => {
-    assert.equal(syncItem({ state: "idle", conflicts: [], last_sync: null }).text, "$(sync) sync idle");
-    assert.equal(syncItem({ state: "syncing", conflicts: [], last_sync: null }).text, "$(sync~spin) syncing");
-    assert.equal(syncItem({ state: "off", conflicts: [], last_sync: null }).text, "$(circle-slash) sync off");
+    assert.equal(syncItem(sync({ state: "idle" })).text, "$(sync) sync idle");
+    assert.equal(syncItem(sync({ state: "syncing" })).text, "$(sync~spin) syncing");
+    assert.equal(syncItem(sync({ state: "off" })).text, "$(circle-slash) sync off");
     const conflicts = ["a.py", "b.py"].map((path) => ({ path, remote_copy: `${path}.remote`, at: "t" }));
-    const conflict = syncItem({ state: "conflict", conflicts, last_sync: null });
+    const conflict = syncItem(sync({ state: "conflict", conflicts }));
     assert.equal(conflict.text, "$(warning) sync: 2 conflicts");
     assert.equal(conflict.severity, "warning");
     assert.match(conflict.tooltip, /a\.py \(theirs: a\.py\.remote\)\nb\.py/);
@@ -148,7 +169,7 @@ describe("messages", () => {
     const text = statusSummary(
       status({
         jobs: [job("a"), job("b", { state: "succeeded" })],
-        ports: [{ local_port: 8888, remote_host: "127.0.0.1", remote_port: 8000, state: "active" }],
+        ports: [port()],
       }),
     );
     assert.equal(
@@ -170,7 +191,7 @@ describe("messages", () => {
 });
 
 describe("ssh config message", () => {
-  const base = {
+  const base = sshResult({
     path: "/h/.orch/ssh/config",
     hosts: ["orch-local"],
     user_config: "/h/.ssh/config",
@@ -178,7 +199,7 @@ describe("ssh config message", () => {
     changed: true,
     warnings: [],
     skipped: [],
-  };
+  });
 
   it("names the hosts and how to connect", () => {
     assert.equal(

@@ -6,15 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
 from sidecar.errors import OrchError
-from sidecar.machines.base import MachineInfo
-
-if TYPE_CHECKING:
-    from sidecar.machines.ec2.fleet import FleetEntry
+from sidecar.results import FleetEntry, MachineInfo
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -49,6 +49,9 @@ class MachineInfo(BaseModel):
     uptime_s: float | None = None
     pid: int | None = None
     detail: str | None = None
+    # What the kind can do (filled in by the facade from the provider class), so front ends
+    # offer Stop / Terminate / cost only where they mean something.
+    capabilities: Capabilities = Field(default_factory=Capabilities)
     # Cloud machines (capabilities.has_cost): what it is, what it costs, what it cost so far.
     instance_type: str | None = None
     market: Literal["on-demand", "spot"] | None = None

@@ -364,13 +364,8 @@ class ConnectionPool:
 
 
 def _is_closed(conn: asyncssh.SSHClientConnection) -> bool:
-    if conn.is_closed():
-        return True
-    transport = getattr(conn, "_transport", None)
-    # A proxy-command tunnel (asyncssh's _ProxyCommandTunnel) has no is_closing(); asyncssh
-    # drops it from the connection once the tunnel is lost.
-    closing = getattr(transport, "is_closing", None)
-    return transport is None or (closing is not None and bool(closing()))
+    # The public check: the transport may be a socket or a proxy command's pipes.
+    return bool(conn.is_closed())
 
 
 def _text(data: object) -> str:

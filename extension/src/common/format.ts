@@ -62,6 +62,16 @@ const MACHINE_ICON: Record<MachineStatus["state"], string> = {
   unknown: "$(question)",
 };
 
+/** "g4dn.xlarge on-demand: $0.5260/h, $1.23 since start" for a cloud machine. */
+export function costLine(machine: MachineStatus): string {
+  const what = `${machine.instance_type} ${machine.market ?? ""}`.trim();
+  if (machine.price_per_hour === null || machine.price_per_hour === undefined) {
+    return `${what}: price unknown`;
+  }
+  const spent = machine.cost_so_far === null || machine.cost_so_far === undefined ? "" : `, $${machine.cost_so_far.toFixed(2)} since start`;
+  return `${what}: $${machine.price_per_hour.toFixed(4)}/h${spent}`;
+}
+
 export function machineItem(sidecar: SidecarState, machine: MachineStatus | undefined): ItemText {
   if (sidecar === "starting") {
     return { text: "$(loading~spin) orch: starting", tooltip: "Starting the orch sidecar…" };
@@ -89,6 +99,9 @@ export function machineItem(sidecar: SidecarState, machine: MachineStatus | unde
   }
   if (machine.uptime_s) {
     lines.push(`Up for ${formatDuration(machine.uptime_s)}`);
+  }
+  if (machine.instance_type) {
+    lines.push(costLine(machine));
   }
   if (machine.detail) {
     lines.push(machine.detail);

@@ -7,27 +7,11 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
-
 from remote_config import ec2 as render
 from remote_config.ec2_prices import cost_so_far
 from sidecar.machines.ec2.aws import Aws
+from sidecar.machines.ec2.models import FleetEntry
 from sidecar.machines.ec2.provider import instance_price
-
-
-class FleetEntry(BaseModel):
-    region: str
-    instance_id: str
-    project: str | None
-    machine: str | None
-    owner: str | None
-    state: str
-    instance_type: str
-    market: str
-    address: str | None = None
-    uptime_s: float | None = None
-    price_per_hour: float | None = None
-    cost_so_far: float | None = None
 
 
 async def all_regions(aws: Aws) -> list[str]:
