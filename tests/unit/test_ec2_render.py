@@ -292,3 +292,21 @@ def test_docs_list_exactly_the_policys_actions() -> None:
     documented = set(re.findall(r"`((?:ec2|ssm|iam):[A-Za-z]+)`", section))
     policy = set(ec2.policy_actions(ec2.iam_policy("ssm", instance_profile=True)))
     assert documented == policy
+
+
+def test_a_spot_interruption_is_named_in_status() -> None:
+    from sidecar.machines.ec2.provider import _stop_reason
+
+    stopped = {
+        "State": {"Name": "stopped"},
+        "StateReason": {
+            "Code": "Server.SpotInstanceShutdown",
+            "Message": "Server.SpotInstanceShutdown: Spot instance shutdown",
+        },
+    }
+    assert "spot interruption (Server.SpotInstanceShutdown)" in (_stop_reason(stopped) or "")
+    user = {"State": {"Name": "stopped"}, "StateReason": {"Code": "Client.UserInitiatedShutdown"}}
+    assert _stop_reason(user) is None
+    assert (
+        _stop_reason({"State": {"Name": "running"}, "StateReason": stopped["StateReason"]}) is None
+    )

@@ -342,8 +342,19 @@ class EC2Provider(Provider):
             price_per_hour=price,
             cost_so_far=cost_so_far(price, uptime),
             price_note=price_note,
-            detail=note,
+            detail=note or _stop_reason(inst),
         )
+
+
+def _stop_reason(inst: dict[str, Any]) -> str | None:
+    """Why a stopped instance stopped, when AWS did it (a spot interruption above all)."""
+    if inst["State"]["Name"] not in ("stopped", "stopping"):
+        return None
+    reason = inst.get("StateReason") or {}
+    code, message = str(reason.get("Code", "")), str(reason.get("Message", ""))
+    if code.startswith("Server.Spot") or "spot" in message.lower():
+        return f"stopped by a spot interruption ({code}): orch up starts it when capacity returns"
+    return None
 
 
 def _aware(value: Any) -> dt.datetime:
