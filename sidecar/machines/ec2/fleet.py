@@ -11,7 +11,7 @@ from remote_config import ec2 as render
 from remote_config.ec2_prices import cost_so_far
 from sidecar.machines.ec2.aws import Aws
 from sidecar.machines.ec2.models import FleetEntry
-from sidecar.machines.ec2.provider import instance_price
+from sidecar.machines.ec2.pricing import instance_price
 
 
 async def all_regions(aws: Aws) -> list[str]:

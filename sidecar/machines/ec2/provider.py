@@ -39,6 +39,7 @@ from sidecar.machines.base import (
 from sidecar.machines.ec2 import waiting
 from sidecar.machines.ec2.aws import Aws
 from sidecar.machines.ec2.launch import create_instance
+from sidecar.machines.ec2.pricing import instance_price
 from sidecar.ssh import keys
 from sidecar.state import async_file_lock, read_json, write_json
 
@@ -47,8 +48,7 @@ WAIT_SSH_S = 300.0
 # The language server reads status every 1-5 s: describe the instance at most this often
 # (up, down and terminate forget the cached answer; uptime and cost are computed anew).
 STATUS_TTL_S = 10.0
-SPOT_PRICE_TTL_S = 300.0
-_spot_prices: dict[tuple[str, str, str], tuple[float, float]] = {}
+
 _STATES: dict[str, MachineState] = {
     "pending": "starting",
     "running": "running",
@@ -361,39 +361,6 @@ def _aware(value: Any) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-async def instance_price(aws: Aws, inst: dict[str, Any], region: str) -> tuple[float | None, str]:
-    """($/h, where it came from): the live spot price for spot instances, else the table."""
-    from remote_config.ec2_prices import PRICES_DATE
-
-    itype = inst.get("InstanceType", "")
-    if inst.get("InstanceLifecycle") == "spot":
-        query: dict[str, Any] = {
-            "InstanceTypes": [itype],
-            "ProductDescriptions": ["Linux/UNIX"],
-            "StartTime": dt.datetime.now(dt.UTC),
-            "MaxResults": 1,
-        }
-        zone = inst.get("Placement", {}).get("AvailabilityZone") or ""
-        if zone:
-            query["AvailabilityZone"] = zone
-        key = (region, itype, zone)
-        cached = _spot_prices.get(key)
-        if cached and time.monotonic() - cached[0] < SPOT_PRICE_TTL_S:
-            return cached[1], "live spot price"
-        try:
-            history = await aws.call("ec2", "describe_spot_price_history", region=region, **query)
-            prices = history.get("SpotPriceHistory", [])
-            if prices:
-                _spot_prices[key] = (time.monotonic(), float(prices[0]["SpotPrice"]))
-                return _spot_prices[key][1], "live spot price"
-        except OrchError:
-            pass  # fall back to the table: a price is a hint, not worth failing status for
-    price = on_demand_price(region, itype)
-    if price is None:
-        return None, f"{itype} in {region} is not in orch's price table"
-    return price, f"orch's on-demand price table of {PRICES_DATE}"
 
 
 async def _handshake(target: SSHTarget) -> None:
