@@ -227,6 +227,7 @@ env: {
 extra: string[]
 lanes: (number | null)
 model: string
+py_spy: boolean
 random_weights: boolean
 requests: number
 sequential: boolean
@@ -243,6 +244,7 @@ local_dir: string
 summary: {
 [k: string]: unknown
 }
+table: string
 }
 /**
  * This interface was referenced by `OrchProtocol`'s JSON-Schema
