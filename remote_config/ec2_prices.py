@@ -1,7 +1,9 @@
 """The on-demand price table orch ships for EC2 (Linux, shared tenancy, $/hour) and cost maths.
 
 Source: the public "Amazon EC2 On-Demand Pricing" page (aws.amazon.com/ec2/pricing/on-demand/),
-Linux column, transcribed by hand; PRICES_DATE says when. AWS changes prices rarely but does
+Linux column, as of PRICES_DATE. The figures were written down without access to the page
+(this project's machines have no network) and are not re-checked yet: verify them against
+the page before trusting a total. AWS changes prices rarely but does
 change them, and EBS storage (gp3 ~$0.08/GB-month in us-east-1) is not included: the table is
 an estimate for spotting forgotten machines, not a bill. Spot prices are not in the table;
 orch asks `describe_spot_price_history` for them.
