@@ -47,6 +47,11 @@ class MachineInfo(BaseModel):
     uptime_s: float | None = None
     pid: int | None = None
     detail: str | None = None
+    # Cloud machines: what they are and what they cost (None where it does not apply).
+    machine_type: str | None = None
+    idle_timeout_minutes: int | None = None
+    price_per_hour: float | None = None  # USD
+    cost_so_far: float | None = None  # USD since the machine last started
 
 
 class SSHTarget(BaseModel):
@@ -97,6 +102,16 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def status(self) -> MachineInfo:
         """Report the machine's state without changing it (stale state is cleaned up)."""
+
+    async def terminate_warnings(self) -> list[str]:
+        """What destroying the machine would lose (unpushed work), for a confirmation."""
+        return []
+
+    async def terminate(self) -> MachineInfo:
+        """Destroy the machine and its disk (only kinds with `can_terminate`)."""
+        from sidecar.errors import UsageError
+
+        raise UsageError(f"machines of kind {self.kind!r} cannot be deleted by orch")
 
     @abc.abstractmethod
     async def ssh_target(self) -> SSHTarget:

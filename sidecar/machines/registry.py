@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _PROVIDERS: dict[str, str] = {
     "local": "sidecar.machines.local.provider:LocalProvider",
     "ssh": "sidecar.machines.ssh_host:SSHHostProvider",
+    "codespaces": "sidecar.machines.codespaces:CodespacesProvider",
 }
 
 
