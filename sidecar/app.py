@@ -22,7 +22,7 @@ from remote_config.loader import ResolvedConfig
 from remote_config.model import OrchConfig
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
-from sidecar.errors import NotFound, OrchError
+from sidecar.errors import NotFound, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh.forwards import PortForwardInfo, PortsResult
@@ -135,6 +135,27 @@ class Orchestrator:
                 await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
         return await provider.down()
+
+    async def terminate_warnings(self, machine: str | None = None) -> list[str]:
+        """What deleting the machine would lose (for the confirmation before `terminate`)."""
+        return await self.provider(machine).terminate_warnings()
+
+    async def terminate(self, machine: str | None = None) -> MachineInfo:
+        """Delete the machine and its disk (kinds whose capabilities say `can_terminate`)."""
+        provider = self.provider(machine)
+        if not provider.capabilities.can_terminate:
+            raise UsageError(
+                f"machines of kind {provider.kind!r} cannot be deleted by orch",
+                hint=f"`orch down {provider.name}` stops it",
+            )
+        with contextlib.suppress(OrchError):
+            target = await provider.ssh_target()
+            from sidecar.ssh.ports_service import stop_forwards
+
+            with contextlib.suppress(OrchError):
+                await stop_forwards(self.layout, target.alias)
+            self.pool.drop(target.alias)
+        return await provider.terminate()
 
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
         return await self.provider(machine).status()

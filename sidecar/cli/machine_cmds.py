@@ -8,6 +8,7 @@ import sys
 
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
+from sidecar.errors import UsageError
 from sidecar.machines.base import MachineInfo
 
 
@@ -20,6 +21,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down = sub.add_parser("down", help="stop the machine")
     down.add_argument("machine", nargs="?")
     down.add_argument("--json", action="store_true", help="print the result as JSON")
+    down.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete the machine and its disk (codespaces), after a confirmation",
+    )
+    down.add_argument("-y", "--yes", action="store_true", help="delete without asking")
     down.set_defaults(handler=cmd_down)
 
     status = sub.add_parser("status", help="show the machine and its jobs")
@@ -62,7 +69,33 @@ async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_delete(name: str, warnings: list[str]) -> bool:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"deleting {name} needs a confirmation and there is no terminal to ask on",
+            hint=f"run `orch down {name} --delete --yes` to delete without asking",
+        )
+    lost = "its disk and everything not pushed" if warnings else "its disk"
+    answer = input(f"Delete {name} and {lost}? This cannot be undone. [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def cmd_delete(orch: Orchestrator, args: argparse.Namespace) -> int:
+    name = orch.machine_name(args.machine)
+    warnings = await orch.terminate_warnings(args.machine)
+    if not args.yes and not _confirm_delete(name, warnings):
+        print("nothing was deleted")
+        return 1
+    info = await orch.terminate(args.machine)
+    print_json(info) if args.json else print(_machine_line(info))
+    return 0
+
+
 async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
+    if getattr(args, "delete", False):
+        return await cmd_delete(orch, args)
     spinner = Spinner(f"stopping {orch.machine_name(args.machine)}")
     async with spinner.running():
         info = await orch.down(args.machine)
@@ -92,6 +125,9 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     )
     if m.detail:
         print(f"note: {m.detail}")
+    cost = _cost_line(m)
+    if cost:
+        print(cost)
     if status.jobs:
         from sidecar.cli.jobs_cmds import jobs_table
 
@@ -100,6 +136,20 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     elif m.state == "running":
         print("no jobs (start one with: orch run NAME -- CMD ...)")
     return 0
+
+
+def _cost_line(m: MachineInfo) -> str | None:
+    """Type, idle timeout and cost of a cloud machine, when its kind reports them."""
+    parts = []
+    if m.machine_type:
+        parts.append(f"type {m.machine_type}")
+    if m.idle_timeout_minutes is not None:
+        parts.append(f"idle timeout {m.idle_timeout_minutes} min")
+    if m.price_per_hour is not None:
+        parts.append(f"${m.price_per_hour:.2f}/h")
+    if m.cost_so_far is not None:
+        parts.append(f"${m.cost_so_far:.2f} since it started")
+    return ", ".join(parts) if parts else None
 
 
 async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:

@@ -364,8 +364,9 @@ class ConnectionPool:
 
 
 def _is_closed(conn: asyncssh.SSHClientConnection) -> bool:
-    transport = getattr(conn, "_transport", None)
-    return transport is None or transport.is_closing()
+    # Through a ProxyCommand the transport is asyncssh's tunnel, which has no is_closing():
+    # ask the connection itself.
+    return conn.is_closed()
 
 
 def _text(data: object) -> str:
