@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -45,6 +46,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="run from a hard-linked snapshot of the synced tree, so later syncs never change "
         "its code (default: [jobs] snapshot, on when the project was synced there)",
+    )
+    run.add_argument(
+        "--expect",
+        metavar="DURATION",
+        help="how long the job should run (90m, 2h): orch warns when the machine may "
+        "suspend before (a codespace's idle timeout)",
     )
     run.add_argument(
         "--debug",
@@ -98,6 +105,7 @@ class RunArgs:
     machine: str | None = None
     snapshot: bool | None = None
     debug: bool = False
+    expect_s: float | None = None
 
 
 def parse_run_args(args: argparse.Namespace) -> RunArgs:
@@ -109,6 +117,7 @@ def parse_run_args(args: argparse.Namespace) -> RunArgs:
         machine=args.machine,
         snapshot=getattr(args, "snapshot", None),
         debug=getattr(args, "debug", False),
+        expect_s=_expect(getattr(args, "expect", None)),
     )
     words = list(args.args)
     if words and words[0] == "--":
@@ -132,6 +141,18 @@ def parse_run_args(args: argparse.Namespace) -> RunArgs:
 
 
 _RUN_HINT = "orch run NAME -- CMD ARG...  or  orch run NAME 'CMD LINE'"
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def _expect(text: str | None) -> float | None:
+    """`--expect` durations: 90m, 2h, 1h30m, 45s."""
+    if text is None:
+        return None
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise UsageError(f"--expect {text!r} is not a duration", hint="for example 90m, 2h, 1h30m")
+    h, m, s = (int(g or 0) for g in match.groups())
+    return float(h * 3600 + m * 60 + s)
 
 
 def _run_option(out: RunArgs, words: list[str]) -> list[str]:
@@ -145,13 +166,15 @@ def _run_option(out: RunArgs, words: list[str]) -> list[str]:
         out.debug = True
     elif word in ("--snapshot", "--no-snapshot"):
         out.snapshot = word == "--snapshot"
-    elif key in ("-e", "--env", "-m", "--machine"):
+    elif key in ("-e", "--env", "-m", "--machine", "--expect"):
         if not eq:
             if not rest:
                 raise UsageError(f"{word} needs a value", hint=_RUN_HINT)
             inline, rest = rest[0], rest[1:]
         if key in ("-e", "--env"):
             out.env.append(inline)
+        elif key == "--expect":
+            out.expect_s = _expect(inline)
         else:
             out.machine = inline
     else:
@@ -183,6 +206,10 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         )
         print_json(session) if run.json else print_session(session)
         return 0
+    if run.expect_s is not None:
+        warning = orch.provider(run.machine).long_job_warning(run.expect_s)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     job = await orch.jobs_run(
         run.name, run.command, env, run.replace, machine=run.machine, snapshot=run.snapshot
     )

@@ -103,6 +103,11 @@ class Provider(abc.ABC):
     async def status(self) -> MachineInfo:
         """Report the machine's state without changing it (stale state is cleaned up)."""
 
+    def long_job_warning(self, expected_s: float) -> str | None:
+        """A warning when a job expected to run `expected_s` may be cut short by the machine
+        (a platform idle timeout that job activity does not reset); None when it is fine."""
+        return None
+
     async def terminate_warnings(self) -> list[str]:
         """What destroying the machine would lose (unpushed work), for a confirmation."""
         return []

@@ -224,6 +224,17 @@ class CodespacesProvider(Provider):
         keys.pin_host_key(self.layout, self.alias, lines[-1])
         self._save(user=lines[0], pinned_for=name)
 
+    def long_job_warning(self, expected_s: float) -> str | None:
+        idle_s = self.spec.idle_timeout_minutes * 60
+        if expected_s <= idle_s:
+            return None
+        return (
+            f"job expected to run {expected_s / 60:.0f} min, but GitHub suspends codespace "
+            f"machine {self.name!r} after {self.spec.idle_timeout_minutes} min without terminal "
+            "or editor activity (a running job does not count): keep a terminal busy, raise "
+            "idle_timeout_minutes (at most 240), or run long jobs on an EC2 machine"
+        )
+
     # --- down, terminate, status -------------------------------------------------------------
 
     async def _down(self) -> MachineInfo:

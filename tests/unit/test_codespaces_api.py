@@ -210,3 +210,33 @@ async def test_state_files_never_hold_the_token(github_api: Any, orch_home: Path
     assert any(p.name == "codespace.json" for p in files)
     for path in files:
         assert github_api.TOKEN not in path.read_text(errors="replace")
+
+
+def test_long_job_warning_points_at_ec2(orch_home: Path) -> None:
+    provider = _provider(orch_home, idle_timeout_minutes=30)
+    assert provider.long_job_warning(20 * 60) is None
+    warning = provider.long_job_warning(2 * 3600) or ""
+    assert "120 min" in warning and "30 min" in warning and "EC2" in warning
+
+
+async def test_ssh_target_proxies_through_gh_and_says_how_to_install_it(
+    orch_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sidecar.errors import UsageError
+    from sidecar.ssh import keys
+
+    provider = _provider(orch_home)
+    provider._save(name="proj-1-abc", user="codespace", pinned_for="proj-1-abc")
+    keys.pin_host_key(provider.layout, provider.alias, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc4")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UsageError) as caught:
+        await provider.ssh_target()
+    assert "cli.github.com" in (caught.value.hint or "")
+    gh = tmp_path / "gh"
+    gh.write_text("#!/bin/sh\n")
+    gh.chmod(0o755)
+    target = await provider.ssh_target()
+    assert target.proxy_command == (
+        f"{gh} codespace ssh -c proj-1-abc --stdio -- -i {provider.layout.client_key}"
+    )
+    assert target.user == "codespace" and target.host_key_alias == provider.alias

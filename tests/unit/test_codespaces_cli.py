@@ -64,3 +64,15 @@ def test_delete_needs_confirmation_and_warns_about_unpushed_work(
 def test_delete_on_a_kind_that_cannot_is_refused(project: Path, orch_home: Path) -> None:
     done = _orch(project, "down", "--delete", "--yes")
     assert done.returncode != 0 and "cannot be deleted" in done.stderr
+
+
+def test_run_warns_when_a_job_outlives_the_idle_timeout(
+    github_api: Any, project: Path, orch_home: Path
+) -> None:
+    (project / "orch.toml").write_text(TOML + "idle_timeout_minutes = 30\n")
+    done = _orch(project, "run", "train", "--expect", "3h", "--", "python3", "train.py")
+    # The warning comes before the job is started (which fails here: the codespace is not up).
+    assert "warning: job expected to run 180 min" in done.stderr
+    assert "EC2" in done.stderr
+    bad = _orch(project, "run", "train", "--expect", "soon", "--", "true")
+    assert bad.returncode != 0 and "not a duration" in bad.stderr
