@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from remote_config.jobs import JobInfo
 from remote_config.loader import ResolvedConfig
 from remote_config.model import OrchConfig
@@ -25,31 +23,23 @@ from sidecar.config import load_project_config
 from sidecar.errors import NotFound, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
-from sidecar.ssh.forwards import PortForwardInfo, PortsResult
+from sidecar.results import (
+    DebugConfigResult,
+    DebugSession,
+    OrchStatus,
+    PortForwardInfo,
+    PortsResult,
+    ProfileRequest,
+    ProfileResult,
+    SshConfigResult,
+    SyncStatus,
+)
 from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
     from sidecar.context import MachineContext
-    from sidecar.debug.service import DebugSession
     from sidecar.jobs.backend import JobBackend
-    from sidecar.profiling.service import ProfileRequest, ProfileResult
-    from sidecar.ssh.config_service import SshConfigResult
     from sidecar.ssh.forwarder import ForwardOwner
-    from sidecar.sync.service import SyncStatus
-
-
-class DebugConfigResult(BaseModel):
-    path: str
-    configuration: dict[str, Any]
-
-
-class OrchStatus(BaseModel):
-    """Everything the status bar and `orch status` show (also the `orch/status` notification)."""
-
-    machine: MachineInfo
-    jobs: list[JobInfo] = Field(default_factory=list)
-    sync: dict[str, Any] = Field(default_factory=lambda: {"state": "off", "conflicts": []})
-    ports: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Orchestrator:
@@ -118,10 +108,11 @@ class Orchestrator:
         return provider
 
     async def up(self, machine: str | None = None, progress: Progress | None = None) -> MachineInfo:
-        info = await self.provider(machine).up(progress)
+        provider = self.provider(machine)
+        info = await provider.up(progress)
         if info.state == "running":
             await self.write_ssh_config(machine)
-        return info
+        return _with_capabilities(info, provider)
 
     async def down(self, machine: str | None = None) -> MachineInfo:
         provider = self.provider(machine)
@@ -134,7 +125,7 @@ class Orchestrator:
             with contextlib.suppress(OrchError):
                 await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
-        return await provider.down()
+        return _with_capabilities(await provider.down(), provider)
 
     async def terminate_warnings(self, machine: str | None = None) -> list[str]:
         """What deleting the machine would lose (for the confirmation before `terminate`)."""
@@ -158,7 +149,8 @@ class Orchestrator:
         return await provider.terminate()
 
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
-        return await self.provider(machine).status()
+        provider = self.provider(machine)
+        return _with_capabilities(await provider.status(), provider)
 
     async def status(self, machine: str | None = None) -> OrchStatus:
         info = await self.machine_status(machine)
@@ -172,12 +164,7 @@ class Orchestrator:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
-        return OrchStatus(
-            machine=info,
-            jobs=jobs,
-            ports=[p.model_dump(mode="json") for p in ports],
-            sync=sync.model_dump(mode="json"),
-        )
+        return OrchStatus(machine=info, jobs=jobs, ports=ports, sync=sync)
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -306,6 +293,15 @@ class Orchestrator:
         self, name: str, tail: int | None = None, machine: str | None = None
     ) -> AsyncIterator[str]:
         return self.jobs(machine).stream(name, tail=tail, follow=True)
+
+    def jobs_stream(
+        self, name: str, tail: int | None = None, follow: bool = False, machine: str | None = None
+    ) -> AsyncIterator[str]:
+        """The job's log as text chunks (with `follow`, until the job ends)."""
+        return self.jobs(machine).stream(name, tail=tail, follow=follow)
+
+    async def jobs_info(self, name: str, machine: str | None = None) -> JobInfo:
+        return await self.jobs(machine).info(name)
 
     async def jobs_stop(self, name: str, machine: str | None = None) -> JobInfo:
         return await self.jobs(machine).stop(name)
@@ -485,3 +481,8 @@ class Orchestrator:
                 f"no host key is pinned for {name!r}", hint="see the pinned keys: orch status"
             )
         return alias
+
+
+def _with_capabilities(info: MachineInfo, provider: Provider) -> MachineInfo:
+    info.capabilities = provider.capabilities
+    return info

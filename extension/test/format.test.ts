@@ -15,7 +15,7 @@ import {
   validateJobName,
   validatePort,
 } from "../src/common/format";
-import { job, status } from "./fixtures";
+import { job, port, sshResult, status, sync } from "./fixtures";
 
 describe("machine item", () => {
   it("shows the machine's name and state once the sidecar runs", () => {
@@ -63,11 +63,11 @@ describe("jobs item", () => {
 
 describe("sync item", () => {
   it("renders each state", () => {
-    assert.equal(syncItem({ state: "idle", conflicts: [], last_sync: null }).text, "$(sync) sync idle");
-    assert.equal(syncItem({ state: "syncing", conflicts: [], last_sync: null }).text, "$(sync~spin) syncing");
-    assert.equal(syncItem({ state: "off", conflicts: [], last_sync: null }).text, "$(circle-slash) sync off");
+    assert.equal(syncItem(sync({ state: "idle" })).text, "$(sync) sync idle");
+    assert.equal(syncItem(sync({ state: "syncing" })).text, "$(sync~spin) syncing");
+    assert.equal(syncItem(sync({ state: "off" })).text, "$(circle-slash) sync off");
     const conflicts = ["a.py", "b.py"].map((path) => ({ path, remote_copy: `${path}.remote`, at: "t" }));
-    const conflict = syncItem({ state: "conflict", conflicts, last_sync: null });
+    const conflict = syncItem(sync({ state: "conflict", conflicts }));
     assert.equal(conflict.text, "$(warning) sync: 2 conflicts");
     assert.equal(conflict.severity, "warning");
     assert.match(conflict.tooltip, /a\.py \(theirs: a\.py\.remote\)\nb\.py/);
@@ -148,7 +148,7 @@ describe("messages", () => {
     const text = statusSummary(
       status({
         jobs: [job("a"), job("b", { state: "succeeded" })],
-        ports: [{ local_port: 8888, remote_host: "127.0.0.1", remote_port: 8000, state: "active" }],
+        ports: [port()],
       }),
     );
     assert.equal(
@@ -170,7 +170,7 @@ describe("messages", () => {
 });
 
 describe("ssh config message", () => {
-  const base = {
+  const base = sshResult({
     path: "/h/.orch/ssh/config",
     hosts: ["orch-local"],
     user_config: "/h/.ssh/config",
@@ -178,7 +178,7 @@ describe("ssh config message", () => {
     changed: true,
     warnings: [],
     skipped: [],
-  };
+  });
 
   it("names the hosts and how to connect", () => {
     assert.equal(

@@ -9,7 +9,7 @@ import sys
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
 from sidecar.errors import UsageError
-from sidecar.machines.base import MachineInfo
+from sidecar.results import MachineInfo
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from remote_config.jobs import parse_env_assignments
 from sidecar.app import Orchestrator
-from sidecar.cli.jobs_cmds import parse_env_assignments
 from sidecar.cli.output import print_json
 from sidecar.errors import UsageError
 
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def cmd_profile(orch: Orchestrator, args: argparse.Namespace) -> int:
-    from sidecar.profiling.service import ProfileRequest
+    from sidecar.results import ProfileRequest
 
     extra = list(args.extra)
     if extra and extra[0] == "--":

@@ -52,6 +52,9 @@ class MachineInfo(BaseModel):
     idle_timeout_minutes: int | None = None
     price_per_hour: float | None = None  # USD
     cost_so_far: float | None = None  # USD since the machine last started
+    # What the kind can do (filled in by the facade from the provider class), so front ends
+    # offer Stop / Terminate / cost only where they mean something.
+    capabilities: Capabilities = Field(default_factory=Capabilities)
 
 
 class SSHTarget(BaseModel):

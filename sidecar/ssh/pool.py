@@ -364,9 +364,8 @@ class ConnectionPool:
 
 
 def _is_closed(conn: asyncssh.SSHClientConnection) -> bool:
-    # Through a ProxyCommand the transport is asyncssh's tunnel, which has no is_closing():
-    # ask the connection itself.
-    return conn.is_closed()
+    # The public check: the transport may be a socket or a proxy command's pipes.
+    return bool(conn.is_closed())
 
 
 def _text(data: object) -> str:
