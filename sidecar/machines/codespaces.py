@@ -212,7 +212,15 @@ class CodespacesProvider(Provider):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise HostKeyMismatch(
+                f"gh did not reach codespace {name} within 180 s to read its host key",
+                hint=f"check `gh codespace ssh -c {name}` works, then run `orch up` again",
+            ) from None
         lines = [x.strip() for x in out.decode(errors="replace").splitlines() if x.strip()]
         if proc.returncode != 0 or len(lines) < 2 or not lines[-1].startswith("ssh-"):
             raise HostKeyMismatch(
