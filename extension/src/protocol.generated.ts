@@ -189,6 +189,7 @@ env: {
 extra: string[]
 lanes: (number | null)
 model: string
+py_spy: boolean
 random_weights: boolean
 requests: number
 sequential: boolean
@@ -205,6 +206,7 @@ local_dir: string
 summary: {
 [k: string]: unknown
 }
+table: string
 }
 /**
  * This interface was referenced by `OrchProtocol`'s JSON-Schema
