@@ -196,21 +196,48 @@ class EC2Machine(Strict):
         return value
 
 
+Geo = Literal["EuropeWest", "SoutheastAsia", "UsEast", "UsWest"]
+
+
 class CodespacesMachine(Strict):
-    """A GitHub Codespace (the default cloud)."""
+    """A GitHub codespace, made from a repository's dev container (the default cloud)."""
 
     kind: Literal["codespaces"]
     repository: str = Field(description="owner/name of the repository the codespace is made from.")
-    branch: str | None = None
-    machine_type: str = "basicLinux32gb"
-    idle_timeout_minutes: Annotated[int, Field(ge=5, le=240)] = 30
-    devcontainer_path: str | None = None
+    branch: str | None = Field(default=None, description="Git ref; default: the default branch.")
+    machine_type: str = Field(
+        default="basicLinux32gb",
+        description="Machine type name (`orch up` lists the ones the repository allows).",
+    )
+    idle_timeout_minutes: Annotated[int, Field(ge=5, le=240)] = Field(
+        default=30, description="GitHub suspends the codespace after this much idle time."
+    )
+    retention_period_minutes: Annotated[int, Field(ge=0, le=43200)] | None = Field(
+        default=None,
+        description="Delete a stopped codespace after this long (GitHub's default: 30 days).",
+    )
+    devcontainer_path: str | None = Field(
+        default=None, description="e.g. '.devcontainer/devcontainer.json'; default: GitHub's pick."
+    )
+    display_name: str | None = Field(
+        default=None,
+        description="The name orch finds the codespace by; default 'orch <project> <machine>'.",
+        max_length=48,
+    )
+    geo: Geo | None = Field(default=None, description="Region; default: nearest to you.")
 
     @field_validator("repository")
     @classmethod
     def _repo(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", value):
             raise ValueError("must look like 'owner/name'")
+        return value
+
+    @field_validator("devcontainer_path")
+    @classmethod
+    def _devcontainer(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("must be a path inside the repository, like '.devcontainer/x.json'")
         return value
 
 

@@ -169,6 +169,10 @@ class Orchestrator:
         aws, _ = self._fleet_aws()
         return await fleet.stop_fleet(aws, entries)
 
+    async def terminate_warnings(self, machine: str | None = None) -> list[str]:
+        """What destroying the machine would lose (unpushed work), for the confirmation."""
+        return await self.provider(machine).terminate_warnings()
+
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
         provider = self.provider(machine)
         return _with_capabilities(await provider.status(), provider)

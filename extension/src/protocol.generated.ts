@@ -138,8 +138,10 @@ address: (string | null)
 capabilities: Capabilities
 cost_so_far: (number | null)
 detail: (string | null)
+idle_timeout_minutes: (number | null)
 instance_type: (string | null)
 kind: string
+machine_type: (string | null)
 market: (("on-demand" | "spot") | null)
 name: string
 pid: (number | null)

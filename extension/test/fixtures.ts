@@ -70,6 +70,8 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
       detail: null,
       instance_type: null,
       market: null,
+      machine_type: null,
+      idle_timeout_minutes: null,
       price_per_hour: null,
       cost_so_far: null,
       price_note: null,

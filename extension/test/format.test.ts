@@ -26,6 +26,23 @@ describe("machine item", () => {
     assert.equal(item.severity, undefined);
   });
 
+  it("shows a codespace's type, idle timeout and cost", () => {
+    const machine = {
+      ...status().machine,
+      name: "cs",
+      kind: "codespaces",
+      machine_type: "standardLinux32gb",
+      idle_timeout_minutes: 30,
+      price_per_hour: 0.36,
+      cost_so_far: 0.12,
+    };
+    const item = machineItem("running", machine);
+    assert.equal(item.text, "$(vm-running) cs: running · $0.36/h");
+    assert.match(item.tooltip, /Type: standardLinux32gb/);
+    assert.match(item.tooltip, /Suspends after 30 min idle/);
+    assert.match(item.tooltip, /\$0\.12 since it started/);
+  });
+
   it("spins while the machine starts", () => {
     const item = machineItem("running", { ...status().machine, state: "starting" });
     assert.equal(item.text, "$(loading~spin) local: starting");

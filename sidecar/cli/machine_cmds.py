@@ -9,7 +9,7 @@ import sys
 
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
-from sidecar.errors import OrchError
+from sidecar.errors import OrchError, UsageError
 from sidecar.results import FleetEntry, MachineInfo
 
 
@@ -30,8 +30,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down.add_argument("--json", action="store_true", help="print the result as JSON")
     down.add_argument(
         "--terminate",
+        "--delete",
+        dest="terminate",
         action="store_true",
-        help="destroy the machine and its disks (cloud machines; asks first)",
+        help="destroy the machine and its disks (cloud machines; asks first, naming them and "
+        "any unpushed work)",
     )
     down.add_argument(
         "--all",
@@ -106,9 +109,15 @@ async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 def confirm(question: str, yes: bool) -> None:
-    """Ask on the terminal; anything but 'y'/'yes' (or no terminal input) cancels."""
+    """Ask on the terminal; anything but 'y'/'yes' cancels. With no terminal to ask on, refuse
+    unless --yes was given (a script never destroys anything by accident)."""
     if yes:
         return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{question.rstrip('?')}: this needs a confirmation and there is no terminal to ask on",
+            hint="pass --yes to go ahead without asking",
+        )
     print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
@@ -124,6 +133,8 @@ async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
         if plan is None:
             print(f"{name}: nothing to terminate")
             return 0
+        for warning in await orch.terminate_warnings(name):
+            print(f"warning: {warning}", file=sys.stderr)
         confirm(f"terminate {name}: {plan}? Its disk and every file on it are deleted.", args.yes)
     spinner = Spinner(f"{'terminating' if args.terminate else 'stopping'} {name}")
     async with spinner.running():
@@ -220,6 +231,9 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
         print(f"price: {m.price_note}")
     if m.detail:
         print(f"note: {m.detail}")
+    cost = None if m.instance_type else _cost_line(m)  # EC2 shows it in the table
+    if cost:
+        print(cost)
     if status.jobs:
         from sidecar.cli.jobs_cmds import jobs_table
 
@@ -228,6 +242,20 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     elif m.state == "running":
         print("no jobs (start one with: orch run NAME -- CMD ...)")
     return 0
+
+
+def _cost_line(m: MachineInfo) -> str | None:
+    """Type, idle timeout and cost of a cloud machine, when its kind reports them."""
+    parts = []
+    if m.machine_type:
+        parts.append(f"type {m.machine_type}")
+    if m.idle_timeout_minutes is not None:
+        parts.append(f"idle timeout {m.idle_timeout_minutes} min")
+    if m.price_per_hour is not None:
+        parts.append(f"${m.price_per_hour:.2f}/h")
+    if m.cost_so_far is not None:
+        parts.append(f"${m.cost_so_far:.2f} since it started")
+    return ", ".join(parts) if parts else None
 
 
 async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:

@@ -106,8 +106,21 @@ export function machineItem(sidecar: SidecarState, machine: MachineStatus | unde
   if (machine.detail) {
     lines.push(machine.detail);
   }
+  // Cloud machines (codespaces) report what they are and what they cost.
+  if (machine.machine_type) {
+    lines.push(`Type: ${machine.machine_type}`);
+  }
+  if (machine.idle_timeout_minutes !== null) {
+    lines.push(`Suspends after ${machine.idle_timeout_minutes} min idle (running jobs do not count)`);
+  }
+  let cost = "";
+  if (machine.price_per_hour !== null) {
+    const since = machine.cost_so_far !== null ? `, $${machine.cost_so_far.toFixed(2)} since it started` : "";
+    lines.push(`Cost: $${machine.price_per_hour.toFixed(2)}/h${since}`);
+    cost = ` · $${machine.price_per_hour.toFixed(2)}/h`;
+  }
   return {
-    text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}`,
+    text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}${cost}`,
     tooltip: lines.join("\n"),
   };
 }
