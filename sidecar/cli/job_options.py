@@ -7,6 +7,7 @@ at the first word that is not an option, or at `--`.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ class JobOptions:
     machine: str | None = None
     snapshot: bool | None = None
     debug: bool = False
+    expect_s: float | None = None  # how long the job should run (`--expect 2h`)
 
     def environment(self) -> dict[str, str]:
         """The `-e KEY=VALUE` assignments, checked (UsageError on a bad one)."""
@@ -46,13 +48,15 @@ def take_options(
             opts.debug = True
         elif word in ("--snapshot", "--no-snapshot"):
             opts.snapshot = word == "--snapshot"
-        elif key in ("-e", "--env", "-m", "--machine"):
+        elif key in ("-e", "--env", "-m", "--machine", "--expect"):
             if not eq:
                 if not words:
                     raise UsageError(f"{word} needs a value", hint=hint)
                 value, words = words[0], words[1:]
             if key in ("-e", "--env"):
                 opts.env.append(value)
+            elif key == "--expect":
+                opts.expect_s = parse_duration(value)
             else:
                 opts.machine = value
         else:
@@ -61,6 +65,20 @@ def take_options(
                 hint=f"put the command after '--': {hint}",
             )
     return words
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str | None) -> float | None:
+    """`--expect` durations in seconds: 90m, 2h, 1h30m, 45s (None stays None)."""
+    if text is None:
+        return None
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise UsageError(f"--expect {text!r} is not a duration", hint="for example 90m, 2h, 1h30m")
+    h, m, s = (int(g or 0) for g in match.groups())
+    return float(h * 3600 + m * 60 + s)
 
 
 def command_words(words: list[str], name: str, hint: str) -> str | list[str]:

@@ -12,7 +12,13 @@ from datetime import datetime
 
 from remote_config.jobs import JobInfo
 from sidecar.app import Orchestrator
-from sidecar.cli.job_options import JobOptions, as_argv, command_words, take_options
+from sidecar.cli.job_options import (
+    JobOptions,
+    as_argv,
+    command_words,
+    parse_duration,
+    take_options,
+)
 from sidecar.cli.output import human_bytes, human_duration, print_json, print_session, table
 from sidecar.errors import UsageError
 
@@ -44,6 +50,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="run from a hard-linked snapshot of the synced tree, so later syncs never change "
         "its code (default: [jobs] snapshot, on when the project was synced there)",
+    )
+    run.add_argument(
+        "--expect",
+        metavar="DURATION",
+        help="how long the job should run (90m, 2h): orch warns when the machine may "
+        "suspend before (a codespace's idle timeout)",
     )
     run.add_argument(
         "--debug",
@@ -105,6 +117,7 @@ def parse_run_args(args: argparse.Namespace) -> RunArgs:
         machine=args.machine,
         snapshot=getattr(args, "snapshot", None),
         debug=getattr(args, "debug", False),
+        expect_s=parse_duration(getattr(args, "expect", None)),
     )
     words = list(args.args)
     if words and words[0] == "--":
@@ -132,6 +145,10 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         )
         print_json(session) if run.json else print_session(session)
         return 0
+    if run.expect_s is not None:
+        warning = orch.provider(run.machine).long_job_warning(run.expect_s)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     job = await orch.jobs_run(
         name, command, env, run.replace, machine=run.machine, snapshot=run.snapshot
     )
