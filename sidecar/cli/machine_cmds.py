@@ -111,18 +111,19 @@ async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 def confirm(question: str, yes: bool) -> None:
-    """Ask on the terminal; anything but 'y'/'yes' cancels. With no terminal to ask on, refuse
-    unless --yes was given (a script never destroys anything by accident)."""
+    """Ask; anything but 'y'/'yes' cancels (exit 1). With nothing to read an answer from (no
+    terminal, no piped answer), refuse and point at --yes: a script never destroys by accident."""
     if yes:
         return
-    if not sys.stdin.isatty():
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line:
+        print(file=sys.stderr)
         raise UsageError(
-            f"{question.rstrip('?')}: this needs a confirmation and there is no terminal to ask on",
+            "this needs a confirmation and there was no answer to read",
             hint="pass --yes to go ahead without asking",
         )
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-    answer = sys.stdin.readline().strip().lower()
-    if answer not in ("y", "yes"):
+    if line.strip().lower() not in ("y", "yes"):
         raise OrchError("cancelled: nothing was changed", hint="pass --yes to skip the question")
 
 
