@@ -31,6 +31,7 @@ from sidecar.ssh.pool import ConnectionPool
 if TYPE_CHECKING:
     from sidecar.context import MachineContext
     from sidecar.debug.service import DebugSession
+    from sidecar.idle.service import IdleStatus
     from sidecar.jobs.backend import JobBackend
     from sidecar.profiling.service import ProfileRequest, ProfileResult
     from sidecar.ssh.config_service import SshConfigResult
@@ -50,6 +51,8 @@ class OrchStatus(BaseModel):
     jobs: list[JobInfo] = Field(default_factory=list)
     sync: dict[str, Any] = Field(default_factory=lambda: {"state": "off", "conflicts": []})
     ports: list[dict[str, Any]] = Field(default_factory=list)
+    # The idle agent's latest decision ("idle 25 min · stops in 5 min"); None: no agent.
+    idle: dict[str, Any] | None = None
 
 
 class Orchestrator:
@@ -121,7 +124,35 @@ class Orchestrator:
         info = await self.provider(machine).up(progress)
         if info.state == "running":
             await self.write_ssh_config(machine)
+            await self._start_idle_agent(machine, info, progress)
         return info
+
+    async def _start_idle_agent(
+        self, machine: str | None, info: MachineInfo, progress: Progress | None
+    ) -> None:
+        """Start (or restart) the machine's idle agent; a failure is a note, not a failed up."""
+        from sidecar.idle.service import ensure_agent
+
+        try:
+            started = await ensure_agent(self.context(machine), info)
+        except OrchError as exc:
+            note = f"idle stop is not active: {exc.message}"
+            info.detail = f"{info.detail}; {note}" if info.detail else note
+            return
+        if started and progress:
+            progress(f"idle agent {started}")
+
+    async def idle_status(self, machine: str | None = None) -> IdleStatus | None:
+        from sidecar.idle.service import read_status
+
+        return await read_status(self.context(machine))
+
+    async def idle_keep(self, machine: str | None = None) -> IdleStatus | None:
+        """ "Keep running": reset the machine's idle timer, then read the agent's state."""
+        from sidecar.idle.service import keep
+
+        await keep(self.context(machine))
+        return await self.idle_status(machine)
 
     async def down(self, machine: str | None = None) -> MachineInfo:
         provider = self.provider(machine)
@@ -146,16 +177,20 @@ class Orchestrator:
             ports = (await self.ports_list(machine)).ports
         sync = await self.sync_status(machine)
         jobs: list[JobInfo] = []
+        idle = None
         if info.state == "running":
             try:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
+            with contextlib.suppress(OrchError):
+                idle = await self.idle_status(machine)
         return OrchStatus(
             machine=info,
             jobs=jobs,
             ports=[p.model_dump(mode="json") for p in ports],
             sync=sync.model_dump(mode="json"),
+            idle=None if idle is None else idle.model_dump(mode="json"),
         )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:

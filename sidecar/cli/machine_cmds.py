@@ -92,6 +92,8 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     )
     if m.detail:
         print(f"note: {m.detail}")
+    if status.idle:
+        print(f"idle: {status.idle['line']}")
     if status.jobs:
         from sidecar.cli.jobs_cmds import jobs_table
 
