@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from sidecar.context import MachineContext
 
 AGENT_DIR = ".orch/idle"  # relative to the remote home
+# Probes to leave out ("cpu,gpu"): for tests on a shared computer, and for troubleshooting.
+DISABLE_ENV = "ORCH_IDLE_DISABLE"
 KEEP_MARKER = f"~/{AGENT_DIR}/keep"
 ACTIVITY_MARKER = f"~/{AGENT_DIR}/activity"  # touched by orch's debug sessions
 _ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +87,7 @@ def agent_config(ctx: MachineContext, info: MachineInfo) -> dict[str, Any] | Non
         "started_at": started_at,
         "stop_action": spec.stop_action,
         "hook": stop_hook(ctx.provider, info, spec.stop_action),
+        "disable": [p for p in os.environ.get(DISABLE_ENV, "").split(",") if p],
         "markers": [
             [f"{remote_dir}/.orch/generation", "sync"],
             [KEEP_MARKER, "orch idle keep"],
