@@ -151,8 +151,7 @@ class Orchestrator:
         """ "Keep running": reset the machine's idle timer, then read the agent's state."""
         from sidecar.idle.service import keep
 
-        await keep(self.context(machine))
-        return await self.idle_status(machine)
+        return await keep(self.context(machine))
 
     async def down(self, machine: str | None = None) -> MachineInfo:
         provider = self.provider(machine)

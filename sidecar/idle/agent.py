@@ -150,6 +150,8 @@ class Agent:
         return False
 
     def run(self, interval: float | None, once: bool = False) -> int:
+        if not once:  # SIGUSR1 (`orch idle keep`) ends the wait: check now, not in a minute
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         while True:
             config = self.config()
             if config is None:  # orch's files were removed: nothing to watch any more
@@ -162,7 +164,7 @@ class Agent:
             if once:
                 return 0
             step = interval or float(config["policy"].get("interval_s") or 60)
-            time.sleep(step)
+            signal.sigtimedwait({signal.SIGUSR1}, step)
 
 
 def _boot_time() -> float | None:

@@ -158,16 +158,21 @@ async def _remote_text(ctx: MachineContext, command: str) -> str:
     return result.stdout
 
 
-async def read_status(ctx: MachineContext) -> IdleStatus | None:
-    """The agent's latest decision, or None when the machine has no agent state."""
+async def _read_state(ctx: MachineContext) -> tuple[float, dict[str, Any]] | None:
+    """(the machine's clock, the agent's state.json), or None when there is no state."""
     text = await _remote_text(ctx, f'date +%s; cat "$HOME"/{AGENT_DIR}/state.json 2>/dev/null')
     head, _, body = text.partition("\n")
     try:
-        remote_now = float(head.strip())
         state = json.loads(body)
+        return float(head.strip()), state
     except ValueError:
         return None
-    return status_from_state(state, remote_now)
+
+
+async def read_status(ctx: MachineContext) -> IdleStatus | None:
+    """The agent's latest decision, or None when the machine has no agent state."""
+    found = await _read_state(ctx)
+    return None if found is None else status_from_state(found[1], found[0])
 
 
 def status_from_state(state: dict[str, Any], now: float) -> IdleStatus:
@@ -207,14 +212,34 @@ def status_from_state(state: dict[str, Any], now: float) -> IdleStatus:
     )
 
 
-async def keep(ctx: MachineContext) -> None:
-    """Reset the idle timer ("Keep running"): the agent counts the marker's time as activity."""
+KEEP_SCRIPT = (
+    f'D="$HOME"/{AGENT_DIR}; mkdir -p "$D" && touch "$D/keep" && date +%s && '
+    # Wake the agent so that the status shows the reset at once, not after an interval.
+    'P=$(cat "$D/agent.pid" 2>/dev/null) && grep -q orch_idle_agent "/proc/$P/cmdline" '
+    '2>/dev/null && kill -USR1 "$P" 2>/dev/null || :'
+)
+
+
+async def keep(ctx: MachineContext, wait_s: float = 3.0) -> IdleStatus | None:
+    """Reset the idle timer ("Keep running"): the agent counts the marker's time as activity.
+    Returns the agent's state once it has checked again (or the last one after `wait_s`)."""
+    import asyncio
+
     target = await ctx.target()
-    path = KEEP_MARKER.removeprefix("~/")
-    result = await ctx.pool.run(target, f'mkdir -p "$HOME"/{AGENT_DIR} && touch "$HOME"/{path}')
+    result = await ctx.pool.run(target, KEEP_SCRIPT)
     if result.exit_status != 0:
         raise RemoteCommandFailed(
             f"could not reset the idle timer on {ctx.machine}: {result.stderr.strip()[-300:]}",
             exit_status=result.exit_status,
             stderr=result.stderr,
         )
+    kept_at = float(result.stdout.split()[0])
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = await _read_state(ctx)
+        if found is None:
+            return None
+        now, state = found
+        if float(state.get("checked_at") or 0) >= kept_at or time.monotonic() > deadline:
+            return status_from_state(state, now)
+        await asyncio.sleep(0.1)
