@@ -349,6 +349,7 @@ class Orchestrator:
         """Run `argv` as job `name` under debugpy and forward a local port to it."""
         from sidecar.debug import service
 
+        await self._debug_activity(machine)
         return await service.start(
             self.context(machine),
             self.jobs(machine),
@@ -364,7 +365,15 @@ class Orchestrator:
         """The attach session of a job already running under debugpy (forward restored)."""
         from sidecar.debug import service
 
+        await self._debug_activity(machine)
         return await service.attach(self.context(machine), self.jobs(machine), name)
+
+    async def _debug_activity(self, machine: str | None) -> None:
+        """A debug session is activity for the machine's idle agent (best effort)."""
+        from sidecar.idle.service import touch_activity
+
+        with contextlib.suppress(OrchError):
+            await touch_activity(self.context(machine))
 
     async def debug_config(
         self, name: str | None = None, machine: str | None = None

@@ -69,10 +69,10 @@ def agent_files() -> tuple[str, dict[str, str]]:
 
 def agent_config(ctx: MachineContext, info: MachineInfo) -> dict[str, Any] | None:
     """The agent's config.json for this machine, or None when every rule is off."""
+    if not enabled(ctx):
+        return None
     spec = ctx.provider.spec
     policy = policy_for(ctx.machine, spec, registry.capabilities(ctx.provider.kind))
-    if policy.idle_stop_s is None and policy.ttl_s is None:
-        return None
     remote_dir = ctx.config.remote_dir
     started_at = time.time() - info.uptime_s if info.uptime_s is not None else None
     return {
@@ -128,10 +128,11 @@ async def ensure_agent(ctx: MachineContext, info: MachineInfo) -> str | None:
     """Install/start the idle agent on a running machine; 'started PID' / 'running PID', or
     None when idle stop and TTL are both off for this machine."""
     config = agent_config(ctx, info)
-    if config is None:
+    target = await ctx.target()
+    if config is None:  # an agent from an earlier config exits once its config is gone
+        await ctx.pool.run(target, f'rm -f "$HOME"/{AGENT_DIR}/config.json "$HOME"/{AGENT_DIR}/state.json')
         return None
     version, files = agent_files()
-    target = await ctx.target()
     result = await ctx.pool.run(target, "sh -s", input=ensure_script(version, files, config))
     if result.exit_status != 0:
         raise RemoteCommandFailed(
@@ -169,8 +170,18 @@ async def _read_state(ctx: MachineContext) -> tuple[float, dict[str, Any]] | Non
         return None
 
 
+def enabled(ctx: MachineContext) -> bool:
+    """Whether idle stop or a TTL is on for the machine (else no agent runs there)."""
+    spec = ctx.provider.spec
+    policy = policy_for(ctx.machine, spec, registry.capabilities(ctx.provider.kind))
+    return policy.idle_stop_s is not None or policy.ttl_s is not None
+
+
 async def read_status(ctx: MachineContext) -> IdleStatus | None:
-    """The agent's latest decision, or None when the machine has no agent state."""
+    """The agent's latest decision, or None when the machine has no agent (no round trip
+    when idle stop and TTL are off)."""
+    if not enabled(ctx):
+        return None
     found = await _read_state(ctx)
     return None if found is None else status_from_state(found[1], found[0])
 
@@ -210,6 +221,12 @@ def status_from_state(state: dict[str, Any], now: float) -> IdleStatus:
         checked_s_ago=round(checked_ago, 1),
         stale=stale,
     )
+
+
+async def touch_activity(ctx: MachineContext) -> None:
+    """Mark activity that no probe sees by itself (a debug session starting or attaching)."""
+    path = ACTIVITY_MARKER.removeprefix("~/")
+    await ctx.pool.run(await ctx.target(), f'mkdir -p "$HOME"/{AGENT_DIR} && touch "$HOME"/{path}')
 
 
 KEEP_SCRIPT = (

@@ -246,3 +246,22 @@ async def test_vscode_server_traffic_keeps_it_up(orch: Orchestrator) -> None:
         await wait_stopped(orch, TIMEOUT + INTERVAL + SLACK)
     finally:
         stop_pid(pid)
+
+
+async def test_up_restarts_a_dead_agent_and_debug_marks_activity(orch: Orchestrator) -> None:
+    from sidecar.idle.service import touch_activity
+
+    pid_file = machine_home(orch) / ".orch" / "idle" / "agent.pid"
+    first = int(pid_file.read_text())
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.3)
+    info = await orch.up()  # the machine runs already; only the agent is started again
+    assert info.state == "running"
+    second = int(pid_file.read_text())
+    assert second != first and b"orch_idle_agent" in _cmdline(second)
+    await asyncio.sleep(TIMEOUT / 2 + INTERVAL * 2)
+    await touch_activity(orch.context())  # what debug start / attach do
+    await asyncio.sleep(INTERVAL * 3)
+    status = await orch.idle_status()
+    assert status is not None and status.action == "keep", status
+    assert "debug session" in status.reason
