@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from remote_config.jobs import JobInfo
 from remote_config.loader import ResolvedConfig
 from remote_config.model import OrchConfig
@@ -25,34 +23,27 @@ from sidecar.config import load_project_config
 from sidecar.errors import NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
-from sidecar.ssh.forwards import PortForwardInfo, PortsResult
+from sidecar.results import (
+    CreatePlan,
+    DebugConfigResult,
+    DebugSession,
+    FleetEntry,
+    IdleStatus,
+    OrchStatus,
+    PortForwardInfo,
+    PortsResult,
+    ProfileRequest,
+    ProfileResult,
+    SshConfigResult,
+    SyncStatus,
+)
 from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
     from sidecar.context import MachineContext
-    from sidecar.debug.service import DebugSession
-    from sidecar.idle.service import IdleStatus
     from sidecar.jobs.backend import JobBackend
-    from sidecar.profiling.service import ProfileRequest, ProfileResult
-    from sidecar.ssh.config_service import SshConfigResult
+    from sidecar.machines.ec2.aws import Aws
     from sidecar.ssh.forwarder import ForwardOwner
-    from sidecar.sync.service import SyncStatus
-
-
-class DebugConfigResult(BaseModel):
-    path: str
-    configuration: dict[str, Any]
-
-
-class OrchStatus(BaseModel):
-    """Everything the status bar and `orch status` show (also the `orch/status` notification)."""
-
-    machine: MachineInfo
-    jobs: list[JobInfo] = Field(default_factory=list)
-    sync: dict[str, Any] = Field(default_factory=lambda: {"state": "off", "conflicts": []})
-    ports: list[dict[str, Any]] = Field(default_factory=list)
-    # The idle agent's latest decision ("idle 25 min · stops in 5 min"); None: no agent.
-    idle: dict[str, Any] | None = None
 
 
 class Orchestrator:
@@ -121,11 +112,12 @@ class Orchestrator:
         return provider
 
     async def up(self, machine: str | None = None, progress: Progress | None = None) -> MachineInfo:
-        info = await self.provider(machine).up(progress)
+        provider = self.provider(machine)
+        info = await provider.up(progress)
         if info.state == "running":
             await self.write_ssh_config(machine)
             await self._start_idle_agent(machine, info, progress)
-        return info
+        return _with_capabilities(info, provider)
 
     async def _start_idle_agent(
         self, machine: str | None, info: MachineInfo, progress: Progress | None
@@ -153,7 +145,8 @@ class Orchestrator:
 
         return await keep(self.context(machine))
 
-    async def down(self, machine: str | None = None) -> MachineInfo:
+    async def down(self, machine: str | None = None, terminate: bool = False) -> MachineInfo:
+        """Stop the machine; with `terminate`, destroy it and its disks (cloud kinds)."""
         provider = self.provider(machine)
         with_target = None
         with contextlib.suppress(OrchError):
@@ -164,10 +157,53 @@ class Orchestrator:
             with contextlib.suppress(OrchError):
                 await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
-        return await provider.down()
+        info = await (provider.terminate() if terminate else provider.down())
+        return _with_capabilities(info, provider)
+
+    async def up_plan(self, machine: str | None = None) -> CreatePlan | None:
+        """What `up` would newly create and pay for (None: nothing new), to show or ask."""
+        return await self.provider(machine).create_plan()
+
+    async def terminate_plan(self, machine: str | None = None) -> str | None:
+        """What `down(terminate=True)` would destroy, in words (None: nothing exists)."""
+        return await self.provider(machine).terminate_plan()
+
+    def _fleet_aws(self) -> tuple[Aws, list[str]]:
+        from remote_config.model import EC2Machine
+        from sidecar.machines.ec2.aws import Aws
+
+        specs = [m for m in self.config.config.machines.values() if isinstance(m, EC2Machine)]
+        region = (
+            specs[0].region
+            if specs
+            else os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        regions = sorted({s.region for s in specs} or {region})
+        return Aws(region, specs[0].aws_profile if specs else None), regions
+
+    async def machines_list(self, all_regions: bool = False) -> list[FleetEntry]:
+        """Every orch-created EC2 instance the credentials see (this project's regions, or
+        every region), across projects: finds forgotten machines."""
+        from sidecar.machines.ec2 import fleet
+
+        aws, regions = self._fleet_aws()
+        if all_regions:
+            regions = await fleet.all_regions(aws)
+        return await fleet.list_fleet(aws, regions)
+
+    async def machines_stop(self, entries: list[FleetEntry]) -> list[FleetEntry]:
+        from sidecar.machines.ec2 import fleet
+
+        aws, _ = self._fleet_aws()
+        return await fleet.stop_fleet(aws, entries)
+
+    async def terminate_warnings(self, machine: str | None = None) -> list[str]:
+        """What destroying the machine would lose (unpushed work), for the confirmation."""
+        return await self.provider(machine).terminate_warnings()
 
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
-        return await self.provider(machine).status()
+        provider = self.provider(machine)
+        return _with_capabilities(await provider.status(), provider)
 
     async def status(self, machine: str | None = None) -> OrchStatus:
         info = await self.machine_status(machine)
@@ -184,13 +220,7 @@ class Orchestrator:
                 info.detail = f"jobs unavailable: {exc.message}"
             with contextlib.suppress(OrchError):
                 idle = await self.idle_status(machine)
-        return OrchStatus(
-            machine=info,
-            jobs=jobs,
-            ports=[p.model_dump(mode="json") for p in ports],
-            sync=sync.model_dump(mode="json"),
-            idle=None if idle is None else idle.model_dump(mode="json"),
-        )
+        return OrchStatus(machine=info, jobs=jobs, ports=ports, sync=sync, idle=idle)
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -319,6 +349,15 @@ class Orchestrator:
         self, name: str, tail: int | None = None, machine: str | None = None
     ) -> AsyncIterator[str]:
         return self.jobs(machine).stream(name, tail=tail, follow=True)
+
+    def jobs_stream(
+        self, name: str, tail: int | None = None, follow: bool = False, machine: str | None = None
+    ) -> AsyncIterator[str]:
+        """The job's log as text chunks (with `follow`, until the job ends)."""
+        return self.jobs(machine).stream(name, tail=tail, follow=follow)
+
+    async def jobs_info(self, name: str, machine: str | None = None) -> JobInfo:
+        return await self.jobs(machine).info(name)
 
     async def jobs_stop(self, name: str, machine: str | None = None) -> JobInfo:
         return await self.jobs(machine).stop(name)
@@ -507,3 +546,8 @@ class Orchestrator:
                 f"no host key is pinned for {name!r}", hint="see the pinned keys: orch status"
             )
         return alias
+
+
+def _with_capabilities(info: MachineInfo, provider: Provider) -> MachineInfo:
+    info.capabilities = provider.capabilities
+    return info

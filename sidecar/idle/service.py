@@ -130,7 +130,9 @@ async def ensure_agent(ctx: MachineContext, info: MachineInfo) -> str | None:
     config = agent_config(ctx, info)
     target = await ctx.target()
     if config is None:  # an agent from an earlier config exits once its config is gone
-        await ctx.pool.run(target, f'rm -f "$HOME"/{AGENT_DIR}/config.json "$HOME"/{AGENT_DIR}/state.json')
+        await ctx.pool.run(
+            target, f'rm -f "$HOME"/{AGENT_DIR}/config.json "$HOME"/{AGENT_DIR}/state.json'
+        )
         return None
     version, files = agent_files()
     result = await ctx.pool.run(target, "sh -s", input=ensure_script(version, files, config))
