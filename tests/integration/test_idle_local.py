@@ -97,11 +97,11 @@ async def test_idle_machine_warns_then_stops_within_the_timeout(orch: Orchestrat
     while (await orch.machine_status()).state == "running":
         status = await orch.status()
         if status.idle:
-            seen.append(status.idle["action"])
-            if status.idle["action"] == "warn" and warned_at is None:
+            seen.append(status.idle.action)
+            if status.idle.action == "warn" and warned_at is None:
                 warned_at = time.monotonic() - began
-                assert "stops in" in status.idle["line"], status.idle
-                assert status.idle["line"].startswith("idle ")
+                assert "stops in" in status.idle.line, status.idle
+                assert status.idle.line.startswith("idle ")
         assert time.monotonic() - began < TIMEOUT + INTERVAL + SLACK, seen
         await asyncio.sleep(0.1)
     stopped = time.monotonic() - began

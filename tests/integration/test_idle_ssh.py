@@ -31,9 +31,9 @@ async def test_ssh_machine_is_reported_idle_never_stopped(
         await asyncio.sleep(4.5)
         status = await orch.status()
         assert status.idle is not None, status
-        assert status.idle["stop_hook"] == "report"
-        assert status.idle["action"] == "stop", status.idle
-        assert status.idle["line"].endswith("would stop now (report only)")
+        assert status.idle.stop_hook == "report"
+        assert status.idle.action == "stop", status.idle
+        assert status.idle.line.endswith("would stop now (report only)")
         assert (await orch.pool.run(target, "true")).exit_status == 0  # still up
         log = await orch.pool.run(target, "cat ~/.orch/idle.log")
         entries = [json.loads(line) for line in log.stdout.splitlines()]
