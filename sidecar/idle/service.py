@@ -128,14 +128,17 @@ async def ensure_agent(ctx: MachineContext, info: MachineInfo) -> str | None:
     """Install/start the idle agent on a running machine; 'started PID' / 'running PID', or
     None when idle stop and TTL are both off for this machine."""
     config = agent_config(ctx, info)
-    target = await ctx.target()
-    if config is None:  # an agent from an earlier config exits once its config is gone
-        await ctx.pool.run(
-            target, f'rm -f "$HOME"/{AGENT_DIR}/config.json "$HOME"/{AGENT_DIR}/state.json'
-        )
+    started_here = ctx.provider.state_dir / "idle-agent"  # orch started an agent there
+    if config is None:
+        if started_here.exists():  # retire it: an agent exits once its config is gone
+            d = f'"$HOME"/{AGENT_DIR}'
+            await ctx.pool.run(await ctx.target(), f"rm -f {d}/config.json {d}/state.json")
+            started_here.unlink()
         return None
+    target = await ctx.target()
     version, files = agent_files()
-    result = await ctx.pool.run(target, "sh -s", input=ensure_script(version, files, config))
+    script = ensure_script(version, files, config)
+    result = await ctx.pool.run(target, "sh -s", input=script, timeout=60)
     if result.exit_status != 0:
         raise RemoteCommandFailed(
             f"could not start the idle agent on {ctx.machine}: "
@@ -144,6 +147,8 @@ async def ensure_agent(ctx: MachineContext, info: MachineInfo) -> str | None:
             exit_status=result.exit_status,
             stderr=result.stderr,
         )
+    started_here.parent.mkdir(parents=True, exist_ok=True)
+    started_here.write_text(f"{ctx.machine}\n")
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else None
 
 

@@ -265,3 +265,14 @@ async def test_up_restarts_a_dead_agent_and_debug_marks_activity(orch: Orchestra
     status = await orch.idle_status()
     assert status is not None and status.action == "keep", status
     assert "debug session" in status.reason
+
+
+async def test_turning_idle_stop_off_retires_the_agent(orch: Orchestrator, project: Path) -> None:
+    pid = int((machine_home(orch) / ".orch" / "idle" / "agent.pid").read_text())
+    (project / "orch.toml").write_text('[machines.local]\nkind = "local"\nidle_stop = "off"\n')
+    orch.reload_config()
+    await orch.up()
+    await asyncio.sleep(INTERVAL * 4)
+    assert b"orch_idle_agent" not in _cmdline(pid)
+    assert await orch.idle_status() is None
+    await stays_up(orch, TIMEOUT + INTERVAL * 2)
