@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import os
+import asyncio
+import signal
+import subprocess
 import sys
 
 from sidecar.app import Orchestrator
@@ -109,18 +111,19 @@ async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 def confirm(question: str, yes: bool) -> None:
-    """Ask on the terminal; anything but 'y'/'yes' cancels. With no terminal to ask on, refuse
-    unless --yes was given (a script never destroys anything by accident)."""
+    """Ask; anything but 'y'/'yes' cancels (exit 1). With nothing to read an answer from (no
+    terminal, no piped answer), refuse and point at --yes: a script never destroys by accident."""
     if yes:
         return
-    if not sys.stdin.isatty():
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line:
+        print(file=sys.stderr)
         raise UsageError(
-            f"{question.rstrip('?')}: this needs a confirmation and there is no terminal to ask on",
+            "this needs a confirmation and there was no answer to read",
             hint="pass --yes to go ahead without asking",
         )
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-    answer = sys.stdin.readline().strip().lower()
-    if answer not in ("y", "yes"):
+    if line.strip().lower() not in ("y", "yes"):
         raise OrchError("cancelled: nothing was changed", hint="pass --yes to skip the question")
 
 
@@ -246,6 +249,10 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cost_line(m: MachineInfo) -> str | None:
     """Type, idle timeout and cost of a cloud machine, when its kind reports them."""
     parts = []
@@ -261,11 +268,28 @@ def _cost_line(m: MachineInfo) -> str | None:
 
 
 async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:
+    """OpenSSH as a child (not exec'd), so that its own failures get orch's exit codes: ssh
+    exits 255 both when it cannot connect and when the remote command exits 255, and only a
+    probe through the pool (which verifies the same pinned key) can tell them apart."""
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     argv = await orch.ssh_argv(args.machine, command or None, tty=args.tty)
-    await orch.close()
+    return await run_openssh(orch, argv, args.machine)
+
+
+async def run_openssh(orch: Orchestrator, argv: list[str], machine: str | None) -> int:
+    """Run OpenSSH in the foreground; its exit status, or exit 5 when ssh itself failed."""
     sys.stdout.flush()
-    os.execvp(argv[0], argv)  # noqa: S606 (argv list built by ssh_argv, no shell)
-    return 0  # not reached
+    # Ctrl-C belongs to ssh (and the remote command); orch waits for it to finish.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(argv, preexec_fn=_default_sigint)
+        code = await asyncio.to_thread(child.wait)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if code == 255:
+        # Raises HostKeyMismatch, AuthenticationFailed, Unreachable… (exit 5) when ssh could
+        # not connect; when it can, 255 was the remote command's own status.
+        await orch.probe(machine)
+    return code
