@@ -15,6 +15,9 @@ import pytest
 
 from tests.helpers import Sshd, make_sshd, sshd_available
 
+# Fixtures of the GitHub API stand-in (codespaces tests), shared by unit and integration tests.
+pytest_plugins = ["tests.codespaces_api.fixtures"]
+
 
 @pytest.fixture
 def orch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -20,7 +20,6 @@ from sidecar.machines.codespaces import CodespacesProvider
 from tests.helpers import Sshd, free_port
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.codespaces_api.conftest"]
 
 GH_DIR = Path(__file__).resolve().parents[1] / "codespaces_api" / "bin"
 

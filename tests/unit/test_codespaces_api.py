@@ -18,8 +18,6 @@ from sidecar.machines import registry
 from sidecar.machines.codespaces import CodespacesProvider
 from sidecar.machines.github_api import GitHubClient, RateLimited, find_token, retry_after_s
 
-pytest_plugins = ["tests.codespaces_api.conftest"]
-
 
 class Sleeps:
     def __init__(self) -> None:

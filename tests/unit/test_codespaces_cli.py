@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-pytest_plugins = ["tests.codespaces_api.conftest"]
-
 TOML = (
     '[project]\nname = "proj"\ndefault_machine = "cs"\n'
     '[machines.cs]\nkind = "codespaces"\nrepository = "octo/proj"\n'
