@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-JobState = Literal["running", "succeeded", "failed", "stopped", "lost"]
+JobState = Literal["running", "succeeded", "failed", "stopped", "lost", "interrupted"]
 
 # The charset; a leading '-' or '.' is refused (options, hidden folders, '..').
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")

@@ -90,7 +90,7 @@ name: string
 pid: (number | null)
 rss_bytes: (number | null)
 started: (string | null)
-state: ("running" | "succeeded" | "failed" | "stopped" | "lost")
+state: ("running" | "succeeded" | "failed" | "stopped" | "lost" | "interrupted")
 }
 /**
  * This interface was referenced by `OrchProtocol`'s JSON-Schema

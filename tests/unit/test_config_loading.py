@@ -139,7 +139,7 @@ MALFORMED = [
         "wrong type: bool",
         "[ec2]\n",
         [
-            "orch.toml:1: ec2: unknown key 'ec2' (allowed: debug, gpu, jobs, "
+            "orch.toml:1: ec2: unknown key 'ec2' (allowed: backends, debug, gpu, jobs, "
             "machines, ports, project, sync)"
         ],
     ),
@@ -349,6 +349,7 @@ def test_schema_is_valid_json_schema_with_descriptions() -> None:
     assert set(schema["properties"]) == {
         "project",
         "machines",
+        "backends",
         "sync",
         "ports",
         "jobs",
@@ -360,4 +361,4 @@ def test_schema_is_valid_json_schema_with_descriptions() -> None:
         for d in schema["$defs"].values()
         if "kind" in d.get("properties", {})
     }
-    assert kinds == {"local", "ssh", "ec2", "codespaces"}
+    assert kinds == {"local", "ssh", "ec2", "codespaces", "fargate"}
