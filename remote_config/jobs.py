@@ -48,6 +48,7 @@ class JobInfo(BaseModel):
     pid: int | None = None
     detail: str | None = None
     backend: str = "tmux"  # which job backend runs it (sidecar/jobs/backend.py)
+    cost_usd: float | None = None  # what it cost so far, where the backend bills per job
 
 
 def validate_job_name(name: str) -> str:

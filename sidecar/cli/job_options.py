@@ -22,6 +22,8 @@ class JobOptions:
     machine: str | None = None
     snapshot: bool | None = None
     debug: bool = False
+    on: str | None = None
+    outputs: str | None = None
 
     def environment(self) -> dict[str, str]:
         """The `-e KEY=VALUE` assignments, checked (UsageError on a bad one)."""
@@ -46,13 +48,17 @@ def take_options(
             opts.debug = True
         elif word in ("--snapshot", "--no-snapshot"):
             opts.snapshot = word == "--snapshot"
-        elif key in ("-e", "--env", "-m", "--machine"):
+        elif key in ("-e", "--env", "-m", "--machine", "--on", "--outputs"):
             if not eq:
                 if not words:
                     raise UsageError(f"{word} needs a value", hint=hint)
                 value, words = words[0], words[1:]
             if key in ("-e", "--env"):
                 opts.env.append(value)
+            elif key == "--on":
+                opts.on = value
+            elif key == "--outputs":
+                opts.outputs = value
             else:
                 opts.machine = value
         else:
