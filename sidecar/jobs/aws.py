@@ -104,6 +104,8 @@ class AwsSession:
                 self._session = boto3.session.Session(region_name=self.region)
             # orch retries throttling itself (`call`); botocore retries nothing.
             config = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+            if service == "s3":  # presigned URLs signed with SigV4 (SigV2 is legacy)
+                config = config.merge(Config(signature_version="s3v4"))
             self._clients[service] = self._session.client(service, config=config)
         return self._clients[service]
 

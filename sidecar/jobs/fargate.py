@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 URL_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
 POLL_S = 1.0
+STOP_WAIT_S = 40.0  # ECS's default stop timeout (30 s) and some
 
 
 class FargateJobs(JobBackend):
@@ -100,6 +101,7 @@ class FargateJobs(JobBackend):
                 "Fargate jobs always run from a snapshot of the synced tree",
                 hint="leave out --no-snapshot",
             )
+        self._check_network()  # before any work: a run would be refused anyway
         path, generation = await prepare_snapshot(self.ctx)
         return await ship_snapshot(
             self.ctx, self.aws, self.store, await self.bucket(), path, generation
@@ -257,6 +259,8 @@ class FargateJobs(JobBackend):
         return await self._info(self._record(name))
 
     async def stop(self, name: str) -> JobInfo:
+        """stop_task (ECS sends SIGTERM, then SIGKILL after the container's stop timeout),
+        then wait a bounded time for the task to report its end."""
         record = self._record(name)
         job = await self._info(record)
         if job.state != "running":
@@ -270,7 +274,25 @@ class FargateJobs(JobBackend):
             task=record.task_arn,
             reason=f"stopped by orch stop {name}",
         )
-        return self._settle(record, out["task"])
+        task = out["task"]
+        deadline = time.monotonic() + STOP_WAIT_S
+        while not (task.get("lastStatus") == "STOPPED" and task.get("stopCode")):
+            if time.monotonic() > deadline:
+                if task.get("lastStatus") == "STOPPED":
+                    break
+                return JobInfo(
+                    name=name,
+                    state="running",
+                    command=record.command,
+                    backend=self.kind,
+                    detail="stopping",
+                )
+            await asyncio.sleep(POLL_S / 2)
+            described = await self.aws.call(
+                "ecs", "describe_tasks", cluster=record.cluster, tasks=[record.task_arn]
+            )
+            task = (described.get("tasks") or [task])[0]
+        return self._settle(record, task)
 
     async def rm(self, name: str, purge: bool = False) -> None:
         record = self._record(name)

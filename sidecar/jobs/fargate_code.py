@@ -80,14 +80,15 @@ async def ship_snapshot(
         digest = await pack_snapshot(ctx, path, archive)
         key = code_key(digest)
         if not await _exists(aws, bucket, key):
-            await aws.call(
-                "s3",
-                "upload_file",
-                Filename=str(archive),
-                Bucket=bucket,
-                Key=key,
-                ExtraArgs={"ServerSideEncryption": "AES256"},
-            )
+            with archive.open("rb") as body:  # one PUT (up to 5 GB): errors stay ClientErrors
+                await aws.call(
+                    "s3",
+                    "put_object",
+                    Body=body,
+                    Bucket=bucket,
+                    Key=key,
+                    ServerSideEncryption="AES256",
+                )
     store.cache_put(cache_key, key)
     return key
 
