@@ -389,6 +389,26 @@ class Orchestrator:
         target = into or str(Path(self.config.root) / "outputs" / name)
         return await jobs.fetch_outputs(name, target)
 
+    async def backend_init(self, name: str) -> Any:
+        """Create (idempotently, tagged) what backend `name` needs in the cloud."""
+        from sidecar.jobs.fargate_infra import init
+
+        return await init(self._fargate(name))
+
+    async def backend_destroy(self, name: str) -> Any:
+        """Remove what `backend_init` made (refused while its tasks run)."""
+        from sidecar.jobs.fargate_infra import destroy
+
+        return await destroy(self._fargate(name))
+
+    def _fargate(self, name: str) -> Any:
+        from sidecar.jobs.fargate import FargateJobs
+
+        jobs = self.jobs(None, name)
+        if not isinstance(jobs, FargateJobs):
+            raise UsageError(f"{name!r} is not a cloud backend; it needs no init")
+        return jobs
+
     async def attach_argv(self, name: str, machine: str | None = None) -> list[str]:
         return await self.jobs(machine).attach_argv(name)
 

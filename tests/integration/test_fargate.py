@@ -296,3 +296,56 @@ async def test_error_paths_are_one_clear_error(
     with pytest.raises(UsageError, match="no subnets"):
         await fresh.jobs_run("x", "true", on="batch")
     await fresh.close()
+
+
+def test_backend_init_is_idempotent_tagged_and_destroy_removes_it(
+    orch_home: Path, project: Path, aws: dict[str, Any], moto: world.Moto
+) -> None:
+    (project / "orch.toml").write_text(_toml(aws, max_attempts="4", log_retention_days="20"))
+    first = _cli(project, orch_home, moto, "backend", "init", "batch")
+    assert first.returncode == 0, first.stderr
+    assert "created" in first.stdout and "COST AT REST" in first.stdout
+    again = _cli(project, orch_home, moto, "backend", "init", "batch", "--json")
+    assert again.returncode == 0, again.stderr
+    import json
+
+    actions = {
+        i["resource"] + " " + i["name"]: i["action"] for i in json.loads(again.stdout)["items"]
+    }
+    assert "created" not in actions.values()  # the second run makes nothing new
+
+    cluster = aws["ecs"].describe_clusters(clusters=[CLUSTER], include=["TAGS"])["clusters"][0]
+    assert set(cluster["capacityProviders"]) == {"FARGATE", "FARGATE_SPOT"}
+    assert {"key": "orch:backend", "value": "batch"} in cluster["tags"]
+    (group,) = aws["logs"].describe_log_groups(logGroupNamePrefix="/orch/proj")["logGroups"]
+    assert group["retentionInDays"] == 30  # 20 days rounded up to what CloudWatch offers
+    role = aws["iam"].get_role(RoleName="orch-proj-batch-task")["Role"]
+    trust = role["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Principal"]["Service"] == "ecs-tasks.amazonaws.com"
+    policy = aws["iam"].get_role_policy(RoleName="orch-proj-batch-task", PolicyName="orch")
+    doc = policy["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    assert all(a.startswith("sqs:") for s in doc["Statement"] for a in s["Action"])
+    enc = aws["s3"].get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]
+    assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    rules = aws["s3"].get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert {r["ID"] for r in rules} == {"orch-code", "orch-outputs"}
+    block = aws["s3"].get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+    url = aws["sqs"].get_queue_url(QueueName="orch-proj-batch-queue")["QueueUrl"]
+    attrs = aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    redrive = json.loads(attrs["RedrivePolicy"])
+    assert redrive["maxReceiveCount"] == 4
+    assert redrive["deadLetterTargetArn"].endswith(":orch-proj-batch-dlq")
+
+    refused = _cli(project, orch_home, moto, "backend", "destroy", "batch")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    gone = _cli(project, orch_home, moto, "backend", "destroy", "batch", "--yes", "--json")
+    assert gone.returncode == 0, gone.stderr
+    assert {i["action"] for i in json.loads(gone.stdout)["items"]} == {"removed"}
+    assert aws["s3"].list_buckets()["Buckets"] == []
+    assert aws["iam"].list_roles()["Roles"] == []
+    twice = _cli(project, orch_home, moto, "backend", "destroy", "batch", "--yes", "--json")
+    assert twice.returncode == 0, twice.stderr
+    assert {i["action"] for i in json.loads(twice.stdout)["items"]} == {"absent"}

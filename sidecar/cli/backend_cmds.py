@@ -1,0 +1,72 @@
+"""`orch backend init NAME` and `orch backend destroy NAME`: a cloud backend's resources."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sidecar.app import Orchestrator
+from sidecar.cli.output import print_json, table
+from sidecar.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backend = sub.add_parser("backend", help="create or remove what a job backend needs")
+    verbs = backend.add_subparsers(dest="verb", metavar="VERB", required=True)
+    init = verbs.add_parser(
+        "init",
+        help="create, idempotently and tagged, the backend's cluster, log group, roles, "
+        "bucket and queues; prints what it made and its cost at rest",
+    )
+    init.add_argument("name", help="the [backends.NAME] of orch.toml")
+    init.add_argument("--json", action="store_true")
+    init.set_defaults(handler=cmd_init)
+    destroy = verbs.add_parser(
+        "destroy", help="remove what init made (the bucket's code and outputs too)"
+    )
+    destroy.add_argument("name")
+    destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    destroy.add_argument("--json", action="store_true")
+    destroy.set_defaults(handler=cmd_destroy)
+
+
+def _print(result: Any) -> None:
+    rows = [[i.resource, i.name, i.action, i.cost_at_rest] for i in result.items]
+    print(table(["RESOURCE", "NAME", "ACTION", "COST AT REST"], rows))
+
+
+async def cmd_init(orch: Orchestrator, args: argparse.Namespace) -> int:
+    result = await orch.backend_init(args.name)
+    if args.json:
+        print_json(result)
+        return 0
+    _print(result)
+    print(
+        f"backend {args.name} is ready in {result.region}; at rest it costs nothing but the "
+        "logs and files it keeps. Run a job: orch run NAME --on "
+        f"{args.name} -- CMD"
+    )
+    return 0
+
+
+async def cmd_destroy(orch: Orchestrator, args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"orch backend destroy {args.name} deletes its bucket, logs, roles and queues",
+                hint=f"confirm with: orch backend destroy {args.name} --yes",
+            )
+        answer = input(
+            f"This deletes backend {args.name}'s bucket (code and outputs), logs, roles and "
+            f"queues. Type {args.name} to confirm: "
+        )
+        if answer.strip() != args.name:
+            print("nothing removed")
+            return 1
+    result = await orch.backend_destroy(args.name)
+    if args.json:
+        print_json(result)
+    else:
+        _print(result)
+    return 0
