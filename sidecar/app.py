@@ -144,7 +144,8 @@ class Orchestrator:
             except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
         jobs += await self._backend_jobs(machine)
-        return OrchStatus(machine=info, jobs=jobs, ports=ports, sync=sync)
+        queues = await self._queues()
+        return OrchStatus(machine=info, jobs=jobs, ports=ports, sync=sync, queues=queues)
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -400,6 +401,42 @@ class Orchestrator:
         from sidecar.jobs.fargate_infra import destroy
 
         return await destroy(self._fargate(name))
+
+    async def queue_submit(
+        self,
+        name: str,
+        on: str,
+        commands: Sequence[str],
+        machine: str | None = None,
+    ) -> Any:
+        """Queue `commands` as items on backend `on`'s queue (worker tasks drain it)."""
+        from sidecar.jobs import fargate_queue
+        from sidecar.jobs.tmux import checked_name
+
+        checked_name(name)
+        jobs = self.jobs(machine, on)
+        if not hasattr(jobs, "cfg"):
+            raise UsageError(f"{on!r} is not a cloud backend; queues need one (--on BACKEND)")
+        code = await jobs.prepare_code(True)
+        assert code is not None
+        return await fargate_queue.submit(self._fargate(on), name, commands, code)
+
+    async def queue_status(self, on: str) -> Any:
+        from sidecar.jobs import fargate_queue
+
+        return await fargate_queue.status(self._fargate(on))
+
+    async def _queues(self) -> list[Any]:
+        from sidecar.jobs.fargate_store import Store
+
+        out = []
+        for backend_name in sorted(self.config.config.backends):
+            store = Store(self.layout.home, self.config.project_name, backend_name)
+            if store.cache_get("queue:submitted") is None:
+                continue  # never queued anything: no AWS call
+            with contextlib.suppress(OrchError):
+                out.append(await self.queue_status(backend_name))
+        return out
 
     def _fargate(self, name: str) -> Any:
         from sidecar.jobs.fargate import FargateJobs

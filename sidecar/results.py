@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from remote_config.jobs import JobInfo
 from sidecar.debug.service import DebugSession
+from sidecar.jobs.fargate_queue import QueueStatus
 from sidecar.machines.base import Capabilities, MachineInfo
 from sidecar.profiling.service import ProfileRequest, ProfileResult
 from sidecar.ssh.config_service import SshConfigResult
@@ -34,6 +35,7 @@ class OrchStatus(BaseModel):
     jobs: list[JobInfo] = Field(default_factory=list)
     sync: SyncStatus = Field(default_factory=SyncStatus)
     ports: list[PortForwardInfo] = Field(default_factory=list)
+    queues: list[QueueStatus] = Field(default_factory=list)
 
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "PortsResult",
     "ProfileRequest",
     "ProfileResult",
+    "QueueStatus",
     "SshConfigResult",
     "SyncConflict",
     "SyncStatus",

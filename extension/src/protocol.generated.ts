@@ -10,6 +10,7 @@ PortForwardInfo?: PortForwardInfo
 PortsResult?: PortsResult
 ProfileRequest?: ProfileRequest
 ProfileResult?: ProfileResult
+QueueStatus?: QueueStatus
 SshConfigResult?: SshConfigResult
 SyncConflict?: SyncConflict
 SyncStatus?: SyncStatus
@@ -81,6 +82,7 @@ backend: string
 code_stale: boolean
 code_version: (string | null)
 command: string
+cost_usd: (number | null)
 cpu_percent: (number | null)
 detail: (string | null)
 duration_s: (number | null)
@@ -116,6 +118,7 @@ export interface OrchStatus {
 jobs: JobInfo[]
 machine: MachineInfo
 ports: PortForwardInfo[]
+queues: QueueStatus[]
 sync: SyncStatus
 }
 /**
@@ -133,6 +136,21 @@ owner_pid: (number | null)
 remote_host: string
 remote_port: number
 state: ("active" | "reconnecting" | "dead" | "stopped")
+}
+/**
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "QueueStatus".
+ */
+export interface QueueStatus {
+backend: string
+depth: number
+done: number
+failed: number
+in_flight: number
+queue: string
+submitted: number
+tasks_desired: number
+tasks_running: number
 }
 /**
  * `orch sync status` and the `sync` part of `orch/status` (docs/protocol.md).

@@ -30,6 +30,63 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     destroy.add_argument("--json", action="store_true")
     destroy.set_defaults(handler=cmd_destroy)
 
+    queue = sub.add_parser(
+        "queue",
+        help="queue commands for worker tasks on a backend (--file F, or --each A B -- CMD {})",
+        usage="orch queue NAME --on BACKEND (--file FILE | --each ARG... -- CMD {})",
+    )
+    queue.add_argument("name", help="names the items: NAME-00001, NAME-00002, ...")
+    queue.add_argument("--on", metavar="BACKEND", required=True)
+    queue.add_argument("--file", metavar="FILE", help="one command per line ('#' comments)")
+    queue.add_argument("-m", "--machine", help="the machine whose synced tree is shipped")
+    queue.add_argument("--json", action="store_true")
+    queue.add_argument("--each", nargs="+", metavar="ARG", help="one item per ARG")
+    queue.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    queue.set_defaults(handler=cmd_queue)
+
+
+def queues_table(queues: list[Any]) -> str:
+    rows = [
+        [q.backend, q.depth, q.in_flight, q.done, q.failed, f"{q.tasks_running}/{q.tasks_desired}"]
+        for q in queues
+    ]
+    return table(["QUEUE ON", "DEPTH", "IN FLIGHT", "DONE", "FAILED", "TASKS"], rows)
+
+
+async def cmd_queue(orch: Orchestrator, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from remote_config.fargate_worker import items_from_each, items_from_lines
+
+    words = [w for w in args.command if w != "--"] if args.command else []
+    if bool(args.file) == bool(args.each):
+        raise UsageError("give --file FILE or --each ARG... -- CMD {}", hint=QUEUE_HINT)
+    if args.file:
+        try:
+            commands = items_from_lines(Path(args.file).read_text().splitlines())
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    else:
+        if not words:
+            raise UsageError("--each needs a command after '--' with {}", hint=QUEUE_HINT)
+        try:
+            commands = items_from_each(args.each, " ".join(words))
+        except ValueError as exc:
+            raise UsageError(str(exc), hint=QUEUE_HINT) from None
+    result = await orch.queue_submit(args.name, args.on, commands, machine=args.machine)
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"queued {len(commands)} item(s) as {args.name}-00001..; workers: "
+            f"{result.tasks_desired} task(s) wanted, scaling {args.on}'s service"
+        )
+        print(queues_table([result]))
+    return 0
+
+
+QUEUE_HINT = "orch queue NAME --on BACKEND --file commands.txt  |  --each a b c -- python x.py {}"
+
 
 def _print(result: Any) -> None:
     rows = [[i.resource, i.name, i.action, i.cost_at_rest] for i in result.items]

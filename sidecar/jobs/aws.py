@@ -109,7 +109,7 @@ class AwsSession:
             self._clients[service] = self._session.client(service, config=config)
         return self._clients[service]
 
-    async def call(self, service: str, operation: str, **kwargs: Any) -> Any:
+    async def call(self, service: str, operation: str, /, **kwargs: Any) -> Any:
         client = self.client(service)
         fn: Callable[..., Any] = getattr(client, operation)
         return await call_with_retry(fn, service, operation, self.backend, **kwargs)
@@ -122,7 +122,7 @@ class AwsSession:
 
 
 async def call_with_retry(
-    fn: Callable[..., Any], service: str, operation: str, backend: str, **kwargs: Any
+    fn: Callable[..., Any], service: str, operation: str, backend: str, /, **kwargs: Any
 ) -> Any:
     """`fn(**kwargs)` in a thread; throttling retried (bounded, jittered), the rest mapped."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
