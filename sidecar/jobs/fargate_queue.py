@@ -140,7 +140,9 @@ async def status(jobs: FargateJobs) -> QueueStatus:
     )
     depth = int(main.get("ApproximateNumberOfMessages", 0))
     in_flight = int(main.get("ApproximateNumberOfMessagesNotVisible", 0))
-    failed = int(dead.get("ApproximateNumberOfMessages", 0))
+    failed = int(dead.get("ApproximateNumberOfMessages", 0)) + int(
+        dead.get("ApproximateNumberOfMessagesNotVisible", 0)  # someone is reading them
+    )
     submitted = int(jobs.store.cache_get("queue:submitted") or 0)
     return QueueStatus(
         backend=jobs.name,

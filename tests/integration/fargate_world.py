@@ -216,3 +216,67 @@ class TaskRunner:
 
 def iter_lines(text: str) -> Iterator[str]:
     yield from text.splitlines()
+
+
+def worker_processes(
+    moto: Moto, cluster: str, service: str, count: int, workdir: Path, idle_s: float = 2.0
+) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """Start `count` workers of `service` as local processes, each with the command and
+    environment of the service's task definition; returns (process, log stream) pairs.
+    The task role's credentials come from the environment here (moto's test keys), where
+    Fargate gives them through the container credentials endpoint."""
+    c = clients(moto)
+    svc = c["ecs"].describe_services(cluster=cluster, services=[service])["services"][0]
+    td = c["ecs"].describe_task_definition(taskDefinition=svc["taskDefinition"])
+    (container,) = td["taskDefinition"]["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    env.update(moto.env())
+    env["ORCH_IDLE_S"] = str(idle_s)  # 60 s in the task definition; shorter for tests
+    group = container["logConfiguration"]["options"]["awslogs-group"]
+    out = []
+    for i in range(count):
+        tmp = workdir / f"worker-{i}"
+        tmp.mkdir(parents=True)
+        stream = f"orch/job/worker-{i}"
+        c["logs"].create_log_stream(logGroupName=group, logStreamName=stream)
+        proc = subprocess.Popen(
+            container["command"],
+            env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp), "HOME": str(tmp), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.append((proc, stream))
+    return out
+
+
+def drain(
+    moto: Moto, group: str, workers: list[tuple[subprocess.Popen[bytes], str]], timeout: float = 120
+) -> list[int]:
+    """Wait for the workers to exit, writing their output to their log streams."""
+    c = clients(moto)
+
+    def pump(proc: subprocess.Popen[bytes], stream: str) -> None:
+        assert proc.stdout is not None
+        batch: list[dict[str, Any]] = []
+        for raw in iter(proc.stdout.readline, b""):
+            msg = raw.decode(errors="replace").rstrip("\n")
+            batch.append({"timestamp": int(time.time() * 1000), "message": msg})
+            if len(batch) >= 20:
+                c["logs"].put_log_events(logGroupName=group, logStreamName=stream, logEvents=batch)
+                batch = []
+        if batch:
+            c["logs"].put_log_events(logGroupName=group, logStreamName=stream, logEvents=batch)
+
+    threads = [threading.Thread(target=pump, args=w, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    codes = []
+    for (proc, _), t in zip(workers, threads, strict=True):
+        try:
+            codes.append(proc.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        t.join(timeout=30)
+    return codes

@@ -349,3 +349,90 @@ def test_backend_init_is_idempotent_tagged_and_destroy_removes_it(
     twice = _cli(project, orch_home, moto, "backend", "destroy", "batch", "--yes", "--json")
     assert twice.returncode == 0, twice.stderr
     assert {i["action"] for i in json.loads(twice.stdout)["items"]} == {"absent"}
+
+
+async def test_queue_of_50_is_drained_by_workers_with_one_item_in_the_dlq(
+    orch_home: Path,
+    project: Path,
+    aws: dict[str, Any],
+    moto: world.Moto,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    (project / "orch.toml").write_text(
+        _toml(aws, max_attempts="2", max_tasks="8", messages_per_task="10")
+    )
+    (project / "work.sh").write_text('echo "item $1 from synced code"\n')
+    from sidecar.jobs.aws import AwsSession
+
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+    real_call = AwsSession.call
+
+    async def spy(self: AwsSession, service: str, operation: str, /, **kw: Any) -> Any:
+        sent.append((service, operation, kw))  # a record only: the real call still runs
+        return await real_call(self, service, operation, **kw)
+
+    monkeypatch.setattr(AwsSession, "call", spy)
+    o = Orchestrator(cwd=project)
+    await o.up()
+    try:
+        await o.backend_init("batch")
+        await o.sync_now()
+        commands = [f"sh work.sh {i}" for i in range(1, 51)]
+        commands[6] = "echo about to fail; exit 3"  # item sweep-00007
+        queued = await o.queue_submit("sweep", "batch", commands)
+        assert (queued.depth, queued.submitted) == (50, 50)
+
+        # What orch submitted: the service, its network and capacity, the scaling.
+        svc = aws["ecs"].describe_services(cluster=CLUSTER, services=["orch-proj-batch-workers"])[
+            "services"
+        ][0]
+        assert svc["desiredCount"] == 5  # min(max(ceil(50 / 10), 0), 8)
+        # moto keeps no capacity provider strategy on services: check what orch sent.
+        (created,) = [kw for _, op, kw in sent if op == "create_service"]
+        assert created["capacityProviderStrategy"] == [
+            {"capacityProvider": "FARGATE_SPOT", "weight": 1}
+        ]
+        net = svc["networkConfiguration"]["awsvpcConfiguration"]
+        assert net["subnets"] == [aws["subnet"]] and net["securityGroups"] == [aws["sg"]]
+        aas = aws["application-autoscaling"]
+        (target,) = aas.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
+        assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 8)
+        assert target["ResourceId"] == f"service/{CLUSTER}/orch-proj-batch-workers"
+        (policy,) = aas.describe_scaling_policies(ServiceNamespace="ecs")["ScalingPolicies"]
+        conf = policy["TargetTrackingScalingPolicyConfiguration"]
+        assert conf["TargetValue"] == 10.0
+        metrics = conf["CustomizedMetricSpecification"]["Metrics"]
+        assert any(m.get("Expression", "").startswith("IF(tasks > 0") for m in metrics)
+
+        workers = world.worker_processes(
+            moto, CLUSTER, "orch-proj-batch-workers", 4, tmp_path / "workers"
+        )
+        codes = await asyncio.to_thread(world.drain, moto, "/orch/proj", workers)
+        assert codes == [0, 0, 0, 0]  # each exits once the queue stayed empty
+
+        st = await o.queue_status("batch")
+        assert (st.depth, st.in_flight, st.failed, st.done) == (0, 0, 1, 49)
+        dlq = aws["sqs"].get_queue_url(QueueName="orch-proj-batch-dlq")["QueueUrl"]
+        (dead,) = aws["sqs"].receive_message(QueueUrl=dlq)["Messages"]
+        assert json.loads(dead["Body"])["id"] == "sweep-00007"
+
+        # Each item's output is found by its id in the worker logs.
+        found = aws["logs"].filter_log_events(
+            logGroupName="/orch/proj", filterPattern='"sweep-00012"'
+        )["events"]
+        lines = [e["message"] for e in found]
+        assert "[sweep-00012] item 12 from synced code" in lines
+        assert "[sweep-00012] done" in lines
+        failing = aws["logs"].filter_log_events(
+            logGroupName="/orch/proj", filterPattern='"sweep-00007"'
+        )["events"]
+        assert sum("failed (exit 3)" in e["message"] for e in failing) == 2  # max_attempts
+
+        status = await o.status()
+        assert status.queues and status.queues[0].failed == 1
+    finally:
+        await o.close()
+        await o.down()
