@@ -36,12 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         usage="orch queue NAME --on BACKEND (--file FILE | --each ARG... -- CMD {})",
     )
     queue.add_argument("name", help="names the items: NAME-00001, NAME-00002, ...")
-    queue.add_argument("--on", metavar="BACKEND", required=True)
-    queue.add_argument("--file", metavar="FILE", help="one command per line ('#' comments)")
-    queue.add_argument("-m", "--machine", help="the machine whose synced tree is shipped")
-    queue.add_argument("--json", action="store_true")
-    queue.add_argument("--each", nargs="+", metavar="ARG", help="one item per ARG")
-    queue.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    queue.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     queue.set_defaults(handler=cmd_queue)
 
 
@@ -58,23 +53,20 @@ async def cmd_queue(orch: Orchestrator, args: argparse.Namespace) -> int:
 
     from remote_config.fargate_worker import items_from_each, items_from_lines
 
-    words = [w for w in args.command if w != "--"] if args.command else []
-    if bool(args.file) == bool(args.each):
-        raise UsageError("give --file FILE or --each ARG... -- CMD {}", hint=QUEUE_HINT)
-    if args.file:
+    opts = parse_queue_args(list(args.args))
+    if opts["file"]:
         try:
-            commands = items_from_lines(Path(args.file).read_text().splitlines())
+            commands = items_from_lines(Path(opts["file"]).read_text().splitlines())
         except OSError as exc:
-            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+            raise UsageError(f"cannot read {opts['file']}: {exc.strerror}") from None
     else:
-        if not words:
-            raise UsageError("--each needs a command after '--' with {}", hint=QUEUE_HINT)
         try:
-            commands = items_from_each(args.each, " ".join(words))
+            commands = items_from_each(opts["each"], " ".join(opts["command"]))
         except ValueError as exc:
             raise UsageError(str(exc), hint=QUEUE_HINT) from None
-    result = await orch.queue_submit(args.name, args.on, commands, machine=args.machine)
-    if args.json:
+    on = opts["on"]
+    result = await orch.queue_submit(args.name, on, commands, machine=opts["machine"])
+    if opts["json"]:
         print_json(result)
     else:
         print(
@@ -127,3 +119,40 @@ async def cmd_destroy(orch: Orchestrator, args: argparse.Namespace) -> int:
     else:
         _print(result)
     return 0
+
+
+def parse_queue_args(words: list[str]) -> dict[str, Any]:
+    """`--on B`, `--file F`, `-m M`, `--json`, `--each ARG... -- CMD...` (argparse cannot split
+    `--each`'s words from the command's own)."""
+    opts: dict[str, Any] = {
+        "on": None,
+        "file": None,
+        "machine": None,
+        "json": False,
+        "each": [],
+        "command": [],
+    }
+    while words:
+        word = words.pop(0)
+        if word == "--json":
+            opts["json"] = True
+        elif word in ("--on", "--file", "-m", "--machine"):
+            if not words:
+                raise UsageError(f"{word} needs a value", hint=QUEUE_HINT)
+            opts[{"--on": "on", "--file": "file"}.get(word, "machine")] = words.pop(0)
+        elif word == "--each":
+            while words and words[0] != "--":
+                opts["each"].append(words.pop(0))
+            if not words:
+                raise UsageError("--each needs a command after '--' with {}", hint=QUEUE_HINT)
+            words.pop(0)
+            opts["command"], words = words, []
+        else:
+            raise UsageError(f"unknown option {word!r}", hint=QUEUE_HINT)
+    if not opts["on"]:
+        raise UsageError("orch queue needs --on BACKEND", hint=QUEUE_HINT)
+    if bool(opts["file"]) == bool(opts["each"]):
+        raise UsageError("give --file FILE or --each ARG... -- CMD {}", hint=QUEUE_HINT)
+    if opts["each"] and not opts["command"]:
+        raise UsageError("--each needs a command after '--' with {}", hint=QUEUE_HINT)
+    return opts

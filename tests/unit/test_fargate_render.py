@@ -294,3 +294,42 @@ def test_bootstrap_refuses_an_archive_with_the_wrong_digest(tmp_path: Path) -> N
     )
     assert proc.returncode == 72
     assert "digest mismatch" in proc.stderr and "never" not in proc.stdout
+
+
+def test_queue_items_from_a_file_and_from_each() -> None:
+    from remote_config import fargate_worker as fw
+
+    assert fw.items_from_lines(["# sweep", "python a.py 1", "", "  python a.py 2  "]) == [
+        "python a.py 1",
+        "python a.py 2",
+    ]
+    assert fw.items_from_each(["0.1", "a b"], "python t.py --lr {}") == [
+        "python t.py --lr 0.1",
+        "python t.py --lr 'a b'",
+    ]
+    with pytest.raises(ValueError, match=r"\{\}"):
+        fw.items_from_each(["x"], "python t.py")
+    body = fw.message_body("sweep", 7, "echo hi")
+    assert '"id": "sweep-00007"' in body
+
+
+def test_queue_cli_words() -> None:
+    from sidecar.cli.backend_cmds import parse_queue_args
+    from sidecar.errors import UsageError
+
+    opts = parse_queue_args(["--on", "b", "--each", "1", "2", "--", "python", "x.py", "--n", "{}"])
+    assert (opts["on"], opts["each"], opts["command"]) == (
+        "b",
+        ["1", "2"],
+        ["python", "x.py", "--n", "{}"],
+    )
+    assert parse_queue_args(["--file", "c.txt", "--on", "b", "--json"])["json"] is True
+    for bad in (
+        ["--file", "c"],
+        ["--on", "b"],
+        ["--on", "b", "--each", "1"],
+        ["--on", "b", "--file", "c", "--each", "1", "--", "x {}"],
+        ["--bogus"],
+    ):
+        with pytest.raises(UsageError):
+            parse_queue_args(bad)
