@@ -24,8 +24,10 @@ from sidecar.errors import NotFound, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.results import (
+    CreatePlan,
     DebugConfigResult,
     DebugSession,
+    FleetEntry,
     OrchStatus,
     PortForwardInfo,
     PortsResult,
@@ -39,6 +41,7 @@ from sidecar.ssh.pool import ConnectionPool
 if TYPE_CHECKING:
     from sidecar.context import MachineContext
     from sidecar.jobs.backend import JobBackend
+    from sidecar.machines.ec2.aws import Aws
     from sidecar.ssh.forwarder import ForwardOwner
 
 
@@ -114,7 +117,8 @@ class Orchestrator:
             await self.write_ssh_config(machine)
         return _with_capabilities(info, provider)
 
-    async def down(self, machine: str | None = None) -> MachineInfo:
+    async def down(self, machine: str | None = None, terminate: bool = False) -> MachineInfo:
+        """Stop the machine; with `terminate`, destroy it and its disks (cloud kinds)."""
         provider = self.provider(machine)
         with_target = None
         with contextlib.suppress(OrchError):
@@ -125,7 +129,49 @@ class Orchestrator:
             with contextlib.suppress(OrchError):
                 await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
-        return _with_capabilities(await provider.down(), provider)
+        info = await (provider.terminate() if terminate else provider.down())
+        return _with_capabilities(info, provider)
+
+    async def up_plan(self, machine: str | None = None) -> CreatePlan | None:
+        """What `up` would newly create and pay for (None: nothing new), to show or ask."""
+        return await self.provider(machine).create_plan()
+
+    async def terminate_plan(self, machine: str | None = None) -> str | None:
+        """What `down(terminate=True)` would destroy, in words (None: nothing exists)."""
+        return await self.provider(machine).terminate_plan()
+
+    def _fleet_aws(self) -> tuple[Aws, list[str]]:
+        from remote_config.model import EC2Machine
+        from sidecar.machines.ec2.aws import Aws
+
+        specs = [m for m in self.config.config.machines.values() if isinstance(m, EC2Machine)]
+        region = (
+            specs[0].region
+            if specs
+            else os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        regions = sorted({s.region for s in specs} or {region})
+        return Aws(region, specs[0].aws_profile if specs else None), regions
+
+    async def machines_list(self, all_regions: bool = False) -> list[FleetEntry]:
+        """Every orch-created EC2 instance the credentials see (this project's regions, or
+        every region), across projects: finds forgotten machines."""
+        from sidecar.machines.ec2 import fleet
+
+        aws, regions = self._fleet_aws()
+        if all_regions:
+            regions = await fleet.all_regions(aws)
+        return await fleet.list_fleet(aws, regions)
+
+    async def machines_stop(self, entries: list[FleetEntry]) -> list[FleetEntry]:
+        from sidecar.machines.ec2 import fleet
+
+        aws, _ = self._fleet_aws()
+        return await fleet.stop_fleet(aws, entries)
+
+    async def terminate_warnings(self, machine: str | None = None) -> list[str]:
+        """What destroying the machine would lose (unpushed work), for the confirmation."""
+        return await self.provider(machine).terminate_warnings()
 
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
         provider = self.provider(machine)

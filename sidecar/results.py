@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 from remote_config.jobs import JobInfo
 from sidecar.debug.service import DebugSession
 from sidecar.jobs.fargate_queue import QueueStatus
-from sidecar.machines.base import Capabilities, MachineInfo
+from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo
+from sidecar.machines.ec2.models import FleetEntry
 from sidecar.profiling.service import ProfileRequest, ProfileResult
 from sidecar.ssh.config_service import SshConfigResult
 from sidecar.ssh.forwards import PortForwardInfo, PortsResult
@@ -40,8 +41,10 @@ class OrchStatus(BaseModel):
 
 __all__ = [
     "Capabilities",
+    "CreatePlan",
     "DebugConfigResult",
     "DebugSession",
+    "FleetEntry",
     "JobInfo",
     "MachineInfo",
     "OrchStatus",

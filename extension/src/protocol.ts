@@ -90,6 +90,16 @@ export interface PortRemoveArgs {
 }
 export type NoArgs = Record<string, never>;
 
+/** `orch.profile.run`: one GPU profiling session (docs/gpu.md, `orch profile`). */
+export interface ProfileArgs {
+  model?: "birefnet" | "sam2";
+  requests?: number;
+  size?: number;
+  random_weights?: boolean;
+  py_spy?: boolean;
+}
+export type ProfileResult = wire.ProfileResult;
+
 /** Every command the sidecar answers, with its argument and result types. */
 export interface Commands {
   "orch.machine.up": [MachineArgs, MachineStatus];
@@ -113,6 +123,7 @@ export interface Commands {
   "orch.ports.remove": [PortRemoveArgs, { ports: PortForward[] }];
   "orch.debug.attachConfig": [JobNameArgs, DebugAttachConfig];
   "orch.debug.start": [DebugStartArgs, DebugSession];
+  "orch.profile.run": [ProfileArgs, ProfileResult];
   "orch.status": [NoArgs, OrchStatus];
 }
 

@@ -5,6 +5,7 @@ import {
   formatDuration,
   jobEndedMessage,
   jobsItem,
+  costLine,
   machineItem,
   newlyEnded,
   requestErrorMessage,
@@ -25,6 +26,23 @@ describe("machine item", () => {
     assert.equal(item.severity, undefined);
   });
 
+  it("shows a codespace's type, idle timeout and cost", () => {
+    const machine = {
+      ...status().machine,
+      name: "cs",
+      kind: "codespaces",
+      machine_type: "standardLinux32gb",
+      idle_timeout_minutes: 30,
+      price_per_hour: 0.36,
+      cost_so_far: 0.12,
+    };
+    const item = machineItem("running", machine);
+    assert.equal(item.text, "$(vm-running) cs: running · $0.36/h");
+    assert.match(item.tooltip, /Type: standardLinux32gb/);
+    assert.match(item.tooltip, /Suspends after 30 min idle/);
+    assert.match(item.tooltip, /\$0\.12 since it started/);
+  });
+
   it("spins while the machine starts", () => {
     const item = machineItem("running", { ...status().machine, state: "starting" });
     assert.equal(item.text, "$(loading~spin) local: starting");
@@ -37,6 +55,26 @@ describe("machine item", () => {
     assert.equal(stopped.text, "$(error) orch: sidecar stopped");
     assert.equal(stopped.severity, "error");
     assert.match(stopped.tooltip, /Restart Sidecar/);
+  });
+});
+
+describe("cloud machine cost", () => {
+  it("shows type, market, $/h and cost since start in the tooltip", () => {
+    const machine = {
+      ...status().machine,
+      kind: "ec2",
+      instance_type: "g4dn.xlarge",
+      market: "spot" as const,
+      price_per_hour: 0.1578,
+      cost_so_far: 1.234,
+    };
+    const item = machineItem("running", machine);
+    assert.match(item.tooltip, /g4dn\.xlarge spot: \$0\.1578\/h, \$1\.23 since start/);
+    assert.equal(costLine({ ...machine, price_per_hour: null }), "g4dn.xlarge spot: price unknown");
+  });
+
+  it("says nothing about cost for a machine without a type", () => {
+    assert.doesNotMatch(machineItem("running", status().machine).tooltip, /\/h/);
   });
 });
 

@@ -7,6 +7,7 @@ at the first word that is not an option, or at `--`.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ class JobOptions:
     debug: bool = False
     on: str | None = None
     outputs: str | None = None
+    expect_s: float | None = None  # how long the job should run (`--expect 2h`)
 
     def environment(self) -> dict[str, str]:
         """The `-e KEY=VALUE` assignments, checked (UsageError on a bad one)."""
@@ -48,7 +50,7 @@ def take_options(
             opts.debug = True
         elif word in ("--snapshot", "--no-snapshot"):
             opts.snapshot = word == "--snapshot"
-        elif key in ("-e", "--env", "-m", "--machine", "--on", "--outputs"):
+        elif key in ("-e", "--env", "-m", "--machine", "--on", "--outputs", "--expect"):
             if not eq:
                 if not words:
                     raise UsageError(f"{word} needs a value", hint=hint)
@@ -59,6 +61,8 @@ def take_options(
                 opts.on = value
             elif key == "--outputs":
                 opts.outputs = value
+            elif key == "--expect":
+                opts.expect_s = parse_duration(value)
             else:
                 opts.machine = value
         else:
@@ -67,6 +71,20 @@ def take_options(
                 hint=f"put the command after '--': {hint}",
             )
     return words
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str | None) -> float | None:
+    """`--expect` durations in seconds: 90m, 2h, 1h30m, 45s (None stays None)."""
+    if text is None:
+        return None
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise UsageError(f"--expect {text!r} is not a duration", hint="for example 90m, 2h, 1h30m")
+    h, m, s = (int(g or 0) for g in match.groups())
+    return float(h * 3600 + m * 60 + s)
 
 
 def command_words(words: list[str], name: str, hint: str) -> str | list[str]:

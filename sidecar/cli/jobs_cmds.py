@@ -13,7 +13,13 @@ from datetime import datetime
 
 from remote_config.jobs import JobInfo
 from sidecar.app import Orchestrator
-from sidecar.cli.job_options import JobOptions, as_argv, command_words, take_options
+from sidecar.cli.job_options import (
+    JobOptions,
+    as_argv,
+    command_words,
+    parse_duration,
+    take_options,
+)
 from sidecar.cli.output import human_bytes, human_duration, print_json, print_session, table
 from sidecar.errors import UsageError
 
@@ -48,6 +54,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="run from a hard-linked snapshot of the synced tree, so later syncs never change "
         "its code (default: [jobs] snapshot, on when the project was synced there)",
+    )
+    run.add_argument(
+        "--expect",
+        metavar="DURATION",
+        help="how long the job should run (90m, 2h): orch warns when the machine may "
+        "suspend before (a codespace's idle timeout)",
     )
     run.add_argument(
         "--debug",
@@ -130,6 +142,7 @@ def parse_run_args(args: argparse.Namespace) -> RunArgs:
         debug=getattr(args, "debug", False),
         on=getattr(args, "on", None),
         outputs=getattr(args, "outputs", None),
+        expect_s=parse_duration(getattr(args, "expect", None)),
     )
     words = list(args.args)
     if words and words[0] == "--":
@@ -159,6 +172,10 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         return 0
     if run.debug and run.on:
         raise UsageError("--debug needs a job on a machine; backends have no debugger port")
+    if run.expect_s is not None:
+        warning = orch.provider(run.machine).long_job_warning(run.expect_s)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     job = await orch.jobs_run(
         name,
         command,
