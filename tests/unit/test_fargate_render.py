@@ -333,3 +333,38 @@ def test_queue_cli_words() -> None:
     ):
         with pytest.raises(UsageError):
             parse_queue_args(bad)
+
+
+def test_bootstrap_uses_python3_where_the_image_has_no_curl(tmp_path: Path) -> None:
+    """An image with sh, tar and python3 only (no curl, no sha256sum): same result."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "tar", "python3", "mkdir", "rm", "cut", "gzip", "cat", "echo"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    assert not (bin_dir / "curl").exists()
+    tar_path, sha = _archive(tmp_path)
+    out = tmp_path / "out.tar.gz"
+    server_dir = tmp_path / "srv"
+    server_dir.mkdir()
+    env = boot.job_environment(
+        "sh main.sh",
+        {},
+        code_url=tar_path.as_uri(),  # urllib reads file:// URLs as curl does
+        code_sha256=sha,
+        outputs="out",
+        outputs_url=out.as_uri(),  # urllib cannot PUT to file://: the upload failure is said
+    )
+    proc = subprocess.run(
+        boot.container_command(),
+        env={"PATH": str(bin_dir), "TMPDIR": str(tmp_path / "t"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "from-code" in proc.stdout
+    assert "could not upload out" in proc.stderr  # said, and the job's status is kept
