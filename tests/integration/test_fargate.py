@@ -220,6 +220,19 @@ async def test_cli_logs_follow_status_and_failure(
     tail = _cli(project, orch_home, moto, "logs", "count", "-n", "1")
     assert tail.stdout.strip() == "orch: exit 3"
 
+    again = _cli(project, orch_home, moto, "restart", "count")  # same command, new task
+    assert again.returncode == 0 and "restarted count" in again.stdout, again.stderr
+    deadline = time.monotonic() + 30
+    while (job := await orch.jobs_info("count")).state == "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert (job.state, job.exit_code) == ("failed", 3)
+    assert len(list(runner.finished)) == 2
+    rm = _cli(project, orch_home, moto, "rm", "count", "--purge")
+    assert rm.returncode == 0 and "removed count" in rm.stdout, rm.stderr
+    with pytest.raises(NotFound):
+        await Orchestrator(cwd=project).jobs_info("count", on="batch")
+
 
 async def test_stop_sends_sigterm_and_records_it(
     orch: Orchestrator, project: Path, orch_home: Path, moto: world.Moto, runner: world.TaskRunner
