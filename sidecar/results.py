@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from remote_config.jobs import JobInfo
 from sidecar.debug.service import DebugSession
+from sidecar.idle.service import IdleStatus
 from sidecar.jobs.fargate_queue import QueueStatus
 from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo
 from sidecar.machines.ec2.models import FleetEntry
@@ -37,6 +38,8 @@ class OrchStatus(BaseModel):
     sync: SyncStatus = Field(default_factory=SyncStatus)
     ports: list[PortForwardInfo] = Field(default_factory=list)
     queues: list[QueueStatus] = Field(default_factory=list)
+    # The idle agent's latest decision ("idle 25 min · stops in 5 min"); None: no agent.
+    idle: IdleStatus | None = None
 
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "DebugConfigResult",
     "DebugSession",
     "FleetEntry",
+    "IdleStatus",
     "JobInfo",
     "MachineInfo",
     "OrchStatus",

@@ -13,6 +13,7 @@ export function job(name: string, overrides: Partial<JobInfo> = {}): JobInfo {
     cpu_percent: 12.4,
     duration_s: 3.2,
     backend: "tmux",
+    cost_usd: null,
     code_stale: false,
     code_version: null,
     command: "",
@@ -50,6 +51,7 @@ export function port(overrides: Partial<PortForward> = {}): PortForward {
     from_config: false,
     machine: null,
     owner_pid: null,
+    reverse: false,
     ...overrides,
   };
 }
@@ -80,6 +82,8 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     jobs: [],
     sync: sync(),
     ports: [],
+    idle: null,
+    queues: [],
     ...overrides,
   };
 }

@@ -41,7 +41,7 @@ STOP_TIMEOUT_S = 5.0
 class LocalProvider(Provider):
     kind = "local"
     # Stopping shuts the embedded server down; there is nothing to pay for or destroy.
-    capabilities = Capabilities(creates=True, can_stop=True, reach=["direct"])
+    capabilities = Capabilities(creates=True, can_stop=True, has_idle_stop=True, reach=["direct"])
 
     def __init__(self, name: str, spec: LocalMachine, layout: Layout, project: str) -> None:
         super().__init__(name, spec, layout, project)
@@ -197,6 +197,9 @@ class LocalProvider(Provider):
             identity_file=str(self.layout.client_key),
             host_key_alias=HOST_KEY_ALIAS,
             known_hosts_file=str(self.layout.known_hosts),
+            server_alive_interval=self.spec.server_alive_interval,
+            server_alive_count_max=self.spec.server_alive_count_max,
+            compression=self.spec.compression,
         )
 
     @property
