@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-JobState = Literal["running", "succeeded", "failed", "stopped", "lost"]
+JobState = Literal["running", "succeeded", "failed", "stopped", "lost", "interrupted"]
 
 # The charset; a leading '-' or '.' is refused (options, hidden folders, '..').
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
@@ -48,6 +48,7 @@ class JobInfo(BaseModel):
     pid: int | None = None
     detail: str | None = None
     backend: str = "tmux"  # which job backend runs it (sidecar/jobs/backend.py)
+    cost_usd: float | None = None  # what it cost so far, where the backend bills per job
 
 
 def validate_job_name(name: str) -> str:

@@ -309,6 +309,84 @@ Machine = Annotated[
 ]
 
 
+class FargateBackend(Strict):
+    """Jobs as ECS Fargate tasks (`orch run NAME --on BACKEND`); see docs/fargate.md."""
+
+    kind: Literal["fargate"]
+    region: str = "us-east-1"
+    cluster: str | None = Field(default=None, description="ECS cluster; default 'orch-<project>'.")
+    subnets: list[str] = Field(default_factory=list, description="awsvpc subnets (required).")
+    security_groups: list[str] = Field(
+        default_factory=list, description="awsvpc security groups (required; egress to S3/ECR)."
+    )
+    assign_public_ip: bool = Field(
+        default=True, description="Public IP (needed to pull images and reach S3 without NAT)."
+    )
+    cpu: Literal[256, 512, 1024, 2048, 4096, 8192, 16384] = Field(
+        default=1024, description="CPU units (1024 = 1 vCPU)."
+    )
+    memory: Annotated[int, Field(ge=512, le=122880)] = Field(default=2048, description="MiB.")
+    ephemeral_storage_gb: Annotated[int, Field(ge=20, le=200)] = 21
+    architecture: Literal["X86_64", "ARM64"] = "X86_64"
+    image: str = Field(
+        default="public.ecr.aws/docker/library/python:3.12-slim",
+        description="Any image with sh, tar and python3 or curl.",
+    )
+    capacity_provider: Literal["FARGATE", "FARGATE_SPOT"] = "FARGATE"
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of every task.")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="NAME = ARN of an SSM parameter or a Secrets Manager secret.",
+    )
+    log_group: str | None = Field(default=None, description="Default '/orch/<project>'.")
+    log_retention_days: Annotated[int, Field(ge=1)] = 30
+    bucket: str | None = Field(
+        default=None,
+        description="S3 bucket for code and outputs; default 'orch-<project>-<account>'.",
+    )
+    execution_role_arn: str | None = Field(default=None, description="Default: the one init made.")
+    task_role_arn: str | None = Field(default=None, description="Default: the one init made.")
+    min_tasks: Annotated[int, Field(ge=0)] = 0
+    max_tasks: Annotated[int, Field(ge=1, le=1000)] = 10
+    messages_per_task: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Queue mode: the backlog per task the scaling targets."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="Queue mode: receives before an item goes to the dead-letter queue."
+    )
+
+    @field_validator("env", "secrets")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"environment variable name {key!r} is not valid")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _arns(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, arn in value.items():
+            if not re.match(r"^arn:aws[a-z-]*:(ssm|secretsmanager):", arn):
+                raise ValueError(f"secret {key}: {arn!r} is not an SSM or Secrets Manager ARN")
+        return value
+
+    @model_validator(mode="after")
+    def _fargate_size(self) -> FargateBackend:
+        from remote_config.fargate import check_size
+
+        problem = check_size(self.cpu, self.memory)
+        if problem:
+            raise ValueError(problem)
+        if self.min_tasks > self.max_tasks:
+            raise ValueError("min_tasks must not exceed max_tasks")
+        return self
+
+
+# One kind for now; a second kind makes this a discriminated union on `kind`.
+Backend = FargateBackend
+
+
 class SyncSection(Strict):
     local_dir: str = Field(default=".", description="Relative to the folder holding orch.toml.")
     remote_dir: str | None = Field(
@@ -393,6 +471,9 @@ class GpuSection(Strict):
 class OrchConfig(Strict):
     project: ProjectSection = Field(default_factory=ProjectSection)
     machines: dict[str, Machine] = Field(default_factory=dict)
+    backends: dict[str, Backend] = Field(
+        default_factory=dict, description="Job backends besides tmux on a machine."
+    )
     sync: SyncSection = Field(default_factory=SyncSection)
     ports: list[PortForward] = Field(default_factory=list)
     jobs: JobsSection = Field(default_factory=JobsSection)
@@ -413,6 +494,17 @@ class OrchConfig(Strict):
             if folded in seen:
                 raise ValueError(f"duplicate machine names {seen[folded]!r} and {name!r}")
             seen[folded] = name
+        return value
+
+    @field_validator("backends")
+    @classmethod
+    def _backend_names(cls, value: dict[str, Backend]) -> dict[str, Backend]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(
+                    f"backend name {name!r}: use letters, digits, '-' and '_', "
+                    "starting alphanumeric"
+                )
         return value
 
     @model_validator(mode="before")

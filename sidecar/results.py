@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from remote_config.jobs import JobInfo
 from sidecar.debug.service import DebugSession
 from sidecar.idle.service import IdleStatus
+from sidecar.jobs.fargate_queue import QueueStatus
 from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo
 from sidecar.machines.ec2.models import FleetEntry
 from sidecar.profiling.service import ProfileRequest, ProfileResult
@@ -36,6 +37,7 @@ class OrchStatus(BaseModel):
     jobs: list[JobInfo] = Field(default_factory=list)
     sync: SyncStatus = Field(default_factory=SyncStatus)
     ports: list[PortForwardInfo] = Field(default_factory=list)
+    queues: list[QueueStatus] = Field(default_factory=list)
     # The idle agent's latest decision ("idle 25 min · stops in 5 min"); None: no agent.
     idle: IdleStatus | None = None
 
@@ -54,6 +56,7 @@ __all__ = [
     "PortsResult",
     "ProfileRequest",
     "ProfileResult",
+    "QueueStatus",
     "SshConfigResult",
     "SyncConflict",
     "SyncStatus",

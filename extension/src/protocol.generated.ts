@@ -13,6 +13,7 @@ PortForwardInfo?: PortForwardInfo
 PortsResult?: PortsResult
 ProfileRequest?: ProfileRequest
 ProfileResult?: ProfileResult
+QueueStatus?: QueueStatus
 SshConfigResult?: SshConfigResult
 SyncConflict?: SyncConflict
 SyncStatus?: SyncStatus
@@ -137,6 +138,7 @@ backend: string
 code_stale: boolean
 code_version: (string | null)
 command: string
+cost_usd: (number | null)
 cpu_percent: (number | null)
 detail: (string | null)
 duration_s: (number | null)
@@ -146,7 +148,7 @@ name: string
 pid: (number | null)
 rss_bytes: (number | null)
 started: (string | null)
-state: ("running" | "succeeded" | "failed" | "stopped" | "lost")
+state: ("running" | "succeeded" | "failed" | "stopped" | "lost" | "interrupted")
 }
 /**
  * This interface was referenced by `OrchProtocol`'s JSON-Schema
@@ -180,6 +182,7 @@ idle: (IdleStatus | null)
 jobs: JobInfo[]
 machine: MachineInfo
 ports: PortForwardInfo[]
+queues: QueueStatus[]
 sync: SyncStatus
 }
 /**
@@ -198,6 +201,21 @@ remote_host: string
 remote_port: number
 reverse: boolean
 state: ("active" | "reconnecting" | "dead" | "stopped" | "direct")
+}
+/**
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "QueueStatus".
+ */
+export interface QueueStatus {
+backend: string
+depth: number
+done: number
+failed: number
+in_flight: number
+queue: string
+submitted: number
+tasks_desired: number
+tasks_running: number
 }
 /**
  * `orch sync status` and the `sync` part of `orch/status` (docs/protocol.md).

@@ -13,6 +13,7 @@ export function job(name: string, overrides: Partial<JobInfo> = {}): JobInfo {
     cpu_percent: 12.4,
     duration_s: 3.2,
     backend: "tmux",
+    cost_usd: null,
     code_stale: false,
     code_version: null,
     command: "",
@@ -82,6 +83,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     sync: sync(),
     ports: [],
     idle: null,
+    queues: [],
     ...overrides,
   };
 }

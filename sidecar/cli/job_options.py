@@ -23,6 +23,8 @@ class JobOptions:
     machine: str | None = None
     snapshot: bool | None = None
     debug: bool = False
+    on: str | None = None
+    outputs: str | None = None
     expect_s: float | None = None  # how long the job should run (`--expect 2h`)
 
     def environment(self) -> dict[str, str]:
@@ -48,13 +50,17 @@ def take_options(
             opts.debug = True
         elif word in ("--snapshot", "--no-snapshot"):
             opts.snapshot = word == "--snapshot"
-        elif key in ("-e", "--env", "-m", "--machine", "--expect"):
+        elif key in ("-e", "--env", "-m", "--machine", "--on", "--outputs", "--expect"):
             if not eq:
                 if not words:
                     raise UsageError(f"{word} needs a value", hint=hint)
                 value, words = words[0], words[1:]
             if key in ("-e", "--env"):
                 opts.env.append(value)
+            elif key == "--on":
+                opts.on = value
+            elif key == "--outputs":
+                opts.outputs = value
             elif key == "--expect":
                 opts.expect_s = parse_duration(value)
             else:

@@ -27,9 +27,12 @@ Run a job in a tmux session on the machine, in the project's remote folder; its 
 to ~/logs/NAME/run.log there. Two forms:
   orch run NAME -- CMD ARG...   an argv: run word for word (no shell interprets it)
   orch run NAME "CMD LINE"      one shell command line, run by exactly one shell (bash, else sh)
-Options (--env KEY=VALUE, --replace, --[no-]snapshot, --json, -m MACHINE) go before the
-command. By default a job runs from a snapshot of the synced tree when the project was synced
-there (`orch sync`), so later syncs never change the code under it."""
+Options (--env KEY=VALUE, --replace, --[no-]snapshot, --json, -m MACHINE, --on BACKEND,
+--outputs DIR) go before the command. By default a job runs from a snapshot of the synced tree
+when the project was synced there (`orch sync`), so later syncs never change the code under
+it. With --on BACKEND (a [backends.NAME] of orch.toml, e.g. kind = "fargate") the job runs
+there instead, from the same snapshot shipped to S3; --outputs DIR is uploaded at its end and
+`orch fetch NAME` downloads it (docs/fargate.md)."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +65,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="run the (Python) command under debugpy: see orch debug --help",
     )
+    run.add_argument("--on", metavar="BACKEND", help="run on a configured backend (fargate)")
+    run.add_argument(
+        "--outputs", metavar="DIR", help="with --on: upload this folder when the job ends"
+    )
     run.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
 
@@ -70,6 +77,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     logs.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines")
     _machine(logs)
+    _on(logs)
     logs.set_defaults(handler=cmd_logs)
 
     attach = sub.add_parser("attach", help="open the job's tmux session (detach: Ctrl-b d)")
@@ -85,13 +93,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("name")
         p.add_argument("--json", action="store_true", help="print the job as JSON")
         _machine(p)
+        _on(p)
         p.set_defaults(handler=handler)
 
     rm = sub.add_parser("rm", help="forget a finished job (its logs are kept unless --purge)")
     rm.add_argument("name")
     rm.add_argument("--purge", action="store_true", help="delete its logs too")
     _machine(rm)
+    _on(rm)
     rm.set_defaults(handler=cmd_rm)
+
+    fetch = sub.add_parser("fetch", help="download the outputs a backend job uploaded")
+    fetch.add_argument("name")
+    fetch.add_argument("--to", metavar="DIR", help="where (default: outputs/NAME in the project)")
+    _on(fetch)
+    fetch.set_defaults(handler=cmd_fetch)
+
+
+def _on(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--on", metavar="BACKEND", help="the job's backend (default: found by the job's name)"
+    )
 
 
 def _machine(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +139,8 @@ def parse_run_args(args: argparse.Namespace) -> RunArgs:
         machine=args.machine,
         snapshot=getattr(args, "snapshot", None),
         debug=getattr(args, "debug", False),
+        on=getattr(args, "on", None),
+        outputs=getattr(args, "outputs", None),
         expect_s=parse_duration(getattr(args, "expect", None)),
     )
     words = list(args.args)
@@ -145,12 +169,21 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         )
         print_json(session) if run.json else print_session(session)
         return 0
+    if run.debug and run.on:
+        raise UsageError("--debug needs a job on a machine; backends have no debugger port")
     if run.expect_s is not None:
         warning = orch.provider(run.machine).long_job_warning(run.expect_s)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
     job = await orch.jobs_run(
-        name, command, env, run.replace, machine=run.machine, snapshot=run.snapshot
+        name,
+        command,
+        env,
+        run.replace,
+        machine=run.machine,
+        snapshot=run.snapshot,
+        on=run.on,
+        outputs=run.outputs,
     )
     if run.json:
         print_json(job)
@@ -165,7 +198,9 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
 async def cmd_logs(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.tail is not None and args.tail < 0:
         raise UsageError("--tail must be 0 or more")
-    stream = orch.jobs_stream(args.name, tail=args.tail, follow=args.follow, machine=args.machine)
+    stream = orch.jobs_stream(
+        args.name, tail=args.tail, follow=args.follow, machine=args.machine, on=args.on
+    )
     async for chunk in stream:
         sys.stdout.write(chunk)
         sys.stdout.flush()
@@ -180,8 +215,8 @@ async def cmd_attach(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
-    before = await orch.jobs_info(args.name, machine=args.machine)
-    job = await orch.jobs_stop(args.name, machine=args.machine)
+    before = await orch.jobs_info(args.name, machine=args.machine, on=args.on)
+    job = await orch.jobs_stop(args.name, machine=args.machine, on=args.on)
     if args.json:
         print_json(job)
     elif before.state != "running":
@@ -193,21 +228,29 @@ async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_restart(orch: Orchestrator, args: argparse.Namespace) -> int:
-    job = await orch.jobs_restart(args.name, machine=args.machine)
+    job = await orch.jobs_restart(args.name, machine=args.machine, on=args.on)
     print_json(job) if args.json else print(f"restarted {job.name} ({job_state_text(job)})")
     return 0
 
 
 async def cmd_rm(orch: Orchestrator, args: argparse.Namespace) -> int:
-    await orch.jobs_rm(args.name, purge=args.purge, machine=args.machine)
-    kept = "" if args.purge else f" (its logs are kept in ~/logs/{args.name} on the machine)"
+    backend = orch.job_backend_of(args.name, args.on)
+    await orch.jobs_rm(args.name, purge=args.purge, machine=args.machine, on=args.on)
+    where = "in CloudWatch Logs" if backend else f"in ~/logs/{args.name} on the machine"
+    kept = "" if args.purge else f" (its logs are kept {where})"
     print(f"removed {args.name}{kept}")
+    return 0
+
+
+async def cmd_fetch(orch: Orchestrator, args: argparse.Namespace) -> int:
+    folder = await orch.jobs_fetch(args.name, args.to, on=args.on)
+    print(f"fetched the outputs of {args.name} into {folder}")
     return 0
 
 
 # -- the jobs table of `orch status` -------------------------------------------------------
 def job_state_text(job: JobInfo) -> str:
-    if job.state in ("failed", "stopped") and job.exit_code is not None:
+    if job.state in ("failed", "stopped", "interrupted") and job.exit_code is not None:
         return f"{job.state} ({job.exit_code})"
     return job.state
 
@@ -236,9 +279,19 @@ def jobs_table(jobs: list[JobInfo]) -> str:
         for job in jobs
     ]
     headers = ["NAME", "STATE", "STARTED", "MEMORY", "CPU", "DURATION", "EXIT", "CODE"]
+    if any(job.backend != "tmux" for job in jobs):  # jobs on a backend: where, and the cost
+        headers += ["ON", "COST"]
+        for row, job in zip(rows, jobs, strict=True):
+            cost = "-" if job.cost_usd is None else f"${job.cost_usd:.4f}"
+            row += [job.backend, cost]
     lines = [table(headers, rows)]
     for job in jobs:
-        if job.state == "lost":
+        if job.state == "interrupted":
+            lines.append(
+                f"note: {job.name} was interrupted (Fargate Spot took the capacity back); "
+                f"run it again: orch restart {job.name}"
+            )
+        elif job.state == "lost":
             lines.append(f"note: {job.name} is lost: {job.detail}")
         elif job.state == "running" and job.detail and job.detail != "starting":
             lines.append(f"note: {job.name}: {job.detail}")

@@ -246,6 +246,11 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
         print(jobs_table(status.jobs))
     elif m.state == "running":
         print("no jobs (start one with: orch run NAME -- CMD ...)")
+    if status.queues:
+        from sidecar.cli.backend_cmds import queues_table
+
+        print()
+        print(queues_table(status.queues))
     return 0
 
 

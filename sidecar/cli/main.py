@@ -25,6 +25,7 @@ AREAS = (
     "profile_cmds",
     "init_cmds",
     "idle_cmds",
+    "backend_cmds",
 )
 
 

@@ -44,7 +44,9 @@ class JobBackend(abc.ABC):
     kind: ClassVar[str]
     capabilities: ClassVar[BackendCapabilities]
 
-    def __init__(self, ctx: MachineContext) -> None:
+    def __init__(self, ctx: MachineContext, name: str | None = None) -> None:
+        """`ctx`: the machine whose synced tree jobs run from; `name`: the configured backend
+        (`[backends.NAME]`), for backends that are configured by name."""
         self.ctx = ctx
 
     @abc.abstractmethod
@@ -103,7 +105,10 @@ class JobBackend(abc.ABC):
 
 
 # kind -> "module:Class"; modules import their cloud SDK lazily.
-_BACKENDS: dict[str, str] = {"tmux": "sidecar.jobs.tmux:TmuxBackend"}
+_BACKENDS: dict[str, str] = {
+    "tmux": "sidecar.jobs.tmux:TmuxBackend",
+    "fargate": "sidecar.jobs.fargate:FargateJobs",
+}
 
 
 def register(kind: str, target: str) -> None:
@@ -122,5 +127,6 @@ def backend_class(kind: str) -> type[JobBackend]:
     return cls
 
 
-def create(kind: str, ctx: MachineContext) -> JobBackend:
-    return backend_class(kind)(ctx)
+def create(kind: str, ctx: MachineContext, name: str | None = None) -> JobBackend:
+    cls = backend_class(kind)
+    return cls(ctx) if name is None else cls(ctx, name)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from sidecar.errors import NotFound, OrchError
+from sidecar.errors import OrchError
 from sidecar.server.core import NoParams, OrchServer, Params, Report
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,8 @@ def register(server: OrchServer, followers: Followers) -> None:
     @server.orch_command("orch.jobs.follow", LogsParams)
     async def follow(server: OrchServer, params: LogsParams, report: Report) -> dict[str, Any]:
         # Unknown jobs fail here, as a JSON-RPC error, rather than later in the stream.
-        known = {job.name for job in await server.orch.jobs_status(machine())}
-        if params.name not in known:
-            raise NotFound(f"no job named {params.name!r}", hint="list the jobs with: orch status")
+        # (jobs_info finds the job on the machine or on the backend that ran it.)
+        await server.orch.jobs_info(params.name, machine())
         await followers.follow(params.name, params.tail)
         return {"name": params.name}
 

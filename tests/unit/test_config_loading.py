@@ -136,7 +136,7 @@ MALFORMED = [
         "wrong type: bool",
         "[ec2]\n",
         [
-            "orch.toml:1: ec2: unknown key 'ec2' (allowed: debug, gpu, jobs, "
+            "orch.toml:1: ec2: unknown key 'ec2' (allowed: backends, debug, gpu, jobs, "
             "machines, ports, project, sync)"
         ],
     ),
@@ -343,6 +343,7 @@ def test_schema_is_valid_json_schema_with_descriptions() -> None:
     assert set(schema["properties"]) == {
         "project",
         "machines",
+        "backends",
         "sync",
         "ports",
         "jobs",
@@ -354,4 +355,4 @@ def test_schema_is_valid_json_schema_with_descriptions() -> None:
         for d in schema["$defs"].values()
         if "kind" in d.get("properties", {})
     }
-    assert kinds == {"local", "ssh", "ec2", "codespaces"}
+    assert kinds == {"local", "ssh", "ec2", "codespaces", "fargate"}
