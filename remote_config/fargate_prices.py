@@ -5,6 +5,8 @@ minimum), the us-east-1 on-demand list prices as published since the January 202
 and as of `PRICES_AS_OF`. Fargate Spot prices float; the figures below are representative
 for us-east-1 on that date (about 70% off on-demand), so Spot costs are estimates. Regions
 not in the table use us-east-1's prices and say so. Update the table and the date together.
+The figures were written down without access to that page (orch's build machines have no
+network) and are not re-checked yet: verify them before relying on a cost.
 """
 
 from __future__ import annotations
