@@ -4,7 +4,9 @@ GitHub bills codespaces compute by the hour at a fixed price per core count (the
 report prices). Source: "About billing for GitHub Codespaces",
 https://docs.github.com/en/billing/concepts/product-billing/github-codespaces (pricing table
 as published in 2025: $0.18/h for 2 cores, doubling with the cores; storage $0.07 per GB-month
-is billed separately and not counted here). Update PRICES_AS_OF with the table.
+is billed separately and not counted here). Update PRICES_AS_OF with the table. Written
+down without network access and not re-checked against the page yet (8 cores at $0.72/h
+agrees with the design brief).
 """
 
 from __future__ import annotations
