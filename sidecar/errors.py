@@ -89,6 +89,10 @@ class PortBusy(Conflict):
     pass
 
 
+class DebuggerNotReady(OrchError):
+    """A debug job's debugpy did not come to listen (the job ended first, or too slow)."""
+
+
 class RemoteCommandFailed(OrchError):
     def __init__(
         self,
