@@ -112,8 +112,15 @@ export EXTENSIONS_GALLERY='{"serviceUrl": "http://127.0.0.1:9/gallery", "itemUrl
 printf 'auth: none\ncert: false\n' >"$work/config.yaml"
 common=(--config "$work/config.yaml" --user-data-dir "$work/user-data" --extensions-dir "$work/extensions")
 
-"$code_server" "${common[@]}" --install-extension "$vsix" >"$work/install.log" 2>&1 \
-    || { cat "$work/install.log" >&2; exit 1; }
+# The Python Debugger extension (ms-python.debugpy) cannot be installed offline; a test-only
+# stand-in contributes the `debugpy` debug type and connects VS Code to debugpy's adapter.
+standin=$work/debugpy-standin.vsix
+(cd "$root/tests/e2e/debugpy-standin" && "$root/extension/node_modules/.bin/vsce" package \
+    --allow-missing-repository --skip-license -o "$standin" >/dev/null)
+for ext in "$vsix" "$standin"; do
+    "$code_server" "${common[@]}" --install-extension "$ext" >>"$work/install.log" 2>&1 \
+        || { cat "$work/install.log" >&2; exit 1; }
+done
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 setsid "$code_server" "${common[@]}" --auth none --bind-addr "127.0.0.1:$port" \

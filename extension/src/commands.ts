@@ -21,6 +21,7 @@ import {
 import { orchCliFor } from "./common/interpreter";
 import type { Settings } from "./common/settings";
 import type { TreeNode } from "./common/treeModel";
+import type { Debugger } from "./debug";
 import type { JobLogs } from "./logs";
 import type { JobInfo } from "./protocol";
 import { type ProgressValue, type Sidecar, SidecarNotRunningError } from "./sidecar";
@@ -34,6 +35,7 @@ interface Context {
   logs: JobLogs;
   settings: Settings;
   output: vscode.LogOutputChannel;
+  debug: Debugger;
 }
 
 function reportError(ctx: Context, action: string, error: unknown): void {
@@ -163,16 +165,10 @@ async function debugJob(ctx: Context): Promise<void> {
   if (!asked) {
     return;
   }
-  const session = await ctx.sidecar.execute("orch.debug.start", asked);
-  const folder = vscode.workspace.workspaceFolders?.[0];
-  const started = await vscode.debug.startDebugging(folder, session.configuration);
-  if (!started) {
-    void vscode.window.showWarningMessage(
-      `Orch: job ${asked.name} waits for a debugger on 127.0.0.1:${session.local_port}, but ` +
-        "VS Code did not start the session. Install the Python Debugger extension " +
-        "(ms-python.debugpy), then use “Orch: Attach to job” in Run and Debug.",
-    );
-  }
+  const session = await withProgress(`Orch: starting ${asked.name} under debugpy`, (token, progress) =>
+    ctx.sidecar.execute("orch.debug.start", asked, { token, progress }),
+  );
+  await ctx.debug.attach(session.name, session.configuration);
 }
 
 function attach(ctx: Context, name: string): void {

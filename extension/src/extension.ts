@@ -7,7 +7,7 @@ import * as vscode from "vscode";
 import { registerCommands } from "./commands";
 import { jobEndedMessage, newlyEnded } from "./common/format";
 import { readSettings } from "./common/settings";
-import { registerDebug } from "./debug";
+import { Debugger, registerDebug } from "./debug";
 import { JobLogs } from "./logs";
 import { onActiveInterpreterChanged } from "./python";
 import { Sidecar } from "./sidecar";
@@ -27,6 +27,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const tree = new OrchTree();
   sidecar = new Sidecar(output, settings, folder);
   const logs = new JobLogs(sidecar, settings.jobLogsView);
+  const debug = new Debugger(sidecar, output);
 
   context.subscriptions.push(
     output,
@@ -34,6 +35,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     statusBar,
     tree,
     logs,
+    debug,
     vscode.window.registerTreeDataProvider("orch.explorer", tree),
     sidecar.onStatus((status) => store.setStatus(status)),
     sidecar.onDidChangeState((state) => store.setSidecar(state)),
@@ -53,8 +55,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         }
       }
     }),
-    ...registerCommands({ sidecar, store, logs, settings, output }),
-    registerDebug(sidecar, store),
+    ...registerCommands({ sidecar, store, logs, settings, output, debug }),
+    registerDebug(debug, store),
     vscode.workspace.onDidChangeConfiguration((event) => {
       if (event.affectsConfiguration("orch")) {
         void vscode.window

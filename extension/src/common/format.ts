@@ -299,3 +299,9 @@ export function sshConfigMessage(result: SshConfigResult): string {
     `Connect with \`ssh ${hosts[0]}\` or Remote-SSH.`
   );
 }
+
+/** The error after attaching the debugger failed for good (shown with Retry / Show Logs). */
+export function attachFailureMessage(job: string, reason: string): string {
+  const why = reason.replace(/\.?\s*$/, "");
+  return `Orch: could not attach the debugger to job ${job}: ${why}. The job may still wait for a debugger.`;
+}
