@@ -22,7 +22,7 @@ from remote_config.loader import ResolvedConfig
 from remote_config.model import LocalMachine, OrchConfig, SSHMachine
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
-from sidecar.errors import NotFound, OrchError
+from sidecar.errors import ConfigFileError, NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh.forwards import PortForwardInfo, PortsResult
@@ -42,6 +42,23 @@ class DebugConfigResult(BaseModel):
     configuration: dict[str, Any]
 
 
+class ConfigProblemInfo(BaseModel):
+    """One problem of orch.toml: where (1-based line and column, when known) and what."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+    path: str = ""  # the dotted key, "" for a TOML syntax error
+    message: str
+
+
+class ConfigState(BaseModel):
+    """The project's orch.toml as the sidecar last read it from disk."""
+
+    file: str | None = None  # None: no orch.toml (defaults apply)
+    problems: list[ConfigProblemInfo] = Field(default_factory=list)
+
+
 class OrchStatus(BaseModel):
     """Everything the status bar and `orch status` show (also the `orch/status` notification)."""
 
@@ -49,6 +66,14 @@ class OrchStatus(BaseModel):
     jobs: list[JobInfo] = Field(default_factory=list)
     sync: dict[str, Any] = Field(default_factory=lambda: {"state": "off", "conflicts": []})
     ports: list[dict[str, Any]] = Field(default_factory=list)
+    config: ConfigState = Field(default_factory=ConfigState)
+
+
+def config_problems(exc: ConfigFileError) -> list[ConfigProblemInfo]:
+    return [
+        ConfigProblemInfo(file=p.file, line=p.line, column=p.column, path=p.path, message=p.message)
+        for p in exc.problems
+    ]
 
 
 class Orchestrator:
@@ -73,9 +98,13 @@ class Orchestrator:
             self._config = load_project_config(self.cwd)
         return self._config
 
-    def reload_config(self) -> ResolvedConfig:
+    def forget_config(self) -> None:
+        """orch.toml changed on disk: the next use reads it anew (and may fail on it)."""
         self._config = None
         self._providers.clear()
+
+    def reload_config(self) -> ResolvedConfig:
+        self.forget_config()
         return self.config
 
     @staticmethod
@@ -149,6 +178,17 @@ class Orchestrator:
         return await self.provider(machine).status()
 
     async def status(self, machine: str | None = None) -> OrchStatus:
+        try:
+            file = self.config.path
+        except ConfigFileError as exc:
+            # Nothing can be looked up without a valid config; say so instead of failing.
+            problems = config_problems(exc)
+            return OrchStatus(
+                machine=MachineInfo(
+                    name=machine or "?", kind="?", state="unknown", detail="orch.toml has errors"
+                ),
+                config=ConfigState(file=problems[0].file if problems else None, problems=problems),
+            )
         info = await self.machine_status(machine)
         ports: list[PortForwardInfo] = []
         with contextlib.suppress(OrchError):  # a machine without a known alias has none
@@ -165,6 +205,7 @@ class Orchestrator:
             jobs=jobs,
             ports=[p.model_dump(mode="json") for p in ports],
             sync=sync.model_dump(mode="json"),
+            config=ConfigState(file=file),
         )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:

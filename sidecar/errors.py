@@ -6,7 +6,8 @@ for its family, so the CLI, the language server and tests treat them the same wa
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 # Documented exit codes (docs/cli.md).
 EXIT_OK = 0
@@ -42,9 +43,16 @@ class UsageError(OrchError):
 
 
 class ConfigFileError(OrchError):
-    """orch.toml is malformed; the message lists every problem with its line."""
+    """orch.toml is malformed; the message lists every problem with its line, and `problems`
+    holds them one by one (remote_config.loader.ConfigProblem) for editors."""
 
     exit_code = EXIT_CONFIG
+
+    def __init__(
+        self, message: str, hint: str | None = None, *, problems: Sequence[Any] = ()
+    ) -> None:
+        super().__init__(message, hint)
+        self.problems = list(problems)
 
 
 class NotFound(OrchError):

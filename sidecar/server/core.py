@@ -29,7 +29,7 @@ from pygls.uris import to_fs_path
 
 from sidecar import __version__
 from sidecar.app import Orchestrator
-from sidecar.errors import OrchError
+from sidecar.errors import ConfigFileError, OrchError
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,19 @@ class InitOptions(BaseModel):
 
 def orch_error(exc: OrchError) -> JsonRpcException:
     """An orch error as a JSON-RPC error: code = the CLI's exit code for its family."""
-    return JsonRpcException(
-        message=exc.message,
-        code=exc.exit_code,
-        data={"kind": exc.kind, "hint": exc.hint},
-    )
+    data: dict[str, Any] = {"kind": exc.kind, "hint": exc.hint}
+    if isinstance(exc, ConfigFileError):
+        data["problems"] = [
+            {
+                "file": p.file,
+                "line": p.line,
+                "column": p.column,
+                "path": p.path,
+                "message": p.message,
+            }
+            for p in exc.problems
+        ]
+    return JsonRpcException(message=exc.message, code=exc.exit_code, data=data)
 
 
 def invalid_params(command: str, exc: ValidationError) -> JsonRpcInvalidParams:
@@ -102,6 +110,8 @@ class OrchServer(LanguageServer):
         self.options = InitOptions()
         # Called after every command that may have changed state (set by the status area).
         self.changed: Callable[[], None] = lambda: None
+        # Publishes the project's orch.toml problems (set by the config_doc area).
+        self.check_config_file: Callable[[], None] = lambda: None
 
     @property
     def orch(self) -> Orchestrator:
