@@ -200,6 +200,12 @@ class Orchestrator:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
+            else:
+                from sidecar.debug.service import drop_ended_forwards
+
+                name = self.machine_name(machine)
+                if await drop_ended_forwards(self, name, await self._alias(name), jobs, ports):
+                    ports = (await self.ports_list(machine)).ports
         return OrchStatus(
             machine=info,
             jobs=jobs,

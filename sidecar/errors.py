@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+# What a front end with buttons may offer for an error (`OrchError.action`), acting on
+# `OrchError.target`: start the machine named by target (then retry); open the file at target.
+ACTIONS = ("machine.up", "open.file")
+
 # Documented exit codes (docs/cli.md).
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -25,10 +29,20 @@ class OrchError(Exception):
 
     exit_code: ClassVar[int] = EXIT_FAILED
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint  # for a terminal: the command to run
+        # For an editor: what a button can do about it (see ACTIONS), and on what.
+        self.action = action
+        self.target = target
 
     @property
     def kind(self) -> str:

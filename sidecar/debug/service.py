@@ -32,8 +32,10 @@ from sidecar.errors import DebuggerNotReady, NotFound, OrchError, PortBusy, Usag
 from sidecar.state import atomic_write, read_json, write_json
 
 if TYPE_CHECKING:
+    from remote_config.jobs import JobInfo
     from sidecar.app import Orchestrator
     from sidecar.machines.base import SSHTarget
+    from sidecar.ssh.forwards import PortForwardInfo
 
 # How long `orch debug` / `orch.debug.start` wait for debugpy to listen (it starts with the
 # job: usually 0.5–3 s, more on a busy machine or a cold interpreter).
@@ -229,6 +231,33 @@ async def attach(orch: Orchestrator, name: str, machine: str | None = None) -> D
         orch, machine, target, name, remote_port, timeout=ATTACH_TIMEOUT_S, maybe_attached=True
     )
     return session
+
+
+async def drop_ended_forwards(
+    orch: Orchestrator,
+    machine: str,
+    alias: str,
+    jobs: list[JobInfo],
+    ports: list[PortForwardInfo],
+) -> bool:
+    """Stop the forward of every debug job that no longer runs (and forget it); True if any
+    forward was stopped. Called with a fresh job list, so an ended job's port goes with it."""
+    folder = orch.layout.home / "debug" / alias
+    if not folder.is_dir():
+        return False
+    running = {job.name for job in jobs if job.state == "running"}
+    forwarded = {port.local_port for port in ports}
+    stopped = False
+    for path in folder.glob("*.json"):
+        if path.stem in running:
+            continue
+        local_port = (read_json(path) or {}).get("local_port")
+        if local_port in forwarded:
+            with contextlib.suppress(OrchError):
+                await orch.ports_remove(int(local_port), machine)
+                stopped = True
+        path.unlink(missing_ok=True)
+    return stopped
 
 
 async def default_configuration(orch: Orchestrator, machine: str | None = None) -> dict[str, Any]:

@@ -64,21 +64,47 @@ class InitOptions(BaseModel):
     clientName: str | None = None
 
 
-def orch_error(exc: OrchError) -> JsonRpcException:
+class ConfigProblemData(BaseModel):
+    file: str
+    line: int | None = None
+    column: int | None = None
+    path: str = ""
+    message: str
+
+
+class ErrorData(BaseModel):
+    """`data` of the JSON-RPC error for an OrchError (docs/protocol.md)."""
+
+    kind: str  # the error's class name: MachineNotRunning, ConfigFileError, …
+    hint: str | None = None  # what to run in a terminal
+    action: str | None = None  # what a button can do instead (sidecar.errors.ACTIONS)
+    target: str | None = None  # what the action acts on (a machine, a file)
+    problems: list[ConfigProblemData] | None = None  # ConfigFileError: each problem
+
+
+class OrchRequestError(JsonRpcException):
+    """An OrchError on its way to the client: an expected failure, logged in one line."""
+
+    def __init__(self, command: str, exc: OrchError) -> None:
+        data = ErrorData(kind=exc.kind, hint=exc.hint, action=exc.action, target=exc.target)
+        if isinstance(exc, ConfigFileError):
+            data.problems = [
+                ConfigProblemData(
+                    file=p.file, line=p.line, column=p.column, path=p.path, message=p.message
+                )
+                for p in exc.problems
+            ]
+        super().__init__(
+            message=exc.message,
+            code=exc.exit_code,
+            data=data.model_dump(mode="json", exclude_none=True),
+        )
+        self.command = command
+
+
+def orch_error(exc: OrchError, command: str = "") -> OrchRequestError:
     """An orch error as a JSON-RPC error: code = the CLI's exit code for its family."""
-    data: dict[str, Any] = {"kind": exc.kind, "hint": exc.hint}
-    if isinstance(exc, ConfigFileError):
-        data["problems"] = [
-            {
-                "file": p.file,
-                "line": p.line,
-                "column": p.column,
-                "path": p.path,
-                "message": p.message,
-            }
-            for p in exc.problems
-        ]
-    return JsonRpcException(message=exc.message, code=exc.exit_code, data=data)
+    return OrchRequestError(command, exc)
 
 
 def invalid_params(command: str, exc: ValidationError) -> JsonRpcInvalidParams:
@@ -90,6 +116,17 @@ def invalid_params(command: str, exc: ValidationError) -> JsonRpcInvalidParams:
 
 
 class OrchProtocol(LanguageServerProtocol):
+    def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
+        # pygls logs every failed request with a traceback at ERROR; an OrchError is an
+        # expected outcome (the machine is not running…): one line, no traceback.
+        if not future.cancelled() and isinstance(future.exception(), OrchRequestError):
+            exc: OrchRequestError = future.exception()
+            self._request_futures.pop(msg_id, None)
+            log.warning("%s: %s", exc.command or "request", exc.message)
+            self._send_response(msg_id, error=exc.to_response_error())
+            return
+        super()._send_handler_result(future, msg_id=msg_id)
+
     # An async override of pygls' generator on purpose (see the module docstring).
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
     async def lsp_workspace__execute_command(  # type: ignore[override]
@@ -153,7 +190,7 @@ class OrchServer(LanguageServer):
                     try:
                         result = await handler(self, parsed, report)
                     except OrchError as exc:
-                        raise orch_error(exc) from None
+                        raise orch_error(exc, name) from None
                     finally:
                         if not read_only:
                             self.changed()

@@ -103,7 +103,12 @@ async def _spawn(orch: Orchestrator, machine: str, progress: Progress | None) ->
             err = await proc.stderr.read()
         detail = last.removeprefix("error: ") or err.decode().strip()[-500:]
         log_file = state_dir(orch, machine) / "sync.log"
-        raise OrchError(f"sync failed to start: {detail}", hint=f"see {log_file}")
+        raise OrchError(
+            f"sync failed to start: {detail}",
+            hint=f"see {log_file}",
+            action="open.file",
+            target=str(log_file),
+        )
     return read_status(orch, machine)
 
 

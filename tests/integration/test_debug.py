@@ -110,6 +110,9 @@ async def test_breakpoint_by_local_path_hits_the_remote_job(
     finally:
         await client.close()
     assert "result 20" in await _wait_done(orch, "dbg")
+    # The job ended: its debug forward goes with it (issue 14: it stayed "active").
+    forwarded = [p["local_port"] for p in (await orch.status()).ports]
+    assert session.local_port not in forwarded
 
 
 async def test_an_attach_right_after_start_hits_the_breakpoint_every_time(

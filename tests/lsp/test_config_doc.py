@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_lsp
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from tests.lsp.helpers import execute, status_notifications, wait_for_status
@@ -260,3 +261,22 @@ async def test_hover_explains_a_key(client: LanguageClient) -> None:
     client.text_document_did_close(
         types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI))
     )
+
+
+async def test_an_expected_error_carries_its_action_and_logs_no_traceback(
+    client: LanguageClient, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    with pytest.raises(JsonRpcException) as failed:
+        await execute(client, "orch.jobs.run", {"name": "nope", "command": "true"})
+    assert failed.value.message == "the local machine is not running"
+    assert failed.value.data == {
+        "kind": "MachineNotRunning",
+        "hint": "start it: orch up",
+        "action": "machine.up",
+        "target": "local",
+    }
+    await asyncio.sleep(0.3)  # the server's log line crosses a pipe
+    logged = capfd.readouterr().err
+    assert "orch.jobs.run: the local machine is not running" in logged
+    assert "Traceback" not in logged
