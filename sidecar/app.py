@@ -114,6 +114,26 @@ class Orchestrator:
         schema["title"] = "orch.toml"
         return schema
 
+    def config_init(self) -> tuple[Path, bool]:
+        """Write a starter orch.toml into the project folder unless one exists there; returns
+        (its path, whether it was written). Never overwrites."""
+        from remote_config.loader import CONFIG_NAME, resolve
+        from remote_config.starter import starter_toml
+        from sidecar.config import find_config
+
+        existing = find_config(self.cwd)
+        if existing is not None:
+            return existing, False
+        path = self.cwd / CONFIG_NAME
+        name = resolve(OrchConfig(), None, str(self.cwd)).project_name
+        try:
+            with path.open("x", encoding="utf-8") as file:
+                file.write(starter_toml(name))
+        except FileExistsError:
+            return path, False
+        self.forget_config()
+        return path, True
+
     def config_show(self) -> dict[str, Any]:
         cfg = self.config
         return {

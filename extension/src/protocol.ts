@@ -73,12 +73,30 @@ export interface PortForward {
   detail?: string | null;
 }
 
+/** One problem of orch.toml (lines and columns 1-based). */
+export interface ConfigProblem {
+  file: string;
+  line?: number | null;
+  column?: number | null;
+  /** The dotted key; "" for a TOML syntax error. */
+  path: string;
+  message: string;
+}
+
+/** The project's orch.toml as the sidecar last read it from disk. */
+export interface ConfigState {
+  /** null: there is no orch.toml (defaults apply). */
+  file: string | null;
+  problems: ConfigProblem[];
+}
+
 /** The `orch/status` notification and the `orch.status` result. */
 export interface OrchStatus {
   machine: MachineStatus;
   jobs: JobInfo[];
   sync: SyncStatus;
   ports: PortForward[];
+  config: ConfigState;
 }
 
 /** `orch/log`: a chunk of a followed job's log. */
@@ -153,6 +171,10 @@ export interface PortRemoveArgs {
   local_port: number;
 }
 export type NoArgs = Record<string, never>;
+export interface StatusArgs {
+  /** Read anew instead of answering from a read under a second old. */
+  fresh?: boolean;
+}
 
 /** Every command the sidecar answers, with its argument and result types. */
 export interface Commands {
@@ -177,7 +199,7 @@ export interface Commands {
   "orch.ports.remove": [PortRemoveArgs, { ports: PortForward[] }];
   "orch.debug.attachConfig": [JobNameArgs, DebugAttachConfig];
   "orch.debug.start": [DebugStartArgs, DebugSession];
-  "orch.status": [NoArgs, OrchStatus];
+  "orch.status": [StatusArgs, OrchStatus];
 }
 
 export type CommandName = keyof Commands;
@@ -187,8 +209,17 @@ export type ResultOf<C extends CommandName> = Commands[C][1];
 export const STATUS_NOTIFICATION = "orch/status";
 export const LOG_NOTIFICATION = "orch/log";
 
-/** `data` of a JSON-RPC error raised by an orch error on the server. */
+/** What a button may do about an error (`OrchErrorData.action`). */
+export type ErrorAction = "machine.up" | "open.file";
+
+/** `data` of a JSON-RPC error raised by an orch error on the server (ErrorData). */
 export interface OrchErrorData {
   kind: string;
+  /** What to run in a terminal. */
   hint?: string;
+  /** What a button can do instead, acting on `target` (a machine, a file). */
+  action?: ErrorAction;
+  target?: string;
+  /** ConfigFileError: each problem of orch.toml. */
+  problems?: ConfigProblem[];
 }

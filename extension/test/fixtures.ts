@@ -22,6 +22,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     jobs: [],
     sync: { state: "idle", conflicts: [], last_sync: null },
     ports: [],
+    config: { file: "/work/project/orch.toml", problems: [] },
     ...overrides,
   };
 }

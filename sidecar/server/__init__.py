@@ -11,7 +11,7 @@ import logging
 
 from lsprotocol import types
 
-from sidecar.server import config_doc, debug, jobs, machine, ports, ssh, status, sync
+from sidecar.server import config_cmds, config_doc, debug, jobs, machine, ports, ssh, status, sync
 from sidecar.server.core import OrchServer
 
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
@@ -29,6 +29,7 @@ def build_server() -> OrchServer:
     jobs.register(server, followers)
     debug.register(server)
     config_doc.register(server)
+    config_cmds.register(server)
 
     @server.feature(types.INITIALIZE)
     def initialize(server: OrchServer, params: types.InitializeParams) -> None:
