@@ -171,6 +171,12 @@ export interface PortRemoveArgs {
   local_port: number;
 }
 export type NoArgs = Record<string, never>;
+/** `orch.config.init`: the starter orch.toml (never overwrites). */
+export interface ConfigInitResult {
+  path: string;
+  /** false: an orch.toml was there already. */
+  created: boolean;
+}
 export interface StatusArgs {
   /** Read anew instead of answering from a read under a second old. */
   fresh?: boolean;
@@ -200,6 +206,7 @@ export interface Commands {
   "orch.debug.attachConfig": [JobNameArgs, DebugAttachConfig];
   "orch.debug.start": [DebugStartArgs, DebugSession];
   "orch.status": [StatusArgs, OrchStatus];
+  "orch.config.init": [NoArgs, ConfigInitResult];
 }
 
 export type CommandName = keyof Commands;
