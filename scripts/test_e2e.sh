@@ -76,11 +76,22 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# The test project: a file to see and the interpreter setting.
+# The test project: a file to see, a script to debug, and an interpreter setting that is
+# broken on purpose (the driver checks the message, then fixes it to "$python").
 cat >"$work/workspace/.vscode/settings.json" <<JSON
-{ "orch.python": "$python", "orch.logLevel": "info" }
+{ "orch.python": "$work/no-such-venv/bin/python", "orch.logLevel": "info" }
 JSON
 echo 'print("hello from the e2e workspace")' >"$work/workspace/hello.py"
+cat >"$work/workspace/debugme.py" <<'PY'
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i * 2
+    return total
+
+
+print("result", work(3))
+PY
 
 # User settings: nothing that reaches out or pops up over the workbench.
 cat >"$work/user-data/User/settings.json" <<'JSON'
@@ -137,6 +148,9 @@ done
 ready_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
 
 E2E_ORCH_HOME=$ORCH_HOME \
+E2E_WORKSPACE=$work/workspace \
+E2E_PYTHON=$python \
+E2E_BROKEN_PYTHON=$work/no-such-venv/bin/python \
 E2E_URL="http://127.0.0.1:$port/?folder=$work/workspace" \
 E2E_ARTIFACTS=$artifacts \
 E2E_PROFILE=$work/browser \
