@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 Schema = dict[str, Any]
@@ -143,7 +143,11 @@ def complete(schema: Schema, text: str, line: int, character: int) -> list[Sugge
     kind = _kind_of_table(lines, path, header)
     key = _KEY.match(before)
     if key:
-        return _values(schema, node_at(schema, [*path, key.group(1)], kind), path, key.group(1))
+        node = node_at(schema, [*path, key.group(1)], kind)
+        values = _values(schema, node, path, key.group(1))
+        if before.endswith(" "):  # `key = ` typed: no second space
+            values = [replace(v, insert=v.insert.lstrip()) for v in values]
+        return values
     table = node_at(schema, path, kind)
     if not isinstance(table, dict):
         return []

@@ -140,7 +140,7 @@ def register(server: OrchServer) -> None:
 
     @server.feature(
         types.TEXT_DOCUMENT_COMPLETION,
-        types.CompletionOptions(trigger_characters=["[", "=", " ", "."]),
+        types.CompletionOptions(trigger_characters=["[", "=", "."]),
     )
     def completion(
         server: OrchServer, params: types.CompletionParams
