@@ -47,6 +47,7 @@ class JobInfo(BaseModel):
     code_stale: bool = False
     pid: int | None = None
     detail: str | None = None
+    backend: str = "tmux"  # which job backend runs it (sidecar/jobs/backend.py)
 
 
 def validate_job_name(name: str) -> str:

@@ -67,6 +67,16 @@ class SSHMachine(Strict):
         default=None,
         description="The host's public key ('ssh-ed25519 AAAA…'), pinned into orch's known_hosts.",
     )
+    proxy_jump: str | None = Field(
+        default=None,
+        description="Reach the host through this jump host ('[user@]bastion[:port]'), as "
+        "OpenSSH's ProxyJump; the bastion's key is checked against your own known_hosts.",
+    )
+    proxy_command: str | None = Field(
+        default=None,
+        description="Reach the host through this command, which speaks SSH on stdin/stdout "
+        "(OpenSSH's ProxyCommand; %h, %p and %r are the host, port and user).",
+    )
 
     @field_validator("host")
     @classmethod
@@ -74,6 +84,28 @@ class SSHMachine(Strict):
         if not value or any(c.isspace() for c in value) or value.startswith("-"):
             raise ValueError("must be a host name or address without spaces or a leading '-'")
         return value
+
+    @field_validator("proxy_jump")
+    @classmethod
+    def _jump(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^([A-Za-z0-9._-]+@)?[A-Za-z0-9._:\[\]-]+$", value):
+            raise ValueError("must look like '[user@]host[:port]'")
+        if value is not None and value.startswith("-"):
+            raise ValueError("must not start with '-'")
+        return value
+
+    @field_validator("proxy_command")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
+            raise ValueError("must be one non-empty line")
+        return value
+
+    @model_validator(mode="after")
+    def _one_proxy(self) -> SSHMachine:
+        if self.proxy_jump and self.proxy_command:
+            raise ValueError("set proxy_jump or proxy_command, not both")
+        return self
 
 
 class EC2Machine(Strict):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from remote_config.jobs import JobInfo
 from remote_config.loader import ResolvedConfig
-from remote_config.model import LocalMachine, OrchConfig, SSHMachine
+from remote_config.model import OrchConfig
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
 from sidecar.errors import ConfigFileError, NotFound, OrchError
@@ -29,8 +29,9 @@ from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
+    from sidecar.context import MachineContext
     from sidecar.debug.service import DebugSession
-    from sidecar.jobs.manager import JobsManager
+    from sidecar.jobs.backend import JobBackend
     from sidecar.profiling.service import ProfileRequest, ProfileResult
     from sidecar.ssh.config_service import SshConfigResult
     from sidecar.ssh.forwarder import ForwardOwner
@@ -89,7 +90,7 @@ class Orchestrator:
         self._providers: dict[str, Provider] = {}
         self.pool = ConnectionPool()
         self._forward_owners: dict[str, ForwardOwner] = {}
-        self._jobs: dict[str, JobsManager] = {}
+        self._jobs: dict[str, JobBackend] = {}
 
     # -- config ------------------------------------------------------------------------------
     @property
@@ -102,6 +103,7 @@ class Orchestrator:
         """orch.toml changed on disk: the next use reads it anew (and may fail on it)."""
         self._config = None
         self._providers.clear()
+        self._jobs.clear()  # their contexts hold the old config
 
     def reload_config(self) -> ResolvedConfig:
         self.forget_config()
@@ -158,20 +160,9 @@ class Orchestrator:
         except KeyError:
             known = ", ".join(self.config.config.machine_names())
             raise NotFound(f"unknown machine {name!r}", hint=f"known machines: {known}") from None
-        provider: Provider
-        if isinstance(spec, LocalMachine):
-            from sidecar.machines.local.provider import LocalProvider
+        from sidecar.machines import registry
 
-            provider = LocalProvider(name, spec, self.layout)
-        elif isinstance(spec, SSHMachine):
-            from sidecar.machines.ssh_host import SSHHostProvider
-
-            provider = SSHHostProvider(name, spec, self.layout, self.config.project_name)
-        else:
-            raise OrchError(
-                f"machines of kind {spec.kind!r} are not supported by this version of orch yet",
-                hint="use the local machine or a machine of kind 'ssh' for now",
-            )
+        provider = registry.create(name, spec, self.layout, self.config.project_name)
         self._providers[name] = provider
         return provider
 
@@ -223,8 +214,7 @@ class Orchestrator:
             else:
                 from sidecar.debug.service import drop_ended_forwards
 
-                name = self.machine_name(machine)
-                if await drop_ended_forwards(self, name, await self._alias(name), jobs, ports):
+                if await drop_ended_forwards(self.context(machine), jobs, ports):
                     ports = (await self.ports_list(machine)).ports
         return OrchStatus(
             machine=info,
@@ -274,23 +264,25 @@ class Orchestrator:
         foreground: bool = False,
         machine: str | None = None,
         progress: Callable[[int], None] | None = None,
+        ready: Callable[[SyncStatus], None] | None = None,
     ) -> SyncStatus:
-        """Start watching and syncing (the background process, or this one if `foreground`)."""
+        """Start watching and syncing (the background process, or this one if `foreground`,
+        calling `ready` once the initial sync is done and it watches)."""
         from sidecar.sync import control
 
         return await control.start(
-            self, self.machine_name(machine), foreground=foreground, progress=progress
+            self.context(machine), foreground=foreground, progress=progress, ready=ready
         )
 
     async def sync_stop(self, machine: str | None = None) -> SyncStatus:
         from sidecar.sync import control
 
-        return await control.stop(self, self.machine_name(machine))
+        return await control.stop(self.context(machine))
 
     async def sync_status(self, machine: str | None = None) -> SyncStatus:
         from sidecar.sync.service import read_status
 
-        return read_status(self, self.machine_name(machine))
+        return read_status(self.context(machine))
 
     async def sync_now(
         self, machine: str | None = None, progress: Callable[[int], None] | None = None
@@ -298,27 +290,36 @@ class Orchestrator:
         """A full reconcile now (by the running watcher, or here when none runs)."""
         from sidecar.sync import control
 
-        return await control.now(self, self.machine_name(machine), progress)
+        return await control.now(self.context(machine), progress)
 
     async def sync_resolve(self, paths: list[str], machine: str | None = None) -> SyncStatus:
         """Forget recorded conflicts (all when `paths` is empty)."""
         from sidecar.sync import control
 
-        return control.resolve(self, self.machine_name(machine), paths)
+        return control.resolve(self.context(machine), paths)
 
     async def prepare_snapshot(self, machine: str | None = None) -> tuple[str, int]:
         """(remote path, generation) of a hard-linked snapshot of the synced tree."""
         from sidecar.sync.snapshot import prepare_snapshot
 
-        return await prepare_snapshot(self, self.machine_name(machine))
+        return await prepare_snapshot(self.context(machine))
 
     # -- jobs ------------------------------------------------------------------------------
-    def jobs(self, machine: str | None = None) -> JobsManager:
-        from sidecar.jobs.manager import JobsManager
+    def context(self, machine: str | None = None) -> MachineContext:
+        """The narrow context services get for one machine (never the facade itself)."""
+        from sidecar.context import MachineContext
+
+        return MachineContext(
+            self.config, self.layout, self.pool, self.provider(machine), self.one_shot
+        )
+
+    def jobs(self, machine: str | None = None) -> JobBackend:
+        """The job backend of a machine (tmux on it; one per machine, kept for its shell)."""
+        from sidecar.jobs import backend
 
         name = self.machine_name(machine)
         if name not in self._jobs:
-            self._jobs[name] = JobsManager(self, name)
+            self._jobs[name] = backend.create("tmux", self.context(name))
         return self._jobs[name]
 
     async def jobs_run(
@@ -330,31 +331,13 @@ class Orchestrator:
         machine: str | None = None,
         snapshot: bool | None = None,
     ) -> JobInfo:
-        """Start job `name`; by default from a snapshot of the synced tree (see `_job_workdir`)."""
-        from sidecar.jobs.manager import checked_name
+        """Start job `name`; by default from a snapshot of the synced tree (prepare_code)."""
+        from sidecar.jobs.tmux import checked_name
 
         checked_name(name)  # refuse a bad name before touching the machine
-        workdir = await self._job_workdir(machine, snapshot)
-        return await self.jobs(machine).run(name, command, env, replace=replace, workdir=workdir)
-
-    async def _job_workdir(self, machine: str | None, snapshot: bool | None) -> str | None:
-        """A hard-linked snapshot of the synced tree for a new job, or None (the live folder).
-
-        `snapshot=None` follows `[jobs] snapshot` and quietly uses the live folder when the
-        project was never synced there; `snapshot=True` insists and says what to do instead.
-        """
-        from sidecar.sync.snapshot import NotSynced
-
-        wanted = self.config.config.jobs.snapshot if snapshot is None else snapshot
-        if not wanted:
-            return None
-        try:
-            path, _generation = await self.prepare_snapshot(machine)
-        except NotSynced:
-            if snapshot:
-                raise
-            return None
-        return path
+        jobs = self.jobs(machine)
+        workdir = await jobs.prepare_code(snapshot)
+        return await jobs.run(name, command, env, replace=replace, workdir=workdir)
 
     async def jobs_status(self, machine: str | None = None) -> list[JobInfo]:
         return await self.jobs(machine).status()
@@ -375,8 +358,8 @@ class Orchestrator:
     async def jobs_restart(
         self, name: str, machine: str | None = None, snapshot: bool | None = None
     ) -> JobInfo:
-        workdir = await self._job_workdir(machine, snapshot)
-        return await self.jobs(machine).restart(name, workdir=workdir)
+        jobs = self.jobs(machine)
+        return await jobs.restart(name, workdir=await jobs.prepare_code(snapshot))
 
     async def jobs_rm(self, name: str, purge: bool = False, machine: str | None = None) -> None:
         await self.jobs(machine).rm(name, purge)
@@ -399,10 +382,10 @@ class Orchestrator:
         from sidecar.debug import service
 
         return await service.start(
-            self,
+            self.context(machine),
+            self.jobs(machine),
             name,
             list(argv),
-            machine=machine,
             env=dict(env or {}),
             replace=replace,
             snapshot=snapshot,
@@ -413,7 +396,7 @@ class Orchestrator:
         """The attach session of a job already running under debugpy (forward restored)."""
         from sidecar.debug import service
 
-        return await service.attach(self, name, machine)
+        return await service.attach(self.context(machine), self.jobs(machine), name)
 
     async def debug_config(
         self, name: str | None = None, machine: str | None = None
@@ -423,10 +406,10 @@ class Orchestrator:
         from sidecar.debug import service
 
         if name is None:
-            configuration = await service.default_configuration(self, machine)
+            configuration = await service.default_configuration(self.context(machine))
         else:
-            configuration = (await service.attach(self, name, machine)).configuration
-        path = await asyncio.to_thread(service.write_launch_json, self, configuration)
+            configuration = (await self.debug_attach(name, machine)).configuration
+        path = await asyncio.to_thread(service.write_launch_json, self.config.root, configuration)
         return DebugConfigResult(path=str(path), configuration=configuration)
 
     # -- profiling ---------------------------------------------------------------------------
@@ -441,7 +424,9 @@ class Orchestrator:
         from sidecar.profiling import service
 
         root = local_root or Path(self.config.root) / "profiles"
-        return await service.run(self, request, root, machine, on_output)
+        return await service.run(
+            self.context(machine), self.jobs(machine), request, root, on_output
+        )
 
     async def close(self) -> None:
         for owner in self._forward_owners.values():
@@ -478,13 +463,7 @@ class Orchestrator:
 
     async def _alias(self, name: str) -> str:
         """The machine's SSH alias, also when it is not running (for state lookups)."""
-        provider = self.provider(name)
-        alias = getattr(provider, "alias", None)
-        if isinstance(alias, str):
-            return alias
-        from sidecar.machines.local.provider import HOST_KEY_ALIAS
-
-        return HOST_KEY_ALIAS if provider.kind == "local" else (await self.ssh_target(name)).alias
+        return self.provider(name).alias
 
     async def ports_list(self, machine: str | None = None) -> PortsResult:
         from sidecar.ssh.ports_service import list_ports
@@ -545,10 +524,7 @@ class Orchestrator:
 
         alias = name
         if name in self.config.config.machine_names():
-            provider = self.provider(name)
-            from sidecar.machines.local.provider import HOST_KEY_ALIAS
-
-            alias = getattr(provider, "alias", HOST_KEY_ALIAS)
+            alias = self.provider(name).alias
         if not keys.unpin_host_key(self.layout, alias):
             raise NotFound(
                 f"no host key is pinned for {name!r}", hint="see the pinned keys: orch status"

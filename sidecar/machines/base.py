@@ -1,21 +1,42 @@
-"""The machine provider interface every kind implements (local, ssh, ec2, codespaces).
+"""The machine provider interface every kind implements, and what a kind declares it can do.
 
 A provider turns a machine into something orch can reach over SSH: `up` creates or starts it
 (pinning its host key through a trusted channel), `down` stops it, `status` reports it
-without side effects, and `ssh_target` says how to connect. Cloud providers add cost and idle
-handling on top; nothing else in orch needs to know which kind it talks to.
+without side effects, and `ssh_target` says how to connect (directly, or through a proxy
+command or jump host). Each provider class declares its `Capabilities`, which the CLI, the
+language server and the extension ask instead of branching on kinds; the registry in
+`registry.py` maps a kind to its provider class.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from sidecar.layout import Layout
 
 MachineState = Literal["running", "starting", "stopping", "stopped", "unknown", "not-created"]
 Progress = Callable[[str], None]
+Reach = Literal["direct", "proxy_command", "proxy_jump"]
+
+
+class Capabilities(BaseModel):
+    """What a machine kind can do; front ends show or hide actions from this, never from kind."""
+
+    creates: bool = Field(default=False, description="`orch up` can create the machine.")
+    can_stop: bool = Field(default=False, description="`orch down` powers the machine off.")
+    can_terminate: bool = Field(default=False, description="The machine can be destroyed.")
+    has_cost: bool = Field(default=False, description="The machine reports $/h and cost so far.")
+    has_idle_stop: bool = Field(default=False, description="The machine can stop when idle.")
+    reach: list[Reach] = Field(
+        default_factory=lambda: list[Reach](["direct"]),
+        description="How orch can reach the machine's sshd.",
+    )
 
 
 class MachineInfo(BaseModel):
@@ -38,13 +59,32 @@ class SSHTarget(BaseModel):
     identity_file: str
     host_key_alias: str  # the name the pinned key is stored under in orch's known_hosts
     known_hosts_file: str
+    # Reach the sshd through a command speaking SSH on stdin/stdout (a bastion's `ssh -W`,
+    # `aws ssm start-session`, `gh codespace ssh --stdio`), or through a jump host
+    # ([user@]host[:port]). At most one of them; OpenSSH's %h %p %r tokens are expanded.
+    proxy_command: str | None = None
+    proxy_jump: str | None = None
 
 
 class Provider(abc.ABC):
-    kind: str
+    kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, spec: Any, layout: Layout, project: str) -> None:
         self.name = name
+        self.spec = spec
+        self.layout = layout
+        self.project = project
+
+    @property
+    def alias(self) -> str:
+        """The machine's Host alias in the managed ssh config (stable while it is down)."""
+        return f"orch-{self.project}-{self.name}"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where this machine's laptop-side state lives."""
+        return self.layout.machine_dir(self.name)
 
     @abc.abstractmethod
     async def up(self, progress: Progress | None = None) -> MachineInfo:

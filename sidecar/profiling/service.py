@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 from sidecar.errors import OrchError
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
+    from sidecar.jobs.backend import JobBackend
 
 
 class ProfileRequest(BaseModel):
@@ -42,8 +43,8 @@ class ProfileResult(BaseModel):
     summary: dict[str, Any]
 
 
-def profiling_argv(orch: Orchestrator, req: ProfileRequest, out_dir: str) -> list[str]:
-    gpu = orch.config.config.gpu
+def profiling_argv(ctx: MachineContext, req: ProfileRequest, out_dir: str) -> list[str]:
+    gpu = ctx.config.config.gpu
     argv = [
         gpu.python,
         "-m",
@@ -77,39 +78,37 @@ def profiling_argv(orch: Orchestrator, req: ProfileRequest, out_dir: str) -> lis
 
 
 async def run(
-    orch: Orchestrator,
+    ctx: MachineContext,
+    jobs: JobBackend,
     req: ProfileRequest,
     local_root: Path,
-    machine: str | None = None,
     on_output: Callable[[str], None] | None = None,
 ) -> ProfileResult:
     name = f"profile-{req.model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    target = await orch.ssh_target(machine)
-    home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
+    target = await ctx.target()
+    home = (await ctx.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
     out_dir = posixpath.join(home, "logs", name, "profile")
-    await orch.jobs_run(name, profiling_argv(orch, req, out_dir), req.env, machine=machine)
-    async for chunk in orch.jobs_follow(name, tail=None, machine=machine):
+    workdir = await jobs.prepare_code(None)
+    await jobs.run(name, profiling_argv(ctx, req, out_dir), req.env, workdir=workdir)
+    async for chunk in jobs.stream(name, tail=None, follow=True):
         if on_output:
             on_output(chunk)
-    job = {j.name: j for j in await orch.jobs_status(machine)}.get(name)
+    job = {j.name: j for j in await jobs.status()}.get(name)
     if job is None or job.state != "succeeded":
-        tail = (await orch.jobs_logs(name, tail=15, machine=machine)).strip()
+        tail = (await jobs.logs(name, tail=15)).strip()
         state = "vanished" if job is None else f"{job.state} (exit {job.exit_code})"
         raise OrchError(
             f"the profiling job {name} {state}:\n{tail}",
             hint=f"full output: orch logs {name}; see docs/gpu.md for the options",
         )
     local_dir = local_root / name
-    files = await _fetch(orch, machine, out_dir, local_dir)
+    files = await _fetch(ctx, out_dir, local_dir)
     summary = json.loads((local_dir / "summary.json").read_text())
     return ProfileResult(job=name, local_dir=str(local_dir), files=files, summary=summary)
 
 
-async def _fetch(
-    orch: Orchestrator, machine: str | None, out_dir: str, local_dir: Path
-) -> list[str]:
-    target = await orch.ssh_target(machine)
-    conn = await orch.pool.connection(target)
+async def _fetch(ctx: MachineContext, out_dir: str, local_dir: Path) -> list[str]:
+    conn = await ctx.pool.connection(await ctx.target())
     local_dir.mkdir(parents=True, exist_ok=True)
     fetched = []
     async with conn.start_sftp_client() as sftp:

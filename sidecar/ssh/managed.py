@@ -35,6 +35,8 @@ def host_entry(
         control_path=str(layout.control_dir / "%C"),
         compression=compression,
         forwards=forwards,
+        proxy_command=target.proxy_command,
+        proxy_jump=target.proxy_jump,
     )
 
 

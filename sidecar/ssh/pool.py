@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from remote_config.ssh_config import expand_proxy_command, parse_jump
 from sidecar.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -76,6 +77,21 @@ class Backoff:
 
 
 def connect_options(target: SSHTarget, timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
+    options = _base_options(target, timeout)
+    if target.proxy_command:
+        # The same command OpenSSH runs (sh -c), so both paths reach the machine one way.
+        options["proxy_command"] = expand_proxy_command(
+            target.proxy_command, target.host, target.port, target.user
+        )
+    elif target.proxy_jump:
+        # asyncssh tunnels through a first connection to the jump host; that hop is checked
+        # against the user's own known_hosts, like OpenSSH's ProxyJump.
+        host, port, user = parse_jump(target.proxy_jump, target.user)
+        options["tunnel"] = f"{user}@{host}:{port}"
+    return options
+
+
+def _base_options(target: SSHTarget, timeout: float) -> dict[str, Any]:
     return {
         "host": target.host,
         "port": target.port,

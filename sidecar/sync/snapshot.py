@@ -1,6 +1,6 @@
 """Job snapshots: a hard-linked copy of the synced tree on the remote, named by generation.
 
-`prepare_snapshot(orch, machine)` makes (or reuses) `~/.orch/snapshots/<project>/<gen>` on
+`prepare_snapshot(ctx)` makes (or reuses) `~/.orch/snapshots/<project>/<gen>` on
 the remote, a copy of the remote project folder as of sync generation `<gen>`, and returns
 its absolute path and the generation. A job started there never sees later syncs: orch
 replaces files by rename, so the live tree gets new inodes and the snapshot keeps the old
@@ -20,7 +20,7 @@ class NotSynced(RemoteCommandFailed):
 
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
 
 SNAPSHOTS_DIR = "~/.orch/snapshots"
 
@@ -29,12 +29,12 @@ def snapshots_dir(project: str) -> str:
     return f"{SNAPSHOTS_DIR}/{project}"
 
 
-async def prepare_snapshot(orch: Orchestrator, machine: str | None = None) -> tuple[str, int]:
+async def prepare_snapshot(ctx: MachineContext) -> tuple[str, int]:
     """(absolute remote path, sync generation) of a snapshot of the synced tree."""
-    cfg = orch.config
-    target = await orch.ssh_target(machine)
+    cfg = ctx.config
+    target = await ctx.target()
     command = snapshot_command(cfg.remote_dir, snapshots_dir(cfg.project_name))
-    result = await orch.pool.run(target, command, timeout=600)
+    result = await ctx.pool.run(target, command, timeout=600)
     if result.exit_status == 3:
         raise NotSynced(
             f"{cfg.remote_dir} on the machine was never synced by orch, so it has no snapshot",

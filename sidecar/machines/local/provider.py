@@ -23,7 +23,7 @@ from pathlib import Path
 from remote_config.model import LocalMachine
 from sidecar.errors import MachineNotRunning, OrchError
 from sidecar.layout import Layout
-from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
+from sidecar.machines.base import Capabilities, MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh import keys
 from sidecar.state import (
     async_file_lock,
@@ -41,12 +41,17 @@ STOP_TIMEOUT_S = 5.0
 
 class LocalProvider(Provider):
     kind = "local"
+    # Stopping shuts the embedded server down; there is nothing to pay for or destroy.
+    capabilities = Capabilities(creates=True, can_stop=True, reach=["direct"])
 
-    def __init__(self, name: str, spec: LocalMachine, layout: Layout) -> None:
-        super().__init__(name)
-        self.spec = spec
-        self.layout = layout
+    def __init__(self, name: str, spec: LocalMachine, layout: Layout, project: str) -> None:
+        super().__init__(name, spec, layout, project)
+        self.spec: LocalMachine = spec
         self.root = layout.machine_dir("local")
+
+    @property
+    def alias(self) -> str:
+        return HOST_KEY_ALIAS  # one local machine per user, shared by every project
 
     # -- reading state ---------------------------------------------------------------------
     def _live_state(self) -> tuple[dict[str, float] | None, str | None]:
