@@ -200,7 +200,15 @@ class Orchestrator:
                 ),
                 config=ConfigState(file=problems[0].file if problems else None, problems=problems),
             )
-        info = await self.machine_status(machine)
+        try:
+            info = await self.machine_status(machine)
+        except OrchError as exc:  # an unknown machine (the orch.machine setting)…: say it
+            return OrchStatus(
+                machine=MachineInfo(
+                    name=machine or "?", kind="?", state="unknown", detail=exc.message
+                ),
+                config=ConfigState(file=file),
+            )
         ports: list[PortForwardInfo] = []
         with contextlib.suppress(OrchError):  # a machine without a known alias has none
             ports = (await self.ports_list(machine)).ports

@@ -44,6 +44,9 @@ async def start(
             f"({current.owner}, pid {current.owner_pid})",
             hint="see it with `orch sync status`; stop it with `orch sync stop`",
         )
+    # A machine that is not running is said here, as such (MachineNotRunning, with its
+    # action), not as a failure of the background process to start.
+    await ctx.target()
     if foreground:
         return await run_foreground(ctx, progress, ready)
     return await _spawn(ctx, progress)
