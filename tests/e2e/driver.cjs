@@ -264,8 +264,12 @@ function treePorts(text) {
 }
 
 async function setBreakpoint(page, file, line) {
-  await runCommand(page, "Go to File...").catch(async () => page.keyboard.press("Control+P"));
-  await answerInput(page, /.*/, file);
+  await runCommand(page, "Go to File...");
+  const input = page.locator(".quick-input-widget input");
+  await input.fill(file);
+  await page.locator(".quick-input-widget .quick-input-list .monaco-list-row", { hasText: file }).first()
+    .waitFor({ state: "visible", timeout: 15_000 });
+  await input.press("Enter");
   await poll(`${file} to open`, () => page.locator(".monaco-editor .view-lines").first().innerText(),
     (t) => t.includes("def work"), 15_000);
   await runCommand(page, "Go to Line/Column...");
