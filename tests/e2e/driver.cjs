@@ -202,8 +202,8 @@ async function invalidConfig(page) {
   await screenshot(page, "01b-config-problem-on-open");
 
   // Break it elsewhere by typing in the editor: the diagnostic follows the text.
-  const editor = page.locator(".monaco-editor textarea").first();
-  await editor.focus();
+  const editor = page.locator(".editor-group-container .monaco-editor .view-lines").first();
+  await editor.click();
   await page.keyboard.press("Control+A");
   await page.keyboard.insertText(TOML_BROKEN_IN_EDITOR);
   problems = await poll("the Problems panel to show the diagnostic at line 5 after the edit", () => problemsPanel(page),
@@ -212,7 +212,7 @@ async function invalidConfig(page) {
   await screenshot(page, "01c-config-problem-after-edit");
 
   // Fixing it clears the diagnostic; saving makes the sidecar use it.
-  await editor.focus();
+  await editor.click();
   await page.keyboard.press("Control+A");
   await page.keyboard.insertText(TOML_GOOD);
   await poll("the Problems panel to clear", () => problemsPanel(page),
