@@ -170,8 +170,18 @@ async function brokenInterpreter(page) {
 }
 
 const TOML_BROKEN_ON_DISK = '[project]\nname = "e2e"\nnmae = "typo"\n';
-const TOML_BROKEN_IN_EDITOR = '[project]\nname = "e2e"\n\n[sync]\ndebounce_ms = "soon"\n';
-const TOML_GOOD = '[project]\nname = "e2e"\n';
+// Typed without a last newline (a typed newline can pick a suggestion the sidecar offers).
+const TOML_BROKEN_IN_EDITOR = '[project]\nname = "e2e"\n\n[sync]\ndebounce_ms = "soon"';
+const TOML_GOOD = '[project]\nname = "e2e"';
+
+/** Replaces the text of the active editor as typed input; returns what the editor shows. */
+async function typeOver(page, text) {
+  await page.locator(".editor-group-container .monaco-editor .view-lines").first().click();
+  await page.keyboard.press("Control+A");
+  await page.keyboard.insertText(text);
+  await page.keyboard.press("Escape"); // close a suggestion list, if one opened
+  return page.locator(".editor-group-container .monaco-editor .view-lines").first().innerText();
+}
 
 async function problemsPanel(page) {
   const panel = page.locator("#workbench\\.parts\\.panel");
@@ -202,19 +212,15 @@ async function invalidConfig(page) {
   await screenshot(page, "01b-config-problem-on-open");
 
   // Break it elsewhere by typing in the editor: the diagnostic follows the text.
-  const editor = page.locator(".editor-group-container .monaco-editor .view-lines").first();
-  await editor.click();
-  await page.keyboard.press("Control+A");
-  await page.keyboard.insertText(TOML_BROKEN_IN_EDITOR);
+  const typed = await typeOver(page, TOML_BROKEN_IN_EDITOR);
+  log(`editor text after typing: ${JSON.stringify(typed)}`);
   problems = await poll("the Problems panel to show the diagnostic at line 5 after the edit", () => problemsPanel(page),
     (t) => /sync\.debounce_ms: Input should be a valid integer/.test(t) && /\[Ln 5, Col 1\]/.test(t) && !/nmae/.test(t), 20_000);
   log(`Problems panel (after an edit): ${oneLine(problems).slice(0, 200)}`);
   await screenshot(page, "01c-config-problem-after-edit");
 
   // Fixing it clears the diagnostic; saving makes the sidecar use it.
-  await editor.click();
-  await page.keyboard.press("Control+A");
-  await page.keyboard.insertText(TOML_GOOD);
+  await typeOver(page, TOML_GOOD);
   await poll("the Problems panel to clear", () => problemsPanel(page),
     (t) => !/debounce_ms|nmae/.test(t), 20_000);
   await page.keyboard.press("Control+S");
