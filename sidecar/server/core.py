@@ -141,7 +141,14 @@ class OrchProtocol(LanguageServerProtocol):
 
 class OrchServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("orch-sidecar", __version__, protocol_cls=OrchProtocol)
+        super().__init__(
+            "orch-sidecar",
+            __version__,
+            protocol_cls=OrchProtocol,
+            # The only documents synced are orch.toml files: a few hundred bytes, so the whole
+            # text on each change is simplest and cannot drift from the editor's.
+            text_document_sync_kind=types.TextDocumentSyncKind.Full,
+        )
         self.raw_commands: dict[str, RawCommand] = {}
         self._orch: Orchestrator | None = None
         self.options = InitOptions()
