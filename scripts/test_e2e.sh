@@ -93,7 +93,8 @@ def work(n):
 print("result", work(3))
 PY
 
-# User settings: nothing that reaches out or pops up over the workbench.
+# User settings: nothing that reaches out or pops up over the workbench, and no typing aids
+# (the driver types whole texts at once; auto-closing and suggestions would rewrite them).
 cat >"$work/user-data/User/settings.json" <<'JSON'
 {
   "telemetry.telemetryLevel": "off",
@@ -109,7 +110,11 @@ cat >"$work/user-data/User/settings.json" <<'JSON'
   "chat.commandCenter.enabled": false,
   "security.workspace.trust.enabled": false,
   "git.enabled": false,
-  "terminal.integrated.gpuAcceleration": "off"
+  "terminal.integrated.gpuAcceleration": "off",
+  "editor.autoClosingBrackets": "never",
+  "editor.autoClosingQuotes": "never",
+  "editor.suggestOnTriggerCharacters": false,
+  "editor.quickSuggestions": { "other": false, "comments": false, "strings": false }
 }
 JSON
 
