@@ -178,7 +178,8 @@ const TOML_GOOD = '[project]\nname = "e2e"';
 async function typeOver(page, text) {
   await page.locator(".editor-group-container .monaco-editor .view-lines").first().click();
   await page.keyboard.press("Control+A");
-  await page.keyboard.insertText(text);
+  await page.keyboard.press("Delete");
+  await page.keyboard.type(text); // key by key, as a user types
   await page.keyboard.press("Escape"); // close a suggestion list, if one opened
   return page.locator(".editor-group-container .monaco-editor .view-lines").first().innerText();
 }
