@@ -278,7 +278,7 @@ async function setBreakpoint(page, file, line) {
     .waitFor({ state: "visible", timeout: 15_000 });
   await input.press("Enter");
   await poll(`${file} to open`, () => page.locator(".monaco-editor .view-lines").first().innerText(),
-    (t) => t.includes("def work"), 15_000);
+    (t) => /def\s+work/.test(t), 15_000); // the editor renders spaces as U+00A0
   await runCommand(page, "Go to Line/Column...");
   await page.keyboard.insertText(String(line));
   await page.keyboard.press("Enter");
