@@ -303,8 +303,20 @@ async function debugRuns(page) {
       () => page.locator("#workbench\\.parts\\.sidebar").innerText(),
       (t) => /paused on breakpoint/i.test(t), 60_000);
     const stoppedMs = Date.now() - began;
-    if (!/total/.test(stopped) || !/work/.test(stopped)) {
-      throw new Error(`run ${run}: stopped, but the variables/stack do not show work()/total: ${oneLine(stopped).slice(0, 300)}`);
+    // The call stack's top frame is the breakpoint's line in work().
+    if (!/Paused on breakpoint\s+work\s+debugme\.py\s+5:1/i.test(stopped)) {
+      throw new Error(`run ${run}: paused, but not in work() at debugme.py:5: ${oneLine(stopped).slice(0, 300)}`);
+    }
+    if (run === 1) {
+      // The variables of the frame: Locals shows total = 6 (0 + 2 + 4).
+      const sidebar = page.locator("#workbench\\.parts\\.sidebar");
+      const locals = sidebar.locator(".monaco-list-row", { hasText: /^Locals$/ }).first();
+      if (!/total/.test(await sidebar.innerText()) && (await locals.count())) {
+        await locals.click();
+      }
+      const vars = await poll("the Locals to show total = 6", () => sidebar.innerText(),
+        (t) => /total\s*:?\s*6/.test(t), 10_000);
+      log(`variables: ${oneLine(vars).match(/Locals.*?Globals/)?.[0] ?? ""}`);
     }
     if (run === 1) {
       await screenshot(page, "11-debug-stopped");
