@@ -310,12 +310,15 @@ async function debugRuns(page) {
     if (run === 1) {
       // The variables of the frame: Locals shows total = 6 (0 + 2 + 4).
       const sidebar = page.locator("#workbench\\.parts\\.sidebar");
-      const locals = sidebar.locator(".monaco-list-row", { hasText: /^Locals$/ }).first();
-      if (!/total/.test(await sidebar.innerText()) && (await locals.count())) {
-        await locals.click();
+      let vars = "";
+      for (let attempt = 1; attempt <= 3 && !/total\s*:?\s*6/.test(vars); attempt++) {
+        await sidebar.getByText("Locals", { exact: true }).first().click(); // expand the scope
+        vars = await poll("the Locals to show total = 6", () => sidebar.innerText(),
+          (t) => /total\s*:?\s*6/.test(t), 3_000).catch(() => "");
       }
-      const vars = await poll("the Locals to show total = 6", () => sidebar.innerText(),
-        (t) => /total\s*:?\s*6/.test(t), 10_000);
+      if (!vars) {
+        throw new Error(`run ${run}: the Locals never showed total = 6: ${oneLine(await sidebar.innerText()).slice(0, 300)}`);
+      }
       log(`variables: ${oneLine(vars).match(/Locals.*?Globals/)?.[0] ?? ""}`);
     }
     if (run === 1) {
