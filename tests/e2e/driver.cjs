@@ -311,10 +311,10 @@ async function debugRuns(page) {
       // The variables of the frame: Locals shows total = 6 (0 + 2 + 4).
       const sidebar = page.locator("#workbench\\.parts\\.sidebar");
       let vars = "";
-      for (let attempt = 1; attempt <= 3 && !/total\s*:?\s*6/.test(vars); attempt++) {
+      for (let attempt = 1; attempt <= 3 && !/total\s*[:=]?\s*6/.test(vars); attempt++) {
         await sidebar.getByText("Locals", { exact: true }).first().click(); // expand the scope
         vars = await poll("the Locals to show total = 6", () => sidebar.innerText(),
-          (t) => /total\s*:?\s*6/.test(t), 3_000).catch(() => "");
+          (t) => /total\s*[:=]?\s*6/.test(t), 3_000).catch(() => "");
       }
       if (!vars) {
         throw new Error(`run ${run}: the Locals never showed total = 6: ${oneLine(await sidebar.innerText()).slice(0, 300)}`);
