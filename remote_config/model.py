@@ -109,36 +109,135 @@ class SSHMachine(Strict):
 
 
 class EC2Machine(Strict):
-    """An AWS EC2 instance managed through boto3."""
+    """An AWS EC2 instance orch creates, starts, stops and terminates through boto3."""
 
     kind: Literal["ec2"]
-    region: str = "us-east-1"
+    region: str = Field(default="us-east-1", description="AWS region, e.g. 'ap-northeast-1'.")
+    availability_zone: str | None = Field(
+        default=None, description="Zone to launch in; default: the one AWS picks."
+    )
     instance_type: str = "t3.large"
-    ami: str | None = Field(default=None, description="AMI id; default: latest Ubuntu LTS.")
-    spot: bool = False
-    user: str = "ubuntu"
+    ami: str | None = Field(
+        default=None,
+        description="AMI id ('ami-…') or a public SSM parameter ('ssm:/aws/service/…'); "
+        "default: the latest Amazon Linux 2023 for the type's architecture.",
+    )
+    user: str = Field(default="ec2-user", description="Login user (Amazon Linux: ec2-user).")
     volume_gb: Annotated[int, Field(ge=8, le=16384)] = 50
-    subnet_id: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list)
+    volume_type: Literal["gp3", "gp2", "io1", "io2"] = "gp3"
+    subnet_id: str | None = Field(default=None, description="Default: the default VPC's.")
+    security_group_ids: list[str] = Field(
+        default_factory=list, description="Default: a group orch creates for the machine."
+    )
+    reach: Literal["public-ip", "ssm"] = Field(
+        default="public-ip",
+        description="'public-ip': SSH to the public address (port 22 open to ssh_from only); "
+        "'ssm': through AWS Session Manager, no inbound port at all.",
+    )
+    ssh_from: str | None = Field(
+        default=None,
+        description="The one address allowed to SSH in (public-ip reach); default: this "
+        "computer's public address as https://checkip.amazonaws.com sees it.",
+    )
+    proxy_command: str | None = Field(
+        default=None,
+        description="Reach the instance through this command instead (a bastion's "
+        "'ssh -W %h:%p bastion'); %h is the instance id with reach = 'ssm', else its address.",
+    )
+    spot: bool = False
+    spot_max_price: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Highest $/h for spot; default: the on-demand price."
+    )
+    fallback: Literal["none", "on-demand"] = Field(
+        default="none",
+        description="With spot: launch on demand when no zone of the region has spot capacity.",
+    )
+    instance_profile: str | None = Field(
+        default=None, description="IAM instance profile name (needed for reach = 'ssm')."
+    )
+    aws_profile: str | None = Field(
+        default=None, description="Named AWS profile; default: the usual credential chain."
+    )
+    confirm_above_per_hour: Annotated[float, Field(ge=0)] = Field(
+        default=1.0,
+        description="`orch up` asks before creating an instance above this $/h (or with a "
+        "GPU, or of unknown price); --yes skips the question.",
+    )
     idle_stop_minutes: Annotated[int, Field(ge=0)] = 30
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("ami")
+    @classmethod
+    def _ami(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(ami-[0-9a-f]{8,17}|ssm:/[\w./-]+)$", value):
+            raise ValueError("must be an AMI id ('ami-0123…') or 'ssm:/aws/service/…'")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", value):
+            raise ValueError("must be an AWS region name such as 'us-east-1'")
+        return value
+
+    @field_validator("proxy_command")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
+            raise ValueError("must be one non-empty line")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.startswith(("orch:", "aws:")):
+                raise ValueError(f"tag {key!r}: 'orch:' and 'aws:' tags are reserved")
+        return value
+
+
+Geo = Literal["EuropeWest", "SoutheastAsia", "UsEast", "UsWest"]
+
 
 class CodespacesMachine(Strict):
-    """A GitHub Codespace (the default cloud)."""
+    """A GitHub codespace, made from a repository's dev container (the default cloud)."""
 
     kind: Literal["codespaces"]
     repository: str = Field(description="owner/name of the repository the codespace is made from.")
-    branch: str | None = None
-    machine_type: str = "basicLinux32gb"
-    idle_timeout_minutes: Annotated[int, Field(ge=5, le=240)] = 30
-    devcontainer_path: str | None = None
+    branch: str | None = Field(default=None, description="Git ref; default: the default branch.")
+    machine_type: str = Field(
+        default="basicLinux32gb",
+        description="Machine type name (`orch up` lists the ones the repository allows).",
+    )
+    idle_timeout_minutes: Annotated[int, Field(ge=5, le=240)] = Field(
+        default=30, description="GitHub suspends the codespace after this much idle time."
+    )
+    retention_period_minutes: Annotated[int, Field(ge=0, le=43200)] | None = Field(
+        default=None,
+        description="Delete a stopped codespace after this long (GitHub's default: 30 days).",
+    )
+    devcontainer_path: str | None = Field(
+        default=None, description="e.g. '.devcontainer/devcontainer.json'; default: GitHub's pick."
+    )
+    display_name: str | None = Field(
+        default=None,
+        description="The name orch finds the codespace by; default 'orch <project> <machine>'.",
+        max_length=48,
+    )
+    geo: Geo | None = Field(default=None, description="Region; default: nearest to you.")
 
     @field_validator("repository")
     @classmethod
     def _repo(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", value):
             raise ValueError("must look like 'owner/name'")
+        return value
+
+    @field_validator("devcontainer_path")
+    @classmethod
+    def _devcontainer(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("must be a path inside the repository, like '.devcontainer/x.json'")
         return value
 
 

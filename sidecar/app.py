@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from remote_config.jobs import JobInfo
 from remote_config.loader import ResolvedConfig
 from remote_config.model import OrchConfig
@@ -25,49 +23,28 @@ from sidecar.config import load_project_config
 from sidecar.errors import ConfigFileError, NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
-from sidecar.ssh.forwards import PortForwardInfo, PortsResult
+from sidecar.results import (
+    ConfigProblemInfo,
+    ConfigState,
+    CreatePlan,
+    DebugConfigResult,
+    DebugSession,
+    FleetEntry,
+    OrchStatus,
+    PortForwardInfo,
+    PortsResult,
+    ProfileRequest,
+    ProfileResult,
+    SshConfigResult,
+    SyncStatus,
+)
 from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
     from sidecar.context import MachineContext
-    from sidecar.debug.service import DebugSession
     from sidecar.jobs.backend import JobBackend
-    from sidecar.profiling.service import ProfileRequest, ProfileResult
-    from sidecar.ssh.config_service import SshConfigResult
+    from sidecar.machines.ec2.aws import Aws
     from sidecar.ssh.forwarder import ForwardOwner
-    from sidecar.sync.service import SyncStatus
-
-
-class DebugConfigResult(BaseModel):
-    path: str
-    configuration: dict[str, Any]
-
-
-class ConfigProblemInfo(BaseModel):
-    """One problem of orch.toml: where (1-based line and column, when known) and what."""
-
-    file: str
-    line: int | None = None
-    column: int | None = None
-    path: str = ""  # the dotted key, "" for a TOML syntax error
-    message: str
-
-
-class ConfigState(BaseModel):
-    """The project's orch.toml as the sidecar last read it from disk."""
-
-    file: str | None = None  # None: no orch.toml (defaults apply)
-    problems: list[ConfigProblemInfo] = Field(default_factory=list)
-
-
-class OrchStatus(BaseModel):
-    """Everything the status bar and `orch status` show (also the `orch/status` notification)."""
-
-    machine: MachineInfo
-    jobs: list[JobInfo] = Field(default_factory=list)
-    sync: dict[str, Any] = Field(default_factory=lambda: {"state": "off", "conflicts": []})
-    ports: list[dict[str, Any]] = Field(default_factory=list)
-    config: ConfigState = Field(default_factory=ConfigState)
 
 
 def config_problems(exc: ConfigFileError) -> list[ConfigProblemInfo]:
@@ -167,12 +144,14 @@ class Orchestrator:
         return provider
 
     async def up(self, machine: str | None = None, progress: Progress | None = None) -> MachineInfo:
-        info = await self.provider(machine).up(progress)
+        provider = self.provider(machine)
+        info = await provider.up(progress)
         if info.state == "running":
             await self.write_ssh_config(machine)
-        return info
+        return _with_capabilities(info, provider)
 
-    async def down(self, machine: str | None = None) -> MachineInfo:
+    async def down(self, machine: str | None = None, terminate: bool = False) -> MachineInfo:
+        """Stop the machine; with `terminate`, destroy it and its disks (cloud kinds)."""
         provider = self.provider(machine)
         with_target = None
         with contextlib.suppress(OrchError):
@@ -183,10 +162,53 @@ class Orchestrator:
             with contextlib.suppress(OrchError):
                 await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
-        return await provider.down()
+        info = await (provider.terminate() if terminate else provider.down())
+        return _with_capabilities(info, provider)
+
+    async def up_plan(self, machine: str | None = None) -> CreatePlan | None:
+        """What `up` would newly create and pay for (None: nothing new), to show or ask."""
+        return await self.provider(machine).create_plan()
+
+    async def terminate_plan(self, machine: str | None = None) -> str | None:
+        """What `down(terminate=True)` would destroy, in words (None: nothing exists)."""
+        return await self.provider(machine).terminate_plan()
+
+    def _fleet_aws(self) -> tuple[Aws, list[str]]:
+        from remote_config.model import EC2Machine
+        from sidecar.machines.ec2.aws import Aws
+
+        specs = [m for m in self.config.config.machines.values() if isinstance(m, EC2Machine)]
+        region = (
+            specs[0].region
+            if specs
+            else os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        regions = sorted({s.region for s in specs} or {region})
+        return Aws(region, specs[0].aws_profile if specs else None), regions
+
+    async def machines_list(self, all_regions: bool = False) -> list[FleetEntry]:
+        """Every orch-created EC2 instance the credentials see (this project's regions, or
+        every region), across projects: finds forgotten machines."""
+        from sidecar.machines.ec2 import fleet
+
+        aws, regions = self._fleet_aws()
+        if all_regions:
+            regions = await fleet.all_regions(aws)
+        return await fleet.list_fleet(aws, regions)
+
+    async def machines_stop(self, entries: list[FleetEntry]) -> list[FleetEntry]:
+        from sidecar.machines.ec2 import fleet
+
+        aws, _ = self._fleet_aws()
+        return await fleet.stop_fleet(aws, entries)
+
+    async def terminate_warnings(self, machine: str | None = None) -> list[str]:
+        """What destroying the machine would lose (unpushed work), for the confirmation."""
+        return await self.provider(machine).terminate_warnings()
 
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
-        return await self.provider(machine).status()
+        provider = self.provider(machine)
+        return _with_capabilities(await provider.status(), provider)
 
     async def status(self, machine: str | None = None) -> OrchStatus:
         try:
@@ -225,11 +247,7 @@ class Orchestrator:
                 if await drop_ended_forwards(self.context(machine), jobs, ports):
                     ports = (await self.ports_list(machine)).ports
         return OrchStatus(
-            machine=info,
-            jobs=jobs,
-            ports=[p.model_dump(mode="json") for p in ports],
-            sync=sync.model_dump(mode="json"),
-            config=ConfigState(file=file),
+            machine=info, jobs=jobs, ports=ports, sync=sync, config=ConfigState(file=file)
         )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
@@ -359,6 +377,15 @@ class Orchestrator:
         self, name: str, tail: int | None = None, machine: str | None = None
     ) -> AsyncIterator[str]:
         return self.jobs(machine).stream(name, tail=tail, follow=True)
+
+    def jobs_stream(
+        self, name: str, tail: int | None = None, follow: bool = False, machine: str | None = None
+    ) -> AsyncIterator[str]:
+        """The job's log as text chunks (with `follow`, until the job ends)."""
+        return self.jobs(machine).stream(name, tail=tail, follow=follow)
+
+    async def jobs_info(self, name: str, machine: str | None = None) -> JobInfo:
+        return await self.jobs(machine).info(name)
 
     async def jobs_stop(self, name: str, machine: str | None = None) -> JobInfo:
         return await self.jobs(machine).stop(name)
@@ -538,3 +565,8 @@ class Orchestrator:
                 f"no host key is pinned for {name!r}", hint="see the pinned keys: orch status"
             )
         return alias
+
+
+def _with_capabilities(info: MachineInfo, provider: Provider) -> MachineInfo:
+    info.capabilities = provider.capabilities
+    return info

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { buildTree } from "../src/common/treeModel";
-import { job, status } from "./fixtures";
+import { job, port as portInfo, status } from "./fixtures";
 
 describe("tree model", () => {
   it("waits for the sidecar before the first status", () => {
@@ -50,7 +50,7 @@ describe("tree model", () => {
 
   it("lists forwarded ports with their key", () => {
     const roots = buildTree(
-      status({ ports: [{ local_port: 8888, remote_host: "127.0.0.1", remote_port: 8000, state: "active" }] }),
+      status({ ports: [portInfo()] }),
     );
     const port = roots[2].children![0];
     assert.equal(port.label, "localhost:8888");

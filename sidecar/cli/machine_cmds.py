@@ -1,4 +1,5 @@
-"""`orch up`, `orch down`, `orch status` and `orch ssh`."""
+"""`orch up`, `orch down` (also `--terminate`, `--all`), `orch status`, `orch machines` and
+`orch ssh`."""
 
 from __future__ import annotations
 
@@ -8,19 +9,59 @@ import sys
 
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
-from sidecar.machines.base import MachineInfo
+from sidecar.errors import OrchError, UsageError
+from sidecar.results import FleetEntry, MachineInfo
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser("up", help="start the machine (default: the project's default machine)")
     up.add_argument("machine", nargs="?", help="machine name from orch.toml (default: local)")
     up.add_argument("--json", action="store_true", help="print the result as JSON")
+    up.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="create a costly (GPU, expensive) machine without asking",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = sub.add_parser("down", help="stop the machine")
     down.add_argument("machine", nargs="?")
     down.add_argument("--json", action="store_true", help="print the result as JSON")
+    down.add_argument(
+        "--terminate",
+        "--delete",
+        dest="terminate",
+        action="store_true",
+        help="destroy the machine and its disks (cloud machines; asks first, naming them and "
+        "any unpushed work)",
+    )
+    down.add_argument(
+        "--all",
+        action="store_true",
+        help="stop every running orch EC2 machine these AWS credentials see (asks first)",
+    )
+    down.add_argument("--all-regions", action="store_true", help="with --all: every region")
+    down.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     down.set_defaults(handler=cmd_down)
+
+    destroy = sub.add_parser(
+        "destroy", help="terminate a cloud machine and its disks (orch down --terminate)"
+    )
+    destroy.add_argument("machine", nargs="?")
+    destroy.add_argument("--json", action="store_true", help="print the result as JSON")
+    destroy.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    destroy.set_defaults(handler=cmd_down, terminate=True, all=False, all_regions=False)
+
+    machines = sub.add_parser(
+        "machines",
+        help="list every orch EC2 machine the AWS credentials see (finds forgotten ones)",
+    )
+    machines.add_argument(
+        "--all-regions", action="store_true", help="look in every region, not only orch.toml's"
+    )
+    machines.add_argument("--json", action="store_true", help="print the list as JSON")
+    machines.set_defaults(handler=cmd_machines)
 
     status = sub.add_parser("status", help="show the machine and its jobs")
     status.add_argument("machine", nargs="?")
@@ -50,6 +91,11 @@ def _machine_line(info: MachineInfo) -> str:
 
 
 async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
+    plan = await orch.up_plan(args.machine)
+    if plan is not None:
+        print(f"orch: will {plan.description}", file=sys.stderr)
+        if plan.ask:
+            confirm(f"{plan.reason}: create it?", args.yes)
     spinner = Spinner(f"starting {orch.machine_name(args.machine)}")
     async with spinner.running():
         info = await orch.up(args.machine, progress=spinner.update)
@@ -62,11 +108,100 @@ async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
     return 0
 
 
+def confirm(question: str, yes: bool) -> None:
+    """Ask; anything but 'y'/'yes' cancels (exit 1). With nothing to read an answer from (no
+    terminal, no piped answer), refuse and point at --yes: a script never destroys by accident."""
+    if yes:
+        return
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line:
+        print(file=sys.stderr)
+        raise UsageError(
+            "this needs a confirmation and there was no answer to read",
+            hint="pass --yes to go ahead without asking",
+        )
+    if line.strip().lower() not in ("y", "yes"):
+        raise OrchError("cancelled: nothing was changed", hint="pass --yes to skip the question")
+
+
 async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
-    spinner = Spinner(f"stopping {orch.machine_name(args.machine)}")
+    if args.all:
+        return await _down_all(orch, args)
+    name = orch.machine_name(args.machine)
+    if args.terminate:
+        plan = await orch.terminate_plan(name)
+        if plan is None:
+            print(f"{name}: nothing to terminate")
+            return 0
+        for warning in await orch.terminate_warnings(name):
+            print(f"warning: {warning}", file=sys.stderr)
+        confirm(f"terminate {name}: {plan}? Its disk and every file on it are deleted.", args.yes)
+    spinner = Spinner(f"{'terminating' if args.terminate else 'stopping'} {name}")
     async with spinner.running():
-        info = await orch.down(args.machine)
+        info = await orch.down(args.machine, terminate=args.terminate)
     print_json(info) if args.json else print(_machine_line(info))
+    return 0
+
+
+async def _down_all(orch: Orchestrator, args: argparse.Namespace) -> int:
+    entries = await orch.machines_list(all_regions=args.all_regions)
+    running = [e for e in entries if e.state in ("pending", "running")]
+    if not running:
+        print("no running orch machines")
+        return 0
+    print(_fleet_table(running))
+    confirm(f"stop these {len(running)} machine(s)? Their disks are kept.", args.yes)
+    stopped = await orch.machines_stop(running)
+    for entry in stopped:
+        print(f"stopping {entry.instance_id} ({entry.project}/{entry.machine}, {entry.region})")
+    return 0
+
+
+def _money(value: float | None, fmt: str = "${:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _fleet_table(entries: list[FleetEntry]) -> str:
+    return table(
+        [
+            "REGION",
+            "INSTANCE",
+            "PROJECT",
+            "MACHINE",
+            "STATE",
+            "TYPE",
+            "MARKET",
+            "UPTIME",
+            "$/H",
+            "COST",
+        ],
+        [
+            [
+                e.region,
+                e.instance_id,
+                e.project or "-",
+                e.machine or "-",
+                e.state,
+                e.instance_type,
+                e.market,
+                human_duration(e.uptime_s),
+                _money(e.price_per_hour, "${:.4f}"),
+                _money(e.cost_so_far),
+            ]
+            for e in entries
+        ],
+    )
+
+
+async def cmd_machines(orch: Orchestrator, args: argparse.Namespace) -> int:
+    entries = await orch.machines_list(all_regions=args.all_regions)
+    if args.json:
+        print_json([e.model_dump(mode="json") for e in entries])
+    elif not entries:
+        print("no orch machines found" + ("" if args.all_regions else " (try --all-regions)"))
+    else:
+        print(_fleet_table(entries))
     return 0
 
 
@@ -76,22 +211,30 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
         print_json(status)
         return 0
     m = status.machine
-    print(
-        table(
-            ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"],
-            [
-                [
-                    m.name,
-                    m.kind,
-                    m.state,
-                    m.address or "-",
-                    human_duration(m.uptime_s) if m.uptime_s is not None else "-",
-                ]
-            ],
-        )
-    )
+    headers = ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"]
+    row = [
+        m.name,
+        m.kind,
+        m.state,
+        m.address or "-",
+        human_duration(m.uptime_s) if m.uptime_s is not None else "-",
+    ]
+    if m.instance_type:  # a cloud machine: what it is and what it costs
+        headers += ["TYPE", "MARKET", "$/H", "COST"]
+        row += [
+            m.instance_type,
+            m.market or "-",
+            _money(m.price_per_hour, "${:.4f}"),
+            _money(m.cost_so_far),
+        ]
+    print(table(headers, [row]))
+    if m.price_note:
+        print(f"price: {m.price_note}")
     if m.detail:
         print(f"note: {m.detail}")
+    cost = None if m.instance_type else _cost_line(m)  # EC2 shows it in the table
+    if cost:
+        print(cost)
     if status.jobs:
         from sidecar.cli.jobs_cmds import jobs_table
 
@@ -100,6 +243,20 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     elif m.state == "running":
         print("no jobs (start one with: orch run NAME -- CMD ...)")
     return 0
+
+
+def _cost_line(m: MachineInfo) -> str | None:
+    """Type, idle timeout and cost of a cloud machine, when its kind reports them."""
+    parts = []
+    if m.machine_type:
+        parts.append(f"type {m.machine_type}")
+    if m.idle_timeout_minutes is not None:
+        parts.append(f"idle timeout {m.idle_timeout_minutes} min")
+    if m.price_per_hour is not None:
+        parts.append(f"${m.price_per_hour:.2f}/h")
+    if m.cost_so_far is not None:
+        parts.append(f"${m.cost_so_far:.2f} since it started")
+    return ", ".join(parts) if parts else None
 
 
 async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ AREAS = (
     "jobs_cmds",
     "debug_cmds",
     "profile_cmds",
+    "init_cmds",
 )
 
 

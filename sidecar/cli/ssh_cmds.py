@@ -7,8 +7,7 @@ import argparse
 from sidecar.app import Orchestrator
 from sidecar.cli.output import print_json, table
 from sidecar.errors import UsageError
-from sidecar.ssh.config_service import SshConfigResult
-from sidecar.ssh.forwards import PortsResult
+from sidecar.results import PortsResult, SshConfigResult
 
 Sub = argparse._SubParsersAction
 

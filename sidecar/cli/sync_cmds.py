@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from sidecar.app import Orchestrator
 from sidecar.cli.output import print_json, table
-from sidecar.sync.service import SyncStatus
+from sidecar.results import SyncStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from sidecar.errors import UsageError
+
 if TYPE_CHECKING:
     from sidecar.layout import Layout
 
@@ -47,6 +49,28 @@ class MachineInfo(BaseModel):
     uptime_s: float | None = None
     pid: int | None = None
     detail: str | None = None
+    # What the kind can do (filled in by the facade from the provider class), so front ends
+    # offer Stop / Terminate / cost only where they mean something.
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    # Cloud machines (capabilities.has_cost): what it is, what it costs, what it cost so far
+    # (None where it does not apply). EC2 fills instance_type/market, codespaces machine_type
+    # and idle_timeout_minutes.
+    instance_type: str | None = None
+    market: Literal["on-demand", "spot"] | None = None
+    machine_type: str | None = None
+    idle_timeout_minutes: int | None = None
+    price_per_hour: float | None = None  # USD
+    cost_so_far: float | None = None  # USD since the machine last started
+    price_note: str | None = None
+
+
+class CreatePlan(BaseModel):
+    """What `up` is about to create and pay for, shown (and asked about) before it happens."""
+
+    description: str
+    price_per_hour: float | None = None
+    ask: bool = Field(default=False, description="Confirm first (a GPU, or above the threshold).")
+    reason: str | None = None
 
 
 class SSHTarget(BaseModel):
@@ -98,6 +122,33 @@ class Provider(abc.ABC):
     async def status(self) -> MachineInfo:
         """Report the machine's state without changing it (stale state is cleaned up)."""
 
+    def long_job_warning(self, expected_s: float) -> str | None:
+        """A warning when a job expected to run `expected_s` may be cut short by the machine
+        (a platform idle timeout that job activity does not reset); None when it is fine."""
+        return None
+
+    async def terminate_warnings(self) -> list[str]:
+        """What destroying the machine would lose (unpushed work), for a confirmation."""
+        return []
+
     @abc.abstractmethod
     async def ssh_target(self) -> SSHTarget:
         """How to reach the running machine; raises MachineNotRunning when it is not up."""
+
+    async def create_plan(self) -> CreatePlan | None:
+        """What `up` would newly create and pay for; None when nothing new is paid for."""
+        return None
+
+    async def terminate_plan(self) -> str | None:
+        """What `terminate` would destroy, in words (None: nothing exists to destroy)."""
+        raise self._cannot_terminate()
+
+    async def terminate(self) -> MachineInfo:
+        """Destroy the machine and its disks (only kinds with `can_terminate`)."""
+        raise self._cannot_terminate()
+
+    def _cannot_terminate(self) -> UsageError:
+        return UsageError(
+            f"machines of kind {self.kind!r} cannot be deleted by orch",
+            hint=f"`orch down {self.name}` stops it",
+        )

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 _PROVIDERS: dict[str, str] = {
     "local": "sidecar.machines.local.provider:LocalProvider",
     "ssh": "sidecar.machines.ssh_host:SSHHostProvider",
+    "ec2": "sidecar.machines.ec2.provider:EC2Provider",
+    "codespaces": "sidecar.machines.codespaces:CodespacesProvider",
 }
 
 

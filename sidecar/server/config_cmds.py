@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
+from sidecar.results import ConfigInitResult
 from sidecar.server.core import NoParams, OrchServer, Report
-
-
-class ConfigInitResult(BaseModel):
-    path: str
-    created: bool  # False: an orch.toml was there already (left as it was)
 
 
 def register(server: OrchServer) -> None:

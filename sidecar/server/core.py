@@ -30,6 +30,7 @@ from pygls.uris import to_fs_path
 from sidecar import __version__
 from sidecar.app import Orchestrator
 from sidecar.errors import ConfigFileError, OrchError
+from sidecar.results import ConfigProblemInfo, ErrorData
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +65,6 @@ class InitOptions(BaseModel):
     clientName: str | None = None
 
 
-class ConfigProblemData(BaseModel):
-    file: str
-    line: int | None = None
-    column: int | None = None
-    path: str = ""
-    message: str
-
-
-class ErrorData(BaseModel):
-    """`data` of the JSON-RPC error for an OrchError (docs/protocol.md)."""
-
-    kind: str  # the error's class name: MachineNotRunning, ConfigFileError, …
-    hint: str | None = None  # what to run in a terminal
-    action: str | None = None  # what a button can do instead (sidecar.errors.ACTIONS)
-    target: str | None = None  # what the action acts on (a machine, a file)
-    problems: list[ConfigProblemData] | None = None  # ConfigFileError: each problem
-
-
 class OrchRequestError(JsonRpcException):
     """An OrchError on its way to the client: an expected failure, logged in one line."""
 
@@ -89,7 +72,7 @@ class OrchRequestError(JsonRpcException):
         data = ErrorData(kind=exc.kind, hint=exc.hint, action=exc.action, target=exc.target)
         if isinstance(exc, ConfigFileError):
             data.problems = [
-                ConfigProblemData(
+                ConfigProblemInfo(
                     file=p.file, line=p.line, column=p.column, path=p.path, message=p.message
                 )
                 for p in exc.problems

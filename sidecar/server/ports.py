@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from sidecar.results import PortForwardInfo, PortsResult
 from sidecar.server.core import NoParams, OrchServer, Params, Report
-from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 
 Port = Field(ge=1, le=65535)
 

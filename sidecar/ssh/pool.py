@@ -366,8 +366,8 @@ class ConnectionPool:
 
 
 def _is_closed(conn: asyncssh.SSHClientConnection) -> bool:
-    transport = getattr(conn, "_transport", None)
-    return transport is None or transport.is_closing()
+    # The public check: the transport may be a socket or a proxy command's pipes.
+    return bool(conn.is_closed())
 
 
 def _text(data: object) -> str:

@@ -9,7 +9,6 @@ pipe; `stop` ends the owner by its PID; `now` asks a running owner for a full re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -18,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sidecar.daemon import terminate
 from sidecar.errors import Conflict, OrchError
-from sidecar.state import wait_gone
 from sidecar.sync.service import Owner, SyncStatus, claim, read_status, release, state_dir
 
 if TYPE_CHECKING:
@@ -124,12 +123,7 @@ async def stop(ctx: MachineContext) -> SyncStatus:
     if pid is None:
         status.detail = "sync was not running"
         return status
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not await wait_gone(pid, STOP_TIMEOUT_S):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        await wait_gone(pid, STOP_TIMEOUT_S)
+    await terminate(pid, STOP_TIMEOUT_S)
     status = read_status(ctx)
     status.detail = f"stopped (pid {pid})"
     return status

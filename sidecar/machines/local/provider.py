@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import getpass
 import os
-import signal
 import socket
 import sys
 import time
 from pathlib import Path
 
 from remote_config.model import LocalMachine
+from sidecar.daemon import terminate
 from sidecar.errors import MachineNotRunning, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import Capabilities, MachineInfo, Progress, Provider, SSHTarget
@@ -32,7 +32,6 @@ from sidecar.state import (
     pid_alive,
     read_json,
     secure_dir,
-    wait_gone,
 )
 
 HOST_KEY_ALIAS = "orch-local"
@@ -182,13 +181,7 @@ class LocalProvider(Provider):
             state, note = self._live_state()
             if state is None:
                 return self._info(None, note or "it was not running")
-            pid = int(state["pid"])
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not await wait_gone(pid, STOP_TIMEOUT_S):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                await wait_gone(pid, STOP_TIMEOUT_S)
+            await terminate(int(state["pid"]), STOP_TIMEOUT_S)
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "state.json").unlink()
             return self._info(None)
