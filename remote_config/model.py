@@ -1,23 +1,37 @@
 """The `orch.toml` project model (pydantic v2).
 
 Every section is a strict model (`extra="forbid"`) so that a misspelt key is reported with a
-"did you mean" instead of being silently ignored. Defaults make an absent `orch.toml` a valid
+"did you mean" instead of being silently ignored, and types are strict too (`strict=True`):
+`true` is not the port 1 and `"yes"` is not a boolean. Defaults make an absent `orch.toml` a valid
 project that uses the embedded `local` machine.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+LOCATED_RE = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?): ")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, strict=True)
+
+
+class Connection(Strict):
+    """Per-machine SSH connection settings (OpenSSH's and asyncssh's keepalive, compression)."""
+
+    server_alive_interval: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=15, description="Seconds between keepalives (ServerAliveInterval)."
+    )
+    server_alive_count_max: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=4, description="Missed keepalives before the connection counts as dead."
+    )
+    compression: bool = Field(default=False, description="Compress traffic (slow links).")
 
 
 def _check_remote_path(value: str) -> str:
@@ -46,7 +60,7 @@ class ProjectSection(Strict):
         return value
 
 
-class LocalMachine(Strict):
+class LocalMachine(Connection):
     """The embedded SSH server on 127.0.0.1: every feature works offline on one computer."""
 
     kind: Literal["local"] = "local"
@@ -55,7 +69,7 @@ class LocalMachine(Strict):
     )
 
 
-class SSHMachine(Strict):
+class SSHMachine(Connection):
     """An existing host reachable over SSH (bring your own server)."""
 
     kind: Literal["ssh"]
@@ -108,7 +122,7 @@ class SSHMachine(Strict):
         return self
 
 
-class EC2Machine(Strict):
+class EC2Machine(Connection):
     """An AWS EC2 instance orch creates, starts, stops and terminates through boto3."""
 
     kind: Literal["ec2"]
@@ -199,7 +213,7 @@ class EC2Machine(Strict):
 Geo = Literal["EuropeWest", "SoutheastAsia", "UsEast", "UsWest"]
 
 
-class CodespacesMachine(Strict):
+class CodespacesMachine(Connection):
     """A GitHub codespace, made from a repository's dev container (the default cloud)."""
 
     kind: Literal["codespaces"]
@@ -272,10 +286,22 @@ class SyncSection(Strict):
 
 
 class PortForward(Strict):
-    local: Port
+    local: Port = Field(description="Port on this computer (where a reverse forward connects).")
     remote: Port | None = Field(default=None, description="Remote port; defaults to `local`.")
     remote_host: str = "127.0.0.1"
     machine: str | None = Field(default=None, description="Only on this machine; default all.")
+    reverse: bool = Field(
+        default=False,
+        description="The machine's 127.0.0.1:remote reaches this computer's 127.0.0.1:local "
+        "(RemoteForward), instead of the other way round.",
+    )
+
+    @field_validator("remote_host")
+    @classmethod
+    def _remote_host(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value) or value.startswith("-") or ":" in value:
+            raise ValueError("must be a host name or IPv4 address without spaces")
+        return value
 
     @property
     def remote_port(self) -> int:
@@ -340,21 +366,35 @@ class OrchConfig(Strict):
             seen[folded] = name
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _local_kind(cls, data: Any) -> Any:
+        """`[machines.local]` may leave out `kind = "local"` (docs/local-machine.md)."""
+        if isinstance(data, dict) and isinstance(data.get("machines"), dict):
+            local = data["machines"].get("local")
+            if isinstance(local, dict) and "kind" not in local:
+                machines = {**data["machines"], "local": {**local, "kind": "local"}}
+                data = {**data, "machines": machines}
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> OrchConfig:
+        # Messages start with the dotted path of the field at fault (`LOCATED_RE`), so the
+        # loader can point at its line.
         names = set(self.machine_names())
         if self.project.default_machine not in names:
             raise ValueError(
-                f"project.default_machine {self.project.default_machine!r} is not a machine "
+                f"project.default_machine: {self.project.default_machine!r} is not a machine "
                 f"(known: {', '.join(sorted(names))})"
             )
-        used: set[tuple[int, str | None]] = set()
-        for fwd in self.ports:
+        used: set[tuple[bool, int, str | None]] = set()
+        for i, fwd in enumerate(self.ports):
             if fwd.machine is not None and fwd.machine not in names:
-                raise ValueError(f"ports: machine {fwd.machine!r} is not defined")
-            key = (fwd.local, fwd.machine)
+                raise ValueError(f"ports[{i}].machine: machine {fwd.machine!r} is not defined")
+            key = (fwd.reverse, fwd.remote_port if fwd.reverse else fwd.local, fwd.machine)
             if key in used:
-                raise ValueError(f"ports: local port {fwd.local} is forwarded twice")
+                what = "remote port" if fwd.reverse else "local port"
+                raise ValueError(f"ports[{i}]: {what} {key[1]} is forwarded twice")
             used.add(key)
         return self
 

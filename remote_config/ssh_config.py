@@ -14,9 +14,19 @@ HEADER = "# Managed by orch: regenerated on every write, do not edit (edit orch.
 
 @dataclass(frozen=True)
 class LocalForwardSpec:
+    """A forward: this computer's `local_port` to `remote_host:remote_port` on the machine,
+    or with `reverse` the machine's `remote_host:remote_port` (where it listens) to this
+    computer's 127.0.0.1:`local_port` (OpenSSH's RemoteForward)."""
+
     local_port: int
     remote_host: str
     remote_port: int
+    reverse: bool = False
+
+    @property
+    def key(self) -> tuple[bool, int]:
+        """What identifies a forward: the port that listens (local, or the machine's)."""
+        return (self.reverse, self.remote_port if self.reverse else self.local_port)
 
 
 @dataclass(frozen=True)
@@ -39,10 +49,19 @@ class HostEntry:
 
 
 def quote_value(value: str) -> str:
-    """Quote a value for ssh_config (which has no escape for '"')."""
-    if any(c in value for c in '"\n\r\x00'):
+    """Quote a value for ssh_config.
+
+    OpenSSH splits a line into words honouring both '"' and "'" quotes (and a backslash
+    before a quote), so a value holding one kind of quote is wrapped in the other; one that
+    holds both, a backslash or a line break cannot be written reliably and is refused.
+    """
+    if any(c in value for c in "\\\n\r\x00") or ('"' in value and "'" in value):
         raise ValueError(f"value cannot be written to an ssh config: {value!r}")
-    return f'"{value}"' if any(c.isspace() for c in value) or "#" in value else value
+    if '"' in value:
+        return f"'{value}'"
+    if "'" in value or any(c.isspace() for c in value) or "#" in value:
+        return f'"{value}"'
+    return value
 
 
 def render_host(entry: HostEntry) -> str:
@@ -79,9 +98,15 @@ def render_host(entry: HostEntry) -> str:
     elif entry.proxy_jump:
         lines.append(f"    ProxyJump {q(entry.proxy_jump)}")
     for fwd in entry.forwards:
-        lines.append(
-            f"    LocalForward 127.0.0.1:{fwd.local_port} {fwd.remote_host}:{fwd.remote_port}"
-        )
+        if fwd.reverse:
+            # The machine listens (on its loopback unless sshd's GatewayPorts says otherwise).
+            lines.append(
+                f"    RemoteForward {fwd.remote_host}:{fwd.remote_port} 127.0.0.1:{fwd.local_port}"
+            )
+        else:
+            lines.append(
+                f"    LocalForward 127.0.0.1:{fwd.local_port} {fwd.remote_host}:{fwd.remote_port}"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -253,12 +253,22 @@ class Orchestrator:
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
 
+    async def probe(self, machine: str | None = None) -> None:
+        """Connect once, verifying the pinned host key; raises the ConnectionFailed (exit 5)
+        that says why the machine cannot be reached, or returns when it can."""
+        await self.pool.connection(await self.ssh_target(machine))
+
     # -- OpenSSH -----------------------------------------------------------------------------
-    def _forwards(self, machine: str) -> tuple[LocalForwardSpec, ...]:
+    def _forwards(self, machine: str, *, direct: bool = False) -> tuple[LocalForwardSpec, ...]:
+        """orch.toml's forwards for `machine` that orch runs (or, with `direct`, the ones
+        it leaves alone because the local machine is this computer: ports_service)."""
+        from sidecar.ssh.ports_service import configured, is_direct
+
+        kind = self.provider(machine).kind
         return tuple(
-            LocalForwardSpec(f.local, f.remote_host, f.remote_port)
-            for f in self.config.config.ports
-            if f.machine in (None, machine)
+            spec
+            for spec in configured(self.config.config, machine)
+            if is_direct(kind, spec) == direct
         )
 
     async def write_ssh_config(self, machine: str | None = None) -> Path:
@@ -501,10 +511,20 @@ class Orchestrator:
         return self.provider(name).alias
 
     async def ports_list(self, machine: str | None = None) -> PortsResult:
-        from sidecar.ssh.ports_service import list_ports
+        """The machine's forwards; dead ones (their forwarder was killed) are restarted."""
+        from sidecar.ssh import ports_service
 
         name = self.machine_name(machine)
-        return list_ports(self.layout, await self._alias(name), name, self._forwards(name))
+        alias = await self._alias(name)
+        failed: list[PortForwardInfo] = []
+        dead = ports_service.dead_forwards(self.layout, alias)
+        if dead:
+            with contextlib.suppress(OrchError):  # not running: they stay listed as dead
+                target = await self.ssh_target(name)
+                failed = await ports_service.revive(self.layout, target, name, dead)
+        return ports_service.list_ports(
+            self.layout, alias, name, self._forwards(name), self._forwards(name, direct=True)
+        ).with_failed(failed)
 
     async def ports_add(
         self,
@@ -512,31 +532,39 @@ class Orchestrator:
         remote_port: int | None = None,
         remote_host: str = "127.0.0.1",
         machine: str | None = None,
+        reverse: bool = False,
     ) -> PortForwardInfo:
         """Forward 127.0.0.1:local_port to remote_host:remote_port (default: orch.toml, else
-        the same port) on the machine; PortBusy names the process holding the local port."""
-        from sidecar.ssh.ports_service import add_port
+        the same port) on the machine; with `reverse`, the machine's remote_host:remote_port
+        to 127.0.0.1:local_port here. PortBusy names the process holding the port."""
+        from sidecar.ssh import ports_service
 
         name = self.machine_name(machine)
-        default = next((f for f in self._forwards(name) if f.local_port == local_port), None)
-        if remote_port is None and default is not None:
-            remote_port, remote_host = default.remote_port, default.remote_host
-        spec = LocalForwardSpec(local_port, remote_host, remote_port or local_port)
+        spec, from_config = ports_service.requested_spec(
+            self.config.config, name, local_port, remote_port, remote_host, reverse
+        )
+        if ports_service.is_direct(self.provider(name).kind, spec):
+            return ports_service.direct_info(spec, name, from_config)
         target = await self.ssh_target(name)
-        return await add_port(self.layout, target, name, spec)
+        return await ports_service.add_port(self.layout, target, name, spec)
 
     async def ports_add_defaults(self, machine: str | None = None) -> PortsResult:
         """Start every forward orch.toml declares for the machine."""
         name = self.machine_name(machine)
         for spec in self._forwards(name):
-            await self.ports_add(spec.local_port, spec.remote_port, spec.remote_host, name)
+            await self.ports_add(
+                spec.local_port, spec.remote_port, spec.remote_host, name, spec.reverse
+            )
         return await self.ports_list(name)
 
-    async def ports_remove(self, local_port: int, machine: str | None = None) -> PortsResult:
+    async def ports_remove(
+        self, port: int, machine: str | None = None, reverse: bool = False
+    ) -> PortsResult:
+        """Stop forwarding local `port` (with `reverse`: the machine's `port`)."""
         from sidecar.ssh.ports_service import remove_port
 
         name = self.machine_name(machine)
-        await remove_port(self.layout, await self._alias(name), name, local_port)
+        await remove_port(self.layout, await self._alias(name), name, port, reverse)
         return await self.ports_list(name)
 
     async def host_forward_owner(self, machine: str | None = None) -> bool:

@@ -130,9 +130,10 @@ class RemoteCommandFailed(OrchError):
 
 
 class UserFileError(OrchError):
-    """A file of the user's (such as ~/.ssh/config) cannot be changed safely; nothing was."""
+    """A file of the user's (such as ~/.ssh/config) cannot be changed safely (read-only, a
+    folder, unreadable); nothing was. Not a conflict with something orch runs: exit 1."""
 
-    exit_code = EXIT_CONFLICT
+    exit_code = EXIT_FAILED
 
 
 class CloudError(OrchError):

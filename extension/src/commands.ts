@@ -440,7 +440,14 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
       "Stop Forwarding Port",
       (arg) => {
         const node = arg as TreeNode | undefined;
-        return node?.key && ctx.sidecar.execute("orch.ports.remove", { local_port: Number(node.key) });
+        if (!node?.key) {
+          return undefined;
+        }
+        const reverse = node.key.startsWith("R");
+        return ctx.sidecar.execute("orch.ports.remove", {
+          local_port: Number(reverse ? node.key.slice(1) : node.key),
+          reverse,
+        });
       },
     ],
     "orch.openConfigProblem": ["Open orch.toml", (index) => openConfigProblem(ctx, Number(index ?? 0) || 0)],

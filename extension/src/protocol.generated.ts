@@ -227,7 +227,8 @@ machine: (string | null)
 owner_pid: (number | null)
 remote_host: string
 remote_port: number
-state: ("active" | "reconnecting" | "dead" | "stopped")
+reverse: boolean
+state: ("active" | "reconnecting" | "dead" | "stopped" | "direct")
 }
 /**
  * `orch sync status` and the `sync` part of `orch/status` (docs/protocol.md).

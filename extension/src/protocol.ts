@@ -87,9 +87,13 @@ export interface PortAddArgs {
   local_port: number;
   remote_port?: number;
   remote_host?: string;
+  /** The machine's remote_port reaches this computer's local_port (RemoteForward). */
+  reverse?: boolean;
 }
 export interface PortRemoveArgs {
+  /** The local port; with `reverse`, the machine's port. */
   local_port: number;
+  reverse?: boolean;
 }
 export type NoArgs = Record<string, never>;
 export interface StatusArgs {

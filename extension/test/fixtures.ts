@@ -50,6 +50,7 @@ export function port(overrides: Partial<PortForward> = {}): PortForward {
     from_config: false,
     machine: null,
     owner_pid: null,
+    reverse: false,
     ...overrides,
   };
 }

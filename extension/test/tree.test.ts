@@ -24,6 +24,27 @@ describe("tree model", () => {
     assert.equal(roots[2].children![0].label, "No forwarded ports");
   });
 
+  it("shows reverse forwards with their direction and names them by the machine's port", () => {
+    const roots = buildTree(
+      status({
+        ports: [
+          portInfo({ local_port: 8888, remote_port: 8000 }),
+          portInfo({ local_port: 8001, remote_port: 9001, state: "reconnecting", reverse: true }),
+          portInfo({ local_port: 55433, remote_port: 55433, state: "direct" }),
+        ],
+      }),
+    );
+    const ports = roots[2].children!;
+    assert.deepEqual(
+      ports.map((p) => [p.key, p.description]),
+      [
+        ["8888", "→ 127.0.0.1:8000 · active"],
+        ["R9001", "← 127.0.0.1:9001 · reconnecting"],
+        ["55433", "→ 127.0.0.1:55433 · direct"],
+      ],
+    );
+  });
+
   it("lists running jobs first, then the newest, with context values for menus", () => {
     const roots = buildTree(
       status({

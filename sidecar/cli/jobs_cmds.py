@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -174,11 +173,10 @@ async def cmd_logs(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_attach(orch: Orchestrator, args: argparse.Namespace) -> int:
+    from sidecar.cli.machine_cmds import run_openssh
+
     argv = await orch.attach_argv(args.name, machine=args.machine)
-    await orch.close()
-    sys.stdout.flush()
-    os.execvp(argv[0], argv)  # noqa: S606 (argv list from ssh_argv, no local shell)
-    return 0  # not reached
+    return await run_openssh(orch, argv, args.machine)
 
 
 async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import os
+import asyncio
+import signal
+import subprocess
 import sys
 
 from sidecar.app import Orchestrator
@@ -245,6 +247,10 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cost_line(m: MachineInfo) -> str | None:
     """Type, idle timeout and cost of a cloud machine, when its kind reports them."""
     parts = []
@@ -260,11 +266,28 @@ def _cost_line(m: MachineInfo) -> str | None:
 
 
 async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:
+    """OpenSSH as a child (not exec'd), so that its own failures get orch's exit codes: ssh
+    exits 255 both when it cannot connect and when the remote command exits 255, and only a
+    probe through the pool (which verifies the same pinned key) can tell them apart."""
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     argv = await orch.ssh_argv(args.machine, command or None, tty=args.tty)
-    await orch.close()
+    return await run_openssh(orch, argv, args.machine)
+
+
+async def run_openssh(orch: Orchestrator, argv: list[str], machine: str | None) -> int:
+    """Run OpenSSH in the foreground; its exit status, or exit 5 when ssh itself failed."""
     sys.stdout.flush()
-    os.execvp(argv[0], argv)  # noqa: S606 (argv list built by ssh_argv, no shell)
-    return 0  # not reached
+    # Ctrl-C belongs to ssh (and the remote command); orch waits for it to finish.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(argv, preexec_fn=_default_sigint)
+        code = await asyncio.to_thread(child.wait)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if code == 255:
+        # Raises HostKeyMismatch, AuthenticationFailed, Unreachable… (exit 5) when ssh could
+        # not connect; when it can, 255 was the remote command's own status.
+        await orch.probe(machine)
+    return code

@@ -41,6 +41,7 @@ class LogStream:
         self.name = name
         self.workdir = workdir
         self.offset: int | None = None  # the next byte of run.log to yield
+        self.connected = False  # a first connection worked: later failures are drops
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     async def chunks(self, tail: int | None, follow: bool) -> AsyncIterator[str]:
@@ -76,9 +77,15 @@ class LogStream:
             proc: Any = await conn.create_process("sh -s", encoding=None)
         except (HostKeyMismatch, AuthenticationFailed):
             raise
-        except (ConnectionFailed, asyncssh.Error, OSError) as exc:
+        except ConnectionFailed:
+            if not self.connected:  # never reached: say so now, do not retry for minutes
+                raise
+            self.ctx.pool.drop(target.alias)
+            raise _Dropped from None
+        except (asyncssh.Error, OSError) as exc:
             self.ctx.pool.drop(target.alias)
             raise _Dropped from exc
+        self.connected = True
         errors = bytearray()
         drain = asyncio.create_task(_keep_tail(proc.stderr, errors))
         try:

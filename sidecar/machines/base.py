@@ -83,6 +83,10 @@ class SSHTarget(BaseModel):
     identity_file: str
     host_key_alias: str  # the name the pinned key is stored under in orch's known_hosts
     known_hosts_file: str
+    # Per-machine connection settings (orch.toml); today's values are the defaults.
+    server_alive_interval: int = 15  # seconds between keepalives
+    server_alive_count_max: int = 4  # missed keepalives before the peer counts as dead
+    compression: bool = False  # worth it on slow links only
     # Reach the sshd through a command speaking SSH on stdin/stdout (a bastion's `ssh -W`,
     # `aws ssm start-session`, `gh codespace ssh --stdio`), or through a jump host
     # ([user@]host[:port]). At most one of them; OpenSSH's %h %p %r tokens are expanded.

@@ -90,6 +90,9 @@ class SSHHostProvider(Provider):
             identity_file=self.spec.identity_file or str(self.layout.client_key),
             host_key_alias=self.alias,
             known_hosts_file=str(self.layout.known_hosts),
+            server_alive_interval=self.spec.server_alive_interval,
+            server_alive_count_max=self.spec.server_alive_count_max,
+            compression=self.spec.compression,
             proxy_command=self.spec.proxy_command,
             proxy_jump=self.spec.proxy_jump,
         )

@@ -203,6 +203,9 @@ class LocalProvider(Provider):
             identity_file=str(self.layout.client_key),
             host_key_alias=HOST_KEY_ALIAS,
             known_hosts_file=str(self.layout.known_hosts),
+            server_alive_interval=self.spec.server_alive_interval,
+            server_alive_count_max=self.spec.server_alive_count_max,
+            compression=self.spec.compression,
         )
 
     @property
