@@ -453,7 +453,13 @@ async function forwardPort(page) {
   const port = await freePort();
   await runCommand(page, "Orch: Forward Port…");
   await answerInput(page, /Local port/, String(port));
-  await answerInput(page, /Port on the machine/, "");
+  // Another port on the machine: the local machine is this computer, so a forward to the
+  // same port would be pointless (orch says so and forwards nothing).
+  let remote = await freePort();
+  while (remote === port) {
+    remote = await freePort();
+  }
+  await answerInput(page, /Port on the machine/, String(remote));
   const sidebar = await openOrchView(page);
   const tree = await poll(`the Orch view to list localhost:${port}`, () => sidebar.innerText(),
     (t) => t.includes(`localhost:${port}`) && /active/.test(t), 15_000);
