@@ -9,6 +9,7 @@ DebugConfigResult?: DebugConfigResult
 DebugSession?: DebugSession
 ErrorData?: ErrorData
 FleetEntry?: FleetEntry
+IdleStatus?: IdleStatus
 JobInfo?: JobInfo
 MachineInfo?: MachineInfo
 OrchStatus?: OrchStatus
@@ -158,6 +159,24 @@ state: string
 uptime_s: (number | null)
 }
 /**
+ * What the agent last decided (shown by `orch status` and in `orch/status`).
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "IdleStatus".
+ */
+export interface IdleStatus {
+action: string
+agent_pid: (number | null)
+checked_s_ago: number
+idle_s: number
+line: string
+reason: string
+rule: string
+stale: boolean
+stop_hook: string
+stops_in_s: (number | null)
+}
+/**
  * One job as `orch status` and the extension show it (docs/protocol.md).
  *
  * This interface was referenced by `OrchProtocol`'s JSON-Schema
@@ -208,6 +227,7 @@ uptime_s: (number | null)
  */
 export interface OrchStatus {
 config: ConfigState
+idle: (IdleStatus | null)
 jobs: JobInfo[]
 machine: MachineInfo
 ports: PortForwardInfo[]

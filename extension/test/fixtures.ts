@@ -82,6 +82,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     sync: sync(),
     ports: [],
     config: { file: "/work/project/orch.toml", problems: [] },
+    idle: null,
     ...overrides,
   };
 }

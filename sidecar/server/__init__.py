@@ -15,6 +15,7 @@ from sidecar.server import (
     config_cmds,
     config_doc,
     debug,
+    idle,
     jobs,
     machine,
     ports,
@@ -40,6 +41,7 @@ def build_server() -> OrchServer:
     jobs.register(server, followers)
     debug.register(server)
     profile.register(server)
+    idle.register(server)
     config_doc.register(server)
     config_cmds.register(server)
 
