@@ -75,6 +75,24 @@ def parse_probe(output: str) -> tuple[int, str | None, str | None, str]:
 USED_PORTS_COMMAND = "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"
 
 
+def is_listening(proc_net_tcp: str, port: int) -> bool:
+    """Whether a socket LISTENs on `port` (any address), per /proc/net/tcp{,6} text.
+
+    Used to learn that debugpy accepts connections without connecting to it: debugpy's
+    adapter serves one client, and a probe that connects and leaves can end its session.
+    """
+    for line in proc_net_tcp.splitlines():
+        fields = line.split()
+        # sl local_address rem_address st ...; state 0A is TCP_LISTEN.
+        if len(fields) > 3 and ":" in fields[1] and fields[3] == "0A":
+            try:
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
 def pick_free_port(proc_net_tcp: str, candidates: list[int]) -> int | None:
     """The first candidate port no socket uses, per the remote's /proc/net/tcp{,6} text."""
     used = set()

@@ -52,9 +52,15 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 @dataclass(frozen=True)
 class ConfigProblem:
     file: str
-    line: int | None
+    line: int | None  # 1-based
     path: str
     message: str
+    column: int | None = None  # 1-based, where the key (or the TOML error) starts
+
+    @property
+    def text(self) -> str:
+        """The message without the file and line (for an editor that shows those itself)."""
+        return f"{self.path}: {self.message}" if self.path else self.message
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
@@ -147,8 +153,9 @@ def _safe_name(raw: str) -> str:
 
 
 def _toml_problem(message: str, file: str) -> ConfigProblem:
-    match = re.search(r"\(at line (\d+), column \d+\)", message)
+    match = re.search(r"\(at line (\d+), column (\d+)\)", message)
     line = int(match.group(1)) if match else None
+    column = int(match.group(2)) if match else None
     text = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
     dup = re.match(r"Cannot (?:declare|overwrite a value) \((.*)\) twice|Cannot overwrite", text)
     if dup and dup.group(1) is not None:
@@ -156,10 +163,10 @@ def _toml_problem(message: str, file: str) -> ConfigProblem:
         dotted = ".".join(keys)
         if len(keys) == 2 and keys[0] == "machines":
             return ConfigProblem(
-                file, line, dotted, f"duplicate machine {keys[1]!r}: declared twice"
+                file, line, dotted, f"duplicate machine {keys[1]!r}: declared twice", column
             )
-        return ConfigProblem(file, line, dotted, "declared twice")
-    return ConfigProblem(file, line, "", f"invalid TOML: {text}")
+        return ConfigProblem(file, line, dotted, "declared twice", column)
+    return ConfigProblem(file, line, "", f"invalid TOML: {text}", column)
 
 
 def _walk(data: Any, loc: tuple[int | str, ...]) -> tuple[list[str | int], Any]:
@@ -190,9 +197,10 @@ def _dotted(path: list[str | int]) -> str:
     return out
 
 
-def _problem(
-    err: Any, data: Any, lines: dict[tuple[str | int, ...], int], file: str
-) -> ConfigProblem:
+Index = dict[tuple[str | int, ...], tuple[int, int]]  # path -> (line, column), 1-based
+
+
+def _problem(err: Any, data: Any, lines: Index, file: str) -> ConfigProblem:
     path, _ = _walk(data, tuple(err["loc"]))
     line = _find_line(lines, path)
     kind = err["type"]
@@ -223,10 +231,11 @@ def _problem(
             message += f" (got {_short(err['input'])})"
     if path == ["machines"]:  # a problem with a machine's name: point at its table
         for name in reversed(re.findall(r"'([^']+)'", message)):
-            line = lines.get(("machines", name), line)
             if ("machines", name) in lines:
+                line = lines[("machines", name)]
                 break
-    return ConfigProblem(file, line, _dotted(path), message)
+    at, column = line if line else (None, None)
+    return ConfigProblem(file, at, _dotted(path), message, column)
 
 
 def _short(value: Any) -> str:
@@ -266,9 +275,9 @@ def _split_key(raw: str) -> list[str]:
     return [part.strip().strip("\"'") for part in raw.split(".")]
 
 
-def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
-    """Map each table/key path in the TOML text to the (1-based) line declaring it."""
-    index: dict[tuple[str | int, ...], int] = {}
+def _line_index(text: str) -> Index:
+    """Map each table/key path in the TOML text to the (1-based) line and column declaring it."""
+    index: Index = {}
     arrays: dict[tuple[str, ...], int] = {}
     table: tuple[str | int, ...] = ()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -280,15 +289,15 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
                 table = (*keys, arrays[keys])
             else:
                 table = keys
-            index.setdefault(table, number)
+            index.setdefault(table, (number, header.start(2) + 1))
             continue
         key = _KEY.match(line)
         if key:
-            index.setdefault((*table, *_split_key(key.group(1))), number)
+            index.setdefault((*table, *_split_key(key.group(1))), (number, key.start(1) + 1))
     return index
 
 
-def _find_line(index: dict[tuple[str | int, ...], int], path: list[str | int]) -> int | None:
+def _find_line(index: Index, path: list[str | int]) -> tuple[int, int] | None:
     for cut in range(len(path), 0, -1):
         line = index.get(tuple(path[:cut]))
         if line is not None:

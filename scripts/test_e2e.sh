@@ -76,13 +76,25 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# The test project: a file to see and the interpreter setting.
+# The test project: a file to see, a script to debug, and an interpreter setting that is
+# broken on purpose (the driver checks the message, then fixes it to "$python").
 cat >"$work/workspace/.vscode/settings.json" <<JSON
-{ "orch.python": "$python", "orch.logLevel": "info" }
+{ "orch.python": "$work/no-such-venv/bin/python", "orch.logLevel": "info" }
 JSON
 echo 'print("hello from the e2e workspace")' >"$work/workspace/hello.py"
+cat >"$work/workspace/debugme.py" <<'PY'
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i * 2
+    return total
 
-# User settings: nothing that reaches out or pops up over the workbench.
+
+print("result", work(3))
+PY
+
+# User settings: nothing that reaches out or pops up over the workbench, and no typing aids
+# (the driver types whole texts at once; auto-closing and suggestions would rewrite them).
 cat >"$work/user-data/User/settings.json" <<'JSON'
 {
   "telemetry.telemetryLevel": "off",
@@ -98,7 +110,11 @@ cat >"$work/user-data/User/settings.json" <<'JSON'
   "chat.commandCenter.enabled": false,
   "security.workspace.trust.enabled": false,
   "git.enabled": false,
-  "terminal.integrated.gpuAcceleration": "off"
+  "terminal.integrated.gpuAcceleration": "off",
+  "editor.autoClosingBrackets": "never",
+  "editor.autoClosingQuotes": "never",
+  "editor.suggestOnTriggerCharacters": false,
+  "editor.quickSuggestions": { "other": false, "comments": false, "strings": false }
 }
 JSON
 
@@ -112,8 +128,15 @@ export EXTENSIONS_GALLERY='{"serviceUrl": "http://127.0.0.1:9/gallery", "itemUrl
 printf 'auth: none\ncert: false\n' >"$work/config.yaml"
 common=(--config "$work/config.yaml" --user-data-dir "$work/user-data" --extensions-dir "$work/extensions")
 
-"$code_server" "${common[@]}" --install-extension "$vsix" >"$work/install.log" 2>&1 \
-    || { cat "$work/install.log" >&2; exit 1; }
+# The Python Debugger extension (ms-python.debugpy) cannot be installed offline; a test-only
+# stand-in contributes the `debugpy` debug type and connects VS Code to debugpy's adapter.
+standin=$work/debugpy-standin.vsix
+(cd "$root/tests/e2e/debugpy-standin" && "$root/extension/node_modules/.bin/vsce" package \
+    --allow-missing-repository --skip-license -o "$standin" >/dev/null)
+for ext in "$vsix" "$standin"; do
+    "$code_server" "${common[@]}" --install-extension "$ext" >>"$work/install.log" 2>&1 \
+        || { cat "$work/install.log" >&2; exit 1; }
+done
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 setsid "$code_server" "${common[@]}" --auth none --bind-addr "127.0.0.1:$port" \
@@ -130,6 +153,9 @@ done
 ready_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
 
 E2E_ORCH_HOME=$ORCH_HOME \
+E2E_WORKSPACE=$work/workspace \
+E2E_PYTHON=$python \
+E2E_BROKEN_PYTHON=$work/no-such-venv/bin/python \
 E2E_URL="http://127.0.0.1:$port/?folder=$work/workspace" \
 E2E_ARTIFACTS=$artifacts \
 E2E_PROFILE=$work/browser \

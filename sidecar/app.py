@@ -20,10 +20,12 @@ from remote_config.loader import ResolvedConfig
 from remote_config.model import OrchConfig
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
-from sidecar.errors import NotFound, OrchError, UsageError
+from sidecar.errors import ConfigFileError, NotFound, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.results import (
+    ConfigProblemInfo,
+    ConfigState,
     CreatePlan,
     DebugConfigResult,
     DebugSession,
@@ -44,6 +46,13 @@ if TYPE_CHECKING:
     from sidecar.jobs.backend import JobBackend
     from sidecar.machines.ec2.aws import Aws
     from sidecar.ssh.forwarder import ForwardOwner
+
+
+def config_problems(exc: ConfigFileError) -> list[ConfigProblemInfo]:
+    return [
+        ConfigProblemInfo(file=p.file, line=p.line, column=p.column, path=p.path, message=p.message)
+        for p in exc.problems
+    ]
 
 
 class Orchestrator:
@@ -68,10 +77,14 @@ class Orchestrator:
             self._config = load_project_config(self.cwd)
         return self._config
 
-    def reload_config(self) -> ResolvedConfig:
+    def forget_config(self) -> None:
+        """orch.toml changed on disk: the next use reads it anew (and may fail on it)."""
         self._config = None
         self._providers.clear()
         self._jobs.clear()  # their contexts hold the old config
+
+    def reload_config(self) -> ResolvedConfig:
+        self.forget_config()
         return self.config
 
     @staticmethod
@@ -80,6 +93,26 @@ class Orchestrator:
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = "orch.toml"
         return schema
+
+    def config_init(self) -> tuple[Path, bool]:
+        """Write a starter orch.toml into the project folder unless one exists there; returns
+        (its path, whether it was written). Never overwrites."""
+        from remote_config.loader import CONFIG_NAME, resolve
+        from remote_config.starter import starter_toml
+        from sidecar.config import find_config
+
+        existing = find_config(self.cwd)
+        if existing is not None:
+            return existing, False
+        path = self.cwd / CONFIG_NAME
+        name = resolve(OrchConfig(), None, str(self.cwd)).project_name
+        try:
+            with path.open("x", encoding="utf-8") as file:
+                file.write(starter_toml(name))
+        except FileExistsError:
+            return path, False
+        self.forget_config()
+        return path, True
 
     def config_show(self) -> dict[str, Any]:
         cfg = self.config
@@ -206,7 +239,26 @@ class Orchestrator:
         return _with_capabilities(await provider.status(), provider)
 
     async def status(self, machine: str | None = None) -> OrchStatus:
-        info = await self.machine_status(machine)
+        try:
+            file = self.config.path
+        except ConfigFileError as exc:
+            # Nothing can be looked up without a valid config; say so instead of failing.
+            problems = config_problems(exc)
+            return OrchStatus(
+                machine=MachineInfo(
+                    name=machine or "?", kind="?", state="unknown", detail="orch.toml has errors"
+                ),
+                config=ConfigState(file=problems[0].file if problems else None, problems=problems),
+            )
+        try:
+            info = await self.machine_status(machine)
+        except OrchError as exc:  # an unknown machine (the orch.machine setting)…: say it
+            return OrchStatus(
+                machine=MachineInfo(
+                    name=machine or "?", kind="?", state="unknown", detail=exc.message
+                ),
+                config=ConfigState(file=file),
+            )
         ports: list[PortForwardInfo] = []
         with contextlib.suppress(OrchError):  # a machine without a known alias has none
             ports = (await self.ports_list(machine)).ports
@@ -218,11 +270,24 @@ class Orchestrator:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
+            else:
+                from sidecar.debug.service import drop_ended_forwards
+
+                if await drop_ended_forwards(self.context(machine), jobs, ports):
+                    ports = (await self.ports_list(machine)).ports
             with contextlib.suppress(OrchError):
                 idle = await self.idle_status(machine)
         jobs += await self._backend_jobs(machine)
         queues = await self._queues()
-        return OrchStatus(machine=info, jobs=jobs, ports=ports, sync=sync, idle=idle, queues=queues)
+        return OrchStatus(
+            machine=info,
+            jobs=jobs,
+            ports=ports,
+            sync=sync,
+            idle=idle,
+            queues=queues,
+            config=ConfigState(file=file),
+        )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remote_config.loader import CONFIG_NAME, ConfigError, ResolvedConfig, load_config_text, resolve
+from remote_config.loader import (
+    CONFIG_NAME,
+    ConfigError,
+    ConfigProblem,
+    ResolvedConfig,
+    load_config_text,
+    resolve,
+)
 from remote_config.model import OrchConfig
 from sidecar.errors import ConfigFileError
 
@@ -36,12 +43,20 @@ def load_project_config(cwd: Path) -> ResolvedConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ConfigFileError(f"{path}: not UTF-8 text", hint="save orch.toml as UTF-8") from None
+        problem = ConfigProblem(str(path), None, "", "not UTF-8 text")
+        raise ConfigFileError(
+            f"{path}: not UTF-8 text", hint="save orch.toml as UTF-8", problems=[problem]
+        ) from None
     except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot be read: {exc.strerror}") from None
+        problem = ConfigProblem(str(path), None, "", f"cannot be read: {exc.strerror}")
+        raise ConfigFileError(
+            f"{path}: cannot be read: {exc.strerror}", problems=[problem]
+        ) from None
     try:
         return load_config_text(text, str(path), str(path.parent))
     except ConfigError as exc:
         raise ConfigFileError(
-            str(exc), hint="fix the lines above; `orch config schema` prints the full schema"
+            str(exc),
+            hint="fix the lines above; `orch config schema` prints the full schema",
+            problems=exc.problems,
         ) from None

@@ -6,7 +6,12 @@ for its family, so the CLI, the language server and tests treat them the same wa
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+# What a front end with buttons may offer for an error (`OrchError.action`), acting on
+# `OrchError.target`: start the machine named by target (then retry); open the file at target.
+ACTIONS = ("machine.up", "open.file")
 
 # Documented exit codes (docs/cli.md).
 EXIT_OK = 0
@@ -24,10 +29,20 @@ class OrchError(Exception):
 
     exit_code: ClassVar[int] = EXIT_FAILED
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint  # for a terminal: the command to run
+        # For an editor: what a button can do about it (see ACTIONS), and on what.
+        self.action = action
+        self.target = target
 
     @property
     def kind(self) -> str:
@@ -42,9 +57,16 @@ class UsageError(OrchError):
 
 
 class ConfigFileError(OrchError):
-    """orch.toml is malformed; the message lists every problem with its line."""
+    """orch.toml is malformed; the message lists every problem with its line, and `problems`
+    holds them one by one (remote_config.loader.ConfigProblem) for editors."""
 
     exit_code = EXIT_CONFIG
+
+    def __init__(
+        self, message: str, hint: str | None = None, *, problems: Sequence[Any] = ()
+    ) -> None:
+        super().__init__(message, hint)
+        self.problems = list(problems)
 
 
 class NotFound(OrchError):
@@ -87,6 +109,10 @@ class Conflict(OrchError):
 
 class PortBusy(Conflict):
     pass
+
+
+class DebuggerNotReady(OrchError):
+    """A debug job's debugpy did not come to listen (the job ended first, or too slow)."""
 
 
 class RemoteCommandFailed(OrchError):

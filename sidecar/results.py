@@ -30,6 +30,40 @@ class DebugConfigResult(BaseModel):
     configuration: dict[str, Any]
 
 
+class ConfigProblemInfo(BaseModel):
+    """One problem of orch.toml: where (1-based line and column, when known) and what."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+    path: str = ""  # the dotted key, "" for a TOML syntax error
+    message: str
+
+
+class ConfigState(BaseModel):
+    """The project's orch.toml as the sidecar last read it from disk."""
+
+    file: str | None = None  # None: no orch.toml (defaults apply)
+    problems: list[ConfigProblemInfo] = Field(default_factory=list)
+
+
+class ConfigInitResult(BaseModel):
+    """`orch.config.init`: the starter orch.toml."""
+
+    path: str
+    created: bool  # False: an orch.toml was there already (left as it was)
+
+
+class ErrorData(BaseModel):
+    """`data` of the JSON-RPC error for an OrchError (docs/protocol.md)."""
+
+    kind: str  # the error's class name: MachineNotRunning, ConfigFileError, …
+    hint: str | None = None  # what to run in a terminal
+    action: str | None = None  # what a button can do instead (sidecar.errors.ACTIONS)
+    target: str | None = None  # what the action acts on (a machine, a file)
+    problems: list[ConfigProblemInfo] | None = None  # ConfigFileError: each problem
+
+
 class OrchStatus(BaseModel):
     """Everything the status bar and `orch status` show (also the `orch/status` notification)."""
 
@@ -40,13 +74,18 @@ class OrchStatus(BaseModel):
     queues: list[QueueStatus] = Field(default_factory=list)
     # The idle agent's latest decision ("idle 25 min · stops in 5 min"); None: no agent.
     idle: IdleStatus | None = None
+    config: ConfigState = Field(default_factory=ConfigState)
 
 
 __all__ = [
     "Capabilities",
+    "ConfigInitResult",
+    "ConfigProblemInfo",
+    "ConfigState",
     "CreatePlan",
     "DebugConfigResult",
     "DebugSession",
+    "ErrorData",
     "FleetEntry",
     "IdleStatus",
     "JobInfo",

@@ -9,6 +9,7 @@ import * as vscode from "vscode";
 import { LSPErrorCodes, ResponseError } from "vscode-languageclient/node";
 import {
   describeJob,
+  errorActions,
   isEnded,
   isRunning,
   requestErrorMessage,
@@ -21,8 +22,9 @@ import {
 import { orchCliFor } from "./common/interpreter";
 import type { Settings } from "./common/settings";
 import type { TreeNode } from "./common/treeModel";
+import type { Debugger } from "./debug";
 import type { JobLogs } from "./logs";
-import type { JobInfo } from "./protocol";
+import type { ArgsOf, CommandName, ConfigProblem, JobInfo, OrchErrorData, ResultOf } from "./protocol";
 import { type ProgressValue, type Sidecar, SidecarNotRunningError } from "./sidecar";
 import type { StatusStore } from "./store";
 
@@ -34,32 +36,106 @@ interface Context {
   logs: JobLogs;
   settings: Settings;
   output: vscode.LogOutputChannel;
+  debug: Debugger;
 }
 
-function reportError(ctx: Context, action: string, error: unknown): void {
+/** The user was already told (and chose not to act); nothing more to say. */
+class HandledError extends Error {}
+
+function errorData(error: unknown): OrchErrorData | undefined {
+  return error instanceof ResponseError ? (error.data as OrchErrorData | undefined) : undefined;
+}
+
+async function startMachine(ctx: Context, machine: string | undefined): Promise<void> {
+  const args = machine ? { machine } : ctx.settings.machine ? { machine: ctx.settings.machine } : {};
+  await withProgress("Orch: starting the machine", (token, progress) =>
+    ctx.sidecar.execute("orch.machine.up", args, { token, progress }),
+  );
+}
+
+/** Opens orch.toml at one of its problems (from the status, or from an error's data). */
+async function openConfigProblem(ctx: Context, index = 0, problems?: ConfigProblem[]): Promise<void> {
+  const all = problems ?? ctx.store.status?.config.problems ?? [];
+  const problem = all[index] ?? all[0];
+  if (!problem) {
+    void vscode.window.showInformationMessage("Orch: orch.toml has no problems now.");
+    return;
+  }
+  const document = await vscode.workspace.openTextDocument(vscode.Uri.file(problem.file));
+  const at = new vscode.Position(Math.max((problem.line ?? 1) - 1, 0), Math.max((problem.column ?? 1) - 1, 0));
+  await vscode.window.showTextDocument(document, { selection: new vscode.Range(at, at) });
+}
+
+/** Shows a failed request with the buttons its error allows, and does what is picked. */
+async function reportError(ctx: Context, action: string, error: unknown): Promise<void> {
+  if (error instanceof HandledError) {
+    return;
+  }
   if (error instanceof ResponseError && error.code === LSPErrorCodes.RequestCancelled) {
     return;
   }
   if (error instanceof SidecarNotRunningError) {
-    const message =
-      `Orch: ${action} failed: the orch sidecar is not running. Set orch.python to an ` +
-      `interpreter with orch installed, then run Orch: Restart Sidecar.`;
-    void vscode.window.showErrorMessage(message, "Restart Sidecar", "Show Output").then((choice) => {
-      if (choice === "Restart Sidecar") {
-        void ctx.sidecar.restart();
-      } else if (choice === "Show Output") {
-        ctx.output.show();
-      }
-    });
+    const message = `Orch: ${action} failed: the orch sidecar is not running. See its output for why.`;
+    const choice = await vscode.window.showErrorMessage(message, "Show Output", "Restart Sidecar");
+    if (choice === "Restart Sidecar") {
+      void ctx.sidecar.restart();
+    } else if (choice === "Show Output") {
+      ctx.output.show();
+    }
     return;
   }
   const details = error instanceof ResponseError ? error : { message: String(error) };
-  ctx.output.error(`${action} failed: ${details.message}`);
-  void vscode.window.showErrorMessage(requestErrorMessage(action, details), "Show Output").then((choice) => {
-    if (choice) {
+  const data = errorData(error);
+  // Expected failures (with a kind) are a warning in the log; anything else an error.
+  if (data?.kind) {
+    ctx.output.warn(`${action} failed: ${details.message}`);
+  } else {
+    ctx.output.error(`${action} failed: ${details.message}`);
+  }
+  const choice = await vscode.window.showErrorMessage(requestErrorMessage(action, details), ...errorActions(data));
+  switch (choice) {
+    case "Start Machine":
+      await startMachine(ctx, data?.target).catch((e: unknown) => reportError(ctx, "Up", e));
+      break;
+    case "Open orch.toml":
+      await openConfigProblem(ctx, 0, data?.problems);
+      break;
+    case "Open Log":
+    case "Open File":
+      if (data?.target) {
+        await vscode.window.showTextDocument(vscode.Uri.file(data.target));
+      }
+      break;
+    case "Show Output":
       ctx.output.show();
+      break;
+  }
+}
+
+/**
+ * Sends a command that needs the machine; if the machine is not running, offers to start it
+ * and then sends the same command again (the user's answers are not asked twice).
+ */
+async function withMachine<C extends CommandName>(
+  ctx: Context,
+  command: C,
+  args: ArgsOf<C>,
+  options: { token?: vscode.CancellationToken; progress?: (value: ProgressValue) => void } = {},
+): Promise<ResultOf<C>> {
+  try {
+    return await ctx.sidecar.execute(command, args, options);
+  } catch (error) {
+    const data = errorData(error);
+    if (data?.action !== "machine.up" || !(error instanceof ResponseError)) {
+      throw error;
     }
-  });
+    const choice = await vscode.window.showErrorMessage(requestErrorMessage("", error), "Start Machine");
+    if (choice !== "Start Machine") {
+      throw new HandledError();
+    }
+    await startMachine(ctx, data.target);
+    return ctx.sidecar.execute(command, args, options);
+  }
 }
 
 /** Runs a long sidecar operation under a cancellable notification fed by `$/progress`. */
@@ -150,7 +226,7 @@ async function runJob(ctx: Context): Promise<void> {
   if (!asked) {
     return;
   }
-  const job = await ctx.sidecar.execute("orch.jobs.run", asked);
+  const job = await withMachine(ctx, "orch.jobs.run", asked);
   vscode.window.setStatusBarMessage(`$(play) Orch: started job ${job.name}`, 5_000);
 }
 
@@ -163,16 +239,10 @@ async function debugJob(ctx: Context): Promise<void> {
   if (!asked) {
     return;
   }
-  const session = await ctx.sidecar.execute("orch.debug.start", asked);
-  const folder = vscode.workspace.workspaceFolders?.[0];
-  const started = await vscode.debug.startDebugging(folder, session.configuration);
-  if (!started) {
-    void vscode.window.showWarningMessage(
-      `Orch: job ${asked.name} waits for a debugger on 127.0.0.1:${session.local_port}, but ` +
-        "VS Code did not start the session. Install the Python Debugger extension " +
-        "(ms-python.debugpy), then use “Orch: Attach to job” in Run and Debug.",
-    );
-  }
+  const session = await withProgress(`Orch: starting ${asked.name} under debugpy`, (token, progress) =>
+    withMachine(ctx, "orch.debug.start", asked, { token, progress }),
+  );
+  await ctx.debug.attach(session.name, session.configuration);
 }
 
 function attach(ctx: Context, name: string): void {
@@ -226,7 +296,7 @@ async function forwardPort(ctx: Context): Promise<void> {
   if (remote === undefined) {
     return;
   }
-  const port = await ctx.sidecar.execute("orch.ports.add", {
+  const port = await withMachine(ctx, "orch.ports.add", {
     local_port: Number(local),
     remote_port: remote.trim() ? Number(remote) : undefined,
   });
@@ -343,15 +413,19 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
       "Start Sync",
       () =>
         withProgress("Orch: starting sync", (token, progress) =>
-          ctx.sidecar.execute("orch.sync.start", {}, { token, progress }),
-        ),
+          withMachine(ctx, "orch.sync.start", {}, { token, progress }),
+        ).then((status) => {
+          if (status.detail?.startsWith("sync already runs")) {
+            vscode.window.setStatusBarMessage(`$(sync) Orch: ${status.detail}`, 5_000);
+          }
+        }),
     ],
     "orch.stopSync": ["Stop Sync", () => ctx.sidecar.execute("orch.sync.stop", {})],
     "orch.syncNow": [
       "Sync Now",
       () =>
         withProgress("Orch: syncing", (token, progress) =>
-          ctx.sidecar.execute("orch.sync.now", {}, { token, progress }),
+          withMachine(ctx, "orch.sync.now", {}, { token, progress }),
         ),
     ],
     "orch.writeSshConfig": [
@@ -376,6 +450,17 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
         });
       },
     ],
+    "orch.openConfigProblem": ["Open orch.toml", (index) => openConfigProblem(ctx, Number(index ?? 0) || 0)],
+    "orch.createConfig": [
+      "Create orch.toml",
+      async () => {
+        const result = await ctx.sidecar.execute("orch.config.init", {});
+        await vscode.window.showTextDocument(vscode.Uri.file(result.path));
+        if (!result.created) {
+          vscode.window.setStatusBarMessage("$(info) Orch: orch.toml exists already; opened it", 5_000);
+        }
+      },
+    ],
     "orch.profileGpu": ["Profile GPU Service", () => profileGpu(ctx)],
     "orch.restartSidecar": ["Restart Sidecar", () => ctx.sidecar.restart()],
     "orch.showOutput": ["Show Sidecar Output", () => ctx.output.show()],
@@ -385,7 +470,7 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
       try {
         return await handler(...args);
       } catch (error) {
-        reportError(ctx, action, error);
+        void reportError(ctx, action, error);
         return undefined;
       }
     }),

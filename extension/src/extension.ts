@@ -7,12 +7,13 @@ import * as vscode from "vscode";
 import { registerCommands } from "./commands";
 import { jobEndedMessage, newlyEnded } from "./common/format";
 import { readSettings } from "./common/settings";
-import { registerDebug } from "./debug";
+import { Debugger, registerDebug } from "./debug";
 import { JobLogs } from "./logs";
 import { onActiveInterpreterChanged } from "./python";
 import { Sidecar } from "./sidecar";
 import { StatusBar } from "./statusBar";
 import { StatusStore } from "./store";
+import type { JobInfo } from "./protocol";
 import { OrchTree } from "./tree";
 
 let sidecar: Sidecar | undefined;
@@ -25,8 +26,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const store = new StatusStore();
   const statusBar = new StatusBar();
   const tree = new OrchTree();
-  sidecar = new Sidecar(output, settings, folder);
+  sidecar = new Sidecar(output, settings, folder, String((context.extension.packageJSON as { version?: string }).version ?? "0"));
   const logs = new JobLogs(sidecar, settings.jobLogsView);
+  const debug = new Debugger(sidecar, output);
 
   context.subscriptions.push(
     output,
@@ -34,6 +36,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     statusBar,
     tree,
     logs,
+    debug,
     vscode.window.registerTreeDataProvider("orch.explorer", tree),
     sidecar.onStatus((status) => store.setStatus(status)),
     sidecar.onDidChangeState((state) => store.setSidecar(state)),
@@ -41,26 +44,24 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       statusBar.update(store.sidecar, store.status);
       // While the sidecar is away the tree shows that, not stale jobs.
       tree.update(store.sidecar === "running" ? store.status : undefined);
-      for (const job of newlyEnded(before?.jobs ?? [], store.status?.jobs ?? [])) {
+      for (const job of newlyEnded(before?.jobs, store.status?.jobs ?? [])) {
         logs.ended(job.name);
         if (settings.notifyOnJobEnd) {
-          const show = job.state === "failed" ? vscode.window.showErrorMessage : vscode.window.showInformationMessage;
-          void show(`Orch: ${jobEndedMessage(job)}`, "Show Logs").then((choice) => {
-            if (choice) {
-              void vscode.commands.executeCommand("orch.showJobLogs", job.name);
-            }
-          });
+          notifyJobEnded(job);
         }
       }
     }),
-    ...registerCommands({ sidecar, store, logs, settings, output }),
-    registerDebug(sidecar, store),
+    ...registerCommands({ sidecar, store, logs, settings, output, debug }),
+    registerDebug(debug, store),
     vscode.workspace.onDidChangeConfiguration((event) => {
-      if (event.affectsConfiguration("orch")) {
-        void vscode.window
-          .showInformationMessage("Orch: settings changed. Reload the window to apply them.", "Reload Window")
-          .then((choice) => choice && vscode.commands.executeCommand("workbench.action.reloadWindow"));
+      if (!event.affectsConfiguration("orch")) {
+        return;
       }
+      // Settings are read once and sent to the sidecar at start: a restart applies them.
+      const fresh = vscode.workspace.getConfiguration("orch", folder?.uri);
+      Object.assign(settings, readSettings((key) => fresh.get(key), folder?.uri.fsPath));
+      output.info("settings changed; restarting the sidecar to apply them");
+      void sidecar?.restart();
     }),
   );
   if (!settings.python) {
@@ -71,6 +72,19 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   }
   // Not awaited: activation must not wait for Python to start.
   void sidecar.start();
+}
+
+function notifyJobEnded(job: JobInfo): void {
+  const failed = job.state === "failed";
+  const show = failed ? vscode.window.showErrorMessage : vscode.window.showInformationMessage;
+  const actions = failed ? ["Show Logs", "Restart"] : ["Show Logs"];
+  void show(`Orch: ${jobEndedMessage(job)}`, ...actions).then((choice) => {
+    if (choice === "Show Logs") {
+      void vscode.commands.executeCommand("orch.showJobLogs", job.name);
+    } else if (choice === "Restart") {
+      void vscode.commands.executeCommand("orch.restartJob", job.name);
+    }
+  });
 }
 
 export async function deactivate(): Promise<void> {

@@ -21,6 +21,9 @@ export type MachineState = MachineStatus["state"];
 export type JobState = JobInfo["state"];
 export type SyncState = SyncStatus["state"];
 export type PortState = PortForward["state"];
+export type ConfigProblem = wire.ConfigProblemInfo;
+export type ConfigState = wire.ConfigState;
+export type ConfigInitResult = wire.ConfigInitResult;
 
 /** `orch/log`: a chunk of a followed job's log. */
 export interface LogChunk {
@@ -93,6 +96,10 @@ export interface PortRemoveArgs {
   reverse?: boolean;
 }
 export type NoArgs = Record<string, never>;
+export interface StatusArgs {
+  /** Read anew instead of answering from a read under a second old. */
+  fresh?: boolean;
+}
 
 /** `orch.profile.run`: one GPU profiling session (docs/gpu.md, `orch profile`). */
 export interface ProfileArgs {
@@ -128,7 +135,8 @@ export interface Commands {
   "orch.debug.attachConfig": [JobNameArgs, DebugAttachConfig];
   "orch.debug.start": [DebugStartArgs, DebugSession];
   "orch.profile.run": [ProfileArgs, ProfileResult];
-  "orch.status": [NoArgs, OrchStatus];
+  "orch.status": [StatusArgs, OrchStatus];
+  "orch.config.init": [NoArgs, ConfigInitResult];
 }
 
 export type CommandName = keyof Commands;
@@ -138,8 +146,18 @@ export type ResultOf<C extends CommandName> = Commands[C][1];
 export const STATUS_NOTIFICATION = "orch/status";
 export const LOG_NOTIFICATION = "orch/log";
 
-/** `data` of a JSON-RPC error raised by an orch error on the server. */
+/** What a button may do about an error (`OrchErrorData.action`). */
+export type ErrorAction = "machine.up" | "open.file";
+
+/** `data` of a JSON-RPC error raised by an orch error on the server: `ErrorData` in
+ * sidecar/results.py, sent without its null fields (hence the optional ones here). */
 export interface OrchErrorData {
   kind: string;
+  /** What to run in a terminal. */
   hint?: string;
+  /** What a button can do instead, acting on `target` (a machine, a file). */
+  action?: ErrorAction;
+  target?: string;
+  /** ConfigFileError: each problem of orch.toml. */
+  problems?: ConfigProblem[];
 }

@@ -4,6 +4,7 @@
  * every command as one `workspace/executeCommand`.
  */
 
+import { execFile } from "node:child_process";
 import * as vscode from "vscode";
 import {
   CloseAction,
@@ -21,7 +22,16 @@ import {
 } from "vscode-languageclient/node";
 import { RestartPolicy } from "./common/backoff";
 import type { SidecarState } from "./common/format";
-import { describeInterpreter, type Interpreter, resolveInterpreter, sidecarCommand } from "./common/interpreter";
+import {
+  describeInterpreter,
+  type Interpreter,
+  judgePreflight,
+  PREFLIGHT_SCRIPT,
+  type Preflight,
+  type PreflightRun,
+  resolveInterpreter,
+  sidecarCommand,
+} from "./common/interpreter";
 import type { Settings } from "./common/settings";
 import { activeInterpreter } from "./python";
 import {
@@ -51,6 +61,8 @@ export class Sidecar implements vscode.Disposable {
   private readonly policy = new RestartPolicy();
   private _state: SidecarState = "starting";
   private _interpreter: Interpreter | undefined;
+  /** The interpreter that passed the preflight check; checked again only when it changes. */
+  private checked: string | undefined;
 
   private readonly stateEmitter = new vscode.EventEmitter<SidecarState>();
   private readonly statusEmitter = new vscode.EventEmitter<OrchStatus>();
@@ -63,6 +75,7 @@ export class Sidecar implements vscode.Disposable {
     private readonly output: vscode.LogOutputChannel,
     private readonly settings: Settings,
     private readonly workspaceFolder: vscode.WorkspaceFolder | undefined,
+    private readonly extensionVersion: string,
   ) {}
 
   get state(): SidecarState {
@@ -79,6 +92,22 @@ export class Sidecar implements vscode.Disposable {
     this._interpreter = await resolveInterpreter(this.settings.python, () =>
       activeInterpreter(this.workspaceFolder?.uri),
     );
+    if (this.checked !== this._interpreter.path) {
+      const check = await this.preflight(this._interpreter);
+      if (generation !== this.generation) {
+        return;
+      }
+      if (!check.ok) {
+        // Retrying cannot help until the user changes something (a settings change or
+        // Restart Sidecar starts over).
+        this.setState("stopped");
+        this.output.error(check.message);
+        void this.explain(check.message, check.problem === "notFound" || check.problem === "notPython");
+        return;
+      }
+      this.output.info(`${this._interpreter.path}: Python ${check.python}, orch ${check.orch}`);
+      this.checked = this._interpreter.path;
+    }
     this.output.info(`Starting the sidecar with ${describeInterpreter(this._interpreter)}`);
     const client = this.createClient(this._interpreter, generation);
     this.client = client;
@@ -109,6 +138,7 @@ export class Sidecar implements vscode.Disposable {
   /** Stops the running sidecar and starts a fresh one (the user asked for it). */
   async restart(): Promise<void> {
     this.policy.reset();
+    this.checked = undefined;
     this.clearRestartTimer();
     const old = this.client;
     this.generation++;
@@ -156,6 +186,58 @@ export class Sidecar implements vscode.Disposable {
     this.logEmitter.dispose();
   }
 
+  private preflight(interpreter: Interpreter): Promise<Preflight> {
+    return new Promise((resolve) => {
+      execFile(
+        interpreter.path,
+        ["-c", PREFLIGHT_SCRIPT],
+        { cwd: this.workspaceFolder?.uri.fsPath, timeout: 60_000, env: process.env },
+        (error, stdout, stderr) => {
+          const run: PreflightRun = {
+            errorCode: (error as NodeJS.ErrnoException | null)?.code,
+            stdout: String(stdout),
+            stderr: String(stderr),
+          };
+          resolve(judgePreflight(interpreter, run, this.extensionVersion));
+        },
+      );
+    });
+  }
+
+  /** The one message saying why the sidecar cannot start, with what the user can do. */
+  private async explain(message: string, interpreterMissing: boolean): Promise<void> {
+    const buttons = ["Select Interpreter", "Open Settings", "Show Output"];
+    const choice = await vscode.window.showErrorMessage(`Orch: ${message}`, ...buttons);
+    if (choice === "Select Interpreter") {
+      await this.selectInterpreter(interpreterMissing);
+    } else if (choice === "Open Settings") {
+      await vscode.commands.executeCommand("workbench.action.openSettings", "orch.python");
+    } else if (choice === "Show Output") {
+      this.output.show();
+    }
+  }
+
+  /** The Python extension's picker when it chooses for us; else a file dialog for orch.python. */
+  private async selectInterpreter(_missing: boolean): Promise<void> {
+    const pythonExtension = vscode.extensions.getExtension("ms-python.python");
+    if (pythonExtension && !this.settings.python) {
+      await vscode.commands.executeCommand("python.setInterpreter");
+      return;
+    }
+    const picked = await vscode.window.showOpenDialog({
+      title: "Orch: the Python interpreter that has orch installed",
+      openLabel: "Use for Orch",
+      canSelectMany: false,
+      defaultUri: this.workspaceFolder?.uri,
+    });
+    if (picked?.[0]) {
+      // The settings change restarts the sidecar (extension.ts).
+      await vscode.workspace
+        .getConfiguration("orch", this.workspaceFolder?.uri)
+        .update("python", picked[0].fsPath, vscode.ConfigurationTarget.Workspace);
+    }
+  }
+
   private createClient(interpreter: Interpreter, generation: number): LanguageClient {
     const { command, args } = sidecarCommand(interpreter.path);
     const serverOptions: ServerOptions = {
@@ -172,8 +254,9 @@ export class Sidecar implements vscode.Disposable {
       clientName: "vscode",
     };
     const clientOptions: LanguageClientOptions = {
-      // The sidecar serves no language features; it only answers commands.
-      documentSelector: [],
+      // The sidecar's one language: orch.toml (diagnostics, completion, hover).
+      documentSelector: [{ scheme: "file", pattern: "**/orch.toml" }],
+      synchronize: { fileEvents: vscode.workspace.createFileSystemWatcher("**/orch.toml") },
       outputChannel: this.output,
       traceOutputChannel: this.output,
       revealOutputChannelOn: 4 /* RevealOutputChannelOn.Never */,
@@ -214,10 +297,10 @@ export class Sidecar implements vscode.Disposable {
     const decision = this.policy.exited(Date.now());
     if (!decision.restart) {
       this.setState("stopped");
+      // The install passed the preflight check, so the output is where the reason is.
       const message =
         `Orch: the sidecar exited ${decision.attempts} times in a row and will not be restarted. ` +
-        `Check that ${this._interpreter?.path ?? "python3"} has orch installed (pip install orch), ` +
-        `then run Orch: Restart Sidecar.`;
+        `Its output says why; Restart Sidecar tries again.`;
       this.output.error(message);
       void vscode.window.showErrorMessage(message, "Show Output", "Restart Sidecar").then((choice) => {
         if (choice === "Show Output") {
@@ -271,7 +354,7 @@ export class Sidecar implements vscode.Disposable {
   }
 
   private setState(state: SidecarState): void {
-    if (state === "running") {
+    if (state === "running" || state === "stopped") {
       this.restartMessage?.dispose();
       this.restartMessage = undefined;
     }

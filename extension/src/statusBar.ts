@@ -4,7 +4,7 @@
  */
 
 import * as vscode from "vscode";
-import { type ItemText, jobsItem, machineItem, type SidecarState, syncItem } from "./common/format";
+import { configHasErrors, type ItemText, jobsItem, machineItem, type SidecarState, syncItem } from "./common/format";
 import type { OrchStatus } from "./protocol";
 
 function create(id: string, name: string, priority: number, command: string): vscode.StatusBarItem {
@@ -36,10 +36,12 @@ export class StatusBar implements vscode.Disposable {
   }
 
   update(sidecar: SidecarState, status: OrchStatus | undefined): void {
-    const machine = machineItem(sidecar, status?.machine);
+    const machine = machineItem(sidecar, status?.machine, sidecar === "running" ? status?.config : undefined);
     apply(this.machine, machine);
-    this.machine.command = sidecar === "stopped" ? "orch.showOutput" : "orch.showStatus";
-    if (sidecar === "running" && status) {
+    const configErrors = sidecar === "running" && configHasErrors(status?.config);
+    this.machine.command =
+      sidecar === "stopped" ? "orch.showOutput" : configErrors ? "orch.openConfigProblem" : "orch.showStatus";
+    if (sidecar === "running" && status && !configErrors) {
       apply(this.jobs, jobsItem(status.jobs));
       const sync = syncItem(status.sync);
       apply(this.sync, sync);

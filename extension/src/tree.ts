@@ -32,6 +32,8 @@ export class OrchTree implements vscode.TreeDataProvider<TreeNode> {
     }
     if (node.kind === "job") {
       item.command = { command: "orch.showJobLogs", title: "Show Job Logs", arguments: [node] };
+    } else if (node.command) {
+      item.command = node.command;
     }
     return item;
   }

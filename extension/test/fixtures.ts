@@ -82,6 +82,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     jobs: [],
     sync: sync(),
     ports: [],
+    config: { file: "/work/project/orch.toml", problems: [] },
     idle: null,
     queues: [],
     ...overrides,

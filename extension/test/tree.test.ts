@@ -18,7 +18,7 @@ describe("tree model", () => {
     );
     const machine = roots[0].children![0];
     assert.equal(machine.label, "local");
-    assert.equal(machine.description, "local · running");
+    assert.equal(machine.description, "running"); // the kind only when it differs from the name
     assert.equal(machine.contextValue, "machine.running");
     assert.equal(roots[1].children![0].label, "No jobs yet");
     assert.equal(roots[2].children![0].label, "No forwarded ports");

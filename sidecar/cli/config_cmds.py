@@ -1,4 +1,4 @@
-"""`orch config show|schema|path`."""
+"""`orch config show|schema|path|init`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     schema.set_defaults(handler=cmd_schema)
     path = verbs.add_parser("path", help="print the path of the orch.toml in use")
     path.set_defaults(handler=cmd_path)
+    init = verbs.add_parser("init", help="write a starter orch.toml here (never overwrites)")
+    init.set_defaults(handler=cmd_init)
+
+
+async def cmd_init(orch: Orchestrator, args: argparse.Namespace) -> int:
+    path, written = orch.config_init()
+    print(f"wrote {path}" if written else f"{path} exists; left as it is")
+    return 0
 
 
 async def cmd_show(orch: Orchestrator, args: argparse.Namespace) -> int:

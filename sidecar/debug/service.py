@@ -9,22 +9,40 @@ same values later, from any process.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from remote_config.debug import debugpy_argv, expand_home, listening_port
+from remote_config.debug import (
+    USED_PORTS_COMMAND,
+    debugpy_argv,
+    expand_home,
+    is_listening,
+    listening_port,
+)
 from remote_config.launch_json import LaunchJsonError, attach_configuration, merge_configuration
 from sidecar.debug.bootstrap import ensure_debugpy
-from sidecar.errors import NotFound, OrchError, PortBusy, UsageError
+from sidecar.errors import DebuggerNotReady, NotFound, OrchError, PortBusy, UsageError
 from sidecar.state import atomic_write, read_json, write_json
 
 if TYPE_CHECKING:
+    from remote_config.jobs import JobInfo
     from sidecar.context import MachineContext
     from sidecar.jobs.backend import JobBackend
+    from sidecar.machines.base import SSHTarget
+    from sidecar.ssh.forwards import PortForwardInfo
+
+# How long `orch debug` / `orch.debug.start` wait for debugpy to listen (it starts with the
+# job: usually 0.5–3 s, more on a busy machine or a cold interpreter).
+READY_TIMEOUT_S = 30.0
+# `attach` finds a job that usually listens already; not listening may mean a client holds it.
+ATTACH_TIMEOUT_S = 10.0
 
 
 class DebugSession(BaseModel):
@@ -75,7 +93,61 @@ async def start(
     workdir = await jobs.prepare_code(snapshot)
     remote_root = workdir or expand_home(ctx.config.remote_dir, remote.home)
     await jobs.run(name, command, job_env, replace=replace, workdir=workdir)
-    return await _forward(ctx, target.alias, name, remote_port, remote_root)
+    session = await _forward(ctx, target.alias, name, remote_port, remote_root)
+    if say:
+        say(f"waiting for debugpy to listen on {ctx.machine}'s 127.0.0.1:{remote_port}")
+    await wait_until_listening(ctx, jobs, target, name, remote_port)
+    return session
+
+
+async def wait_until_listening(
+    ctx: MachineContext,
+    jobs: JobBackend,
+    target: SSHTarget,
+    name: str,
+    remote_port: int,
+    timeout: float = READY_TIMEOUT_S,
+    maybe_attached: bool = False,
+) -> None:
+    """Return once debugpy accepts connections on the machine, so a client attaching through
+    the forward right away is not turned away (the forward closes a connection it cannot
+    carry to the machine). Fails, saying why, if the job ends first or the deadline passes.
+
+    Readiness is read from the machine's socket table, not by connecting: debugpy's adapter
+    serves a single client, and a probe that connects and leaves can end the debug session.
+    """
+    deadline = time.monotonic() + timeout
+    next_job_check = time.monotonic() + 1.0
+    while True:
+        listing = await ctx.pool.run(target, USED_PORTS_COMMAND)
+        if is_listening(listing.stdout, remote_port):
+            return
+        now = time.monotonic()
+        if now >= next_job_check or now >= deadline:
+            next_job_check = now + 1.0
+            await _fail_if_ended(jobs, name)
+        if now >= deadline:
+            why = " (is another debugger attached to it?)" if maybe_attached else ""
+            raise DebuggerNotReady(
+                f"debugpy does not accept connections for job {name!r} after {timeout:.0f} s" + why,
+                hint=f"see what the job printed: orch logs {name}",
+            )
+        await asyncio.sleep(0.1)
+
+
+async def _fail_if_ended(jobs: JobBackend, name: str) -> None:
+    job = next((j for j in await jobs.status() if j.name == name), None)
+    if job is None or job.state == "running":
+        return
+    tail = ""
+    with contextlib.suppress(OrchError):
+        tail = (await jobs.logs(name, tail=5)).strip()
+    exit_code = f" with exit code {job.exit_code}" if job.exit_code is not None else ""
+    raise DebuggerNotReady(
+        f"job {name!r} {job.state}{exit_code} before debugpy listened"
+        + (f"; its last lines:\n{tail}" if tail else ""),
+        hint=f"see its log: orch logs {name}",
+    )
 
 
 async def _forward(
@@ -153,8 +225,39 @@ async def attach(ctx: MachineContext, jobs: JobBackend, name: str) -> DebugSessi
     ports = {p.local_port: p for p in listed.ports}
     current = ports.get(int(state["local_port"])) if state.get("local_port") else None
     if current is not None and current.state == "active" and current.remote_port == remote_port:
-        return _session(ctx, name, state)
-    return await _forward(ctx, target.alias, name, remote_port, str(state["remote_root"]))
+        session = _session(ctx, name, state)
+    else:
+        session = await _forward(ctx, target.alias, name, remote_port, str(state["remote_root"]))
+    # A job started a moment ago (F5 right after `orch debug`) may not listen yet.
+    await wait_until_listening(
+        ctx, jobs, target, name, remote_port, timeout=ATTACH_TIMEOUT_S, maybe_attached=True
+    )
+    return session
+
+
+async def drop_ended_forwards(
+    ctx: MachineContext, jobs: list[JobInfo], ports: list[PortForwardInfo]
+) -> bool:
+    """Stop the forward of every debug job that no longer runs (and forget it); True if any
+    forward was stopped. Called with a fresh job list, so an ended job's port goes with it."""
+    from sidecar.ssh.ports_service import remove_port
+
+    folder = ctx.layout.home / "debug" / ctx.alias
+    if not folder.is_dir():
+        return False
+    running = {job.name for job in jobs if job.state == "running"}
+    forwarded = {port.local_port for port in ports}
+    stopped = False
+    for path in folder.glob("*.json"):
+        if path.stem in running:
+            continue
+        local_port = (read_json(path) or {}).get("local_port")
+        if local_port in forwarded:
+            with contextlib.suppress(OrchError):
+                await remove_port(ctx.layout, ctx.alias, ctx.machine, int(local_port))
+                stopped = True
+        path.unlink(missing_ok=True)
+    return stopped
 
 
 async def default_configuration(ctx: MachineContext) -> dict[str, Any]:

@@ -11,7 +11,19 @@ import logging
 
 from lsprotocol import types
 
-from sidecar.server import debug, idle, jobs, machine, ports, profile, ssh, status, sync
+from sidecar.server import (
+    config_cmds,
+    config_doc,
+    debug,
+    idle,
+    jobs,
+    machine,
+    ports,
+    profile,
+    ssh,
+    status,
+    sync,
+)
 from sidecar.server.core import OrchServer
 
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
@@ -30,6 +42,8 @@ def build_server() -> OrchServer:
     debug.register(server)
     profile.register(server)
     idle.register(server)
+    config_doc.register(server)
+    config_cmds.register(server)
 
     @server.feature(types.INITIALIZE)
     def initialize(server: OrchServer, params: types.InitializeParams) -> None:
@@ -42,6 +56,7 @@ def build_server() -> OrchServer:
     @server.feature(types.INITIALIZED)
     def initialized(server: OrchServer, params: types.InitializedParams) -> None:
         watcher.start()
+        server.check_config_file()
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(server: OrchServer, params: None) -> None:

@@ -29,7 +29,8 @@ from pygls.uris import to_fs_path
 
 from sidecar import __version__
 from sidecar.app import Orchestrator
-from sidecar.errors import OrchError
+from sidecar.errors import ConfigFileError, OrchError
+from sidecar.results import ConfigProblemInfo, ErrorData
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,29 @@ class InitOptions(BaseModel):
     clientName: str | None = None
 
 
-def orch_error(exc: OrchError) -> JsonRpcException:
+class OrchRequestError(JsonRpcException):
+    """An OrchError on its way to the client: an expected failure, logged in one line."""
+
+    def __init__(self, command: str, exc: OrchError) -> None:
+        data = ErrorData(kind=exc.kind, hint=exc.hint, action=exc.action, target=exc.target)
+        if isinstance(exc, ConfigFileError):
+            data.problems = [
+                ConfigProblemInfo(
+                    file=p.file, line=p.line, column=p.column, path=p.path, message=p.message
+                )
+                for p in exc.problems
+            ]
+        super().__init__(
+            message=exc.message,
+            code=exc.exit_code,
+            data=data.model_dump(mode="json", exclude_none=True),
+        )
+        self.command = command
+
+
+def orch_error(exc: OrchError, command: str = "") -> OrchRequestError:
     """An orch error as a JSON-RPC error: code = the CLI's exit code for its family."""
-    return JsonRpcException(
-        message=exc.message,
-        code=exc.exit_code,
-        data={"kind": exc.kind, "hint": exc.hint},
-    )
+    return OrchRequestError(command, exc)
 
 
 def invalid_params(command: str, exc: ValidationError) -> JsonRpcInvalidParams:
@@ -82,6 +99,17 @@ def invalid_params(command: str, exc: ValidationError) -> JsonRpcInvalidParams:
 
 
 class OrchProtocol(LanguageServerProtocol):
+    def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
+        # pygls logs every failed request with a traceback at ERROR; an OrchError is an
+        # expected outcome (the machine is not running…): one line, no traceback.
+        if not future.cancelled() and isinstance(future.exception(), OrchRequestError):
+            exc: OrchRequestError = future.exception()
+            self._request_futures.pop(msg_id, None)
+            log.warning("%s: %s", exc.command or "request", exc.message)
+            self._send_response(msg_id, error=exc.to_response_error())
+            return
+        super()._send_handler_result(future, msg_id=msg_id)
+
     # An async override of pygls' generator on purpose (see the module docstring).
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
     async def lsp_workspace__execute_command(  # type: ignore[override]
@@ -96,12 +124,21 @@ class OrchProtocol(LanguageServerProtocol):
 
 class OrchServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("orch-sidecar", __version__, protocol_cls=OrchProtocol)
+        super().__init__(
+            "orch-sidecar",
+            __version__,
+            protocol_cls=OrchProtocol,
+            # The only documents synced are orch.toml files: a few hundred bytes, so the whole
+            # text on each change is simplest and cannot drift from the editor's.
+            text_document_sync_kind=types.TextDocumentSyncKind.Full,
+        )
         self.raw_commands: dict[str, RawCommand] = {}
         self._orch: Orchestrator | None = None
         self.options = InitOptions()
         # Called after every command that may have changed state (set by the status area).
         self.changed: Callable[[], None] = lambda: None
+        # Publishes the project's orch.toml problems (set by the config_doc area).
+        self.check_config_file: Callable[[], None] = lambda: None
 
     @property
     def orch(self) -> Orchestrator:
@@ -143,7 +180,7 @@ class OrchServer(LanguageServer):
                     try:
                         result = await handler(self, parsed, report)
                     except OrchError as exc:
-                        raise orch_error(exc) from None
+                        raise orch_error(exc, name) from None
                     finally:
                         if not read_only:
                             self.changed()

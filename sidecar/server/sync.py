@@ -21,6 +21,11 @@ def register(server: OrchServer) -> None:
 
     @server.orch_command("orch.sync.start", NoParams)
     async def start(server: OrchServer, _: NoParams, report: Report) -> SyncStatus:
+        # In the editor, "start" means "make sure it runs": already running is not an error.
+        current = await server.orch.sync_status(machine())
+        if current.owner_pid is not None:
+            current.detail = f"sync already runs ({current.owner}, pid {current.owner_pid})"
+            return current
         return await server.orch.sync_start(machine=machine(), progress=_percent(report))
 
     @server.orch_command("orch.sync.stop", NoParams)

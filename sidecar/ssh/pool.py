@@ -143,7 +143,9 @@ async def open_connection(
     except (OSError, asyncssh.ConnectionLost) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
         raise Unreachable(
-            f"cannot reach {where}: {reason}", hint="is the machine up? try: orch up"
+            f"cannot reach {where}: {reason}",
+            hint="is the machine up? try: orch up",
+            action="machine.up",
         ) from exc
     except asyncssh.Error as exc:
         raise ConnectionFailed(f"SSH to {where} failed: {exc.reason}") from exc

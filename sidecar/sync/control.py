@@ -43,6 +43,9 @@ async def start(
             f"({current.owner}, pid {current.owner_pid})",
             hint="see it with `orch sync status`; stop it with `orch sync stop`",
         )
+    # A machine that is not running is said here, as such (MachineNotRunning, with its
+    # action), not as a failure of the background process to start.
+    await ctx.target()
     if foreground:
         return await run_foreground(ctx, progress, ready)
     return await _spawn(ctx, progress)
@@ -105,7 +108,12 @@ async def _spawn(ctx: MachineContext, progress: Progress | None) -> SyncStatus:
             err = await proc.stderr.read()
         detail = last.removeprefix("error: ") or err.decode().strip()[-500:]
         log_file = state_dir(ctx) / "sync.log"
-        raise OrchError(f"sync failed to start: {detail}", hint=f"see {log_file}")
+        raise OrchError(
+            f"sync failed to start: {detail}",
+            hint=f"see {log_file}",
+            action="open.file",
+            target=str(log_file),
+        )
     return read_status(ctx)
 
 

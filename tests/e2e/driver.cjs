@@ -13,6 +13,11 @@ const URL = process.env.E2E_URL;
 const ARTIFACTS = process.env.E2E_ARTIFACTS;
 const PROFILE = process.env.E2E_PROFILE;
 const ORCH_HOME = process.env.E2E_ORCH_HOME;
+const WORKSPACE = process.env.E2E_WORKSPACE;
+const PYTHON = process.env.E2E_PYTHON;
+const BROKEN_PYTHON = process.env.E2E_BROKEN_PYTHON;
+// How many Debug Job… runs in a row must stop at the editor's breakpoint (issue 14: 10 of 10).
+const DEBUG_RUNS = Number(process.env.E2E_DEBUG_RUNS || 10);
 const JOB = "e2e-job";
 // Long enough for the status bar to show it running; prints a line before and after.
 const JOB_COMMAND = "echo orch-e2e-start; sleep 6; echo orch-e2e-done";
@@ -118,6 +123,227 @@ async function pickQuickItem(page, label) {
 async function notificationsText(page) {
   const toasts = page.locator(".notifications-toasts");
   return (await toasts.count()) ? toasts.innerText() : "";
+}
+
+/** Clicks a button of a notification toast whose text matches `pattern`. */
+async function clickToastButton(page, pattern, label) {
+  const toast = page.locator(".notifications-toasts .notification-toast", { hasText: pattern }).first();
+  await toast.waitFor({ state: "visible", timeout: 15_000 });
+  await toast.locator(".monaco-button", { hasText: label }).first().click();
+}
+
+async function toastButtons(page, pattern) {
+  const toast = page.locator(".notifications-toasts .notification-toast", { hasText: pattern }).first();
+  await toast.waitFor({ state: "visible", timeout: 15_000 });
+  return toast.locator(".monaco-button").allInnerTexts();
+}
+
+async function clearNotifications(page) {
+  await runCommand(page, "Notifications: Clear All Notifications").catch(() => undefined);
+}
+
+/** Item 4: a broken orch.python gives one clear message with its buttons, and no retries. */
+async function brokenInterpreter(page) {
+  const message = `The Python interpreter ${BROKEN_PYTHON} (the orch.python setting) was not found`;
+  await poll("the message about the broken orch.python", () => notificationsText(page),
+    (t) => t.includes(message), 60_000);
+  const buttons = await toastButtons(page, message);
+  for (const label of ["Select Interpreter", "Open Settings", "Show Output"]) {
+    if (!buttons.some((b) => b.includes(label))) {
+      throw new Error(`the interpreter message lacks "${label}"; it has ${JSON.stringify(buttons)}`);
+    }
+  }
+  let text = await waitStatusBar(page, /orch: sidecar stopped/, 10_000);
+  await screenshot(page, "00-broken-interpreter");
+  // Nothing is retried: the state stays put and no restart countdown appears.
+  await page.waitForTimeout(3_000);
+  text = await statusBarText(page);
+  const toasts = await notificationsText(page);
+  if (!/sidecar stopped/.test(text) || /restarting/.test(text + toasts) || /couldn't create connection/i.test(toasts)) {
+    throw new Error(`expected no retries; status bar: ${oneLine(text)}; toasts: ${oneLine(toasts)}`);
+  }
+  log(`broken orch.python: one message with ${JSON.stringify(buttons)}; status bar: ${oneLine(text)}`);
+  // Fixing the setting restarts the sidecar: no window reload.
+  fs.writeFileSync(path.join(WORKSPACE, ".vscode", "settings.json"),
+    JSON.stringify({ "orch.python": PYTHON, "orch.logLevel": "info" }));
+  await clearNotifications(page);
+}
+
+const TOML_BROKEN_ON_DISK = '[project]\nname = "e2e"\nnmae = "typo"\n';
+// Typed without a last newline (a typed newline can pick a suggestion the sidecar offers).
+const TOML_BROKEN_IN_EDITOR = '[project]\nname = "e2e"\n\n[sync]\ndebounce_ms = "soon"';
+const TOML_GOOD = '[project]\nname = "e2e"';
+
+/** Replaces the text of the active editor as typed input; returns what the editor shows. */
+async function typeOver(page, text) {
+  await page.locator(".editor-group-container .monaco-editor .view-lines").first().click();
+  await page.keyboard.press("Control+A");
+  await page.keyboard.press("Delete");
+  await page.keyboard.type(text); // key by key, as a user types
+  await page.keyboard.press("Escape"); // close a suggestion list, if one opened
+  return page.locator(".editor-group-container .monaco-editor .view-lines").first().innerText();
+}
+
+async function problemsPanel(page) {
+  const panel = page.locator("#workbench\\.parts\\.panel");
+  return (await panel.count()) ? panel.innerText() : "";
+}
+
+async function showProblems(page) {
+  await withPalette(page, "Focus on Problems View", async () => {
+    const row = page.locator(".quick-input-widget .quick-input-list .monaco-list-row", { hasText: /Focus on Problems View/ }).first();
+    await row.click({ timeout: 5_000 });
+  });
+}
+
+/** Item 2: orch.toml checked as it changes: status bar, Problems panel, on open and after an edit. */
+async function invalidConfig(page) {
+  const file = path.join(WORKSPACE, "orch.toml");
+  fs.writeFileSync(file, TOML_BROKEN_ON_DISK);
+  let text = await waitStatusBar(page, /orch\.toml has errors/, 20_000);
+  log(`status bar with a broken orch.toml: ${oneLine(text)}`);
+  // Clicking it opens the file at the problem.
+  await page.locator("#workbench\\.parts\\.statusbar .statusbar-item", { hasText: "orch.toml has errors" }).first().click();
+  await poll("orch.toml to open in the editor", () => page.locator(".monaco-editor .view-lines").first().innerText(),
+    (t) => t.includes("nmae"), 15_000);
+  await showProblems(page);
+  let problems = await poll("the Problems panel to show the diagnostic at line 3", () => problemsPanel(page),
+    (t) => /unknown key 'nmae'; did you mean 'name'\?/.test(t) && /\[Ln 3, Col 1\]/.test(t), 20_000);
+  log(`Problems panel (on open): ${oneLine(problems).slice(0, 200)}`);
+  await screenshot(page, "01b-config-problem-on-open");
+
+  // Break it elsewhere by typing in the editor: the diagnostic follows the text.
+  const typed = await typeOver(page, TOML_BROKEN_IN_EDITOR);
+  log(`editor text after typing: ${JSON.stringify(typed)}`);
+  problems = await poll("the Problems panel to show the diagnostic at line 5 after the edit", () => problemsPanel(page),
+    (t) => /sync\.debounce_ms: Input should be a valid integer/.test(t) && /\[Ln 5, Col 1\]/.test(t) && !/nmae/.test(t), 20_000);
+  log(`Problems panel (after an edit): ${oneLine(problems).slice(0, 200)}`);
+  await screenshot(page, "01c-config-problem-after-edit");
+
+  // Fixing it clears the diagnostic; saving makes the sidecar use it.
+  await typeOver(page, TOML_GOOD);
+  await poll("the Problems panel to clear", () => problemsPanel(page),
+    (t) => !/debounce_ms|nmae/.test(t), 20_000);
+  await page.keyboard.press("Control+S");
+  text = await waitStatusBar(page, /local: (stopped|running)[\s\S]*0 running/, 20_000);
+  log(`status bar after the fix: ${oneLine(text)}`);
+  await runCommand(page, "View: Close All Editors");
+}
+
+/** Items 3 and 5: Run Job with the machine stopped offers Start Machine and then runs the job;
+ * the job fails, and its notification carries the exit code and its buttons. */
+async function failingJobNeedsTheMachine(page) {
+  await runCommand(page, "Orch: Run Job…");
+  await answerInput(page, /Run Job \(1\/2\)/, "echo about-to-fail; sleep 1; exit 3");
+  await answerInput(page, /Run Job \(2\/2\)/, "e2e-fails");
+  const notRunning = "The local machine is not running.";
+  const buttons = await toastButtons(page, notRunning);
+  log(`error toast: "${notRunning}" with ${JSON.stringify(buttons)}`);
+  await screenshot(page, "02a-machine-not-running");
+  await clickToastButton(page, notRunning, "Start Machine");
+  let text = await waitStatusBar(page, /local: running/, 30_000);
+  log(`after Start Machine: ${oneLine(text)}`);
+  const failed = "Job e2e-fails failed with exit code 3";
+  await poll("the failed-job notification", () => notificationsText(page), (t) => t.includes(failed), 30_000);
+  const jobButtons = await toastButtons(page, failed);
+  if (!jobButtons.some((b) => b.includes("Show Logs")) || !jobButtons.some((b) => b.includes("Restart"))) {
+    throw new Error(`the failed-job notification lacks its buttons: ${JSON.stringify(jobButtons)}`);
+  }
+  text = await waitStatusBar(page, /e2e-fails\s*failed \(exit 3\)/, 10_000);
+  log(`failed job: notification with ${JSON.stringify(jobButtons)}; status bar: ${oneLine(text)}`);
+  await screenshot(page, "02b-job-failed");
+  await clearNotifications(page);
+}
+
+/** Start Sync when sync already runs: nothing to complain about. */
+async function startSyncAgain(page) {
+  await runCommand(page, "Orch: Start Sync");
+  await page.waitForTimeout(1_500);
+  const toasts = await notificationsText(page);
+  if (/failed|already running/i.test(toasts)) {
+    throw new Error(`Start Sync while sync runs raised: ${oneLine(toasts)}`);
+  }
+  log("Start Sync while sync runs: no error");
+}
+
+function treePorts(text) {
+  return (text.match(/localhost:\d+/g) || []).sort();
+}
+
+async function setBreakpoint(page, file, line) {
+  await runCommand(page, "Go to File...");
+  const input = page.locator(".quick-input-widget input");
+  await input.fill(file);
+  await page.locator(".quick-input-widget .quick-input-list .monaco-list-row", { hasText: file }).first()
+    .waitFor({ state: "visible", timeout: 15_000 });
+  await input.press("Enter");
+  await poll(`${file} to open`, () => page.locator(".monaco-editor .view-lines").first().innerText(),
+    (t) => /def\s+work/.test(t), 15_000); // the editor renders spaces as U+00A0
+  await runCommand(page, "Go to Line/Column...");
+  await page.keyboard.insertText(String(line));
+  await page.keyboard.press("Enter");
+  await runCommand(page, "Debug: Toggle Breakpoint");
+  await poll("a breakpoint glyph in the editor", () => page.locator(".codicon-debug-breakpoint").count(), (n) => n > 0, 10_000);
+}
+
+/** Item 1 (and 6): Debug Job… stops at the editor's breakpoint every time; the job's forward
+ * leaves the Orch view when the job ends. */
+async function debugRuns(page) {
+  const sidebar = await openOrchView(page);
+  const portsBefore = treePorts(await sidebar.innerText());
+  await setBreakpoint(page, "debugme.py", 5); // `return total`: hit once per run
+  const times = [];
+  for (let run = 1; run <= DEBUG_RUNS; run++) {
+    const name = `e2e-dbg-${run}`;
+    const began = Date.now();
+    await runCommand(page, "Orch: Debug Job…");
+    await answerInput(page, /Debug Job \(1\/2\)/, "python3 debugme.py");
+    await answerInput(page, /Debug Job \(2\/2\)/, name);
+    const stopped = await poll(`run ${run}: the debugger to stop at the breakpoint`,
+      () => page.locator("#workbench\\.parts\\.sidebar").innerText(),
+      // The call stack's top frame is the breakpoint's line in work() (frames render a moment
+      // after "Paused on breakpoint").
+      (t) => /Paused on breakpoint\s+work\s+debugme\.py\s+5:1/i.test(t), 60_000);
+    const stoppedMs = Date.now() - began;
+    if (run === 1) {
+      // The variables of the frame: Locals shows total = 6 (0 + 2 + 4).
+      const sidebar = page.locator("#workbench\\.parts\\.sidebar");
+      let vars = "";
+      for (let attempt = 1; attempt <= 3 && !/total\s*[:=]?\s*6/.test(vars); attempt++) {
+        await sidebar.getByText("Locals", { exact: true }).first().click(); // expand the scope
+        vars = await poll("the Locals to show total = 6", () => sidebar.innerText(),
+          (t) => /total\s*[:=]?\s*6/.test(t), 3_000).catch(() => "");
+      }
+      if (!vars) {
+        throw new Error(`run ${run}: the Locals never showed total = 6: ${oneLine(await sidebar.innerText()).slice(0, 300)}`);
+      }
+      log(`variables: ${oneLine(vars).match(/Locals.*?Globals/)?.[0] ?? ""}`);
+    }
+    if (run === 1) {
+      await screenshot(page, "11-debug-stopped");
+    }
+    // Clear the breakpoint's hits by continuing until the job ends.
+    for (let i = 0; i < 10; i++) {
+      await page.keyboard.press("F5");
+      const done = await poll(`run ${run}: the debug session to end`,
+        () => page.locator(".debug-toolbar").count().then(async (n) => (n ? page.locator(".debug-toolbar").isVisible() : false)),
+        (visible) => !visible, 3_000).then(() => true, () => false);
+      if (done) {
+        break;
+      }
+    }
+    await waitStatusBar(page, new RegExp(`0 running · ${name}\\s*succeeded`), 30_000);
+    times.push(stoppedMs);
+    log(`debug run ${run}/${DEBUG_RUNS}: stopped at the breakpoint ${stoppedMs} ms after Debug Job…`);
+  }
+  timings.debug_stop_ms = times;
+  const side = await openOrchView(page);
+  const tree = await poll("the debug jobs' forwards to leave the Orch view", () => side.innerText(),
+    (t) => JSON.stringify(treePorts(t)) === JSON.stringify(portsBefore), 20_000);
+  log(`after ${DEBUG_RUNS} debug jobs the Orch view lists ports ${JSON.stringify(treePorts(tree))} (as before)`);
+  await screenshot(page, "12-debug-forwards-gone");
+  await runCommand(page, "View: Close All Editors");
+  await runCommand(page, "View: Show Explorer");
 }
 
 async function checkContributions(page) {
@@ -227,7 +453,13 @@ async function forwardPort(page) {
   const port = await freePort();
   await runCommand(page, "Orch: Forward Port…");
   await answerInput(page, /Local port/, String(port));
-  await answerInput(page, /Port on the machine/, "");
+  // Another port on the machine: the local machine is this computer, so a forward to the
+  // same port would be pointless (orch says so and forwards nothing).
+  let remote = await freePort();
+  while (remote === port) {
+    remote = await freePort();
+  }
+  await answerInput(page, /Port on the machine/, String(remote));
   const sidebar = await openOrchView(page);
   const tree = await poll(`the Orch view to list localhost:${port}`, () => sidebar.innerText(),
     (t) => t.includes(`localhost:${port}`) && /active/.test(t), 15_000);
@@ -348,20 +580,25 @@ async function downMachine(page) {
 const oneLine = (text) => text.replace(/\s+/g, " ").trim();
 
 async function scenario(page) {
+  await brokenInterpreter(page);
   // The sidecar starts and reports the embedded local machine and no jobs.
   const text = await waitStatusBar(page, /local: (stopped|running)[\s\S]*0 running/, 60_000);
   mark("status_bar_ready_ms");
   log(`status bar: ${oneLine(text)}`);
   await screenshot(page, "01-ready");
+  await invalidConfig(page);
   await checkContributions(page);
+  await failingJobNeedsTheMachine(page);
   await upMachine(page);
   await startSync(page);
+  await startSyncAgain(page);
   await forwardPort(page);
   await writeSshConfig(page);
   await jobFlow(page);
   await attachAndStop(page);
   await checkTree(page);
   await checkDebugPicker(page);
+  await debugRuns(page);
   await crashAndRecover(page);
   await stopSync(page);
   await downMachine(page);

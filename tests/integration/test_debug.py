@@ -14,7 +14,7 @@ import pytest
 from remote_config import job_scripts as js
 from sidecar.app import Orchestrator
 from sidecar.debug.dap import INITIALIZE, DAPClient, attach_and_break
-from sidecar.errors import OrchError
+from sidecar.errors import DebuggerNotReady, OrchError
 
 pytestmark = pytest.mark.integration
 
@@ -61,18 +61,15 @@ async def orch(
 
 
 async def _connect(port: int) -> DAPClient:
-    """Connect through the forward once debugpy listens behind it (it starts with the job)."""
-    deadline = time.monotonic() + 20
-    while True:
-        client = await DAPClient.connect("127.0.0.1", port)
-        try:
-            await client.request("initialize", INITIALIZE, timeout=2)
-            return client
-        except (TimeoutError, ConnectionError, RuntimeError):
-            await client.close()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    """Connect through the forward at once: `debug_start` returns only when debugpy listens,
+    so the first connection must be served (no retry here, on purpose)."""
+    client = await DAPClient.connect("127.0.0.1", port)
+    try:
+        await client.request("initialize", INITIALIZE, timeout=10)
+    except BaseException:
+        await client.close()
+        raise
+    return client
 
 
 async def _wait_done(orch: Orchestrator, name: str) -> str:
@@ -97,7 +94,9 @@ async def test_breakpoint_by_local_path_hits_the_remote_job(
     assert config["pathMappings"][0]["localRoot"] == str(project)
     assert config["justMyCode"] is False
     # Shipped without touching the remote interpreter, after saying so.
-    assert any("copying debugpy" in m for m in said) or not said
+    copying = [m for m in said if "debugpy is not installed" in m]
+    assert not copying or "copying debugpy" in copying[0]
+    assert any("waiting for debugpy to listen" in m for m in said)
 
     local_file = str(project / "pkg" / "script.py")
     client = await _connect(session.local_port)
@@ -113,6 +112,36 @@ async def test_breakpoint_by_local_path_hits_the_remote_job(
     finally:
         await client.close()
     assert "result 20" in await _wait_done(orch, "dbg")
+    # The job ended: its debug forward goes with it (issue 14: it stayed "active").
+    forwarded = [p["local_port"] for p in (await orch.status()).ports]
+    assert session.local_port not in forwarded
+
+
+async def test_an_attach_right_after_start_hits_the_breakpoint_every_time(
+    orch: Orchestrator, project: Path
+) -> None:
+    # The race of issue 14: a client attaching the moment `orch debug` returns was turned
+    # away (the forward closed it) while debugpy was still starting.
+    local_file = str(project / "pkg" / "script.py")
+    for attempt in range(3):
+        session = await orch.debug_start(
+            "race", ["python3", "pkg/script.py"], replace=True, snapshot=False
+        )
+        client = await _connect(session.local_port)
+        try:
+            stop = await attach_and_break(client, session.configuration, local_file, BREAK_LINE)
+            assert stop["frame"]["line"] == BREAK_LINE, attempt
+            thread = stop["stopped"]["body"]["threadId"]
+            await client.request("setBreakpoints", {"source": {"path": local_file}})
+            await client.request("continue", {"threadId": thread})
+        finally:
+            await client.close()
+        assert "result 20" in await _wait_done(orch, "race")
+
+
+async def test_a_debug_job_that_dies_before_listening_says_so(orch: Orchestrator) -> None:
+    with pytest.raises(DebuggerNotReady, match=r"'early' failed with exit code 127"):
+        await orch.debug_start("early", ["python3.99", "pkg/script.py"], snapshot=False)
 
 
 async def test_attach_and_launch_json_for_a_running_debug_job(

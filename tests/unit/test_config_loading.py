@@ -356,3 +356,19 @@ def test_schema_is_valid_json_schema_with_descriptions() -> None:
         if "kind" in d.get("properties", {})
     }
     assert kinds == {"local", "ssh", "ec2", "codespaces", "fargate"}
+
+
+def test_the_starter_orch_toml_is_valid_and_every_commented_line_is_too() -> None:
+    from remote_config.loader import load_config_text
+    from remote_config.starter import starter_toml
+
+    text = starter_toml("demo-1")
+    assert load_config_text(text, "/p/orch.toml", "/p").project_name == "demo-1"
+    # Uncommenting every example line still gives a valid file.
+    lines = [
+        line[2:] if line.startswith("# ") and ("=" in line or line[2:].startswith("[")) else line
+        for line in text.splitlines()
+    ]
+    resolved = load_config_text("\n".join(lines), "/p/orch.toml", "/p")
+    assert resolved.config.ports[0].local == 8888
+    assert "gpu" in resolved.config.machine_names()

@@ -126,3 +126,17 @@ def test_crlf_file_keeps_its_line_endings_outside_the_entry() -> None:
     out = merge_configuration(text, ENTRY)
     assert text[: text.index("    ],")].rstrip() in out
     assert values(out)["configurations"][1] == ENTRY
+
+
+def test_is_listening_reads_the_listen_state_of_a_port() -> None:
+    from remote_config.debug import is_listening
+
+    table = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+        "   0: 0100007F:6F2E 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0\n"
+        "   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000 0\n"
+    )
+    assert is_listening(table, 0x6F2E)
+    assert not is_listening(table, 0x1F90)  # connected, not listening
+    assert not is_listening(table, 5678)
+    assert not is_listening("garbage\n", 5678)

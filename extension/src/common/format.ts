@@ -3,7 +3,16 @@
  * default job names. Pure functions of the protocol types, so they are unit-tested directly.
  */
 
-import type { JobInfo, MachineStatus, OrchStatus, SshConfigResult, SyncStatus } from "../protocol";
+import type {
+  ConfigProblem,
+  ConfigState,
+  JobInfo,
+  MachineStatus,
+  OrchErrorData,
+  OrchStatus,
+  SshConfigResult,
+  SyncStatus,
+} from "../protocol";
 
 /** Where the connection to the sidecar stands (the extension's own state, not the server's). */
 export type SidecarState = "starting" | "running" | "restarting" | "stopped";
@@ -72,7 +81,54 @@ export function costLine(machine: MachineStatus): string {
   return `${what}: $${machine.price_per_hour.toFixed(4)}/h${spent}`;
 }
 
-export function machineItem(sidecar: SidecarState, machine: MachineStatus | undefined): ItemText {
+/** "5 min ago" for a moment `ms` milliseconds back. */
+export function ago(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 10) {
+    return "just now";
+  }
+  if (s < 60) {
+    return `${s} s ago`;
+  }
+  const m = Math.floor(s / 60);
+  if (m < 60) {
+    return `${m} min ago`;
+  }
+  const h = Math.floor(m / 60);
+  return h < 48 ? `${h} h ago` : `${Math.floor(h / 24)} days ago`;
+}
+
+/** An ISO time from the sidecar as local time and how long ago: "14:03:12 (5 min ago)". */
+export function formatWhen(iso: string | null | undefined, now: number = Date.now()): string {
+  if (!iso) {
+    return "";
+  }
+  const when = new Date(iso);
+  if (Number.isNaN(when.getTime())) {
+    return iso;
+  }
+  const pad = (n: number) => String(n).padStart(2, "0");
+  const time = `${pad(when.getHours())}:${pad(when.getMinutes())}:${pad(when.getSeconds())}`;
+  const today = new Date(now).toDateString() === when.toDateString();
+  const day = today ? "" : `${when.getFullYear()}-${pad(when.getMonth() + 1)}-${pad(when.getDate())} `;
+  return `${day}${time} (${ago(now - when.getTime())})`;
+}
+
+/** One problem of orch.toml as a line without the file's path: "line 6: key: what". */
+export function configProblemText(problem: ConfigProblem): string {
+  const where = problem.line ? `line ${problem.line}: ` : "";
+  return `${where}${problem.path ? `${problem.path}: ` : ""}${problem.message}`;
+}
+
+export function configHasErrors(config: ConfigState | undefined): boolean {
+  return (config?.problems.length ?? 0) > 0;
+}
+
+export function machineItem(
+  sidecar: SidecarState,
+  machine: MachineStatus | undefined,
+  config?: ConfigState,
+): ItemText {
   if (sidecar === "starting") {
     return { text: "$(loading~spin) orch: starting", tooltip: "Starting the orch sidecar…" };
   }
@@ -87,6 +143,14 @@ export function machineItem(sidecar: SidecarState, machine: MachineStatus | unde
     return {
       text: "$(error) orch: sidecar stopped",
       tooltip: "The orch sidecar is not running. Click to see its output; run Orch: Restart Sidecar to try again.",
+      severity: "error",
+    };
+  }
+  if (config && configHasErrors(config)) {
+    const lines = config.problems.slice(0, 8).map(configProblemText);
+    return {
+      text: "$(error) orch.toml has errors",
+      tooltip: `orch.toml has errors; orch uses none of it until they are fixed:\n${lines.join("\n")}\nClick to open the first one.`,
       severity: "error",
     };
   }
@@ -129,7 +193,7 @@ export function syncItem(sync: SyncStatus | undefined): ItemText {
   if (!sync) {
     return { text: "$(sync) sync", tooltip: "Sync state not known yet" };
   }
-  const last = sync.last_sync ? `\nLast sync: ${sync.last_sync}` : "";
+  const last = sync.last_sync ? `\nLast sync: ${formatWhen(sync.last_sync)}` : "";
   switch (sync.state) {
     case "syncing":
       return { text: "$(sync~spin) syncing", tooltip: `Syncing files to the machine${last}` };
@@ -186,7 +250,13 @@ export function jobsItem(jobs: readonly JobInfo[] | undefined): ItemText {
   }
   const last = lastEnded(all);
   if (last) {
-    return { text: `$(check) 0 running · ${last.name} ${END_MARK[last.state]} ${last.state}`, tooltip };
+    const exit = last.state === "failed" && last.exit_code !== null && last.exit_code !== undefined;
+    const code = exit ? ` (exit ${last.exit_code})` : "";
+    return {
+      text: `$(check) 0 running · ${last.name} ${END_MARK[last.state]} ${last.state}${code}`,
+      tooltip,
+      severity: last.state === "failed" ? "warning" : undefined,
+    };
   }
   return { text: "$(check) 0 running", tooltip };
 }
@@ -212,8 +282,21 @@ export function describeJob(job: JobInfo): string {
   return parts.join(", ");
 }
 
-/** Jobs that were running (or unseen) in `before` and have ended in `after`. */
-export function newlyEnded(before: readonly JobInfo[], after: readonly JobInfo[]): JobInfo[] {
+/** A job that started and ended between two statuses counts if it ended this recently. */
+const UNSEEN_END_WINDOW_MS = 120_000;
+
+/**
+ * Jobs that have ended in `after` and were running in `before`, or were restarted since, or
+ * (a quick failure between two pushes) were not in `before` at all and ended just now.
+ */
+export function newlyEnded(
+  before: readonly JobInfo[] | undefined,
+  after: readonly JobInfo[],
+  now: number = Date.now(),
+): JobInfo[] {
+  if (!before) {
+    return []; // the first status: what ended earlier is old news
+  }
   const previous = new Map(before.map((j) => [j.name, j]));
   return after.filter((job) => {
     if (!isEnded(job)) {
@@ -221,7 +304,8 @@ export function newlyEnded(before: readonly JobInfo[], after: readonly JobInfo[]
     }
     const was = previous.get(job.name);
     if (!was) {
-      return false;
+      const ended = job.ended ? Date.parse(job.ended) : NaN;
+      return Number.isFinite(ended) && now - ended < UNSEEN_END_WINDOW_MS;
     }
     return isRunning(was) || was.started !== job.started;
   });
@@ -304,8 +388,17 @@ export function requestErrorMessage(
   action: string,
   error: { message?: string; code?: number; data?: unknown },
 ): string {
-  const data = error.data as { kind?: string; hint?: string } | undefined;
+  const data = error.data as OrchErrorData | undefined;
+  const problems = data?.problems ?? [];
+  if (problems.length) {
+    const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : "";
+    const n = problems.length;
+    return `Orch: ${action} failed: orch.toml has ${n} problem${n === 1 ? "" : "s"}. ${configProblemText(problems[0]).replace(/\.?\s*$/, "")}${more}.`;
+  }
   const message = (error.message ?? "unknown error").replace(/\.?\s*$/, "");
+  if (data?.action) {
+    return `Orch: ${capitalized(message)}.`; // the button says what to do
+  }
   const hint = data?.hint
     ? ` ${data.hint.replace(/\.?\s*$/, ".")}`
     : " See Orch: Show Sidecar Output for details.";
@@ -324,4 +417,29 @@ export function sshConfigMessage(result: SshConfigResult): string {
     `Orch: wrote SSH host${hosts.length === 1 ? "" : "s"} ${hosts.join(", ")} to ${path}.${included} ` +
     `Connect with \`ssh ${hosts[0]}\` or Remote-SSH.`
   );
+}
+
+/** The error after attaching the debugger failed for good (shown with Retry / Show Logs). */
+export function attachFailureMessage(job: string, reason: string): string {
+  const why = reason.replace(/\.?\s*$/, "");
+  return `Orch: could not attach the debugger to job ${job}: ${why}. The job may still wait for a debugger.`;
+}
+
+function capitalized(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** The buttons a failed request's toast offers, by what the error says can be done. */
+export function errorActions(data: OrchErrorData | undefined): string[] {
+  if (data?.problems?.length) {
+    return ["Open orch.toml"];
+  }
+  switch (data?.action) {
+    case "machine.up":
+      return ["Start Machine"];
+    case "open.file":
+      return [data.target?.endsWith(".log") ? "Open Log" : "Open File", "Show Output"];
+    default:
+      return ["Show Output"];
+  }
 }

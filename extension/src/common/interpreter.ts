@@ -62,3 +62,90 @@ export function describeInterpreter(interpreter: Interpreter): string {
       return `${interpreter.path} (from PATH; set orch.python to choose another)`;
   }
 }
+
+/** Run by the interpreter before the sidecar starts: its version, orch's, what is missing. */
+export const PREFLIGHT_SCRIPT = [
+  "import importlib.util, json, sys",
+  'r = {"python": "%d.%d.%d" % sys.version_info[:3]}',
+  "try:",
+  "    import sidecar",
+  '    r["orch"] = str(getattr(sidecar, "__version__", "?"))',
+  '    r["missing"] = [m for m in ("pygls", "lsprotocol", "pydantic") if importlib.util.find_spec(m) is None]',
+  "except Exception as e:",
+  '    r["error"] = "%s: %s" % (type(e).__name__, e)',
+  "print(json.dumps(r))",
+].join("\n");
+
+export const MIN_PYTHON: readonly [number, number] = [3, 11];
+
+export type PreflightProblem = "notFound" | "notPython" | "tooOld" | "noOrch" | "orchVersion";
+export type Preflight = { ok: true; python: string; orch: string } | { ok: false; problem: PreflightProblem; message: string };
+
+/** What running PREFLIGHT_SCRIPT gave: a spawn error code, or the process's output. */
+export interface PreflightRun {
+  errorCode?: string;
+  exitCode?: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function where(interpreter: Interpreter): string {
+  switch (interpreter.source) {
+    case "setting":
+      return `${interpreter.path} (the orch.python setting)`;
+    case "pythonExtension":
+      return `${interpreter.path} (the Python extension's interpreter)`;
+    case "default":
+      return `${interpreter.path} (from PATH, as orch.python is empty)`;
+  }
+}
+
+function majorMinor(version: string): string {
+  return version.split(".").slice(0, 2).join(".");
+}
+
+/** Judges the preflight run: one clear sentence on what is wrong, or the versions found. */
+export function judgePreflight(interpreter: Interpreter, run: PreflightRun, extensionVersion: string): Preflight {
+  if (run.errorCode === "ENOENT" || run.errorCode === "EACCES") {
+    const what = run.errorCode === "ENOENT" ? "was not found" : "cannot be run (permission denied)";
+    return { ok: false, problem: "notFound", message: `The Python interpreter ${where(interpreter)} ${what}.` };
+  }
+  let result: { python?: string; orch?: string; missing?: string[]; error?: string } | undefined;
+  try {
+    result = JSON.parse(run.stdout.trim().split("\n").pop() ?? "") as typeof result;
+  } catch {
+    result = undefined;
+  }
+  if (!result?.python) {
+    const detail = (run.stderr.trim().split("\n").pop() ?? "").slice(0, 200);
+    return {
+      ok: false,
+      problem: "notPython",
+      message: `${where(interpreter)} did not run as a Python interpreter${detail ? `: ${detail}` : ""}.`,
+    };
+  }
+  const [major, minor] = result.python.split(".").map(Number);
+  if (major < MIN_PYTHON[0] || (major === MIN_PYTHON[0] && minor < MIN_PYTHON[1])) {
+    return {
+      ok: false,
+      problem: "tooOld",
+      message: `Orch needs Python ${MIN_PYTHON.join(".")} or newer; ${where(interpreter)} is Python ${result.python}.`,
+    };
+  }
+  if (result.error || result.orch === undefined || result.missing?.length) {
+    const missing = result.missing?.length ? ` (missing: ${result.missing.join(", ")})` : "";
+    return {
+      ok: false,
+      problem: "noOrch",
+      message: `Orch is not installed for ${where(interpreter)}${missing}. Install it there (${interpreter.path} -m pip install orch) or choose an interpreter that has it.`,
+    };
+  }
+  if (majorMinor(result.orch) !== majorMinor(extensionVersion)) {
+    return {
+      ok: false,
+      problem: "orchVersion",
+      message: `${where(interpreter)} has orch ${result.orch}, but this extension needs orch ${majorMinor(extensionVersion)}.x. Install that version there (${interpreter.path} -m pip install "orch==${majorMinor(extensionVersion)}.*") or choose another interpreter.`,
+    };
+  }
+  return { ok: true, python: result.python, orch: result.orch };
+}

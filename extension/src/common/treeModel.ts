@@ -4,9 +4,9 @@
  */
 
 import type { OrchStatus } from "../protocol";
-import { describeJob, isRunning } from "./format";
+import { configHasErrors, configProblemText, describeJob, formatWhen, isRunning } from "./format";
 
-export type NodeKind = "group" | "machine" | "job" | "port" | "empty";
+export type NodeKind = "group" | "machine" | "job" | "port" | "empty" | "problem" | "step";
 
 export interface TreeNode {
   id: string;
@@ -20,6 +20,8 @@ export interface TreeNode {
   contextValue?: string;
   /** Job name or port number the node's actions act on. */
   key?: string;
+  /** What clicking the node runs (first steps, problems). */
+  command?: { command: string; title: string; arguments?: unknown[] };
   children?: TreeNode[];
 }
 
@@ -35,9 +37,55 @@ function empty(id: string, label: string): TreeNode {
   return { id, kind: "empty", label };
 }
 
+function problemsGroup(status: OrchStatus): TreeNode {
+  return {
+    id: "group:config",
+    kind: "group",
+    label: "orch.toml has errors",
+    icon: "error",
+    description: "fix them to go on",
+    children: status.config.problems.map((p, index) => ({
+      id: `problem:${index}`,
+      kind: "problem",
+      label: configProblemText(p),
+      tooltip: `${p.file}${p.line ? `:${p.line}` : ""}\n${configProblemText(p)}`,
+      icon: "error",
+      command: { command: "orch.openConfigProblem", title: "Open the Problem", arguments: [index] },
+    })),
+  };
+}
+
+function firstSteps(status: OrchStatus): TreeNode {
+  const steps: TreeNode[] = [];
+  if (status.machine.state !== "running") {
+    steps.push({
+      id: "step:up",
+      kind: "step",
+      label: "Start the machine",
+      description: status.machine.name,
+      tooltip: "Orch: Up: start the machine and connect to it",
+      icon: "debug-start",
+      command: { command: "orch.up", title: "Start the Machine" },
+    });
+  }
+  steps.push({
+    id: "step:config",
+    kind: "step",
+    label: "Create orch.toml",
+    description: "optional: machines, sync, ports",
+    tooltip: "Write a commented orch.toml into the project folder and open it",
+    icon: "new-file",
+    command: { command: "orch.createConfig", title: "Create orch.toml" },
+  });
+  return { id: "group:start", kind: "group", label: "Get Started", children: steps };
+}
+
 export function buildTree(status: OrchStatus | undefined): TreeNode[] {
   if (!status) {
     return [empty("waiting", "Waiting for the orch sidecar…")];
+  }
+  if (configHasErrors(status.config)) {
+    return [problemsGroup(status)];
   }
   const m = status.machine;
   const machines: TreeNode = {
@@ -49,7 +97,7 @@ export function buildTree(status: OrchStatus | undefined): TreeNode[] {
         id: `machine:${m.name}`,
         kind: "machine",
         label: m.name,
-        description: `${m.kind} · ${m.state}`,
+        description: m.kind === m.name ? m.state : `${m.kind} · ${m.state}`,
         tooltip: m.address ? `${m.name} at ${m.address}` : m.name,
         icon: m.state === "running" ? "vm-running" : m.state === "starting" ? "loading~spin" : "vm-outline",
         contextValue: m.state === "running" ? "machine.running" : "machine.stopped",
@@ -69,7 +117,7 @@ export function buildTree(status: OrchStatus | undefined): TreeNode[] {
     kind: "job",
     label: j.name,
     description: describeJob(j),
-    tooltip: `${j.name}: ${describeJob(j)}${j.started ? `\nStarted ${j.started}` : ""}${j.ended ? `\nEnded ${j.ended}` : ""}`,
+    tooltip: `${j.name}: ${describeJob(j)}${j.started ? `\nStarted ${formatWhen(j.started)}` : ""}${j.ended ? `\nEnded ${formatWhen(j.ended)}` : ""}`,
     icon: JOB_ICON[j.state] ?? "circle-outline",
     contextValue: isRunning(j) ? "job.running" : "job.ended",
     key: j.name,
@@ -84,7 +132,9 @@ export function buildTree(status: OrchStatus | undefined): TreeNode[] {
     // "R<port>" names a reverse forward by the machine's port (see orch.stopForwarding).
     key: p.reverse ? `R${p.remote_port}` : String(p.local_port),
   }));
+  const start = status.config.file === null ? [firstSteps(status)] : [];
   return [
+    ...start,
     machines,
     {
       id: "group:jobs",

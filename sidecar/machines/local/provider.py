@@ -96,7 +96,8 @@ class LocalProvider(Provider):
             self._ensure_keys()
             port, note = self._choose_port()
             if progress:
-                progress(f"starting the local machine on 127.0.0.1:{port}")
+                where = f"on 127.0.0.1:{port}" if port else "on a free port of 127.0.0.1"
+                progress(f"starting the local machine {where}")
             started = await self._spawn(port)
             atomic_write(self.root / "port", f"{started}\n", mode=0o600)
             state, _ = self._live_state()
@@ -188,7 +189,12 @@ class LocalProvider(Provider):
     async def ssh_target(self) -> SSHTarget:
         state, _ = self._live_state()
         if state is None:
-            raise MachineNotRunning("the local machine is not running", hint="start it: orch up")
+            raise MachineNotRunning(
+                "the local machine is not running",
+                hint="start it: orch up",
+                action="machine.up",
+                target=self.name,
+            )
         return SSHTarget(
             alias=HOST_KEY_ALIAS,
             host="127.0.0.1",
