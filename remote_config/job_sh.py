@@ -129,7 +129,7 @@ ORCH_CODE_AWK='
   h = (h * 31 + t) % 2147483647 }
 function code(g) {
   if (gen == "") return "tree:" n + 0 "-" h + 0
-  g = gen; gsub(/[^A-Za-z0-9._:-]/, "", g); return "gen:" substr(g, 1, 64)
+  g = gen; gsub(/[^A-Za-z0-9._:~-]/, "", g); return "gen:" substr(g, 1, 64)
 }
 END { if (!status) print code() }'
 # pid ppid rss(pages) cpu% starttime; comm may hold spaces and ")", so cut at the last ") "

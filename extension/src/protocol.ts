@@ -6,7 +6,7 @@
 
 export type MachineState = "running" | "stopped" | "starting" | "stopping" | "unknown" | "not-created";
 export type JobState = "running" | "succeeded" | "failed" | "stopped" | "lost";
-export type SyncState = "off" | "idle" | "syncing" | "paused" | "conflict";
+export type SyncState = "off" | "idle" | "syncing" | "paused" | "conflict" | "failed";
 export type PortState = "active" | "reconnecting" | "dead" | "stopped";
 
 export interface MachineStatus {

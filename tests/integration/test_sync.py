@@ -319,7 +319,7 @@ async def test_snapshot_is_unchanged_by_later_syncs(proj: Project) -> None:
         path, generation = await orch.prepare_snapshot()
         assert generation == proj.status()["generation"] >= 1
         snap = Path(path)
-        assert snap.name == str(generation) and snap.is_dir()
+        assert snap.name == proj.status()["token"] and snap.is_dir()
         before = tree(snap)
         assert before == tree(proj.remote)
         (proj.root / "pkg0/m0/f0.py").write_text("changed after the snapshot")
