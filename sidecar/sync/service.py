@@ -181,6 +181,12 @@ class Owner:
         self.status.generation = self.engine.manifest.generation
         self.status.token = self.engine.manifest.token()
         self.status.last_sync = _iso(time.time())
+        if result.errors:  # some files could not be written there: not idle, retried
+            shown = "; ".join(result.errors[:3]) + (" …" if len(result.errors) > 3 else "")
+            raise SyncFailed(
+                f"could not write {len(result.errors)} file(s) on the machine: {shown}",
+                hint="check free space and permissions in the remote folder",
+            )
         self.status.failures = 0
 
     # -- the loop ----------------------------------------------------------------------------

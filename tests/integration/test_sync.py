@@ -44,7 +44,10 @@ def tree(root: Path, rules: IgnoreRules | None = None) -> dict[str, str]:
             if rules is not None and rules.ignored(rel):
                 continue
             full = Path(folder, name)
-            data = os.readlink(full).encode() if full.is_symlink() else full.read_bytes()
+            try:
+                data = os.readlink(full).encode() if full.is_symlink() else full.read_bytes()
+            except FileNotFoundError:  # a temp file renamed away while we looked
+                continue
             out[rel] = hashlib.sha256(data).hexdigest()
     return out
 
@@ -100,6 +103,11 @@ def _read(path: Path) -> str:
 
 @pytest.fixture
 def proj(sshd: Sshd, project: Path, orch_home: Path) -> Iterator[Project]:
+    yield from sync_project(sshd, project, orch_home)
+
+
+def sync_project(sshd: Sshd, project: Path, orch_home: Path) -> Iterator[Project]:
+    """A project syncing to its own folder in the test user's home; its sync stopped after."""
     name = f"t{os.getpid()}-{time.monotonic_ns() % 10**9}"
     (project / "orch.toml").write_text(
         '[project]\ndefault_machine = "box"\n'
