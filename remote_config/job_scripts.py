@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from remote_config.job_sh import FOLLOW, LIB, SOCKET, TMUX_CONF, WRAPPER
 from remote_config.jobs import (
@@ -122,8 +122,10 @@ def start_script(
         'mkdir -p "$D/history" "$HOME/.orch" && chmod 700 "$L" "$D" "$HOME/.orch" || exit 1\n'
         'mkdir -p "$W" || orch_die 1 "cannot create the project folder $W"\n'
         "old=$(orch_meta started)\n"
+        'old=${old:-$(date +%s)}; n=0; k=; while [ -e "$D/history/$old$k-run.log" ]; do '
+        "n=$((n + 1)); k=.$n; done\n"  # two runs started in one second keep both logs
         "for f in run.log run.log.1; do\n"
-        '  [ -f "$D/$f" ] && mv -f "$D/$f" "$D/history/${old:-$(date +%s)}-$f"\n'
+        '  [ -f "$D/$f" ] && mv -f "$D/$f" "$D/history/$old$k-$f"\n'
         "done\n"
         'rm -f "$D/result" "$D/stop" "$D/pid" "$D/rc" "$D/meta"'
     )
@@ -244,6 +246,25 @@ def reset_script() -> str:
         f'{SOCKET}; tmux -S "$S" kill-server 2>/dev/null; rm -f "$S"\n'
         'rm -rf "$HOME/logs" "$HOME/.orch" "$HOME/work"'
     )
+
+
+def cleanup_script(names: Sequence[str], folders: Sequence[str] = ()) -> str:
+    """Kill the named jobs (SIGKILL to each process group), end their tmux sessions and
+    delete their files, and delete `folders` (remote paths): what one test or benchmark
+    made, leaving every other job, folder and orch's tmux server alone."""
+    body = [_lib(), "orch_socket"]
+    for name in names:
+        validate_job_name(name)
+        body.append(
+            f'N={shlex.quote(name)}; D="$L/$N"; P=; PG=\n'
+            '[ -f "$D/pid" ] && read -r P _ PG _ < "$D/pid"\n'
+            '[ -n "$P" ] && kill -KILL "-${PG:-$P}" 2>/dev/null\n'
+            f'orch_tmux kill-session -t "={tmux_session(name)}" 2>/dev/null\n'
+            'rm -rf "$D"'
+        )
+    body += [f"rm -rf {sh_remote_path(folder)}" for folder in folders]
+    body.append("exit 0")
+    return _wrap("\n".join(body))
 
 
 def attach_command(name: str) -> str:

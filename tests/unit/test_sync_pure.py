@@ -290,3 +290,22 @@ def test_helper_sees_edits_that_keep_size_and_mtime(tmp_path: Path) -> None:
         assert (tmp_path / ".orch/generation").read_text() == "s-2\n"
     finally:
         helper.close()
+
+
+def test_rsync_exit_23_for_vanished_sources_only(tmp_path: Path) -> None:
+    """rsync --files-from exits 23 when a listed file is gone (an editor's temp file renamed
+    away): that is a normal event; a real error (an unreadable file) is not."""
+    from sidecar.sync.remote import only_vanished
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "kept.txt").write_text("x")
+    listing = tmp_path / "list"
+    listing.write_bytes(b"kept.txt\0gone.txt.tmp\0")
+    argv = ["rsync", "-lptD", f"--files-from={listing}", "--from0", f"{src}/", f"{dst}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 23 and only_vanished(out.stderr), out.stderr
+    assert (dst / "kept.txt").exists()
+    assert not only_vanished("rsync: mkstemp failed: Permission denied (13)\nrsync error: x")
+    assert not only_vanished("")
