@@ -132,8 +132,11 @@ class Orchestrator:
             await self.write_ssh_config(machine)
         return info
 
-    async def down(self, machine: str | None = None) -> MachineInfo:
+    async def down(self, machine: str | None = None, force: bool = False) -> MachineInfo:
+        """Stop the machine; with jobs running there only when `force` (it may end them)."""
         provider = self.provider(machine)
+        if not force:
+            await self._refuse_down_with_jobs(machine)
         with_target = None
         with contextlib.suppress(OrchError):
             with_target = await provider.ssh_target()
@@ -145,6 +148,24 @@ class Orchestrator:
             self.pool.drop(with_target.alias)
         return await provider.down()
 
+    async def _refuse_down_with_jobs(self, machine: str | None) -> None:
+        from sidecar.errors import JobsRunning
+
+        if (await self.machine_status(machine)).state != "running":
+            return
+        try:
+            running = [j.name for j in await self.jobs_status(machine) if j.state == "running"]
+        except OrchError:
+            return  # jobs cannot be listed: nothing to warn about that we know of
+        if running:
+            shown = ", ".join(running[:20]) + (" …" if len(running) > 20 else "")
+            raise JobsRunning(
+                f"{len(running)} job(s) still run on {self.machine_name(machine)}: {shown}; "
+                "stopping the machine may end them (a cloud machine's stop does)",
+                hint="stop them first (orch stop NAME), or stop the machine anyway with "
+                "`orch down --force`",
+            )
+
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
         return await self.provider(machine).status()
 
@@ -155,7 +176,10 @@ class Orchestrator:
             ports = (await self.ports_list(machine)).ports
         sync = await self.sync_status(machine)
         jobs: list[JobInfo] = []
-        if info.state == "running":
+        if info.state != "running":
+            note = "jobs unknown until the machine is up (orch up)"
+            info.detail = f"{info.detail}; {note}" if info.detail else note
+        else:
             try:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not

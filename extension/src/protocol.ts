@@ -104,6 +104,7 @@ export interface InitializationOptions {
 
 export interface MachineArgs {
   machine?: string;
+  force?: boolean;
 }
 export interface RunJobArgs {
   name: string;

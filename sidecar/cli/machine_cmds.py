@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down = sub.add_parser("down", help="stop the machine")
     down.add_argument("machine", nargs="?")
     down.add_argument("--json", action="store_true", help="print the result as JSON")
+    down.add_argument(
+        "--force", action="store_true", help="stop it even while jobs run there (may end them)"
+    )
     down.set_defaults(handler=cmd_down)
 
     status = sub.add_parser("status", help="show the machine and its jobs")
@@ -63,9 +66,24 @@ async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
+    from sidecar.errors import JobsRunning
+
+    force = bool(args.force)
+    if not force:
+        try:
+            await orch._refuse_down_with_jobs(args.machine)
+        except JobsRunning as exc:
+            if args.json or not (sys.stdin.isatty() and sys.stderr.isatty()):
+                raise
+            sys.stderr.write(f"orch: {exc.message}\nstop the machine anyway? [y/N] ")
+            sys.stderr.flush()
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                print("not stopped", file=sys.stderr)
+                return JobsRunning.exit_code
+            force = True
     spinner = Spinner(f"stopping {orch.machine_name(args.machine)}")
     async with spinner.running():
-        info = await orch.down(args.machine)
+        info = await orch.down(args.machine, force=force)
     print_json(info) if args.json else print(_machine_line(info))
     return 0
 
@@ -99,6 +117,7 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
         print(jobs_table(status.jobs))
     elif m.state == "running":
         print("no jobs (start one with: orch run NAME -- CMD ...)")
+
     return 0
 
 
