@@ -102,8 +102,13 @@ def start_script(
     retention_days: int = 30,
     max_log_bytes: int = 200 * 1024 * 1024,
     rotate_every_s: int = 10,
+    mode: str = "live",
 ) -> str:
-    """Start job `name` (command None = restart with the command and env it ran with)."""
+    """Start job `name` (command None = restart with the command and env it ran with).
+
+    `mode` ("snapshot" or "live") is recorded in the job's meta for `orch status`."""
+    if mode not in ("snapshot", "live"):
+        raise ValueError(f"mode must be 'snapshot' or 'live', not {mode!r}")
     body = [_prologue(name, workdir)]
     body.append(_retention(retention_days))
     body.append("command -v tmux > /dev/null 2>&1 || orch_die 70 'tmux is not installed'")
@@ -144,7 +149,8 @@ def start_script(
         'mkdir -p "${S%/*}" && chmod 700 "${S%/*}" || orch_die 1 "cannot use the tmux socket $S"\n'
         ': > "$D/run.log"\n'
         'orch_write meta "started=$(date +%s)\\nboot=$(orch_boot)\\ncode=$(orch_code)\\n'
-        'pagesize=$(getconf PAGESIZE 2>/dev/null || echo 4096)\\nsession=$SESS\\n"\n'
+        "pagesize=$(getconf PAGESIZE 2>/dev/null || echo 4096)\\nsession=$SESS\\n"
+        f'mode={mode}\\n"\n'
         'orch_tmux kill-session -t "=$SESS" 2>/dev/null\n'
         'orch_tmux new-session -d -s "$SESS" -x 200 -y 50 -c "$D" \'exec /bin/sh ./run.sh\' '
         "|| orch_die 71 'tmux could not start the job'\n"

@@ -45,6 +45,10 @@ class JobInfo(BaseModel):
     command: str = ""
     code_version: str | None = None
     code_stale: bool = False
+    # "snapshot": runs from a hard-linked copy of the synced tree (later syncs never change
+    # its code); "live": runs in the project folder itself (saves reach it, e.g. a dev server
+    # that reloads). None for jobs started by an earlier orch.
+    mode: Literal["snapshot", "live"] | None = None
     pid: int | None = None
     detail: str | None = None
 
@@ -239,6 +243,7 @@ def _job(name: str, files: dict[str, str], snap: Snapshot) -> JobInfo:
         command=(files.get("cmd.sh") or "").removesuffix("\n")
         + ("…" if "cmd.sh.cut" in files else ""),
         code_version=meta.get("code") or None,
+        mode=meta.get("mode") if meta.get("mode") in ("snapshot", "live") else None,
     )
     if "result" in files:
         _finished(info, files, started)

@@ -291,18 +291,24 @@ class Orchestrator:
         from sidecar.jobs.manager import checked_name
 
         checked_name(name)  # refuse a bad name before touching the machine
-        workdir = await self._job_workdir(machine, snapshot)
+        workdir = await self._job_workdir(machine, snapshot, name)
         return await self.jobs(machine).run(name, command, env, replace=replace, workdir=workdir)
 
-    async def _job_workdir(self, machine: str | None, snapshot: bool | None) -> str | None:
+    async def _job_workdir(
+        self, machine: str | None, snapshot: bool | None, name: str = ""
+    ) -> str | None:
         """A hard-linked snapshot of the synced tree for a new job, or None (the live folder).
 
         `snapshot=None` follows `[jobs] snapshot` and quietly uses the live folder when the
         project was never synced there; `snapshot=True` insists and says what to do instead.
         """
+        from fnmatch import fnmatchcase
+
         from sidecar.sync.snapshot import NotSynced
 
-        wanted = self.config.config.jobs.snapshot if snapshot is None else snapshot
+        jobs = self.config.config.jobs
+        live = any(fnmatchcase(name, pattern) for pattern in jobs.live)
+        wanted = (jobs.snapshot and not live) if snapshot is None else snapshot
         if not wanted:
             return None
         try:
@@ -332,7 +338,7 @@ class Orchestrator:
     async def jobs_restart(
         self, name: str, machine: str | None = None, snapshot: bool | None = None
     ) -> JobInfo:
-        workdir = await self._job_workdir(machine, snapshot)
+        workdir = await self._job_workdir(machine, snapshot, name)
         return await self.jobs(machine).restart(name, workdir=workdir)
 
     async def jobs_rm(self, name: str, purge: bool = False, machine: str | None = None) -> None:

@@ -22,9 +22,11 @@ Run a job in a tmux session on the machine, in the project's remote folder; its 
 to ~/logs/NAME/run.log there. Two forms:
   orch run NAME -- CMD ARG...   an argv: run word for word (no shell interprets it)
   orch run NAME "CMD LINE"      one shell command line, run by exactly one shell (bash, else sh)
-Options (--env KEY=VALUE, --replace, --[no-]snapshot, --json, -m MACHINE) go before the
-command. By default a job runs from a snapshot of the synced tree when the project was synced
-there (`orch sync`), so later syncs never change the code under it."""
+Options (--env KEY=VALUE, --replace, --[no-]snapshot, --live, --json, -m MACHINE) go before
+the command. By default a job runs from a snapshot of the synced tree when the project was
+synced there (`orch sync`), so later syncs never change the code under it: use that for
+training and batch runs. `--live` (or `[jobs] live = ["NAME"]` in orch.toml) runs it in the
+project folder itself, so each save reaches it: use that for a dev server that reloads."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +47,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="run from a hard-linked snapshot of the synced tree, so later syncs never change "
         "its code (default: [jobs] snapshot, on when the project was synced there)",
+    )
+    run.add_argument(
+        "--live",
+        dest="snapshot",
+        action="store_false",
+        help="run in the live project folder, so every save reaches the job (a dev server "
+        "that reloads); the same as --no-snapshot",
     )
     run.add_argument(
         "--debug",
@@ -143,7 +152,7 @@ def _run_option(out: RunArgs, words: list[str]) -> list[str]:
         out.json = True
     elif word == "--debug":
         out.debug = True
-    elif word in ("--snapshot", "--no-snapshot"):
+    elif word in ("--snapshot", "--no-snapshot", "--live"):
         out.snapshot = word == "--snapshot"
     elif key in ("-e", "--env", "-m", "--machine"):
         if not eq:
@@ -266,7 +275,7 @@ def jobs_table(jobs: list[JobInfo]) -> str:
             "-" if job.cpu_percent is None else f"{job.cpu_percent:.0f}%",
             human_duration(job.duration_s),
             "-" if job.exit_code is None else job.exit_code,
-            "stale" if job.code_stale else "",
+            ", ".join(x for x in (job.mode, "stale" if job.code_stale else "") if x),
         ]
         for job in jobs
     ]

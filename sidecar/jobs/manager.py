@@ -105,6 +105,7 @@ class JobsManager:
             grace_s=s.stop_grace_seconds,
             retention_days=s.log_retention_days,
             max_log_bytes=s.log_max_mb * 1024 * 1024,
+            mode="snapshot" if workdir else "live",
         )
         out = await self._run(script, name, timeout=REMOTE_TIMEOUT_S + s.stop_grace_seconds)
         return _pick(out, name)

@@ -51,6 +51,7 @@ async def test_running_job_keeps_its_code_after_a_later_sync(
     frozen = await orch.jobs_run("frozen", WAIT_THEN_READ, env={"JOB": "frozen"})
     live = await orch.jobs_run("live", WAIT_THEN_READ, env={"JOB": "live"}, snapshot=False)
     assert frozen.state == "running" and live.state == "running"
+    assert (frozen.mode, live.mode) == ("snapshot", "live")
 
     (project / "code.py").write_text("print('v2')\n")
     await orch.sync_now()
@@ -93,7 +94,7 @@ async def test_lost_sync_state_never_reuses_an_old_snapshot(
     status = await orch.sync_now()
     assert status.token and status.generation == 1  # a fresh sync: generation 1 again
     new = await orch.jobs_run("new", WAIT_THEN_READ, env={"JOB": "new"})
-    assert new.workdir_mode == "snapshot" if hasattr(new, "workdir_mode") else True
+    assert new.mode == "snapshot"
     jobs = {j.name: j for j in await orch.jobs_status()}
     assert jobs["old"].code_stale is True and jobs["new"].code_stale is False
     assert jobs["new"].code_version == f"gen:{status.token}" != jobs["old"].code_version
@@ -125,3 +126,35 @@ async def test_same_named_project_folders_never_share_a_snapshot(
         assert "v1" in await _finish(orch, "mine")
     finally:
         await twin.close()
+
+
+async def test_live_jobs_see_each_save(orch: Orchestrator, project: Path) -> None:
+    """The dev-server loop: a job named in `[jobs] live` (or started with --live) runs in the
+    project folder, so a synced save reaches it while it runs; status says which mode."""
+    from tests.helpers import run_orch
+
+    (project / "orch.toml").write_text('[jobs]\nlive = ["dev-*"]\n')
+    orch.reload_config()
+    await orch.sync_now()
+    loop = "while :; do cat code.py; sleep 0.1; done"
+    dev = await orch.jobs_run("dev-server", loop)
+    batch = await orch.jobs_run("batch", WAIT_THEN_READ, env={"JOB": "batch"})
+    assert (dev.mode, batch.mode) == ("live", "snapshot")
+    cli = run_orch("run", "--live", "web", "--", "sh", "-c", loop, cwd=project)
+    assert cli.returncode == 0, cli.stderr
+    (project / "code.py").write_text("print('v2')\n")
+    await orch.sync_now()
+    deadline = time.monotonic() + 20
+    while "v2" not in await orch.jobs_logs("dev-server", tail=2):
+        assert time.monotonic() < deadline, "the live job never saw the save"
+        await asyncio.sleep(0.1)
+    while "v2" not in await orch.jobs_logs("web", tail=2):
+        assert time.monotonic() < deadline, "the --live job never saw the save"
+        await asyncio.sleep(0.1)
+    table = run_orch("status", cwd=project).stdout
+    rows = {line.split()[0]: line for line in table.splitlines() if line.strip()}
+    assert "live" in rows["dev-server"] and "live" in rows["web"]
+    assert "snapshot" in rows["batch"] and "stale" in rows["batch"]
+    assert "v1" in await _finish(orch, "batch")
+    for name in ("dev-server", "web"):
+        await orch.jobs_stop(name)
