@@ -494,6 +494,32 @@ def handle(req):
                 except OSError:
                     pass
                 results.append({"ok": True})
+            elif kind == "stats":  # compact: [[size, mtime_ns, ino, ctime_ns] or null, ...]
+                out = []
+                for rel in op["paths"]:
+                    p = os.path.join(root, rel)
+                    out.append(stat_of(p) if os.path.lexists(p) else None)
+                results.append({"ok": True, "stats": out})
+            elif kind == "list":  # every file and symlink under the root, .orch/ left out
+                found = []
+                for d, dirs, files in os.walk(root):
+                    rel = os.path.relpath(d, root)
+                    rel = "" if rel == "." else rel + "/"
+                    if not rel:
+                        dirs[:] = [x for x in dirs if x != ".orch"]
+                    found += [rel + f for f in files]
+                    found += [rel + x for x in dirs if os.path.islink(os.path.join(d, x))]
+                results.append({"ok": True, "paths": found})
+            elif kind == "sweep":  # temp files of writes cut short (a killed helper)
+                gone = 0
+                for d, dirs, files in os.walk(root):
+                    if d == root:
+                        dirs[:] = [x for x in dirs if x != ".orch"]
+                    for f in files:
+                        if f.startswith(".") and f.endswith(".orch-tmp"):
+                            os.unlink(os.path.join(d, f))
+                            gone += 1
+                results.append({"ok": True, "removed": gone})
             elif kind == "verify":
                 results.append(verify(root, op))
             elif kind == "stat":

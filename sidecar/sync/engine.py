@@ -265,10 +265,9 @@ class SyncEngine:
         self.manifest.record_dirs(dirs, [])
         await self._precheck(plan.puts, {}, {}, result)
         sent = await self._rsync([*dirs, *plan.puts], progress)
-        replies = await self._request(
-            [{"op": "stat", "path": p} for p in plan.puts], generation=generation
-        )
-        self._record_rsync(plan.puts, local, sent, _stats(plan.puts, replies), result)
+        [reply] = await self._request([{"op": "stats", "paths": plan.puts}], generation=generation)
+        stats = {p: st for p, st in zip(plan.puts, reply["stats"], strict=True) if st}
+        self._record_rsync(plan.puts, local, sent, stats, result)
         self.manifest.set_generation(generation)
         return result
 
@@ -284,10 +283,9 @@ class SyncEngine:
         link, a chmod) gets its new stat recorded, so it is hashed once.
         """
         paths = [p for p in entries if p in local and local[p][0] is not None]
-        if not paths:
-            return set()
-        ops = [{"op": "verify", "path": p, "expect": entries[p].expect()} for p in paths]
-        replies = await self._request(ops)
+        ops: list[dict[str, Any]] = [{"op": "sweep"}]
+        ops += [{"op": "verify", "path": p, "expect": entries[p].expect()} for p in paths]
+        replies = (await self._request(ops))[1:]
         drifted: set[str] = set()
         moved: list[tuple[str, Entry, LocalStat | None]] = []
         for path, reply in zip(paths, replies, strict=False):
@@ -493,9 +491,9 @@ class SyncEngine:
             for p in paths
         ]
         if not hashes:  # first sync: hashes come later; only probe what already exists
-            ops = [{"op": "stat", "path": p} for p in paths]
-            replies = await self._request(ops, hold=True)
-            present = [p for p, r in zip(paths, replies, strict=True) if r.get("stat")]
+            [listing] = await self._request([{"op": "list"}], hold=True)
+            there = set(listing["paths"])
+            present = [p for p in paths if p in there]
             if not present:
                 return
             found = await asyncio.to_thread(self._hash_many, present)
