@@ -488,12 +488,13 @@ def handle(req):
             elif kind == "mkdir":
                 os.makedirs(os.path.join(root, op["path"]), exist_ok=True)
                 results.append({"ok": True})
-            elif kind == "rmdir":
+            elif kind == "rmdir":  # only when empty; "gone" says whether it is
+                p = os.path.join(root, op["path"])
                 try:
-                    os.rmdir(os.path.join(root, op["path"]))
+                    os.rmdir(p)
                 except OSError:
                     pass
-                results.append({"ok": True})
+                results.append({"ok": True, "gone": not os.path.lexists(p)})
             elif kind == "stats":  # compact: [[size, mtime_ns, ino, ctime_ns] or null, ...]
                 out = []
                 for rel in op["paths"]:

@@ -331,7 +331,10 @@ class SyncEngine:
                 **{d: (s.hash if (s := local[d][0]) else None) for _, d in plan.moves},
             }
         )
-        self.manifest.record_dirs(plan.mkdirs, [])
+        # Every folder the batch may create, the parents rsync and the helper make on their own
+        # included: a folder orch made is removed there once it is gone here.
+        made = {d for p in [*plan.puts, *(d for _, d in plan.moves)] for d in _parents(p)}
+        self.manifest.record_dirs(sorted({*plan.mkdirs, *made}), [])
         if plan.moves:
             await self._moves(plan, local, entries)
         states = {p: local[p][0] for p in plan.puts}
@@ -341,7 +344,6 @@ class SyncEngine:
             await self._helper_batch(plan, local, contents, entries, generation, result)
         else:
             await self._rsync_batch(plan, local, stats, entries, generation, result, progress)
-        self.manifest.record_dirs([], plan.rmdirs)
         self.manifest.set_generation(generation)
         self.manifest.clear_pending([*plan.puts, *(d for _, d in plan.moves)])
         return result
@@ -420,6 +422,7 @@ class SyncEngine:
         for path, reply in zip(plan.deletes, replies[len(puts) :], strict=False):
             self._note(path, reply, result)
         self.manifest.forget(plan.deletes)
+        self._forget_dirs(plan.rmdirs, replies[len(puts) + len(plan.deletes) :])
 
     async def _rsync_batch(
         self,
@@ -449,6 +452,13 @@ class SyncEngine:
         for path, reply in zip(plan.deletes, replies[n:], strict=False):
             self._note(path, reply, result)
         self.manifest.forget(plan.deletes)
+        self._forget_dirs(plan.rmdirs, replies[n + len(plan.deletes) :])
+
+    def _forget_dirs(self, rmdirs: list[str], replies: list[dict[str, Any]]) -> None:
+        """Forget folders that are gone there; one still holding files (a job's outputs)
+        stays known, so it is removed once it is empty."""
+        gone = [d for d, r in zip(rmdirs, replies, strict=False) if r.get("gone", True)]
+        self.manifest.record_dirs([], gone)
 
     async def _rsync(self, paths: list[str], progress: Progress | None) -> dict[str, str]:
         """rsync `paths` while the helper holds the remote sync lock (taken by _precheck)."""

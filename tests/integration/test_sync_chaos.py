@@ -118,8 +118,10 @@ def _server_sessions(sshd: Sshd) -> list[int]:
     return _descendants(sshd.proc.pid)
 
 
-def test_two_thousand_operations_with_kills_end_identical(proj: Project) -> None:
-    chaos = Chaos(proj.root, seed=12)
+@pytest.mark.parametrize("seed", [12, 31])
+def test_two_thousand_operations_with_kills_end_identical(proj: Project, seed: int) -> None:
+    (proj.root / ".gitignore").write_text("*.tmp.swp\n")
+    chaos = Chaos(proj.root, seed=seed)
     for i in range(40):
         chaos.step(i)
     assert proj.orch("sync", "start").returncode == 0

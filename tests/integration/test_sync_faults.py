@@ -38,7 +38,7 @@ def editor_save(path: Path, data: bytes, chunk: int = 0, pause: float = 0.0) -> 
     """Write `data` to a temp file beside `path` (slowly, if asked), then rename it over."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        step = chunk or len(data)
+        step = chunk or max(1, len(data))
         for i in range(0, len(data), step):
             handle.write(data[i : i + step])
             handle.flush()
