@@ -38,6 +38,7 @@ from sidecar.sync.remote import RemoteHelper, run_rsync
 from sidecar.sync.scan import Scanner, hash_bytes, load_rules, local_stat
 
 Progress = Callable[[int], None]
+DIR_MARK = "<dir>"  # a folder in the pending (write-ahead) record
 
 
 @dataclass
@@ -191,7 +192,9 @@ class SyncEngine:
         present = set(files)
         # Paths a batch cut short may have written: what they may hold is no conflict, and
         # those gone here since are removed there (the drop-and-rename orphans).
-        self._alt = {p: h for p, h in self.manifest.pending().items() if h}
+        pending = self.manifest.pending()
+        self._alt = {p: h for p, h in pending.items() if h and h != DIR_MARK}
+        unsure = {p for p, h in pending.items() if h == DIR_MARK}  # a cut batch's folders
         orphans = [
             p
             for p in self._alt
@@ -232,7 +235,7 @@ class SyncEngine:
         plan = plan_changes(
             {p: s for p, (s, _) in local.items()},
             entries,
-            new_dirs=[d for d in dirs if d not in known],
+            new_dirs=[d for d in dirs if d not in known or d in unsure],
             gone_dirs=[*gone_parents(gone, exists), *lost],
         )
         plan.puts += sorted(p for p in drifted if p not in plan.puts and local[p][0] is not None)
@@ -334,7 +337,9 @@ class SyncEngine:
         # Every folder the batch may create, the parents rsync and the helper make on their own
         # included: a folder orch made is removed there once it is gone here.
         made = {d for p in [*plan.puts, *(d for _, d in plan.moves)] for d in _parents(p)}
-        self.manifest.record_dirs(sorted({*plan.mkdirs, *made}), [])
+        folders = sorted({*plan.mkdirs, *made})
+        self.manifest.record_dirs(folders, [])
+        self.manifest.add_pending(dict.fromkeys(folders, DIR_MARK))  # made there? not sure yet
         if plan.moves:
             await self._moves(plan, local, entries)
         states = {p: local[p][0] for p in plan.puts}
@@ -345,7 +350,7 @@ class SyncEngine:
         else:
             await self._rsync_batch(plan, local, stats, entries, generation, result, progress)
         self.manifest.set_generation(generation)
-        self.manifest.clear_pending([*plan.puts, *(d for _, d in plan.moves)])
+        self.manifest.clear_pending([*plan.puts, *(d for _, d in plan.moves), *folders])
         return result
 
     async def _moves(

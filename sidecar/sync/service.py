@@ -150,6 +150,7 @@ class Owner:
         self.wakeup = asyncio.Event()
         self.engine: SyncEngine | None = None
         self.watcher: Watcher | None = None
+        self._failure = ""  # the reason of the last failure, while retrying
 
     # -- published state ---------------------------------------------------------------------
     def publish(self, state: SyncState | None = None, detail: str | None = None) -> None:
@@ -293,7 +294,10 @@ class Owner:
         self.wakeup.clear()
         pending, self.dirty = self.dirty, set()
         try:
-            self.publish("syncing", "initial sync" if initial else "full sync")
+            if self.status.failures:  # still failed until a sync succeeds: keep the reason
+                self.publish("failed", f"{self._failure}; retrying now")
+            else:
+                self.publish("syncing", "initial sync" if initial else "full sync")
             result = await self.engine.full_sync(self.progress)
         except BaseException:
             self.dirty |= pending
@@ -323,6 +327,7 @@ class Owner:
                 self.status.failures += 1
                 delay = FAILED_BACKOFF_S[min(self.status.failures, len(FAILED_BACKOFF_S)) - 1]
                 reason = getattr(exc, "message", None) or repr(exc)
+                self._failure = reason
                 log.exception("sync failed (attempt %d)", self.status.failures)
                 self.publish("failed", f"{reason}; retrying in {delay:g} s")
                 with contextlib.suppress(TimeoutError):
