@@ -105,7 +105,6 @@ def edit_latency(project: Path, remote: Path, files: list[Path], n: int) -> list
 
 async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str, list[float]]:
     from sidecar.app import Orchestrator
-    from sidecar.sync import control
     from sidecar.sync.service import state_dir
 
     out: dict[str, list[float]] = {"orch": [], "rsync": []}
@@ -135,9 +134,9 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
         out["rsync"].append(time.perf_counter() - started)
         assert dest.is_dir()
         orch_obj = Orchestrator(cwd=project)
-        shutil.rmtree(state_dir(orch_obj, orch_obj.machine_name()), ignore_errors=True)
+        shutil.rmtree(state_dir(orch_obj.context()), ignore_errors=True)
         started = time.perf_counter()
-        await control.now(orch_obj, orch_obj.machine_name())
+        await orch_obj.sync_now()
         out["orch"].append(time.perf_counter() - started)
         await orch_obj.close()
     return out

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from gpu import DEFAULT_HOST, DEFAULT_PORT
 from gpu.cli_args import add_engine_args, engine_config_from_args
+from gpu.device import configure_allocator
 from gpu.errors import GpuServiceError
 
 
@@ -18,7 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pixels", type=int, default=4096 * 4096)
     parser.add_argument("--max-batch-items", type=int, default=16)
     add_engine_args(parser)
+    parser.add_argument(
+        "--slow-ms",
+        type=float,
+        default=2000.0,
+        help="log requests slower than this (ms) with their timings by stage; 0 turns it off",
+    )
     args = parser.parse_args(argv)
+    allocator = configure_allocator()  # before torch touches CUDA
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         import uvicorn
 
@@ -31,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     limits = Limits(int(args.max_body_mb * 1024 * 1024), args.max_pixels, args.max_batch_items)
-    print(f"gpu service on http://{args.host}:{args.port} ({engine.device})", flush=True)
+    print(
+        f"gpu service on http://{args.host}:{args.port} ({engine.device}; {allocator})", flush=True
+    )
+    app = create_app(engine, limits, slow_ms=args.slow_ms)
     try:
-        uvicorn.run(create_app(engine, limits), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         engine.close()
     return 0

@@ -6,6 +6,12 @@ import argparse
 
 from gpu.engine import EngineConfig
 
+# Kept here (not imported from gpu.models.birefnet) so that parsing flags needs no torch.
+BACKBONE_NAMES = [
+    "swin_v1_t", "swin_v1_s", "swin_v1_b", "swin_v1_l",
+    "pvt_v2_b0", "pvt_v2_b1", "pvt_v2_b2", "pvt_v2_b5",
+]  # fmt: skip
+
 
 def add_engine_args(parser: argparse.ArgumentParser, default_models: str = "birefnet,sam2") -> None:
     g = parser.add_argument_group("models and device")
@@ -15,7 +21,14 @@ def add_engine_args(parser: argparse.ArgumentParser, default_models: str = "bire
     g.add_argument("--max-batch", type=int, default=None, help="items per lane micro-batch")
     g.add_argument("--memory-fraction", type=float, default=None, help="per-process GPU cap")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    g.add_argument("--birefnet-backbone", default="swin_v1_t")
+    g.add_argument(
+        "--birefnet-backbone",
+        default=None,
+        choices=BACKBONE_NAMES,
+        help="default: the checkpoint's backbone, detected from its shapes (swin_v1_l, the "
+        "official default, with --random-weights); a value the checkpoint disagrees with is "
+        "an error",
+    )
     g.add_argument("--birefnet-size", type=int, default=1024)
     g.add_argument("--birefnet-weights", default=None, help="local BiRefNet checkpoint")
     g.add_argument("--sam2-config", default="configs/sam2.1/sam2.1_hiera_t.yaml")

@@ -5,17 +5,50 @@ on the CPU), what an NVTX range is (torch's NVTX on CUDA, the `nvtx` package or 
 CPU), how the per-process memory fraction is set, and how memory is reported. On a CPU-only
 build `torch.cuda.memory_allocated()` silently returns 0, so CPU memory is reported as the
 process's resident set instead and labelled as such.
+
+`configure_allocator` sets `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` for the service
+and the profiling sessions (before torch starts its CUDA allocator) unless the user set an
+allocator configuration: expandable segments let the caching allocator grow segments instead
+of fragmenting into fixed blocks, which matters when lanes allocate batches of varying size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from gpu.errors import MissingDependencyError
+
+ALLOC_ENV = "PYTORCH_CUDA_ALLOC_CONF"
+ALLOC_DEFAULT = "expandable_segments:True"
+# torch >= 2.9 also reads PYTORCH_ALLOC_CONF; a user value under either name is left alone.
+_ALLOC_NAMES = (ALLOC_ENV, "PYTORCH_ALLOC_CONF")
+
+
+def configure_allocator(environ: MutableMapping[str, str] | None = None) -> str:
+    """Default the CUDA allocator to expandable segments unless the user configured it.
+
+    Must run before torch initializes CUDA (the entry points call it first). Returns the
+    configuration in effect, for /health and the profiling summary.
+    """
+    env = os.environ if environ is None else environ
+    for name in _ALLOC_NAMES:
+        if env.get(name):
+            return f"{name}={env[name]} (set by the user)"
+    env[ALLOC_ENV] = ALLOC_DEFAULT
+    return f"{ALLOC_ENV}={ALLOC_DEFAULT} (orch's default)"
+
+
+def allocator_config() -> str:
+    """The allocator configuration this process runs with (as configure_allocator reports)."""
+    for name in _ALLOC_NAMES:
+        if os.environ.get(name):
+            return f"{name}={os.environ[name]}"
+    return "torch's default (no PYTORCH_CUDA_ALLOC_CONF)"
 
 
 def require_torch() -> Any:
@@ -136,6 +169,7 @@ def memory_stats(device: Any) -> dict[str, Any]:
 def device_info(device: Any) -> dict[str, Any]:
     torch = require_torch()
     info: dict[str, Any] = {"type": device.type, "torch": torch.__version__}
+    info["allocator"] = allocator_config()
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))

@@ -36,7 +36,7 @@ class EngineConfig:
     max_batch: int | None = None
     memory_fraction: float | None = None
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
-    birefnet_backbone: str = "swin_v1_t"
+    birefnet_backbone: str | None = None  # None: the checkpoint's (swin_v1_l for random weights)
     birefnet_size: int = 1024
     birefnet_weights: str | None = None
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -59,6 +59,7 @@ class Engine:
         self.scheduler: BatchScheduler[Any, Any] = BatchScheduler(self.pool, config.max_batch)
         self.weights: dict[str, str] = {}
         self.birefnet: Any = None
+        self.birefnet_layout: dict[str, Any] = {}
         self.sam2: Any = None
         self._lock = threading.Lock()  # one batch on the lanes at a time
         for name in config.models:
@@ -76,15 +77,26 @@ class Engine:
         return None
 
     def _load_birefnet(self) -> None:
-        from gpu.loader import load_birefnet
-        from gpu.models.birefnet import BiRefNetConfig, build_birefnet
+        from gpu.loader import build_birefnet_for
+        from gpu.models.birefnet import DEFAULT_BACKBONE, BiRefNetConfig, build_birefnet
 
         path = self._weights_path("birefnet", self.config.birefnet_weights)
-        model = build_birefnet(
-            BiRefNetConfig(self.config.birefnet_backbone, self.config.birefnet_size)
-        )
+        backbone, size = self.config.birefnet_backbone, self.config.birefnet_size
         if path:
-            load_birefnet(model, path)
+            # Backbone and BatchNorm come from the checkpoint; a disagreeing flag is an error.
+            model, layout = build_birefnet_for(path, backbone, size)
+            self.birefnet_layout = {
+                "backbone": layout.backbone,
+                "batch_norm": layout.batch_norm,
+                "detected": f"from the checkpoint ({layout.evidence})",
+            }
+        else:
+            model = build_birefnet(BiRefNetConfig(backbone or DEFAULT_BACKBONE, size))
+            self.birefnet_layout = {
+                "backbone": model.config.backbone,
+                "batch_norm": True,
+                "detected": "no checkpoint" if backbone else "no checkpoint: the official default",
+            }
         self.birefnet = model.to(self.device).eval()
 
     def _load_sam2(self) -> None:
@@ -156,7 +168,7 @@ class Engine:
         models: dict[str, Any] = {}
         if self.birefnet is not None:
             models["birefnet"] = {
-                "backbone": self.config.birefnet_backbone,
+                **self.birefnet_layout,
                 "image_size": self.config.birefnet_size,
                 "weights": self.weights["birefnet"],
             }

@@ -6,6 +6,8 @@ error message ever needs a traceback to be understood.
 
 from __future__ import annotations
 
+import re
+
 
 class GpuServiceError(Exception):
     """Base class: `http_status` is what the HTTP API answers for it."""
@@ -37,16 +39,38 @@ class CheckpointError(GpuServiceError):
         self.unexpected = unexpected or []
         self.mismatched = mismatched or []
         parts = [f"checkpoint {path!r} does not fit: {reason}"]
-        for label, keys in (
-            ("missing keys", self.missing),
-            ("unexpected keys", self.unexpected),
-            ("shape mismatches", self.mismatched),
-        ):
+        for label, keys in (("missing keys", self.missing), ("unexpected keys", self.unexpected)):
             if keys:
-                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-                parts.append(f"{len(keys)} {label}: {shown}")
+                parts.append(f"{len(keys)} {label}: {summarize_keys(keys)}")
+        if self.mismatched:
+            keys = self.mismatched
+            shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+            parts.append(f"{len(keys)} shape mismatches: {shown}")
         parts.append("check the model variant/backbone matches the checkpoint")
         super().__init__("; ".join(parts))
+
+
+def summarize_keys(keys: list[str], limit: int = 8) -> str:
+    """State-dict keys grouped by module, indices as `*`: the differences at a glance.
+
+    ['a.0.conv.weight', 'a.1.conv.weight', 'a.1.conv.bias'] → 'a.*.conv.{bias,weight} (3)';
+    a group of one key is shown as the key itself. The full lists stay on the exception.
+    """
+    groups: dict[str, tuple[set[str], list[str]]] = {}
+    for key in sorted(keys):
+        module, _, leaf = key.rpartition(".")
+        leaves, members = groups.setdefault(re.sub(r"\d+", "*", module), (set(), []))
+        leaves.add(leaf)
+        members.append(key)
+    shown = []
+    for pattern, (leaves, members) in list(groups.items())[:limit]:
+        if len(members) == 1:
+            shown.append(members[0])
+        else:
+            leaf = next(iter(leaves)) if len(leaves) == 1 else "{" + ",".join(sorted(leaves)) + "}"
+            shown.append(f"{pattern}.{leaf} ({len(members)})")
+    more = len(groups) - limit
+    return ", ".join(shown) + (f" (+{more} more groups)" if more > 0 else "")
 
 
 class WeightsRequiredError(GpuServiceError):

@@ -17,7 +17,13 @@ the PVTv2 authors' code); ours is timm's, so the backbone keys are mapped:
           bb.norm{n}.*                → bb.body.stages.{n-1}.norm.*
           *.mlp.dwconv.dwconv.*       → *.mlp.dwconv.*
 
-Decoder keys are identical by construction. `module.` (DDP) and `_orig_mod.` (torch.compile)
+Decoder and squeeze keys are not mapped: `gpu/models/birefnet_blocks.py` builds the official
+module names and layout (deformable ASPP = `aspp1` + `aspp_deforms.{0,1,2}` with kernels 1/3/7,
+`conv1` over 5 x 256 channels), and `tests/gpu/test_gpu_checkpoint_layout.py` checks that the
+complete official key list (written there from the architecture's facts) loads strictly.
+Before loading, `gpu.checkpoint_layout` reads the backbone and the BatchNorm use from the
+checkpoint's shapes: `build_birefnet_for` builds the model that fits, and `load_birefnet` says
+plainly when the model it was given does not. `module.` (DDP) and `_orig_mod.` (torch.compile)
 prefixes are stripped. Anything that still does not fit — missing or unexpected keys, or a
 shape mismatch — raises `CheckpointError` naming the keys, instead of loading half a model.
 """
@@ -29,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gpu.checkpoint_layout import BiRefNetLayout, check_matches, detect_birefnet
 from gpu.device import require_torch
 from gpu.errors import CheckpointError
 
@@ -163,9 +170,28 @@ def load_into(model: Any, state: dict[str, Any], path: str) -> None:
 
 def load_birefnet(model: Any, path: str | Path) -> Any:
     """Load an official or our-format BiRefNet checkpoint into `model` (in place)."""
-    state = birefnet_from_official(read_checkpoint(path), model.config.backbone)
-    load_into(model, state, str(path))
+    raw = read_checkpoint(path)
+    layout = detect_birefnet(raw, str(path))
+    check_matches(layout, model.config.backbone, model.config.batch_norm, str(path))
+    load_into(model, birefnet_from_official(raw, layout.backbone), str(path))
     return model
+
+
+def build_birefnet_for(
+    path: str | Path, backbone: str | None = None, image_size: int = 1024
+) -> tuple[Any, BiRefNetLayout]:
+    """Build the BiRefNet the checkpoint describes and load it; `backbone`, when given, must agree.
+
+    Returns the model (eval mode, on the CPU) and the detected layout.
+    """
+    from gpu.models.birefnet import BiRefNetConfig, build_birefnet
+
+    raw = read_checkpoint(path)
+    layout = detect_birefnet(raw, str(path))
+    check_matches(layout, backbone or layout.backbone, layout.batch_norm, str(path))
+    model = build_birefnet(BiRefNetConfig(layout.backbone, image_size, layout.batch_norm))
+    load_into(model, birefnet_from_official(raw, layout.backbone), str(path))
+    return model, layout
 
 
 def load_sam2(model: Any, path: str | Path) -> Any:

@@ -8,7 +8,10 @@ CUDA). Afterwards — never on the request path — it writes:
 
   DIR/trace.json     Chrome trace: open in https://ui.perfetto.dev or chrome://tracing
   DIR/summary.json   throughput, per-lane busy time and overlap, top operators, peak memory
-  DIR/nsys.nsys-rep  Nsight Systems capture of the same workload, when `nsys` is on PATH
+  DIR/nsys.nsys-rep  Nsight Systems capture of the same workload (CUDA, cuDNN, cuBLAS, NVTX,
+                     OS runtime), when `nsys` is on PATH
+  DIR/flame.svg      py-spy flame graph of the same workload (`--py-spy`), when py-spy is
+                     installed (next to this Python or on PATH)
 
 and prints the summary table (`render_summary_table`). This is the entry point the
 `orch profile` command runs as a job on the remote and whose two files it brings back.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,11 +31,22 @@ from pathlib import Path
 from typing import Any
 
 from gpu.cli_args import add_engine_args, engine_config_from_args
-from gpu.device import device_info, memory_stats, nvtx_range, require_torch
+from gpu.device import (
+    allocator_config,
+    configure_allocator,
+    device_info,
+    memory_stats,
+    nvtx_range,
+    require_torch,
+)
 from gpu.engine import Engine, EngineConfig
 from gpu.errors import GpuServiceError
 from gpu.trace_summary import lane_summary, load_trace_events, render_summary_table, top_operators
 from gpu.workload import batch_runner, make_batch
+
+# What Nsight Systems traces: CUDA API + kernels, cuDNN and cuBLAS calls (convolutions and
+# matmuls of both models), NVTX ranges (batch/lane labels) and OS runtime calls.
+NSYS_TRACE = "cuda,cudnn,cublas,nvtx,osrt"
 
 
 @dataclass
@@ -148,7 +163,9 @@ def summarize(
         "top_operators": top_operators(prof.key_averages(), cfg.top, cuda=is_cuda),
         "memory": memory,
         "files": {"trace": "trace.json", "summary": "summary.json"},
+        "allocator": allocator_config(),
         "nsys": {"report": None, "reason": "not requested"},
+        "py_spy": {"flamegraph": None, "reason": "not requested"},
     }
 
 
@@ -158,11 +175,11 @@ def nsys_capture(argv: list[str], out: Path, timeout_s: float = 1800) -> dict[st
     if nsys is None:
         return {"report": None, "reason": "nsys not found on PATH"}
     report = out / "nsys"
-    inner = [*argv, "--out", str(out / "nsys-inner"), "--nsys", "off"]
+    inner = [*argv, "--out", str(out / "nsys-inner"), "--nsys", "off", "--py-spy", "off"]
     cmd = [
         nsys,
         "profile",
-        "--trace=cuda,nvtx,osrt",
+        f"--trace={NSYS_TRACE}",
         "--force-overwrite=true",
         "-o",
         str(report),
@@ -176,6 +193,37 @@ def nsys_capture(argv: list[str], out: Path, timeout_s: float = 1800) -> dict[st
     if proc.returncode != 0 or not path.exists():
         return {"report": None, "reason": f"nsys exited {proc.returncode}: {proc.stderr[-400:]}"}
     return {"report": path.name, "reason": None}
+
+
+def find_py_spy() -> str | None:
+    """py-spy next to this interpreter (a venv's bin/, not always on PATH), else on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("py-spy")
+
+
+def py_spy_capture(argv: list[str], out: Path, timeout_s: float = 1800) -> dict[str, Any]:
+    """Re-run this session under `py-spy record` and write DIR/flame.svg (a flame graph).
+
+    py-spy samples the Python stacks of every thread (`--threads`: one tower per lane) 100
+    times a second. It runs the workload as its child, which ordinary ptrace rules allow
+    (attaching to an already running process often needs extra privileges).
+    """
+    py_spy = find_py_spy()
+    if py_spy is None:
+        return {"flamegraph": None, "reason": "py-spy not installed (pip install py-spy)"}
+    svg = out / "flame.svg"
+    inner = [*argv, "--out", str(out / "py-spy-inner"), "--nsys", "off", "--py-spy", "off"]
+    cmd = [
+        py_spy, "record", "--format", "flamegraph", "--threads", "--rate", "100",
+        "-o", str(svg), "--", sys.executable, "-m", "gpu.profiling", *inner,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0 or not svg.exists():
+        detail = (proc.stderr or proc.stdout)[-400:]
+        return {"flamegraph": None, "reason": f"py-spy exited {proc.returncode}: {detail}"}
+    return {"flamegraph": svg.name, "reason": None}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -197,6 +245,14 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="Nsight Systems capture: auto = when nsys is on PATH",
     )
+    p.add_argument(
+        "--py-spy",
+        nargs="?",
+        const="on",
+        choices=["auto", "on", "off"],
+        default="off",
+        help="py-spy flame graph (flame.svg) of the same workload; --py-spy alone = on",
+    )
     p.add_argument("--json", action="store_true", help="print the summary JSON, not the table")
     add_engine_args(p, default_models="")
     return p
@@ -205,6 +261,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    configure_allocator()  # before torch touches CUDA
     args.models = args.model
     cfg = SessionConfig(
         model=args.model, requests=args.requests, batch_size=args.batch_size, lanes=args.lanes,
@@ -221,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         summary["nsys"] = nsys_capture(_without_out_and_nsys(argv), out)
     elif args.nsys == "auto":
         summary["nsys"] = {"report": None, "reason": "nsys not found on PATH"}
+    if args.py_spy == "on" or (args.py_spy == "auto" and find_py_spy()):
+        summary["py_spy"] = py_spy_capture(_without_out_and_nsys(argv), out)
+        if summary["py_spy"]["flamegraph"]:
+            summary["files"]["flamegraph"] = summary["py_spy"]["flamegraph"]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2) if args.json else render_summary_table(summary))
     return 0
@@ -228,14 +289,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _without_out_and_nsys(argv: list[str]) -> list[str]:
     cleaned, skip = [], False
-    for arg in argv:
+    for i, arg in enumerate(argv):
         if skip:
             skip = False
             continue
         if arg in ("--out", "--nsys"):
             skip = True
             continue
-        if arg.startswith(("--out=", "--nsys=")):
+        if arg.startswith(("--out=", "--nsys=", "--py-spy")):
+            if arg == "--py-spy" and i + 1 < len(argv) and argv[i + 1] in ("auto", "on", "off"):
+                skip = True
             continue
         cleaned.append(arg)
     return cleaned

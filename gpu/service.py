@@ -9,7 +9,8 @@
 
 Bad input answers 4xx with {"error", "type"} and the service keeps serving; model work runs off
 the event loop (`asyncio.to_thread`) one batch at a time, behind a gate whose waiters are the
-queue depth reported by /metrics.
+queue depth reported by /metrics. Each request is timed by stage (read, decode, queue, model,
+encode); requests over the slow threshold are logged with those timings (`gpu.metrics`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.routing import Route
 
 from gpu.errors import BadInputError, GpuServiceError, PayloadTooLargeError
 from gpu.imaging import Limits, b64, cutout_rgba, decode_b64_image, decode_image, encode_png
-from gpu.metrics import Metrics
+from gpu.metrics import Metrics, request_stages, stage
 from gpu.models.sam2 import Prompt
 
 Handler = Callable[[Request, "ServiceState"], Awaitable[tuple[Response, int]]]
@@ -47,14 +48,19 @@ class ServiceState:
         self.metrics.enqueue()
         queued = True
         try:
-            async with self.gate:
+            with stage("queue"):
+                await self.gate.acquire()
+            try:
                 self.metrics.dequeue()
                 queued = False
                 self.metrics.in_flight += 1
                 try:
-                    return await asyncio.to_thread(fn, *args)
+                    with stage("model"):
+                        return await asyncio.to_thread(fn, *args)
                 finally:
                     self.metrics.in_flight -= 1
+            finally:
+                self.gate.release()
         finally:
             if queued:
                 self.metrics.dequeue()
@@ -72,11 +78,14 @@ def endpoint(route: str, state: ServiceState, handler: Handler) -> Any:
     async def wrapped(request: Request) -> Response:
         start = time.perf_counter()
         images = 0
-        try:
-            response, images = await handler(request, state)
-        except Exception as exc:  # every failure must answer and leave the service serving
-            response = error_response(exc)
-        state.metrics.observe(route, response.status_code, time.perf_counter() - start, images)
+        with request_stages() as stages:
+            try:
+                response, images = await handler(request, state)
+            except Exception as exc:  # every failure must answer and leave the service serving
+                response = error_response(exc)
+        elapsed = time.perf_counter() - start
+        state.metrics.observe(route, response.status_code, elapsed, images)
+        state.metrics.slow.check(route, response.status_code, elapsed * 1000, stages, images)
         return response
 
     return wrapped
@@ -126,9 +135,14 @@ async def metrics(request: Request, state: ServiceState) -> tuple[Response, int]
 
 async def remove_background(request: Request, state: ServiceState) -> tuple[Response, int]:
     mode = output_mode(request.query_params.get("output"))
-    image = decode_image(await read_body(request, state.limits.max_body_bytes), state.limits)
+    with stage("read"):
+        body = await read_body(request, state.limits.max_body_bytes)
+    with stage("decode"):
+        image = decode_image(body, state.limits)
     [mask] = await state.run(state.engine.remove_background, [image])
-    return Response(render_cutout(image, mask, mode), media_type="image/png"), 1
+    with stage("encode"):
+        png = render_cutout(image, mask, mode)
+    return Response(png, media_type="image/png"), 1
 
 
 def batch_list(data: dict[str, Any], key: str, limits: Limits) -> list[Any]:
@@ -141,16 +155,19 @@ def batch_list(data: dict[str, Any], key: str, limits: Limits) -> list[Any]:
 
 
 async def remove_background_batch(request: Request, state: ServiceState) -> tuple[Response, int]:
-    data = await read_json(request, state)
+    with stage("read"):
+        data = await read_json(request, state)
     mode = output_mode(data.get("output"))
     raw = batch_list(data, "images", state.limits)
-    images = [decode_b64_image(v, state.limits, f"images[{i}]") for i, v in enumerate(raw)]
+    with stage("decode"):
+        images = [decode_b64_image(v, state.limits, f"images[{i}]") for i, v in enumerate(raw)]
     start = time.perf_counter()
     masks = await state.run(state.engine.remove_background, images)
-    results = [
-        {"png": b64(render_cutout(img, m, mode)), "width": img.shape[1], "height": img.shape[0]}
-        for img, m in zip(images, masks, strict=True)
-    ]
+    with stage("encode"):
+        results = [
+            {"png": b64(render_cutout(img, m, mode)), "width": img.shape[1], "height": img.shape[0]}
+            for img, m in zip(images, masks, strict=True)
+        ]
     elapsed = round((time.perf_counter() - start) * 1000, 1)
     return JSONResponse({"results": results, "output": mode, "model_ms": elapsed}), len(images)
 
@@ -173,20 +190,31 @@ def segment_result(result: dict[str, Any]) -> dict[str, Any]:
 
 
 async def segment(request: Request, state: ServiceState) -> tuple[Response, int]:
-    item = parse_segment_item(await read_json(request, state), state.limits, "body")
+    with stage("read"):
+        data = await read_json(request, state)
+    with stage("decode"):
+        item = parse_segment_item(data, state.limits, "body")
     [result] = await state.run(state.engine.segment, [item])
-    return JSONResponse(segment_result(result)), 1
+    with stage("encode"):
+        answer = segment_result(result)
+    return JSONResponse(answer), 1
 
 
 async def segment_batch(request: Request, state: ServiceState) -> tuple[Response, int]:
-    raw = batch_list(await read_json(request, state), "items", state.limits)
-    items = [parse_segment_item(it, state.limits, f"items[{i}]") for i, it in enumerate(raw)]
+    with stage("read"):
+        data = await read_json(request, state)
+    raw = batch_list(data, "items", state.limits)
+    with stage("decode"):
+        items = [parse_segment_item(it, state.limits, f"items[{i}]") for i, it in enumerate(raw)]
     results = await state.run(state.engine.segment, items)
-    return JSONResponse({"results": [segment_result(r) for r in results]}), len(items)
+    with stage("encode"):
+        answers = [segment_result(r) for r in results]
+    return JSONResponse({"results": answers}), len(items)
 
 
-def create_app(engine: Any, limits: Limits | None = None) -> Starlette:
+def create_app(engine: Any, limits: Limits | None = None, slow_ms: float = 2000.0) -> Starlette:
     state = ServiceState(engine, limits or Limits())
+    state.metrics.slow.threshold_ms = slow_ms
     table: list[tuple[str, Handler, list[str]]] = [
         ("/health", health, ["GET"]),
         ("/metrics", metrics, ["GET"]),

@@ -165,6 +165,10 @@ def render_summary_table(summary: dict[str, Any]) -> str:
     ]
     nsys = summary.get("nsys", {})
     lines.append(f"  nsys    {nsys.get('report') or 'not captured: ' + str(nsys.get('reason'))}")
+    spy = summary.get("py_spy") or {}
+    if spy.get("flamegraph") or spy.get("reason") not in (None, "not requested"):
+        shown = spy.get("flamegraph") or "not recorded: " + str(spy.get("reason"))
+        lines.append(f"  flame   {shown}")
     return "\n".join(lines)
 
 

@@ -51,6 +51,7 @@ class JobInfo(BaseModel):
     mode: Literal["snapshot", "live"] | None = None
     pid: int | None = None
     detail: str | None = None
+    backend: str = "tmux"  # which job backend runs it (sidecar/jobs/backend.py)
 
 
 def validate_job_name(name: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from remote_config.model import (
+    LOCATED_RE,
     CodespacesMachine,
     DebugSection,
     EC2Machine,
@@ -91,6 +92,10 @@ def load_config_text(text: str, file: str, root: str) -> ResolvedConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_toml_problem(str(exc), file)]) from None
+    except RecursionError:
+        raise ConfigError([_too_deep(text, file)]) from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError([_too_deep(text, file)])
     try:
         config = OrchConfig.model_validate(data)
     except ValidationError as exc:
@@ -98,6 +103,33 @@ def load_config_text(text: str, file: str, root: str) -> ResolvedConfig:
         problems = [_problem(err, data, lines, file) for err in exc.errors()]
         raise ConfigError(problems) from None
     return resolve(config, file, root)
+
+
+MAX_DEPTH = 16  # orch.toml's own schema nests 4 deep; anything far deeper is a mistake
+
+
+def _depth(data: Any) -> int:
+    """How deeply `data` nests, without recursion (a hostile file may nest thousands deep)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            return depth
+        children = node.values() if isinstance(node, dict) else node
+        if isinstance(node, dict | list):
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep(text: str, file: str) -> ConfigProblem:
+    line = next(
+        (n for n, raw in enumerate(text.splitlines(), 1) if raw.count("[") + raw.count("{") > 8),
+        None,
+    )
+    return ConfigProblem(
+        file, line, "", f"values are nested too deeply (more than {MAX_DEPTH} levels)"
+    )
 
 
 def resolve(config: OrchConfig, path: str | None, root: str) -> ResolvedConfig:
@@ -182,14 +214,31 @@ def _problem(
             line = _find_line(lines, path)
     else:
         message = _clean_message(err["msg"])
-        if "input" in err and not isinstance(err["input"], dict | list):
-            message += f" (got {err['input']!r})"
+        located = LOCATED_RE.match(message) if not path else None
+        if located:  # a cross-check naming the field at fault
+            path = _parse_dotted(located.group(1))
+            message = message[located.end() :]
+            line = _find_line(lines, path)
+        elif "input" in err and not isinstance(err["input"], dict | list):
+            message += f" (got {_short(err['input'])})"
     if path == ["machines"]:  # a problem with a machine's name: point at its table
         for name in reversed(re.findall(r"'([^']+)'", message)):
             line = lines.get(("machines", name), line)
             if ("machines", name) in lines:
                 break
     return ConfigProblem(file, line, _dotted(path), message)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _parse_dotted(dotted: str) -> list[str | int]:
+    out: list[str | int] = []
+    for part in re.findall(r"[a-z_]+|\[\d+\]", dotted):
+        out.append(int(part[1:-1]) if part.startswith("[") else part)
+    return out
 
 
 def _clean_message(msg: str) -> str:

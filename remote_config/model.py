@@ -1,23 +1,37 @@
 """The `orch.toml` project model (pydantic v2).
 
 Every section is a strict model (`extra="forbid"`) so that a misspelt key is reported with a
-"did you mean" instead of being silently ignored. Defaults make an absent `orch.toml` a valid
+"did you mean" instead of being silently ignored, and types are strict too (`strict=True`):
+`true` is not the port 1 and `"yes"` is not a boolean. Defaults make an absent `orch.toml` a valid
 project that uses the embedded `local` machine.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+LOCATED_RE = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?): ")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, strict=True)
+
+
+class Connection(Strict):
+    """Per-machine SSH connection settings (OpenSSH's and asyncssh's keepalive, compression)."""
+
+    server_alive_interval: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=15, description="Seconds between keepalives (ServerAliveInterval)."
+    )
+    server_alive_count_max: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=4, description="Missed keepalives before the connection counts as dead."
+    )
+    compression: bool = Field(default=False, description="Compress traffic (slow links).")
 
 
 def _check_remote_path(value: str) -> str:
@@ -46,7 +60,7 @@ class ProjectSection(Strict):
         return value
 
 
-class LocalMachine(Strict):
+class LocalMachine(Connection):
     """The embedded SSH server on 127.0.0.1: every feature works offline on one computer."""
 
     kind: Literal["local"] = "local"
@@ -55,7 +69,7 @@ class LocalMachine(Strict):
     )
 
 
-class SSHMachine(Strict):
+class SSHMachine(Connection):
     """An existing host reachable over SSH (bring your own server)."""
 
     kind: Literal["ssh"]
@@ -67,6 +81,16 @@ class SSHMachine(Strict):
         default=None,
         description="The host's public key ('ssh-ed25519 AAAA…'), pinned into orch's known_hosts.",
     )
+    proxy_jump: str | None = Field(
+        default=None,
+        description="Reach the host through this jump host ('[user@]bastion[:port]'), as "
+        "OpenSSH's ProxyJump; the bastion's key is checked against your own known_hosts.",
+    )
+    proxy_command: str | None = Field(
+        default=None,
+        description="Reach the host through this command, which speaks SSH on stdin/stdout "
+        "(OpenSSH's ProxyCommand; %h, %p and %r are the host, port and user).",
+    )
 
     @field_validator("host")
     @classmethod
@@ -75,38 +99,159 @@ class SSHMachine(Strict):
             raise ValueError("must be a host name or address without spaces or a leading '-'")
         return value
 
+    @field_validator("proxy_jump")
+    @classmethod
+    def _jump(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^([A-Za-z0-9._-]+@)?[A-Za-z0-9._:\[\]-]+$", value):
+            raise ValueError("must look like '[user@]host[:port]'")
+        if value is not None and value.startswith("-"):
+            raise ValueError("must not start with '-'")
+        return value
 
-class EC2Machine(Strict):
-    """An AWS EC2 instance managed through boto3."""
+    @field_validator("proxy_command")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
+            raise ValueError("must be one non-empty line")
+        return value
+
+    @model_validator(mode="after")
+    def _one_proxy(self) -> SSHMachine:
+        if self.proxy_jump and self.proxy_command:
+            raise ValueError("set proxy_jump or proxy_command, not both")
+        return self
+
+
+class EC2Machine(Connection):
+    """An AWS EC2 instance orch creates, starts, stops and terminates through boto3."""
 
     kind: Literal["ec2"]
-    region: str = "us-east-1"
+    region: str = Field(default="us-east-1", description="AWS region, e.g. 'ap-northeast-1'.")
+    availability_zone: str | None = Field(
+        default=None, description="Zone to launch in; default: the one AWS picks."
+    )
     instance_type: str = "t3.large"
-    ami: str | None = Field(default=None, description="AMI id; default: latest Ubuntu LTS.")
-    spot: bool = False
-    user: str = "ubuntu"
+    ami: str | None = Field(
+        default=None,
+        description="AMI id ('ami-…') or a public SSM parameter ('ssm:/aws/service/…'); "
+        "default: the latest Amazon Linux 2023 for the type's architecture.",
+    )
+    user: str = Field(default="ec2-user", description="Login user (Amazon Linux: ec2-user).")
     volume_gb: Annotated[int, Field(ge=8, le=16384)] = 50
-    subnet_id: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list)
+    volume_type: Literal["gp3", "gp2", "io1", "io2"] = "gp3"
+    subnet_id: str | None = Field(default=None, description="Default: the default VPC's.")
+    security_group_ids: list[str] = Field(
+        default_factory=list, description="Default: a group orch creates for the machine."
+    )
+    reach: Literal["public-ip", "ssm"] = Field(
+        default="public-ip",
+        description="'public-ip': SSH to the public address (port 22 open to ssh_from only); "
+        "'ssm': through AWS Session Manager, no inbound port at all.",
+    )
+    ssh_from: str | None = Field(
+        default=None,
+        description="The one address allowed to SSH in (public-ip reach); default: this "
+        "computer's public address as https://checkip.amazonaws.com sees it.",
+    )
+    proxy_command: str | None = Field(
+        default=None,
+        description="Reach the instance through this command instead (a bastion's "
+        "'ssh -W %h:%p bastion'); %h is the instance id with reach = 'ssm', else its address.",
+    )
+    spot: bool = False
+    spot_max_price: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Highest $/h for spot; default: the on-demand price."
+    )
+    fallback: Literal["none", "on-demand"] = Field(
+        default="none",
+        description="With spot: launch on demand when no zone of the region has spot capacity.",
+    )
+    instance_profile: str | None = Field(
+        default=None, description="IAM instance profile name (needed for reach = 'ssm')."
+    )
+    aws_profile: str | None = Field(
+        default=None, description="Named AWS profile; default: the usual credential chain."
+    )
+    confirm_above_per_hour: Annotated[float, Field(ge=0)] = Field(
+        default=1.0,
+        description="`orch up` asks before creating an instance above this $/h (or with a "
+        "GPU, or of unknown price); --yes skips the question.",
+    )
     idle_stop_minutes: Annotated[int, Field(ge=0)] = 30
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("ami")
+    @classmethod
+    def _ami(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(ami-[0-9a-f]{8,17}|ssm:/[\w./-]+)$", value):
+            raise ValueError("must be an AMI id ('ami-0123…') or 'ssm:/aws/service/…'")
+        return value
 
-class CodespacesMachine(Strict):
-    """A GitHub Codespace (the default cloud)."""
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", value):
+            raise ValueError("must be an AWS region name such as 'us-east-1'")
+        return value
+
+    @field_validator("proxy_command")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
+            raise ValueError("must be one non-empty line")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.startswith(("orch:", "aws:")):
+                raise ValueError(f"tag {key!r}: 'orch:' and 'aws:' tags are reserved")
+        return value
+
+
+Geo = Literal["EuropeWest", "SoutheastAsia", "UsEast", "UsWest"]
+
+
+class CodespacesMachine(Connection):
+    """A GitHub codespace, made from a repository's dev container (the default cloud)."""
 
     kind: Literal["codespaces"]
     repository: str = Field(description="owner/name of the repository the codespace is made from.")
-    branch: str | None = None
-    machine_type: str = "basicLinux32gb"
-    idle_timeout_minutes: Annotated[int, Field(ge=5, le=240)] = 30
-    devcontainer_path: str | None = None
+    branch: str | None = Field(default=None, description="Git ref; default: the default branch.")
+    machine_type: str = Field(
+        default="basicLinux32gb",
+        description="Machine type name (`orch up` lists the ones the repository allows).",
+    )
+    idle_timeout_minutes: Annotated[int, Field(ge=5, le=240)] = Field(
+        default=30, description="GitHub suspends the codespace after this much idle time."
+    )
+    retention_period_minutes: Annotated[int, Field(ge=0, le=43200)] | None = Field(
+        default=None,
+        description="Delete a stopped codespace after this long (GitHub's default: 30 days).",
+    )
+    devcontainer_path: str | None = Field(
+        default=None, description="e.g. '.devcontainer/devcontainer.json'; default: GitHub's pick."
+    )
+    display_name: str | None = Field(
+        default=None,
+        description="The name orch finds the codespace by; default 'orch <project> <machine>'.",
+        max_length=48,
+    )
+    geo: Geo | None = Field(default=None, description="Region; default: nearest to you.")
 
     @field_validator("repository")
     @classmethod
     def _repo(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", value):
             raise ValueError("must look like 'owner/name'")
+        return value
+
+    @field_validator("devcontainer_path")
+    @classmethod
+    def _devcontainer(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("must be a path inside the repository, like '.devcontainer/x.json'")
         return value
 
 
@@ -141,10 +286,22 @@ class SyncSection(Strict):
 
 
 class PortForward(Strict):
-    local: Port
+    local: Port = Field(description="Port on this computer (where a reverse forward connects).")
     remote: Port | None = Field(default=None, description="Remote port; defaults to `local`.")
     remote_host: str = "127.0.0.1"
     machine: str | None = Field(default=None, description="Only on this machine; default all.")
+    reverse: bool = Field(
+        default=False,
+        description="The machine's 127.0.0.1:remote reaches this computer's 127.0.0.1:local "
+        "(RemoteForward), instead of the other way round.",
+    )
+
+    @field_validator("remote_host")
+    @classmethod
+    def _remote_host(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value) or value.startswith("-") or ":" in value:
+            raise ValueError("must be a host name or IPv4 address without spaces")
+        return value
 
     @property
     def remote_port(self) -> int:
@@ -218,21 +375,35 @@ class OrchConfig(Strict):
             seen[folded] = name
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _local_kind(cls, data: Any) -> Any:
+        """`[machines.local]` may leave out `kind = "local"` (docs/local-machine.md)."""
+        if isinstance(data, dict) and isinstance(data.get("machines"), dict):
+            local = data["machines"].get("local")
+            if isinstance(local, dict) and "kind" not in local:
+                machines = {**data["machines"], "local": {**local, "kind": "local"}}
+                data = {**data, "machines": machines}
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> OrchConfig:
+        # Messages start with the dotted path of the field at fault (`LOCATED_RE`), so the
+        # loader can point at its line.
         names = set(self.machine_names())
         if self.project.default_machine not in names:
             raise ValueError(
-                f"project.default_machine {self.project.default_machine!r} is not a machine "
+                f"project.default_machine: {self.project.default_machine!r} is not a machine "
                 f"(known: {', '.join(sorted(names))})"
             )
-        used: set[tuple[int, str | None]] = set()
-        for fwd in self.ports:
+        used: set[tuple[bool, int, str | None]] = set()
+        for i, fwd in enumerate(self.ports):
             if fwd.machine is not None and fwd.machine not in names:
-                raise ValueError(f"ports: machine {fwd.machine!r} is not defined")
-            key = (fwd.local, fwd.machine)
+                raise ValueError(f"ports[{i}].machine: machine {fwd.machine!r} is not defined")
+            key = (fwd.reverse, fwd.remote_port if fwd.reverse else fwd.local, fwd.machine)
             if key in used:
-                raise ValueError(f"ports: local port {fwd.local} is forwarded twice")
+                what = "remote port" if fwd.reverse else "local port"
+                raise ValueError(f"ports[{i}]: {what} {key[1]} is forwarded twice")
             used.add(key)
         return self
 

@@ -35,7 +35,7 @@ RSYNC_OUT_PREFIX = "orch-sent"
 
 # Crossover between the helper (one round trip, bytes through asyncssh) and rsync
 # (--files-from through ControlMaster, ~60-80 ms fixed cost but faster bulk transfer and delta
-# encoding). Measured by bench/sync_crossover.py; see docs/sync.md.
+# encoding). Chosen from bench/sync_latency.py's batch runs; see docs/sync.md.
 SMALL_BATCH_MAX_FILES = 300
 SMALL_BATCH_MAX_BYTES = 8 * 1024 * 1024
 SMALL_FILE_MAX_BYTES = 4 * 1024 * 1024

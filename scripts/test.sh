@@ -13,6 +13,7 @@ step() { echo; echo "== $*"; }
 step "ruff check"; ruff check .
 step "ruff format --check"; ruff format --check .
 step "mypy"; mypy
+step "layer contract (lint-imports)"; lint-imports --no-cache
 
 # The GPU-service environment (cached outside the checkout) also serves `orch profile`'s
 # integration test, so build it first.

@@ -8,6 +8,8 @@ bash "$root/scripts/setup_extension.sh"
 cd "$root/extension"
 
 step() { printf '\n== extension: %s\n' "$*"; }
+step "protocol types match the sidecar's models"
+bash "$root/scripts/gen_protocol.sh" --check
 step "tsc --noEmit";  npx --no-install tsc --noEmit
 step "eslint";        npx --no-install eslint src test
 step "unit tests";    npm run --silent test

@@ -15,40 +15,34 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from remote_config.jobs import JobInfo
 from remote_config.loader import ResolvedConfig
-from remote_config.model import LocalMachine, OrchConfig, SSHMachine
+from remote_config.model import OrchConfig
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
 from sidecar.errors import NotFound, OrchError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
-from sidecar.ssh.forwards import PortForwardInfo, PortsResult
+from sidecar.results import (
+    CreatePlan,
+    DebugConfigResult,
+    DebugSession,
+    FleetEntry,
+    OrchStatus,
+    PortForwardInfo,
+    PortsResult,
+    ProfileRequest,
+    ProfileResult,
+    SshConfigResult,
+    SyncStatus,
+)
 from sidecar.ssh.pool import ConnectionPool
 
 if TYPE_CHECKING:
-    from sidecar.debug.service import DebugSession
-    from sidecar.jobs.manager import JobsManager
-    from sidecar.profiling.service import ProfileRequest, ProfileResult
-    from sidecar.ssh.config_service import SshConfigResult
+    from sidecar.context import MachineContext
+    from sidecar.jobs.backend import JobBackend
+    from sidecar.machines.ec2.aws import Aws
     from sidecar.ssh.forwarder import ForwardOwner
-    from sidecar.sync.service import SyncStatus
-
-
-class DebugConfigResult(BaseModel):
-    path: str
-    configuration: dict[str, Any]
-
-
-class OrchStatus(BaseModel):
-    """Everything the status bar and `orch status` show (also the `orch/status` notification)."""
-
-    machine: MachineInfo
-    jobs: list[JobInfo] = Field(default_factory=list)
-    sync: dict[str, Any] = Field(default_factory=lambda: {"state": "off", "conflicts": []})
-    ports: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Orchestrator:
@@ -64,7 +58,7 @@ class Orchestrator:
         self._providers: dict[str, Provider] = {}
         self.pool = ConnectionPool()
         self._forward_owners: dict[str, ForwardOwner] = {}
-        self._jobs: dict[str, JobsManager] = {}
+        self._jobs: dict[str, JobBackend] = {}
 
     # -- config ------------------------------------------------------------------------------
     @property
@@ -76,6 +70,7 @@ class Orchestrator:
     def reload_config(self) -> ResolvedConfig:
         self._config = None
         self._providers.clear()
+        self._jobs.clear()  # their contexts hold the old config
         return self.config
 
     @staticmethod
@@ -109,31 +104,24 @@ class Orchestrator:
         except KeyError:
             known = ", ".join(self.config.config.machine_names())
             raise NotFound(f"unknown machine {name!r}", hint=f"known machines: {known}") from None
-        provider: Provider
-        if isinstance(spec, LocalMachine):
-            from sidecar.machines.local.provider import LocalProvider
+        from sidecar.machines import registry
 
-            provider = LocalProvider(name, spec, self.layout)
-        elif isinstance(spec, SSHMachine):
-            from sidecar.machines.ssh_host import SSHHostProvider
-
-            provider = SSHHostProvider(name, spec, self.layout, self.config.project_name)
-        else:
-            raise OrchError(
-                f"machines of kind {spec.kind!r} are not supported by this version of orch yet",
-                hint="use the local machine or a machine of kind 'ssh' for now",
-            )
+        provider = registry.create(name, spec, self.layout, self.config.project_name)
         self._providers[name] = provider
         return provider
 
     async def up(self, machine: str | None = None, progress: Progress | None = None) -> MachineInfo:
-        info = await self.provider(machine).up(progress)
+        provider = self.provider(machine)
+        info = await provider.up(progress)
         if info.state == "running":
             await self.write_ssh_config(machine)
-        return info
+        return _with_capabilities(info, provider)
 
-    async def down(self, machine: str | None = None, force: bool = False) -> MachineInfo:
-        """Stop the machine; with jobs running there only when `force` (it may end them)."""
+    async def down(
+        self, machine: str | None = None, terminate: bool = False, force: bool = False
+    ) -> MachineInfo:
+        """Stop the machine; with `terminate`, destroy it and its disks (cloud kinds). While
+        jobs run there, only with `force` (a stop may end them)."""
         provider = self.provider(machine)
         if not force:
             await self._refuse_down_with_jobs(machine)
@@ -146,7 +134,49 @@ class Orchestrator:
             with contextlib.suppress(OrchError):
                 await stop_forwards(self.layout, with_target.alias)
             self.pool.drop(with_target.alias)
-        return await provider.down()
+        info = await (provider.terminate() if terminate else provider.down())
+        return _with_capabilities(info, provider)
+
+    async def up_plan(self, machine: str | None = None) -> CreatePlan | None:
+        """What `up` would newly create and pay for (None: nothing new), to show or ask."""
+        return await self.provider(machine).create_plan()
+
+    async def terminate_plan(self, machine: str | None = None) -> str | None:
+        """What `down(terminate=True)` would destroy, in words (None: nothing exists)."""
+        return await self.provider(machine).terminate_plan()
+
+    def _fleet_aws(self) -> tuple[Aws, list[str]]:
+        from remote_config.model import EC2Machine
+        from sidecar.machines.ec2.aws import Aws
+
+        specs = [m for m in self.config.config.machines.values() if isinstance(m, EC2Machine)]
+        region = (
+            specs[0].region
+            if specs
+            else os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        regions = sorted({s.region for s in specs} or {region})
+        return Aws(region, specs[0].aws_profile if specs else None), regions
+
+    async def machines_list(self, all_regions: bool = False) -> list[FleetEntry]:
+        """Every orch-created EC2 instance the credentials see (this project's regions, or
+        every region), across projects: finds forgotten machines."""
+        from sidecar.machines.ec2 import fleet
+
+        aws, regions = self._fleet_aws()
+        if all_regions:
+            regions = await fleet.all_regions(aws)
+        return await fleet.list_fleet(aws, regions)
+
+    async def machines_stop(self, entries: list[FleetEntry]) -> list[FleetEntry]:
+        from sidecar.machines.ec2 import fleet
+
+        aws, _ = self._fleet_aws()
+        return await fleet.stop_fleet(aws, entries)
+
+    async def terminate_warnings(self, machine: str | None = None) -> list[str]:
+        """What destroying the machine would lose (unpushed work), for the confirmation."""
+        return await self.provider(machine).terminate_warnings()
 
     async def _refuse_down_with_jobs(self, machine: str | None) -> None:
         from sidecar.errors import JobsRunning
@@ -167,7 +197,8 @@ class Orchestrator:
             )
 
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
-        return await self.provider(machine).status()
+        provider = self.provider(machine)
+        return _with_capabilities(await provider.status(), provider)
 
     async def status(self, machine: str | None = None) -> OrchStatus:
         info = await self.machine_status(machine)
@@ -184,22 +215,27 @@ class Orchestrator:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
-        return OrchStatus(
-            machine=info,
-            jobs=jobs,
-            ports=[p.model_dump(mode="json") for p in ports],
-            sync=sync.model_dump(mode="json"),
-        )
+        return OrchStatus(machine=info, jobs=jobs, ports=ports, sync=sync)
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
 
+    async def probe(self, machine: str | None = None) -> None:
+        """Connect once, verifying the pinned host key; raises the ConnectionFailed (exit 5)
+        that says why the machine cannot be reached, or returns when it can."""
+        await self.pool.connection(await self.ssh_target(machine))
+
     # -- OpenSSH -----------------------------------------------------------------------------
-    def _forwards(self, machine: str) -> tuple[LocalForwardSpec, ...]:
+    def _forwards(self, machine: str, *, direct: bool = False) -> tuple[LocalForwardSpec, ...]:
+        """orch.toml's forwards for `machine` that orch runs (or, with `direct`, the ones
+        it leaves alone because the local machine is this computer: ports_service)."""
+        from sidecar.ssh.ports_service import configured, is_direct
+
+        kind = self.provider(machine).kind
         return tuple(
-            LocalForwardSpec(f.local, f.remote_host, f.remote_port)
-            for f in self.config.config.ports
-            if f.machine in (None, machine)
+            spec
+            for spec in configured(self.config.config, machine)
+            if is_direct(kind, spec) == direct
         )
 
     async def write_ssh_config(self, machine: str | None = None) -> Path:
@@ -231,23 +267,25 @@ class Orchestrator:
         foreground: bool = False,
         machine: str | None = None,
         progress: Callable[[int], None] | None = None,
+        ready: Callable[[SyncStatus], None] | None = None,
     ) -> SyncStatus:
-        """Start watching and syncing (the background process, or this one if `foreground`)."""
+        """Start watching and syncing (the background process, or this one if `foreground`,
+        calling `ready` once the initial sync is done and it watches)."""
         from sidecar.sync import control
 
         return await control.start(
-            self, self.machine_name(machine), foreground=foreground, progress=progress
+            self.context(machine), foreground=foreground, progress=progress, ready=ready
         )
 
     async def sync_stop(self, machine: str | None = None) -> SyncStatus:
         from sidecar.sync import control
 
-        return await control.stop(self, self.machine_name(machine))
+        return await control.stop(self.context(machine))
 
     async def sync_status(self, machine: str | None = None) -> SyncStatus:
         from sidecar.sync.service import read_status
 
-        return read_status(self, self.machine_name(machine))
+        return read_status(self.context(machine))
 
     async def sync_now(
         self, machine: str | None = None, progress: Callable[[int], None] | None = None
@@ -255,27 +293,36 @@ class Orchestrator:
         """A full reconcile now (by the running watcher, or here when none runs)."""
         from sidecar.sync import control
 
-        return await control.now(self, self.machine_name(machine), progress)
+        return await control.now(self.context(machine), progress)
 
     async def sync_resolve(self, paths: list[str], machine: str | None = None) -> SyncStatus:
         """Forget recorded conflicts (all when `paths` is empty)."""
         from sidecar.sync import control
 
-        return control.resolve(self, self.machine_name(machine), paths)
+        return control.resolve(self.context(machine), paths)
 
     async def prepare_snapshot(self, machine: str | None = None) -> tuple[str, int]:
         """(remote path, generation) of a hard-linked snapshot of the synced tree."""
         from sidecar.sync.snapshot import prepare_snapshot
 
-        return await prepare_snapshot(self, self.machine_name(machine))
+        return await prepare_snapshot(self.context(machine))
 
     # -- jobs ------------------------------------------------------------------------------
-    def jobs(self, machine: str | None = None) -> JobsManager:
-        from sidecar.jobs.manager import JobsManager
+    def context(self, machine: str | None = None) -> MachineContext:
+        """The narrow context services get for one machine (never the facade itself)."""
+        from sidecar.context import MachineContext
+
+        return MachineContext(
+            self.config, self.layout, self.pool, self.provider(machine), self.one_shot
+        )
+
+    def jobs(self, machine: str | None = None) -> JobBackend:
+        """The job backend of a machine (tmux on it; one per machine, kept for its shell)."""
+        from sidecar.jobs import backend
 
         name = self.machine_name(machine)
         if name not in self._jobs:
-            self._jobs[name] = JobsManager(self, name)
+            self._jobs[name] = backend.create("tmux", self.context(name))
         return self._jobs[name]
 
     async def jobs_run(
@@ -287,37 +334,13 @@ class Orchestrator:
         machine: str | None = None,
         snapshot: bool | None = None,
     ) -> JobInfo:
-        """Start job `name`; by default from a snapshot of the synced tree (see `_job_workdir`)."""
-        from sidecar.jobs.manager import checked_name
+        """Start job `name`; by default from a snapshot of the synced tree (prepare_code)."""
+        from sidecar.jobs.tmux import checked_name
 
         checked_name(name)  # refuse a bad name before touching the machine
-        workdir = await self._job_workdir(machine, snapshot, name)
-        return await self.jobs(machine).run(name, command, env, replace=replace, workdir=workdir)
-
-    async def _job_workdir(
-        self, machine: str | None, snapshot: bool | None, name: str = ""
-    ) -> str | None:
-        """A hard-linked snapshot of the synced tree for a new job, or None (the live folder).
-
-        `snapshot=None` follows `[jobs] snapshot` and quietly uses the live folder when the
-        project was never synced there; `snapshot=True` insists and says what to do instead.
-        """
-        from fnmatch import fnmatchcase
-
-        from sidecar.sync.snapshot import NotSynced
-
-        jobs = self.config.config.jobs
-        live = any(fnmatchcase(name, pattern) for pattern in jobs.live)
-        wanted = (jobs.snapshot and not live) if snapshot is None else snapshot
-        if not wanted:
-            return None
-        try:
-            path, _generation = await self.prepare_snapshot(machine)
-        except NotSynced:
-            if snapshot:
-                raise
-            return None
-        return path
+        jobs = self.jobs(machine)
+        workdir = await jobs.prepare_code(snapshot, name)
+        return await jobs.run(name, command, env, replace=replace, workdir=workdir)
 
     async def jobs_status(self, machine: str | None = None) -> list[JobInfo]:
         return await self.jobs(machine).status()
@@ -332,14 +355,23 @@ class Orchestrator:
     ) -> AsyncIterator[str]:
         return self.jobs(machine).stream(name, tail=tail, follow=True)
 
+    def jobs_stream(
+        self, name: str, tail: int | None = None, follow: bool = False, machine: str | None = None
+    ) -> AsyncIterator[str]:
+        """The job's log as text chunks (with `follow`, until the job ends)."""
+        return self.jobs(machine).stream(name, tail=tail, follow=follow)
+
+    async def jobs_info(self, name: str, machine: str | None = None) -> JobInfo:
+        return await self.jobs(machine).info(name)
+
     async def jobs_stop(self, name: str, machine: str | None = None) -> JobInfo:
         return await self.jobs(machine).stop(name)
 
     async def jobs_restart(
         self, name: str, machine: str | None = None, snapshot: bool | None = None
     ) -> JobInfo:
-        workdir = await self._job_workdir(machine, snapshot, name)
-        return await self.jobs(machine).restart(name, workdir=workdir)
+        jobs = self.jobs(machine)
+        return await jobs.restart(name, workdir=await jobs.prepare_code(snapshot, name))
 
     async def jobs_rm(self, name: str, purge: bool = False, machine: str | None = None) -> None:
         await self.jobs(machine).rm(name, purge)
@@ -362,10 +394,10 @@ class Orchestrator:
         from sidecar.debug import service
 
         return await service.start(
-            self,
+            self.context(machine),
+            self.jobs(machine),
             name,
             list(argv),
-            machine=machine,
             env=dict(env or {}),
             replace=replace,
             snapshot=snapshot,
@@ -376,7 +408,7 @@ class Orchestrator:
         """The attach session of a job already running under debugpy (forward restored)."""
         from sidecar.debug import service
 
-        return await service.attach(self, name, machine)
+        return await service.attach(self.context(machine), self.jobs(machine), name)
 
     async def debug_config(
         self, name: str | None = None, machine: str | None = None
@@ -386,10 +418,10 @@ class Orchestrator:
         from sidecar.debug import service
 
         if name is None:
-            configuration = await service.default_configuration(self, machine)
+            configuration = await service.default_configuration(self.context(machine))
         else:
-            configuration = (await service.attach(self, name, machine)).configuration
-        path = await asyncio.to_thread(service.write_launch_json, self, configuration)
+            configuration = (await self.debug_attach(name, machine)).configuration
+        path = await asyncio.to_thread(service.write_launch_json, self.config.root, configuration)
         return DebugConfigResult(path=str(path), configuration=configuration)
 
     # -- profiling ---------------------------------------------------------------------------
@@ -404,7 +436,9 @@ class Orchestrator:
         from sidecar.profiling import service
 
         root = local_root or Path(self.config.root) / "profiles"
-        return await service.run(self, request, root, machine, on_output)
+        return await service.run(
+            self.context(machine), self.jobs(machine), request, root, on_output
+        )
 
     async def close(self) -> None:
         for owner in self._forward_owners.values():
@@ -441,19 +475,23 @@ class Orchestrator:
 
     async def _alias(self, name: str) -> str:
         """The machine's SSH alias, also when it is not running (for state lookups)."""
-        provider = self.provider(name)
-        alias = getattr(provider, "alias", None)
-        if isinstance(alias, str):
-            return alias
-        from sidecar.machines.local.provider import HOST_KEY_ALIAS
-
-        return HOST_KEY_ALIAS if provider.kind == "local" else (await self.ssh_target(name)).alias
+        return self.provider(name).alias
 
     async def ports_list(self, machine: str | None = None) -> PortsResult:
-        from sidecar.ssh.ports_service import list_ports
+        """The machine's forwards; dead ones (their forwarder was killed) are restarted."""
+        from sidecar.ssh import ports_service
 
         name = self.machine_name(machine)
-        return list_ports(self.layout, await self._alias(name), name, self._forwards(name))
+        alias = await self._alias(name)
+        failed: list[PortForwardInfo] = []
+        dead = ports_service.dead_forwards(self.layout, alias)
+        if dead:
+            with contextlib.suppress(OrchError):  # not running: they stay listed as dead
+                target = await self.ssh_target(name)
+                failed = await ports_service.revive(self.layout, target, name, dead)
+        return ports_service.list_ports(
+            self.layout, alias, name, self._forwards(name), self._forwards(name, direct=True)
+        ).with_failed(failed)
 
     async def ports_add(
         self,
@@ -461,31 +499,39 @@ class Orchestrator:
         remote_port: int | None = None,
         remote_host: str = "127.0.0.1",
         machine: str | None = None,
+        reverse: bool = False,
     ) -> PortForwardInfo:
         """Forward 127.0.0.1:local_port to remote_host:remote_port (default: orch.toml, else
-        the same port) on the machine; PortBusy names the process holding the local port."""
-        from sidecar.ssh.ports_service import add_port
+        the same port) on the machine; with `reverse`, the machine's remote_host:remote_port
+        to 127.0.0.1:local_port here. PortBusy names the process holding the port."""
+        from sidecar.ssh import ports_service
 
         name = self.machine_name(machine)
-        default = next((f for f in self._forwards(name) if f.local_port == local_port), None)
-        if remote_port is None and default is not None:
-            remote_port, remote_host = default.remote_port, default.remote_host
-        spec = LocalForwardSpec(local_port, remote_host, remote_port or local_port)
+        spec, from_config = ports_service.requested_spec(
+            self.config.config, name, local_port, remote_port, remote_host, reverse
+        )
+        if ports_service.is_direct(self.provider(name).kind, spec):
+            return ports_service.direct_info(spec, name, from_config)
         target = await self.ssh_target(name)
-        return await add_port(self.layout, target, name, spec)
+        return await ports_service.add_port(self.layout, target, name, spec)
 
     async def ports_add_defaults(self, machine: str | None = None) -> PortsResult:
         """Start every forward orch.toml declares for the machine."""
         name = self.machine_name(machine)
         for spec in self._forwards(name):
-            await self.ports_add(spec.local_port, spec.remote_port, spec.remote_host, name)
+            await self.ports_add(
+                spec.local_port, spec.remote_port, spec.remote_host, name, spec.reverse
+            )
         return await self.ports_list(name)
 
-    async def ports_remove(self, local_port: int, machine: str | None = None) -> PortsResult:
+    async def ports_remove(
+        self, port: int, machine: str | None = None, reverse: bool = False
+    ) -> PortsResult:
+        """Stop forwarding local `port` (with `reverse`: the machine's `port`)."""
         from sidecar.ssh.ports_service import remove_port
 
         name = self.machine_name(machine)
-        await remove_port(self.layout, await self._alias(name), name, local_port)
+        await remove_port(self.layout, await self._alias(name), name, port, reverse)
         return await self.ports_list(name)
 
     async def host_forward_owner(self, machine: str | None = None) -> bool:
@@ -508,12 +554,14 @@ class Orchestrator:
 
         alias = name
         if name in self.config.config.machine_names():
-            provider = self.provider(name)
-            from sidecar.machines.local.provider import HOST_KEY_ALIAS
-
-            alias = getattr(provider, "alias", HOST_KEY_ALIAS)
+            alias = self.provider(name).alias
         if not keys.unpin_host_key(self.layout, alias):
             raise NotFound(
                 f"no host key is pinned for {name!r}", hint="see the pinned keys: orch status"
             )
         return alias
+
+
+def _with_capabilities(info: MachineInfo, provider: Provider) -> MachineInfo:
+    info.capabilities = provider.capabilities
+    return info

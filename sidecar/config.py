@@ -10,10 +10,14 @@ from sidecar.errors import ConfigFileError
 
 
 def find_config(start: Path) -> Path | None:
-    """The nearest `orch.toml` in `start` or a parent folder, or None."""
+    """The nearest `orch.toml` in `start` or a parent folder, or None.
+
+    Anything named `orch.toml` counts (a folder, a broken link): it is refused when read
+    rather than skipped, so a project never silently runs on defaults or a parent's file.
+    """
     for folder in (start, *start.parents):
         candidate = folder / CONFIG_NAME
-        if candidate.is_file():
+        if candidate.exists() or candidate.is_symlink():
             return candidate
     return None
 
@@ -23,6 +27,12 @@ def load_project_config(cwd: Path) -> ResolvedConfig:
     path = find_config(cwd.absolute())
     if path is None:
         return resolve(OrchConfig(), None, str(cwd.absolute()))
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file (a broken link?)"
+        raise ConfigFileError(
+            f"{path} is {what}; orch.toml must be a file",
+            hint=f"rename or remove {path}, then create orch.toml as a file",
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -73,3 +73,19 @@ def start(log: Path, what: str, *, background: bool) -> Readiness | int:
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     return ready
+
+
+async def terminate(pid: int, timeout: float = 5.0) -> bool:
+    """Stop one of orch's background processes: SIGTERM (it cleans up and exits), then
+    SIGKILL if it is still there after `timeout`. True when it is gone."""
+    import signal
+
+    from sidecar.state import wait_gone
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if await wait_gone(pid, timeout):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return await wait_gone(pid, timeout)

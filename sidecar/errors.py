@@ -108,6 +108,29 @@ class RemoteCommandFailed(OrchError):
 
 
 class UserFileError(OrchError):
-    """A file of the user's (such as ~/.ssh/config) cannot be changed safely; nothing was."""
+    """A file of the user's (such as ~/.ssh/config) cannot be changed safely (read-only, a
+    folder, unreadable); nothing was. Not a conflict with something orch runs: exit 1."""
 
-    exit_code = EXIT_CONFLICT
+    exit_code = EXIT_FAILED
+
+
+class CloudError(OrchError):
+    """A cloud API refused or failed a call; `code` is the provider's error code."""
+
+    def __init__(self, message: str, hint: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.code = code
+
+
+class CloudCredentialsError(CloudError):
+    """No credentials, expired ones, or credentials lacking a permission."""
+
+
+class CloudConfigError(CloudError):
+    """A cloud value in orch.toml is wrong (region, AMI, subnet, instance type)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class MissingDependency(OrchError):
+    """An optional library or tool (boto3, the AWS CLI, its SSM plugin) is not installed."""

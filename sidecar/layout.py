@@ -14,10 +14,32 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.errors import UsageError
 from sidecar.state import orch_home, secure_dir
 
 # Unix socket paths are limited to ~104 bytes; ControlPath's %C expands to 40 hex digits.
 _MAX_CONTROL_DIR = 104 - 41 - 8
+
+
+def check_home(home: Path) -> Path:
+    """`home` if OpenSSH can name files under it, else a UsageError saying why.
+
+    Paths under $ORCH_HOME go into ssh config lines (IdentityFile, ControlPath, Include…):
+    a single or a double quote is quoted correctly, but OpenSSH expands `%x` and `${X}` in
+    several of them and has no reliable escape for a backslash, a line break, or both kinds
+    of quote in one value.
+    """
+    text = str(home)
+    bad = [c for c in ("%", "${", "\\", "\n", "\r", "\x00") if c in text]
+    if "'" in text and '"' in text:
+        bad.append("both ' and \"")
+    if bad:
+        raise UsageError(
+            f"ORCH_HOME {text!r} cannot be used: OpenSSH cannot name files under it "
+            f"(it contains {', '.join(repr(b) for b in bad)})",
+            hint="set ORCH_HOME to a folder path without those characters",
+        )
+    return home
 
 
 @dataclass(frozen=True)
@@ -26,7 +48,7 @@ class Layout:
 
     @classmethod
     def from_env(cls) -> Layout:
-        return cls(orch_home())
+        return cls(check_home(orch_home()))
 
     def ensure(self) -> Layout:
         secure_dir(self.home)

@@ -50,6 +50,26 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
         raise
 
 
+def clean_temp_files(folder: Path, prefix: str) -> list[Path]:
+    """Remove temp files `<prefix><8 random chars>` (mkstemp's names) that a writer killed
+    mid-write (kill -9) left behind. Call it only while holding the lock every writer of
+    that folder's file takes, so no live writer's temp file is taken away."""
+    removed: list[Path] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            rest = entry.name[len(prefix) :]
+            if (
+                entry.name.startswith(prefix)
+                and len(rest) == 8
+                and all(c.islower() or c.isdigit() or c == "_" for c in rest)
+                and entry.is_file(follow_symlinks=False)
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
 def write_json(path: Path, value: Any, mode: int = 0o600) -> None:
     atomic_write(path, json.dumps(value, indent=2, sort_keys=True) + "\n", mode)
 

@@ -133,11 +133,21 @@ class Sshd:
         self.stop()
         self.start()
 
-    def machine_toml(self, name: str = "box") -> str:
+    def machine_toml(self, name: str = "box", proxy_log: Path | None = None) -> str:
+        """The [machines] section for this sshd; with `proxy_log`, reached only through a
+        ProxyCommand (tests/stdio_proxy.py, which logs each use there): its host name does
+        not resolve, so nothing can connect to it directly."""
+        host, extra = "127.0.0.1", ""
+        if proxy_log is not None:
+            host = "box.orch-proxied.invalid"
+            proxy = Path(__file__).with_name("stdio_proxy.py")
+            extra = (
+                f"proxy_command = '{sys.executable} {proxy} 127.0.0.1 {self.port} {proxy_log}'\n"
+            )
         return (
-            f'[machines.{name}]\nkind = "ssh"\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f'[machines.{name}]\nkind = "ssh"\nhost = "{host}"\nport = {self.port}\n'
             f'user = "{self.user}"\nidentity_file = "{self.client_key}"\n'
-            f'host_key = "{self.host_public_key}"\n'
+            f'host_key = "{self.host_public_key}"\n{extra}'
         )
 
     def ssh_argv(self, command: str) -> list[str]:

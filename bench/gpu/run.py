@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gpu.device import device_info
+from gpu.device import configure_allocator, device_info
 from gpu.engine import EngineConfig
 from gpu.profiling import SessionConfig, build_engine, run_session
 from gpu.workload import batch_runner, make_batch
@@ -122,6 +122,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    configure_allocator()  # the service's allocator setting, before torch touches CUDA
     import torch
 
     p = argparse.ArgumentParser(description=__doc__)

@@ -256,6 +256,50 @@ async function stopMachine(ctx: Context, machine: { machine?: string }): Promise
 
 // These ids must differ from the sidecar's command names (`orch.status`, `orch.jobs.run`…):
 // vscode-languageclient registers every command the server advertises under its own name.
+/** Profile GPU Service: one `orch.profile.run`; its table is shown, its files stay in the
+ * workspace (`profiles/<job>/`: trace.json, summary.json, flame.svg with py-spy). */
+async function profileGpu(ctx: Context): Promise<void> {
+  const model = await vscode.window.showQuickPick(["birefnet", "sam2"], {
+    title: "Orch: Profile GPU Service",
+    placeHolder: "Which model's workload?",
+  });
+  if (!model) {
+    return;
+  }
+  const options = await vscode.window.showQuickPick(
+    [
+      { label: "py-spy flame graph", key: "py_spy", description: "also record flame.svg", picked: true },
+      { label: "random weights", key: "random_weights", description: "no checkpoint on the machine" },
+    ],
+    { title: "Orch: Profile GPU Service", placeHolder: "Options (Enter to start)", canPickMany: true },
+  );
+  if (!options) {
+    return;
+  }
+  const chosen = new Set(options.map((o) => o.key));
+  const args = {
+    model: model as "birefnet" | "sam2",
+    py_spy: chosen.has("py_spy"),
+    random_weights: chosen.has("random_weights"),
+  };
+  const result = await withProgress(`Orch: profiling ${model}`, (token, progress) =>
+    ctx.sidecar.execute("orch.profile.run", args, { token, progress }),
+  );
+  const doc = await vscode.workspace.openTextDocument({
+    content: result.table || JSON.stringify(result.summary, null, 2),
+    language: "plaintext",
+  });
+  await vscode.window.showTextDocument(doc, { preview: false });
+  const trace = result.files.find((f) => f.endsWith("trace.json"));
+  const choice = await vscode.window.showInformationMessage(
+    `Orch: profile saved in ${vscode.workspace.asRelativePath(result.local_dir)}`,
+    "Reveal Trace",
+  );
+  if (choice && trace) {
+    await vscode.commands.executeCommand("revealInExplorer", vscode.Uri.file(trace));
+  }
+}
+
 export function registerCommands(ctx: Context): vscode.Disposable[] {
   const machine = ctx.settings.machine ? { machine: ctx.settings.machine } : {};
   const handlers: Record<string, [string, (...args: unknown[]) => unknown]> = {
@@ -340,9 +384,17 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
       "Stop Forwarding Port",
       (arg) => {
         const node = arg as TreeNode | undefined;
-        return node?.key && ctx.sidecar.execute("orch.ports.remove", { local_port: Number(node.key) });
+        if (!node?.key) {
+          return undefined;
+        }
+        const reverse = node.key.startsWith("R");
+        return ctx.sidecar.execute("orch.ports.remove", {
+          local_port: Number(reverse ? node.key.slice(1) : node.key),
+          reverse,
+        });
       },
     ],
+    "orch.profileGpu": ["Profile GPU Service", () => profileGpu(ctx)],
     "orch.restartSidecar": ["Restart Sidecar", () => ctx.sidecar.restart()],
     "orch.showOutput": ["Show Sidecar Output", () => ctx.output.show()],
   };

@@ -1,85 +1,26 @@
 /**
- * The sidecar protocol, mirrored from docs/protocol.md: command names, their arguments and
- * results, and the notifications the sidecar pushes. Keep this file and the document in step;
- * nothing here holds logic.
+ * The sidecar protocol (docs/protocol.md): command names, their arguments and results, and the
+ * notifications the sidecar pushes. Result models come from protocol.generated.ts (generated
+ * from the sidecar's pydantic models); nothing here holds logic.
  */
 
-export type MachineState = "running" | "stopped" | "starting" | "stopping" | "unknown" | "not-created";
-export type JobState = "running" | "succeeded" | "failed" | "stopped" | "lost";
-export type SyncState = "off" | "idle" | "syncing" | "paused" | "conflict" | "failed";
-export type PortState = "active" | "reconnecting" | "dead" | "stopped";
+import type * as wire from "./protocol.generated";
 
-export interface MachineStatus {
-  name: string;
-  kind: string;
-  state: MachineState;
-  address: string | null;
-  uptime_s: number | null;
-  pid?: number | null;
-  /** A note from the provider (why it is stopped, a stale state it cleaned up…). */
-  detail?: string | null;
-}
-
-export interface JobInfo {
-  name: string;
-  state: JobState;
-  started: string | null;
-  ended: string | null;
-  exit_code: number | null;
-  rss_bytes: number | null;
-  cpu_percent: number | null;
-  duration_s: number | null;
-  command?: string;
-  /** The job runs code older than the synced tree. */
-  code_stale?: boolean;
-  detail?: string | null;
-}
-
-export interface SyncConflict {
-  path: string;
-  /** Where the remote's version was saved (beside it). */
-  remote_copy: string;
-  at: string;
-}
-
-export interface SyncStatus {
-  state: SyncState;
-  conflicts: SyncConflict[];
-  last_sync?: string | null;
-  remote_dir?: string | null;
-  detail?: string | null;
-}
-
-export interface SshConfigResult {
-  /** orch's managed ssh config. */
-  path: string;
-  hosts: string[];
-  /** The user's ssh config that includes it. */
-  user_config: string;
-  include: "top" | "not-first" | "absent" | "no-file";
-  changed: boolean;
-  warnings: string[];
-  /** Machines not written (not running, no host key). */
-  skipped: string[];
-}
-
-export interface PortForward {
-  local_port: number;
-  remote_host: string;
-  remote_port: number;
-  state: PortState;
-  machine?: string | null;
-  from_config?: boolean;
-  detail?: string | null;
-}
-
+// The models the sidecar sends are generated from its pydantic models (sidecar/results.py)
+// by scripts/gen_protocol.sh; CI fails when protocol.generated.ts drifts from them.
+export type MachineStatus = wire.MachineInfo;
+export type MachineCapabilities = wire.Capabilities;
+export type JobInfo = wire.JobInfo;
+export type SyncConflict = wire.SyncConflict;
+export type SyncStatus = wire.SyncStatus;
+export type SshConfigResult = wire.SshConfigResult;
+export type PortForward = wire.PortForwardInfo;
 /** The `orch/status` notification and the `orch.status` result. */
-export interface OrchStatus {
-  machine: MachineStatus;
-  jobs: JobInfo[];
-  sync: SyncStatus;
-  ports: PortForward[];
-}
+export type OrchStatus = wire.OrchStatus;
+export type MachineState = MachineStatus["state"];
+export type JobState = JobInfo["state"];
+export type SyncState = SyncStatus["state"];
+export type PortState = PortForward["state"];
 
 /** `orch/log`: a chunk of a followed job's log. */
 export interface LogChunk {
@@ -104,6 +45,7 @@ export interface InitializationOptions {
 
 export interface MachineArgs {
   machine?: string;
+  /** down: stop even while jobs run there. */
   force?: boolean;
 }
 export interface RunJobArgs {
@@ -124,14 +66,9 @@ export interface DebugStartArgs {
   snapshot?: boolean;
 }
 /** `orch.debug.start`'s result: the job waits for a debugger at `configuration`. */
-export interface DebugSession {
-  name: string;
-  machine: string;
-  local_port: number;
-  remote_port: number;
-  remote_root: string;
+export type DebugSession = Omit<wire.DebugSession, "configuration"> & {
   configuration: DebugAttachConfig;
-}
+};
 export interface JobFollowArgs {
   name: string;
   /** Start from the last `tail` lines instead of the beginning of the log. */
@@ -149,11 +86,25 @@ export interface PortAddArgs {
   local_port: number;
   remote_port?: number;
   remote_host?: string;
+  /** The machine's remote_port reaches this computer's local_port (RemoteForward). */
+  reverse?: boolean;
 }
 export interface PortRemoveArgs {
+  /** The local port; with `reverse`, the machine's port. */
   local_port: number;
+  reverse?: boolean;
 }
 export type NoArgs = Record<string, never>;
+
+/** `orch.profile.run`: one GPU profiling session (docs/gpu.md, `orch profile`). */
+export interface ProfileArgs {
+  model?: "birefnet" | "sam2";
+  requests?: number;
+  size?: number;
+  random_weights?: boolean;
+  py_spy?: boolean;
+}
+export type ProfileResult = wire.ProfileResult;
 
 /** Every command the sidecar answers, with its argument and result types. */
 export interface Commands {
@@ -178,6 +129,7 @@ export interface Commands {
   "orch.ports.remove": [PortRemoveArgs, { ports: PortForward[] }];
   "orch.debug.attachConfig": [JobNameArgs, DebugAttachConfig];
   "orch.debug.start": [DebugStartArgs, DebugSession];
+  "orch.profile.run": [ProfileArgs, ProfileResult];
   "orch.status": [NoArgs, OrchStatus];
 }
 

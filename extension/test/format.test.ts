@@ -5,6 +5,7 @@ import {
   formatDuration,
   jobEndedMessage,
   jobsItem,
+  costLine,
   machineItem,
   newlyEnded,
   requestErrorMessage,
@@ -15,7 +16,7 @@ import {
   validateJobName,
   validatePort,
 } from "../src/common/format";
-import { job, status } from "./fixtures";
+import { job, port, sshResult, status, sync } from "./fixtures";
 
 describe("machine item", () => {
   it("shows the machine's name and state once the sidecar runs", () => {
@@ -23,6 +24,23 @@ describe("machine item", () => {
     assert.equal(item.text, "$(vm-running) local: running");
     assert.match(item.tooltip, /127\.0\.0\.1:2222/);
     assert.equal(item.severity, undefined);
+  });
+
+  it("shows a codespace's type, idle timeout and cost", () => {
+    const machine = {
+      ...status().machine,
+      name: "cs",
+      kind: "codespaces",
+      machine_type: "standardLinux32gb",
+      idle_timeout_minutes: 30,
+      price_per_hour: 0.36,
+      cost_so_far: 0.12,
+    };
+    const item = machineItem("running", machine);
+    assert.equal(item.text, "$(vm-running) cs: running · $0.36/h");
+    assert.match(item.tooltip, /Type: standardLinux32gb/);
+    assert.match(item.tooltip, /Suspends after 30 min idle/);
+    assert.match(item.tooltip, /\$0\.12 since it started/);
   });
 
   it("spins while the machine starts", () => {
@@ -37,6 +55,26 @@ describe("machine item", () => {
     assert.equal(stopped.text, "$(error) orch: sidecar stopped");
     assert.equal(stopped.severity, "error");
     assert.match(stopped.tooltip, /Restart Sidecar/);
+  });
+});
+
+describe("cloud machine cost", () => {
+  it("shows type, market, $/h and cost since start in the tooltip", () => {
+    const machine = {
+      ...status().machine,
+      kind: "ec2",
+      instance_type: "g4dn.xlarge",
+      market: "spot" as const,
+      price_per_hour: 0.1578,
+      cost_so_far: 1.234,
+    };
+    const item = machineItem("running", machine);
+    assert.match(item.tooltip, /g4dn\.xlarge spot: \$0\.1578\/h, \$1\.23 since start/);
+    assert.equal(costLine({ ...machine, price_per_hour: null }), "g4dn.xlarge spot: price unknown");
+  });
+
+  it("says nothing about cost for a machine without a type", () => {
+    assert.doesNotMatch(machineItem("running", status().machine).tooltip, /\/h/);
   });
 });
 
@@ -63,11 +101,11 @@ describe("jobs item", () => {
 
 describe("sync item", () => {
   it("renders each state", () => {
-    assert.equal(syncItem({ state: "idle", conflicts: [], last_sync: null }).text, "$(sync) sync idle");
-    assert.equal(syncItem({ state: "syncing", conflicts: [], last_sync: null }).text, "$(sync~spin) syncing");
-    assert.equal(syncItem({ state: "off", conflicts: [], last_sync: null }).text, "$(circle-slash) sync off");
+    assert.equal(syncItem(sync({ state: "idle" })).text, "$(sync) sync idle");
+    assert.equal(syncItem(sync({ state: "syncing" })).text, "$(sync~spin) syncing");
+    assert.equal(syncItem(sync({ state: "off" })).text, "$(circle-slash) sync off");
     const conflicts = ["a.py", "b.py"].map((path) => ({ path, remote_copy: `${path}.remote`, at: "t" }));
-    const conflict = syncItem({ state: "conflict", conflicts, last_sync: null });
+    const conflict = syncItem(sync({ state: "conflict", conflicts }));
     assert.equal(conflict.text, "$(warning) sync: 2 conflicts");
     assert.equal(conflict.severity, "warning");
     assert.match(conflict.tooltip, /a\.py \(theirs: a\.py\.remote\)\nb\.py/);
@@ -152,7 +190,7 @@ describe("messages", () => {
     const text = statusSummary(
       status({
         jobs: [job("a"), job("b", { state: "succeeded" })],
-        ports: [{ local_port: 8888, remote_host: "127.0.0.1", remote_port: 8000, state: "active" }],
+        ports: [port()],
       }),
     );
     assert.equal(
@@ -174,7 +212,7 @@ describe("messages", () => {
 });
 
 describe("ssh config message", () => {
-  const base = {
+  const base = sshResult({
     path: "/h/.orch/ssh/config",
     hosts: ["orch-local"],
     user_config: "/h/.ssh/config",
@@ -182,7 +220,7 @@ describe("ssh config message", () => {
     changed: true,
     warnings: [],
     skipped: [],
-  };
+  });
 
   it("names the hosts and how to connect", () => {
     assert.equal(

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { buildTree } from "../src/common/treeModel";
-import { job, status } from "./fixtures";
+import { job, port as portInfo, status } from "./fixtures";
 
 describe("tree model", () => {
   it("waits for the sidecar before the first status", () => {
@@ -22,6 +22,27 @@ describe("tree model", () => {
     assert.equal(machine.contextValue, "machine.running");
     assert.equal(roots[1].children![0].label, "No jobs yet");
     assert.equal(roots[2].children![0].label, "No forwarded ports");
+  });
+
+  it("shows reverse forwards with their direction and names them by the machine's port", () => {
+    const roots = buildTree(
+      status({
+        ports: [
+          portInfo({ local_port: 8888, remote_port: 8000 }),
+          portInfo({ local_port: 8001, remote_port: 9001, state: "reconnecting", reverse: true }),
+          portInfo({ local_port: 55433, remote_port: 55433, state: "direct" }),
+        ],
+      }),
+    );
+    const ports = roots[2].children!;
+    assert.deepEqual(
+      ports.map((p) => [p.key, p.description]),
+      [
+        ["8888", "→ 127.0.0.1:8000 · active"],
+        ["R9001", "← 127.0.0.1:9001 · reconnecting"],
+        ["55433", "→ 127.0.0.1:55433 · direct"],
+      ],
+    );
   });
 
   it("lists running jobs first, then the newest, with context values for menus", () => {
@@ -50,7 +71,7 @@ describe("tree model", () => {
 
   it("lists forwarded ports with their key", () => {
     const roots = buildTree(
-      status({ ports: [{ local_port: 8888, remote_host: "127.0.0.1", remote_port: 8000, state: "active" }] }),
+      status({ ports: [portInfo()] }),
     );
     const port = roots[2].children![0];
     assert.equal(port.label, "localhost:8888");

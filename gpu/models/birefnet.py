@@ -10,7 +10,11 @@ Written here, faithful to the official implementation's default configuration:
 - the decoder with *inward* reference (image patches folded onto channels and encoded by
   `SimpleConvs` at every level: `ipt_blk5…1`) and *outward* reference (gradient-attention maps
   `gdt_convs_*`/`gdt_convs_attn_*` multiplying each level's features), deformable-ASPP decoder
-  blocks and 1x1 lateral blocks.
+  blocks (official layout: `aspp1` + `aspp_deforms` with kernels 1/3/7, see
+  `gpu.models.birefnet_blocks`) and 1x1 lateral blocks.
+The official default backbone is Swin-L (`swin_v1_l`); BatchNorm layers exist only when the
+checkpoint was trained with a batch size > 1 (`BiRefNetConfig.batch_norm`; `gpu.checkpoint_layout`
+reads both from a checkpoint).
 Training-only heads (`conv_ms_spvn_*`, `gdt_convs_pred_*`) exist so official checkpoints load
 strictly, but inference returns only the final logits.
 """
@@ -28,6 +32,7 @@ from gpu.models.birefnet_blocks import (
     BasicLatBlk,
     SimpleConvs,
     image_to_patches,
+    norm2d,
     resize,
 )
 from gpu.models.swin_windows import use_official_window_order
@@ -44,14 +49,29 @@ BACKBONES: dict[str, tuple[str, list[int]]] = {
     "pvt_v2_b5": ("pvt_v2_b5", [512, 320, 128, 64]),
 }
 
+# Architecture facts of each official backbone: (stem width, blocks per stage). They tell the
+# backbones apart in a checkpoint (`gpu.checkpoint_layout`); the widths double per Swin stage.
+BACKBONE_FACTS: dict[str, tuple[int, tuple[int, int, int, int]]] = {
+    "swin_v1_t": (96, (2, 2, 6, 2)),
+    "swin_v1_s": (96, (2, 2, 18, 2)),
+    "swin_v1_b": (128, (2, 2, 18, 2)),
+    "swin_v1_l": (192, (2, 2, 18, 2)),
+    "pvt_v2_b0": (32, (2, 2, 2, 2)),
+    "pvt_v2_b1": (64, (2, 2, 2, 2)),
+    "pvt_v2_b2": (64, (3, 4, 6, 3)),
+    "pvt_v2_b5": (64, (3, 6, 40, 3)),
+}
+DEFAULT_BACKBONE = "swin_v1_l"  # the official config's default
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class BiRefNetConfig:
-    backbone: str = "swin_v1_t"
+    backbone: str = DEFAULT_BACKBONE
     image_size: int = 1024  # square input side; must be a multiple of 32
+    batch_norm: bool = True  # False: the official no-BatchNorm variant (trained at batch size 1)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -113,7 +133,7 @@ class Backbone(nn.Module):
 class Decoder(nn.Module):
     """The bilateral-reference decoder (inward: image patches; outward: gradient attention)."""
 
-    def __init__(self, channels: list[int]) -> None:
+    def __init__(self, channels: list[int], batch_norm: bool = True) -> None:
         super().__init__()
         c = channels
         ipt_in = [3 * 2**i for i in (10, 8, 6, 4, 0)]  # patch grids 32², 16², 8², 4², 1²
@@ -122,10 +142,11 @@ class Decoder(nn.Module):
             (5, 4, 3, 2, 1), zip(ipt_in, ipt_out, strict=True), strict=True
         ):
             self.add_module(f"ipt_blk{level}", SimpleConvs(cin, cout, inter=64))
-        self.decoder_block4 = BasicDecBlk(c[0] + ipt_out[0], c[1])
-        self.decoder_block3 = BasicDecBlk(c[1] + ipt_out[1], c[2])
-        self.decoder_block2 = BasicDecBlk(c[2] + ipt_out[2], c[3])
-        self.decoder_block1 = BasicDecBlk(c[3] + ipt_out[3], c[3] // 2)
+        bn = batch_norm
+        self.decoder_block4 = BasicDecBlk(c[0] + ipt_out[0], c[1], batch_norm=bn)
+        self.decoder_block3 = BasicDecBlk(c[1] + ipt_out[1], c[2], batch_norm=bn)
+        self.decoder_block2 = BasicDecBlk(c[2] + ipt_out[2], c[3], batch_norm=bn)
+        self.decoder_block1 = BasicDecBlk(c[3] + ipt_out[3], c[3] // 2, batch_norm=bn)
         self.conv_out1 = nn.Sequential(nn.Conv2d(c[3] // 2 + ipt_out[4], 1, 1, 1, 0))
         self.lateral_block4 = BasicLatBlk(c[1], c[1])
         self.lateral_block3 = BasicLatBlk(c[2], c[2])
@@ -136,7 +157,7 @@ class Decoder(nn.Module):
             self.add_module(f"conv_ms_spvn_{level}", nn.Conv2d(ch, 1, 1, 1, 0))
             self.add_module(
                 f"gdt_convs_{level}",
-                nn.Sequential(nn.Conv2d(ch, n, 3, 1, 1), nn.BatchNorm2d(n), nn.ReLU(inplace=True)),
+                nn.Sequential(nn.Conv2d(ch, n, 3, 1, 1), norm2d(n, bn), nn.ReLU(inplace=True)),
             )
             self.add_module(f"gdt_convs_pred_{level}", nn.Sequential(nn.Conv2d(n, 1, 1, 1, 0)))
             self.add_module(f"gdt_convs_attn_{level}", nn.Sequential(nn.Conv2d(n, 1, 1, 1, 0)))
@@ -175,8 +196,9 @@ class BiRefNet(nn.Module):
         c = self.config.channels
         self.bb = Backbone(self.config.backbone, self.config.image_size)
         cxt = c[1:][::-1]  # stages 1..3 concatenated onto stage 4
-        self.squeeze_module = nn.Sequential(BasicDecBlk(c[0] + sum(cxt), c[0]))
-        self.decoder = Decoder(c)
+        bn = self.config.batch_norm
+        self.squeeze_module = nn.Sequential(BasicDecBlk(c[0] + sum(cxt), c[0], batch_norm=bn))
+        self.decoder = Decoder(c, batch_norm=bn)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.bb(x)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-from dataclasses import dataclass, field
 
 from sidecar.app import Orchestrator
-from sidecar.cli.jobs_cmds import parse_env_assignments
-from sidecar.cli.output import print_json
-from sidecar.debug.service import DebugSession
+from sidecar.cli.job_options import JobOptions, as_argv, command_words, take_options
+from sidecar.cli.output import print_json, print_session
 from sidecar.errors import UsageError
 
 DEBUG_HELP = """\
@@ -37,53 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     debug.set_defaults(handler=cmd_debug)
 
 
-@dataclass
-class DebugOptions:
-    env: list[str] = field(default_factory=list)
-    replace: bool = False
-    snapshot: bool | None = None
-    json: bool = False
-    machine: str | None = None
+_DEBUG_HINT = "orch debug NAME -- python script.py ARGS"
 
 
-def _options(words: list[str]) -> tuple[DebugOptions, list[str]]:
-    opts = DebugOptions()
-    while words and words[0].startswith("-") and words[0] != "--":
-        word, words = words[0], words[1:]
-        key, eq, value = word.partition("=")
-        if word == "--replace":
-            opts.replace = True
-        elif word == "--json":
-            opts.json = True
-        elif word in ("--snapshot", "--no-snapshot"):
-            opts.snapshot = word == "--snapshot"
-        elif key in ("-e", "--env", "-m", "--machine"):
-            if not eq:
-                if not words:
-                    raise UsageError(f"{word} needs a value")
-                value, words = words[0], words[1:]
-            if key in ("-e", "--env"):
-                opts.env.append(value)
-            else:
-                opts.machine = value
-        else:
-            raise UsageError(f"unknown option {word!r}", hint="see: orch debug --help")
-    return opts, words
-
-
-def print_session(session: DebugSession) -> None:
-    print(
-        f"job {session.name} waits for a debugger: debugpy on the machine's "
-        f"127.0.0.1:{session.remote_port}, forwarded to 127.0.0.1:{session.local_port}"
-    )
-    print(
-        f"  VS Code: Run and Debug → “Orch: attach {session.name}” "
-        f"(write it with: orch debug config {session.name})"
-    )
-    print(
-        f"  path mapping: {session.configuration['pathMappings'][0]['localRoot']} → "
-        f"{session.remote_root}"
-    )
+def _options(words: list[str]) -> tuple[JobOptions, list[str]]:
+    opts = JobOptions()
+    return opts, take_options(words, opts, hint=_DEBUG_HINT)
 
 
 async def cmd_debug(orch: Orchestrator, args: argparse.Namespace) -> int:
@@ -113,25 +69,15 @@ async def cmd_debug(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 async def start_debug_job(orch: Orchestrator, name: str, words: list[str]) -> int:
     opts, rest = _options(words)
-    if rest and rest[0] == "--":
-        rest = rest[1:]
-    if len(rest) == 1:
-        rest = shlex.split(rest[0])
-    if not rest:
-        raise UsageError(
-            f"no command given for job {name!r}", hint=f"orch debug {name} -- python script.py ARGS"
-        )
-    try:
-        env = parse_env_assignments(opts.env)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    argv = as_argv(command_words(rest, name, _DEBUG_HINT))
+    env = opts.environment()
 
     def say(message: str) -> None:
         print(f"orch: {message}", file=sys.stderr)
 
     session = await orch.debug_start(
         name,
-        rest,
+        argv,
         machine=opts.machine,
         env=env,
         replace=bool(opts.replace),

@@ -6,15 +6,20 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
-from remote_config.jobs import JobInfo, parse_env_assignments
+from remote_config.jobs import JobInfo
 from sidecar.app import Orchestrator
-from sidecar.cli.output import human_bytes, human_duration, print_json, table
+from sidecar.cli.job_options import (
+    JobOptions,
+    as_argv,
+    command_words,
+    parse_duration,
+    take_options,
+)
+from sidecar.cli.output import human_bytes, human_duration, print_json, print_session, table
 from sidecar.errors import UsageError
 
 RUN_HELP = """\
@@ -54,6 +59,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_false",
         help="run in the live project folder, so every save reaches the job (a dev server "
         "that reloads); the same as --no-snapshot",
+    )
+    run.add_argument(
+        "--expect",
+        metavar="DURATION",
+        help="how long the job should run (90m, 2h): orch warns when the machine may "
+        "suspend before (a codespace's idle timeout)",
     )
     run.add_argument(
         "--debug",
@@ -97,93 +108,44 @@ def _machine(parser: argparse.ArgumentParser) -> None:
 
 
 # -- orch run ------------------------------------------------------------------------------
+_RUN_HINT = "orch run NAME -- CMD ARG...  or  orch run NAME 'CMD LINE'"
+
+
 @dataclass
-class RunArgs:
+class RunArgs(JobOptions):
     name: str = ""
     command: str | list[str] = ""
-    env: list[str] = field(default_factory=list)
-    replace: bool = False
-    json: bool = False
-    machine: str | None = None
-    snapshot: bool | None = None
-    debug: bool = False
 
 
 def parse_run_args(args: argparse.Namespace) -> RunArgs:
     """Split `orch run`'s words: NAME, options, then `-- ARGV...` or one command line."""
-    out = RunArgs(
+    opts = RunArgs(
         env=list(args.env),
         replace=args.replace,
         json=args.json,
         machine=args.machine,
         snapshot=getattr(args, "snapshot", None),
         debug=getattr(args, "debug", False),
+        expect_s=parse_duration(getattr(args, "expect", None)),
     )
     words = list(args.args)
     if words and words[0] == "--":
         words.pop(0)
     if not words:
         raise UsageError("orch run needs a job name and a command", hint=_RUN_HINT)
-    out.name, words = words[0], words[1:]
-    while words and words[0].startswith("-") and words[0] != "--":
-        words = _run_option(out, words)
-    if words and words[0] == "--":
-        if len(words) == 1:
-            raise UsageError("nothing follows '--': give the command to run", hint=_RUN_HINT)
-        out.command = words[1:]
-    elif len(words) == 1:
-        out.command = words[0]
-    elif words:
-        out.command = words
-    else:
-        raise UsageError(f"no command given for job {out.name!r}", hint=_RUN_HINT)
-    return out
-
-
-_RUN_HINT = "orch run NAME -- CMD ARG...  or  orch run NAME 'CMD LINE'"
-
-
-def _run_option(out: RunArgs, words: list[str]) -> list[str]:
-    word, rest = words[0], words[1:]
-    key, eq, inline = word.partition("=")
-    if word == "--replace":
-        out.replace = True
-    elif word == "--json":
-        out.json = True
-    elif word == "--debug":
-        out.debug = True
-    elif word in ("--snapshot", "--no-snapshot", "--live"):
-        out.snapshot = word == "--snapshot"
-    elif key in ("-e", "--env", "-m", "--machine"):
-        if not eq:
-            if not rest:
-                raise UsageError(f"{word} needs a value", hint=_RUN_HINT)
-            inline, rest = rest[0], rest[1:]
-        if key in ("-e", "--env"):
-            out.env.append(inline)
-        else:
-            out.machine = inline
-    else:
-        raise UsageError(
-            f"unknown option {word!r} before the command",
-            hint="put the command after '--': orch run NAME -- CMD ARG...",
-        )
-    return rest
+    opts.name, words = words[0], words[1:]
+    words = take_options(words, opts, hint=_RUN_HINT, allow_debug=True)
+    opts.command = command_words(words, opts.name, _RUN_HINT)
+    return opts
 
 
 async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
     run = parse_run_args(args)
-    try:
-        env = parse_env_assignments(run.env)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    name, command, env = run.name, run.command, run.environment()
     if run.debug:
-        from sidecar.cli.debug_cmds import print_session
-
-        argv = shlex.split(run.command) if isinstance(run.command, str) else run.command
         session = await orch.debug_start(
-            run.name,
-            argv,
+            name,
+            as_argv(command),
             machine=run.machine,
             env=env,
             replace=run.replace,
@@ -192,8 +154,12 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         )
         print_json(session) if run.json else print_session(session)
         return 0
+    if run.expect_s is not None:
+        warning = orch.provider(run.machine).long_job_warning(run.expect_s)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     job = await orch.jobs_run(
-        run.name, run.command, env, run.replace, machine=run.machine, snapshot=run.snapshot
+        name, command, env, run.replace, machine=run.machine, snapshot=run.snapshot
     )
     if run.json:
         print_json(job)
@@ -208,7 +174,7 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
 async def cmd_logs(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.tail is not None and args.tail < 0:
         raise UsageError("--tail must be 0 or more")
-    stream = orch.jobs(args.machine).stream(args.name, tail=args.tail, follow=args.follow)
+    stream = orch.jobs_stream(args.name, tail=args.tail, follow=args.follow, machine=args.machine)
     async for chunk in stream:
         sys.stdout.write(chunk)
         sys.stdout.flush()
@@ -216,15 +182,14 @@ async def cmd_logs(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_attach(orch: Orchestrator, args: argparse.Namespace) -> int:
+    from sidecar.cli.machine_cmds import run_openssh
+
     argv = await orch.attach_argv(args.name, machine=args.machine)
-    await orch.close()
-    sys.stdout.flush()
-    os.execvp(argv[0], argv)  # noqa: S606 (argv list from ssh_argv, no local shell)
-    return 0  # not reached
+    return await run_openssh(orch, argv, args.machine)
 
 
 async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
-    before = await orch.jobs(args.machine).info(args.name)
+    before = await orch.jobs_info(args.name, machine=args.machine)
     job = await orch.jobs_stop(args.name, machine=args.machine)
     if args.json:
         print_json(job)

@@ -1,20 +1,30 @@
-"""`orch up`, `orch down`, `orch status` and `orch ssh`."""
+"""`orch up`, `orch down` (also `--terminate`, `--all`), `orch status`, `orch machines` and
+`orch ssh`."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import asyncio
+import signal
+import subprocess
 import sys
 
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
-from sidecar.machines.base import MachineInfo
+from sidecar.errors import OrchError, UsageError
+from sidecar.results import FleetEntry, MachineInfo
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser("up", help="start the machine (default: the project's default machine)")
     up.add_argument("machine", nargs="?", help="machine name from orch.toml (default: local)")
     up.add_argument("--json", action="store_true", help="print the result as JSON")
+    up.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="create a costly (GPU, expensive) machine without asking",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = sub.add_parser("down", help="stop the machine")
@@ -23,7 +33,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down.add_argument(
         "--force", action="store_true", help="stop it even while jobs run there (may end them)"
     )
+    down.add_argument(
+        "--terminate",
+        "--delete",
+        dest="terminate",
+        action="store_true",
+        help="destroy the machine and its disks (cloud machines; asks first, naming them and "
+        "any unpushed work)",
+    )
+    down.add_argument(
+        "--all",
+        action="store_true",
+        help="stop every running orch EC2 machine these AWS credentials see (asks first)",
+    )
+    down.add_argument("--all-regions", action="store_true", help="with --all: every region")
+    down.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     down.set_defaults(handler=cmd_down)
+
+    destroy = sub.add_parser(
+        "destroy", help="terminate a cloud machine and its disks (orch down --terminate)"
+    )
+    destroy.add_argument("machine", nargs="?")
+    destroy.add_argument("--json", action="store_true", help="print the result as JSON")
+    destroy.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    destroy.set_defaults(handler=cmd_down, terminate=True, all=False, all_regions=False)
+
+    machines = sub.add_parser(
+        "machines",
+        help="list every orch EC2 machine the AWS credentials see (finds forgotten ones)",
+    )
+    machines.add_argument(
+        "--all-regions", action="store_true", help="look in every region, not only orch.toml's"
+    )
+    machines.add_argument("--json", action="store_true", help="print the list as JSON")
+    machines.set_defaults(handler=cmd_machines)
 
     status = sub.add_parser("status", help="show the machine and its jobs")
     status.add_argument("machine", nargs="?")
@@ -53,6 +96,11 @@ def _machine_line(info: MachineInfo) -> str:
 
 
 async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
+    plan = await orch.up_plan(args.machine)
+    if plan is not None:
+        print(f"orch: will {plan.description}", file=sys.stderr)
+        if plan.ask:
+            confirm(f"{plan.reason}: create it?", args.yes)
     spinner = Spinner(f"starting {orch.machine_name(args.machine)}")
     async with spinner.running():
         info = await orch.up(args.machine, progress=spinner.update)
@@ -65,26 +113,112 @@ async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
     return 0
 
 
+def confirm(question: str, yes: bool) -> None:
+    """Ask; anything but 'y'/'yes' cancels (exit 1). With nothing to read an answer from (no
+    terminal, no piped answer), refuse and point at --yes: a script never destroys by accident."""
+    if yes:
+        return
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line:
+        print(file=sys.stderr)
+        raise UsageError(
+            "this needs a confirmation and there was no answer to read",
+            hint="pass --yes to go ahead without asking",
+        )
+    if line.strip().lower() not in ("y", "yes"):
+        raise OrchError("cancelled: nothing was changed", hint="pass --yes to skip the question")
+
+
 async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
     from sidecar.errors import JobsRunning
 
-    force = bool(args.force)
+    if args.all:
+        return await _down_all(orch, args)
+    name = orch.machine_name(args.machine)
+    force = bool(args.force or args.yes)
     if not force:
         try:
             await orch._refuse_down_with_jobs(args.machine)
         except JobsRunning as exc:
             if args.json or not (sys.stdin.isatty() and sys.stderr.isatty()):
                 raise
-            sys.stderr.write(f"orch: {exc.message}\nstop the machine anyway? [y/N] ")
-            sys.stderr.flush()
-            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-                print("not stopped", file=sys.stderr)
-                return JobsRunning.exit_code
+            print(f"orch: {exc.message}", file=sys.stderr)
+            confirm("stop the machine anyway?", False)
             force = True
-    spinner = Spinner(f"stopping {orch.machine_name(args.machine)}")
+    if args.terminate:
+        plan = await orch.terminate_plan(name)
+        if plan is None:
+            print(f"{name}: nothing to terminate")
+            return 0
+        for warning in await orch.terminate_warnings(name):
+            print(f"warning: {warning}", file=sys.stderr)
+        confirm(f"terminate {name}: {plan}? Its disk and every file on it are deleted.", args.yes)
+    spinner = Spinner(f"{'terminating' if args.terminate else 'stopping'} {name}")
     async with spinner.running():
-        info = await orch.down(args.machine, force=force)
+        info = await orch.down(args.machine, terminate=args.terminate, force=force)
     print_json(info) if args.json else print(_machine_line(info))
+    return 0
+
+
+async def _down_all(orch: Orchestrator, args: argparse.Namespace) -> int:
+    entries = await orch.machines_list(all_regions=args.all_regions)
+    running = [e for e in entries if e.state in ("pending", "running")]
+    if not running:
+        print("no running orch machines")
+        return 0
+    print(_fleet_table(running))
+    confirm(f"stop these {len(running)} machine(s)? Their disks are kept.", args.yes)
+    stopped = await orch.machines_stop(running)
+    for entry in stopped:
+        print(f"stopping {entry.instance_id} ({entry.project}/{entry.machine}, {entry.region})")
+    return 0
+
+
+def _money(value: float | None, fmt: str = "${:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _fleet_table(entries: list[FleetEntry]) -> str:
+    return table(
+        [
+            "REGION",
+            "INSTANCE",
+            "PROJECT",
+            "MACHINE",
+            "STATE",
+            "TYPE",
+            "MARKET",
+            "UPTIME",
+            "$/H",
+            "COST",
+        ],
+        [
+            [
+                e.region,
+                e.instance_id,
+                e.project or "-",
+                e.machine or "-",
+                e.state,
+                e.instance_type,
+                e.market,
+                human_duration(e.uptime_s),
+                _money(e.price_per_hour, "${:.4f}"),
+                _money(e.cost_so_far),
+            ]
+            for e in entries
+        ],
+    )
+
+
+async def cmd_machines(orch: Orchestrator, args: argparse.Namespace) -> int:
+    entries = await orch.machines_list(all_regions=args.all_regions)
+    if args.json:
+        print_json([e.model_dump(mode="json") for e in entries])
+    elif not entries:
+        print("no orch machines found" + ("" if args.all_regions else " (try --all-regions)"))
+    else:
+        print(_fleet_table(entries))
     return 0
 
 
@@ -94,22 +228,30 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
         print_json(status)
         return 0
     m = status.machine
-    print(
-        table(
-            ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"],
-            [
-                [
-                    m.name,
-                    m.kind,
-                    m.state,
-                    m.address or "-",
-                    human_duration(m.uptime_s) if m.uptime_s is not None else "-",
-                ]
-            ],
-        )
-    )
+    headers = ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"]
+    row = [
+        m.name,
+        m.kind,
+        m.state,
+        m.address or "-",
+        human_duration(m.uptime_s) if m.uptime_s is not None else "-",
+    ]
+    if m.instance_type:  # a cloud machine: what it is and what it costs
+        headers += ["TYPE", "MARKET", "$/H", "COST"]
+        row += [
+            m.instance_type,
+            m.market or "-",
+            _money(m.price_per_hour, "${:.4f}"),
+            _money(m.cost_so_far),
+        ]
+    print(table(headers, [row]))
+    if m.price_note:
+        print(f"price: {m.price_note}")
     if m.detail:
         print(f"note: {m.detail}")
+    cost = None if m.instance_type else _cost_line(m)  # EC2 shows it in the table
+    if cost:
+        print(cost)
     if status.jobs:
         from sidecar.cli.jobs_cmds import jobs_table
 
@@ -121,12 +263,47 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _cost_line(m: MachineInfo) -> str | None:
+    """Type, idle timeout and cost of a cloud machine, when its kind reports them."""
+    parts = []
+    if m.machine_type:
+        parts.append(f"type {m.machine_type}")
+    if m.idle_timeout_minutes is not None:
+        parts.append(f"idle timeout {m.idle_timeout_minutes} min")
+    if m.price_per_hour is not None:
+        parts.append(f"${m.price_per_hour:.2f}/h")
+    if m.cost_so_far is not None:
+        parts.append(f"${m.cost_so_far:.2f} since it started")
+    return ", ".join(parts) if parts else None
+
+
 async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:
+    """OpenSSH as a child (not exec'd), so that its own failures get orch's exit codes: ssh
+    exits 255 both when it cannot connect and when the remote command exits 255, and only a
+    probe through the pool (which verifies the same pinned key) can tell them apart."""
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     argv = await orch.ssh_argv(args.machine, command or None, tty=args.tty)
-    await orch.close()
+    return await run_openssh(orch, argv, args.machine)
+
+
+async def run_openssh(orch: Orchestrator, argv: list[str], machine: str | None) -> int:
+    """Run OpenSSH in the foreground; its exit status, or exit 5 when ssh itself failed."""
     sys.stdout.flush()
-    os.execvp(argv[0], argv)  # noqa: S606 (argv list built by ssh_argv, no shell)
-    return 0  # not reached
+    # Ctrl-C belongs to ssh (and the remote command); orch waits for it to finish.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(argv, preexec_fn=_default_sigint)
+        code = await asyncio.to_thread(child.wait)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if code == 255:
+        # Raises HostKeyMismatch, AuthenticationFailed, Unreachable… (exit 5) when ssh could
+        # not connect; when it can, 255 was the remote command's own status.
+        await orch.probe(machine)
+    return code

@@ -23,6 +23,7 @@ AREAS = (
     "jobs_cmds",
     "debug_cmds",
     "profile_cmds",
+    "init_cmds",
 )
 
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[..., object] | None = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)
+        print("orch: error: a command is needed (see the list above)", file=sys.stderr)
         return 2
     return run_handler(handler, args)
 

@@ -9,7 +9,10 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sidecar.results import DebugSession
 
 
 def print_json(value: Any) -> None:
@@ -96,3 +99,18 @@ class Spinner:
                 if self._shown:
                     sys.stderr.write("\r\x1b[2K")
                     sys.stderr.flush()
+
+
+def print_session(session: DebugSession) -> None:
+    print(
+        f"job {session.name} waits for a debugger: debugpy on the machine's "
+        f"127.0.0.1:{session.remote_port}, forwarded to 127.0.0.1:{session.local_port}"
+    )
+    print(
+        f"  VS Code: Run and Debug → “Orch: attach {session.name}” "
+        f"(write it with: orch debug config {session.name})"
+    )
+    print(
+        f"  path mapping: {session.configuration['pathMappings'][0]['localRoot']} → "
+        f"{session.remote_root}"
+    )

@@ -6,16 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from remote_config.jobs import parse_env_assignments
 from sidecar.app import Orchestrator
-from sidecar.cli.jobs_cmds import parse_env_assignments
 from sidecar.cli.output import print_json
 from sidecar.errors import UsageError
 
 EPILOG = """\
 Runs `python -m gpu.profiling` as a job (the machine needs orch's `gpu` extra; set
 [gpu] python in orch.toml to its interpreter), streams its output, then copies trace.json and
-summary.json into ./profiles/<job>/. Open the trace in https://ui.perfetto.dev or
-chrome://tracing. Arguments after `--` go to gpu.profiling unchanged."""
+summary.json (and flame.svg with --py-spy) into ./profiles/<job>/. Open the trace in
+https://ui.perfetto.dev or chrome://tracing, the flame graph in a browser. Arguments after `--`
+go to gpu.profiling unchanged."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +38,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="build the models with random weights (no checkpoint needed)",
     )
+    p.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="also record a py-spy flame graph (flame.svg); needs py-spy on the machine",
+    )
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=None, help="local folder (default ./profiles)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -45,7 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def cmd_profile(orch: Orchestrator, args: argparse.Namespace) -> int:
-    from sidecar.profiling.service import ProfileRequest
+    from sidecar.results import ProfileRequest
 
     extra = list(args.extra)
     if extra and extra[0] == "--":
@@ -60,6 +66,7 @@ async def cmd_profile(orch: Orchestrator, args: argparse.Namespace) -> int:
             size=args.size,
             sequential=args.sequential,
             random_weights=args.random_weights,
+            py_spy=args.py_spy,
             extra=extra,
             env=env,
         )
@@ -79,4 +86,10 @@ async def cmd_profile(orch: Orchestrator, args: argparse.Namespace) -> int:
     for path in result.files:
         print(f"  {path}")
     print("open trace.json in https://ui.perfetto.dev (or chrome://tracing)")
+    if args.py_spy:
+        spy = result.summary.get("py_spy") or {}
+        if spy.get("flamegraph"):
+            print(f"flame graph: {result.local_dir}/{spy['flamegraph']} (open it in a browser)")
+        else:
+            print(f"no flame graph: {spy.get('reason') or 'py-spy did not run'}")
     return 0

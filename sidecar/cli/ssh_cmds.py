@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from remote_config.ports import (
+    REVERSE_HELP,
+    SPEC_HELP,
+    PortSyntaxError,
+    parse_forward,
+    parse_port,
+)
 from sidecar.app import Orchestrator
 from sidecar.cli.output import print_json, table
 from sidecar.errors import UsageError
-from sidecar.ssh.config_service import SshConfigResult
-from sidecar.ssh.forwards import PortsResult
+from sidecar.results import PortsResult, SshConfigResult
 
 Sub = argparse._SubParsersAction
 
@@ -38,12 +44,17 @@ def register(sub: Sub) -> None:
     lst = _verb(pverbs, "list", "list forwards and their state (active, reconnecting, dead)", ls)
     lst.add_argument("-m", "--machine", help="machine name (default: the project's default)")
     add = _verb(pverbs, "add", "forward a local port (no argument: orch.toml's ports)", ports_add)
+    add.add_argument("spec", nargs="?", help=f"{SPEC_HELP}; with --reverse: {REVERSE_HELP}")
     add.add_argument(
-        "spec", nargs="?", help="LOCAL, LOCAL:REMOTE_PORT or LOCAL:REMOTE_HOST:REMOTE_PORT"
+        "-R",
+        "--reverse",
+        action="store_true",
+        help="the machine's port reaches this computer's LOCAL port (OpenSSH's RemoteForward)",
     )
     add.add_argument("-m", "--machine", help="machine name (default: the project's default)")
     rm = _verb(pverbs, "remove", "stop forwarding a local port", ports_remove)
-    rm.add_argument("local_port", type=int)
+    rm.add_argument("local_port", metavar="PORT", help="the local port (--reverse: the machine's)")
+    rm.add_argument("-R", "--reverse", action="store_true", help="remove a reverse forward")
     rm.add_argument("-m", "--machine", help="machine name (default: the project's default)")
 
     machine = sub.add_parser("machine", help="machine maintenance")
@@ -108,6 +119,7 @@ def _print_ports(result: PortsResult) -> None:
     rows = [
         [
             f"127.0.0.1:{p.local_port}",
+            "<-" if p.reverse else "->",
             f"{p.remote_host}:{p.remote_port}",
             p.state,
             p.machine or "-",
@@ -116,7 +128,7 @@ def _print_ports(result: PortsResult) -> None:
         ]
         for p in result.ports
     ]
-    print(table(["LOCAL", "REMOTE", "STATE", "MACHINE", "PID", "NOTE"], rows))
+    print(table(["LOCAL", "", "REMOTE", "STATE", "MACHINE", "PID", "NOTE"], rows))
 
 
 async def ls(orch: Orchestrator, args: argparse.Namespace) -> int:
@@ -125,45 +137,49 @@ async def ls(orch: Orchestrator, args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_spec(spec: str) -> tuple[int, int | None, str]:
-    """LOCAL | LOCAL:REMOTE_PORT | LOCAL:REMOTE_HOST:REMOTE_PORT."""
-    parts = spec.split(":")
+def parse_spec(spec: str, reverse: bool = False) -> tuple[int, int | None, str]:
+    """LOCAL | LOCAL:REMOTE_PORT | LOCAL:REMOTE_HOST:REMOTE_PORT (remote_config.ports)."""
     try:
-        if len(parts) == 1:
-            return int(parts[0]), None, "127.0.0.1"
-        if len(parts) == 2:
-            return int(parts[0]), int(parts[1]), "127.0.0.1"
-        if len(parts) == 3 and parts[1]:
-            return int(parts[0]), int(parts[2]), parts[1]
-    except ValueError:
-        pass
-    raise UsageError(
-        f"cannot read port forward {spec!r}",
-        hint="use LOCAL, LOCAL:REMOTE_PORT or LOCAL:REMOTE_HOST:REMOTE_PORT (e.g. 8888:8000)",
-    )
+        got = parse_forward(spec, reverse=reverse)
+    except PortSyntaxError as exc:
+        raise UsageError(
+            str(exc), hint="e.g. orch ports add 8888:8000, or orch ports add --reverse 8001"
+        ) from None
+    return got.local_port, got.remote_port, got.remote_host
 
 
 async def ports_add(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.spec is None:
+        if args.reverse:
+            raise UsageError(
+                "--reverse needs a port", hint="e.g. orch ports add --reverse 8001[:8001]"
+            )
         result = await orch.ports_add_defaults(args.machine)
         print_json(result) if args.json else _print_ports(result)
         return 0
-    local, remote, host = parse_spec(args.spec)
-    info = await orch.ports_add(local, remote, host, args.machine)
+    local, remote, host = parse_spec(args.spec, args.reverse)
+    info = await orch.ports_add(local, remote, host, args.machine, reverse=args.reverse)
     if args.json:
         print_json(info)
+    elif info.state == "direct":
+        print(f"not forwarded on {info.machine}: {info.detail}")
     else:
         note = f" ({info.detail})" if info.detail else ""
-        print(
-            f"forwarding 127.0.0.1:{info.local_port} -> {info.remote_host}:{info.remote_port} "
-            f"on {info.machine}: {info.state}{note}"
-        )
+        here, there = f"127.0.0.1:{info.local_port}", f"{info.remote_host}:{info.remote_port}"
+        what = f"{there} on {info.machine} -> {here} here" if info.reverse else f"{here} -> {there}"
+        where = "" if info.reverse else f" on {info.machine}"
+        print(f"forwarding {what}{where}: {info.state}{note}")
     return 0
 
 
 async def ports_remove(orch: Orchestrator, args: argparse.Namespace) -> int:
-    result = await orch.ports_remove(args.local_port, args.machine)
-    print_json(result) if args.json else print(f"stopped forwarding port {args.local_port}")
+    try:
+        port = parse_port(args.local_port)
+    except PortSyntaxError as exc:
+        raise UsageError(str(exc), hint="e.g. orch ports remove 8888") from None
+    result = await orch.ports_remove(port, args.machine, reverse=args.reverse)
+    what = f"the machine's port {port} (reverse)" if args.reverse else f"port {port}"
+    print_json(result) if args.json else print(f"stopped forwarding {what}")
     return 0
 
 

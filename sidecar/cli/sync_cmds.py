@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from sidecar.app import Orchestrator
 from sidecar.cli.output import print_json, table
-from sidecar.sync.service import SyncStatus
+from sidecar.results import SyncStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,8 +111,6 @@ async def _with_bar(label: str, call: Callable[[ProgressBar], object]) -> SyncSt
 
 async def cmd_start(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.foreground:
-        from sidecar.sync import control
-
         bar = ProgressBar("initial sync")
         machine = orch.machine_name(args.machine)
 
@@ -126,7 +124,9 @@ async def cmd_start(orch: Orchestrator, args: argparse.Namespace) -> int:
             if status.detail and status.watcher == "polling":
                 print(f"note: {status.detail}", file=sys.stderr, flush=True)
 
-        status = await control.run_foreground(orch, machine, bar, ready)
+        status = await orch.sync_start(
+            foreground=True, machine=args.machine, progress=bar, ready=ready
+        )
         _show(status, args.json)
         return 0
     status = await _with_bar(

@@ -23,7 +23,8 @@ from sidecar.errors import NotFound, OrchError, PortBusy, UsageError
 from sidecar.state import atomic_write, read_json, write_json
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
+    from sidecar.jobs.backend import JobBackend
 
 
 class DebugSession(BaseModel):
@@ -35,8 +36,8 @@ class DebugSession(BaseModel):
     configuration: dict[str, Any]
 
 
-def _state_path(orch: Orchestrator, alias: str, name: str) -> Path:
-    return orch.layout.home / "debug" / alias / f"{name}.json"
+def _state_path(ctx: MachineContext, alias: str, name: str) -> Path:
+    return ctx.layout.home / "debug" / alias / f"{name}.json"
 
 
 def _free_local_port() -> int:
@@ -46,24 +47,23 @@ def _free_local_port() -> int:
 
 
 async def start(
-    orch: Orchestrator,
+    ctx: MachineContext,
+    jobs: JobBackend,
     name: str,
     argv: list[str],
     *,
-    machine: str | None = None,
     env: dict[str, str] | None = None,
     replace: bool = False,
     snapshot: bool | None = None,
     say: Callable[[str], None] | None = None,
 ) -> DebugSession:
     """Run `argv` as job `name` under debugpy (waiting for a client) and forward a port to it."""
-    from sidecar.jobs.manager import checked_name
+    from sidecar.jobs.tmux import checked_name
 
     checked_name(name)
-    machine = orch.machine_name(machine)
-    python = orch.config.config.debug.python
-    target = await orch.ssh_target(machine)
-    remote = await ensure_debugpy(orch.pool, target, python, say=say)
+    python = ctx.config.config.debug.python
+    target = await ctx.target()
+    remote = await ensure_debugpy(ctx.pool, target, python, say=say)
     remote_port = remote.free_port
     try:
         command = debugpy_argv(list(argv), python, remote_port)
@@ -72,36 +72,39 @@ async def start(
     job_env = dict(env or {})
     if remote.pythonpath:
         job_env["PYTHONPATH"] = remote.pythonpath
-    workdir = await orch._job_workdir(machine, snapshot)
-    remote_root = workdir or expand_home(orch.config.remote_dir, remote.home)
-    await orch.jobs(machine).run(name, command, job_env, replace=replace, workdir=workdir)
-    return await _forward(orch, machine, target.alias, name, remote_port, remote_root)
+    workdir = await jobs.prepare_code(snapshot)
+    remote_root = workdir or expand_home(ctx.config.remote_dir, remote.home)
+    await jobs.run(name, command, job_env, replace=replace, workdir=workdir)
+    return await _forward(ctx, target.alias, name, remote_port, remote_root)
 
 
 async def _forward(
-    orch: Orchestrator,
-    machine: str,
+    ctx: MachineContext,
     alias: str,
     name: str,
     remote_port: int,
     remote_root: str,
     local_port: int | None = None,
 ) -> DebugSession:
+    from remote_config.ssh_config import LocalForwardSpec
+    from sidecar.ssh.ports_service import add_port
+
     for attempt in range(3):
         port = local_port or _free_local_port()
         try:
-            await orch.ports_add(port, remote_port, "127.0.0.1", machine=machine)
+            spec = LocalForwardSpec(port, "127.0.0.1", remote_port)
+            await add_port(ctx.layout, await ctx.target(), ctx.machine, spec)
             break
         except PortBusy:
             if local_port is not None or attempt == 2:
                 raise  # a port the user relies on moved away: say so, never move silently
     state = {"remote_port": remote_port, "local_port": port, "remote_root": remote_root}
-    write_json(_state_path(orch, alias, name), state)
-    return _session(orch, machine, name, state)
+    write_json(_state_path(ctx, alias, name), state)
+    return _session(ctx, name, state)
 
 
-def _session(orch: Orchestrator, machine: str, name: str, state: dict[str, Any]) -> DebugSession:
-    cfg = orch.config
+def _session(ctx: MachineContext, name: str, state: dict[str, Any]) -> DebugSession:
+    cfg = ctx.config
     configuration = attach_configuration(
         f"attach {name}",
         int(state["local_port"]),
@@ -111,7 +114,7 @@ def _session(orch: Orchestrator, machine: str, name: str, state: dict[str, Any])
     )
     return DebugSession(
         name=name,
-        machine=machine,
+        machine=ctx.machine,
         local_port=int(state["local_port"]),
         remote_port=int(state["remote_port"]),
         remote_root=str(state["remote_root"]),
@@ -119,14 +122,14 @@ def _session(orch: Orchestrator, machine: str, name: str, state: dict[str, Any])
     )
 
 
-async def attach(orch: Orchestrator, name: str, machine: str | None = None) -> DebugSession:
+async def attach(ctx: MachineContext, jobs: JobBackend, name: str) -> DebugSession:
     """The session of a job started under debugpy; its port forward is restored if gone."""
-    machine = orch.machine_name(machine)
-    target = await orch.ssh_target(machine)
-    jobs = {j.name: j for j in await orch.jobs_status(machine)}
-    job = jobs.get(name)
+    from sidecar.ssh.ports_service import list_ports
+
+    target = await ctx.target()
+    job = {j.name: j for j in await jobs.status()}.get(name)
     if job is None:
-        raise NotFound(f"no job named {name!r} on {machine}", hint="see the jobs: orch status")
+        raise NotFound(f"no job named {name!r} on {ctx.machine}", hint="see the jobs: orch status")
     remote_port = listening_port(job.command)
     if remote_port is None:
         raise OrchError(
@@ -138,28 +141,29 @@ async def attach(orch: Orchestrator, name: str, machine: str | None = None) -> D
             f"job {name!r} is {job.state}; there is nothing to attach to",
             hint=f"start it again: orch debug {name} --replace -- …",
         )
-    state = read_json(_state_path(orch, target.alias, name)) or {}
+    state = read_json(_state_path(ctx, target.alias, name)) or {}
     if state.get("remote_port") != remote_port:
-        home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
+        home = (await ctx.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
         state = {
             "remote_port": remote_port,
             "local_port": None,
-            "remote_root": expand_home(orch.config.remote_dir, home),
+            "remote_root": expand_home(ctx.config.remote_dir, home),
         }
-    ports = {p.local_port: p for p in (await orch.ports_list(machine)).ports}
+    listed = list_ports(ctx.layout, ctx.alias, ctx.machine, ctx.forwards())
+    ports = {p.local_port: p for p in listed.ports}
     current = ports.get(int(state["local_port"])) if state.get("local_port") else None
     if current is not None and current.state == "active" and current.remote_port == remote_port:
-        return _session(orch, machine, name, state)
-    return await _forward(orch, machine, target.alias, name, remote_port, str(state["remote_root"]))
+        return _session(ctx, name, state)
+    return await _forward(ctx, target.alias, name, remote_port, str(state["remote_root"]))
 
 
-async def default_configuration(orch: Orchestrator, machine: str | None = None) -> dict[str, Any]:
+async def default_configuration(ctx: MachineContext) -> dict[str, Any]:
     """The entry for a service that runs debugpy itself on `[debug] remote_port` (forwarded
     to the same local port): the design brief's hand-written launch.json, generated."""
-    cfg = orch.config
+    cfg = ctx.config
     port = cfg.config.debug.remote_port
-    target = await orch.ssh_target(machine)
-    home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
+    target = await ctx.target()
+    home = (await ctx.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
     return attach_configuration(
         f"attach port {port}",
         port,
@@ -169,9 +173,9 @@ async def default_configuration(orch: Orchestrator, machine: str | None = None) 
     )
 
 
-def write_launch_json(orch: Orchestrator, configuration: dict[str, Any]) -> Path:
+def write_launch_json(project_root: str, configuration: dict[str, Any]) -> Path:
     """Merge `configuration` into the project's .vscode/launch.json (file untouched on error)."""
-    path = Path(orch.config.root) / ".vscode" / "launch.json"
+    path = Path(project_root) / ".vscode" / "launch.json"
     try:
         text = path.read_text(encoding="utf-8") if path.exists() else None
     except UnicodeDecodeError:

@@ -22,7 +22,7 @@ from sidecar.errors import AuthenticationFailed, ConnectionFailed, HostKeyMismat
 from sidecar.ssh.pool import RunResult
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
 
 BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 CHUNK = 65536
@@ -35,12 +35,13 @@ class _Dropped(Exception):
 class LogStream:
     reconnect_timeout_s = 300.0
 
-    def __init__(self, orch: Orchestrator, machine: str, name: str, workdir: str) -> None:
-        self.orch = orch
-        self.machine = machine
+    def __init__(self, ctx: MachineContext, name: str, workdir: str) -> None:
+        self.ctx = ctx
+        self.machine = ctx.machine
         self.name = name
         self.workdir = workdir
         self.offset: int | None = None  # the next byte of run.log to yield
+        self.connected = False  # a first connection worked: later failures are drops
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     async def chunks(self, tail: int | None, follow: bool) -> AsyncIterator[str]:
@@ -70,15 +71,21 @@ class LogStream:
     async def _one_pass(self, script: str) -> AsyncIterator[str]:
         import asyncssh
 
-        target = await self.orch.ssh_target(self.machine)
+        target = await self.ctx.target()
         try:
-            conn = await self.orch.pool.connection(target)
+            conn = await self.ctx.pool.connection(target)
             proc: Any = await conn.create_process("sh -s", encoding=None)
         except (HostKeyMismatch, AuthenticationFailed):
             raise
-        except (ConnectionFailed, asyncssh.Error, OSError) as exc:
-            self.orch.pool.drop(target.alias)
+        except ConnectionFailed:
+            if not self.connected:  # never reached: say so now, do not retry for minutes
+                raise
+            self.ctx.pool.drop(target.alias)
+            raise _Dropped from None
+        except (asyncssh.Error, OSError) as exc:
+            self.ctx.pool.drop(target.alias)
             raise _Dropped from exc
+        self.connected = True
         errors = bytearray()
         drain = asyncio.create_task(_keep_tail(proc.stderr, errors))
         try:
@@ -95,7 +102,7 @@ class LogStream:
                         yield text
             status = (await proc.wait()).exit_status
         except (asyncssh.Error, OSError) as exc:
-            self.orch.pool.drop(target.alias)
+            self.ctx.pool.drop(target.alias)
             raise _Dropped from exc
         finally:
             proc.close()
@@ -103,10 +110,10 @@ class LogStream:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await drain
         if status is None:
-            self.orch.pool.drop(target.alias)
+            self.ctx.pool.drop(target.alias)
             raise _Dropped
         if status != 0:
-            from sidecar.jobs.manager import remote_error
+            from sidecar.jobs.tmux import remote_error
 
             stderr = bytes(errors).decode("utf-8", "replace").lstrip(".")
             raise remote_error(RunResult(status, "", stderr, 0.0), self.name, self.machine)

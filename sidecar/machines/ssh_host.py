@@ -14,18 +14,18 @@ import time
 from remote_config.model import SSHMachine
 from sidecar.errors import HostKeyMismatch
 from sidecar.layout import Layout
-from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
+from sidecar.machines.base import Capabilities, MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh import keys
 
 
 class SSHHostProvider(Provider):
     kind = "ssh"
+    # orch never powers such a server on or off; it may sit behind a bastion or a proxy.
+    capabilities = Capabilities(reach=["direct", "proxy_command", "proxy_jump"])
 
     def __init__(self, name: str, spec: SSHMachine, layout: Layout, project: str) -> None:
-        super().__init__(name)
-        self.spec = spec
-        self.layout = layout
-        self.alias = f"orch-{project}-{name}"
+        super().__init__(name, spec, layout, project)
+        self.spec: SSHMachine = spec
 
     def _pin(self) -> None:
         if self.spec.host_key:
@@ -38,6 +38,10 @@ class SSHHostProvider(Provider):
             )
 
     async def _reachable(self) -> tuple[bool, float]:
+        if self.spec.proxy_command or self.spec.proxy_jump:
+            # Only the proxy knows the way: a TCP probe from here says nothing. The first
+            # command on the machine tells (and says why when it cannot get there).
+            return True, 0.0
         started = time.monotonic()
         try:
             _, writer = await asyncio.wait_for(
@@ -66,8 +70,15 @@ class SSHHostProvider(Provider):
             kind=self.kind,
             state="running" if ok else "unknown",
             address=f"{self.spec.host}:{self.spec.port}",
-            detail=None if ok else "not reachable on its SSH port",
+            detail=self._via() if ok else "not reachable on its SSH port",
         )
+
+    def _via(self) -> str | None:
+        if self.spec.proxy_jump:
+            return f"through jump host {self.spec.proxy_jump}"
+        if self.spec.proxy_command:
+            return "through its proxy command"
+        return None
 
     async def ssh_target(self) -> SSHTarget:
         self._pin()
@@ -79,4 +90,9 @@ class SSHHostProvider(Provider):
             identity_file=self.spec.identity_file or str(self.layout.client_key),
             host_key_alias=self.alias,
             known_hosts_file=str(self.layout.known_hosts),
+            server_alive_interval=self.spec.server_alive_interval,
+            server_alive_count_max=self.spec.server_alive_count_max,
+            compression=self.spec.compression,
+            proxy_command=self.spec.proxy_command,
+            proxy_jump=self.spec.proxy_jump,
         )

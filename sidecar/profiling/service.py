@@ -3,7 +3,8 @@
 The job runs `<[gpu] python> -m gpu.profiling … --out ~/logs/<job>/profile` (see docs/gpu.md
 for that contract) in the project folder on the machine. Its output — ending with the summary
 table — is streamed while it runs; then `trace.json`, `summary.json` (and an Nsight Systems
-report when one was made) are copied over SFTP into a local folder.
+report, and the py-spy flame graph `flame.svg` with `py_spy`, when they were made) are copied
+over SFTP into a local folder.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from pydantic import BaseModel, Field
 from sidecar.errors import OrchError
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
+    from sidecar.jobs.backend import JobBackend
+
+
+# What a session leaves in its --out folder and is brought back: trace.json, summary.json, an
+# Nsight Systems report, the py-spy flame graph.
+FETCHED = (".json", ".nsys-rep", ".svg")
 
 
 class ProfileRequest(BaseModel):
@@ -31,6 +38,7 @@ class ProfileRequest(BaseModel):
     size: int = Field(default=512, ge=16, le=8192)
     sequential: bool = False
     random_weights: bool = False
+    py_spy: bool = False  # also record a py-spy flame graph (flame.svg) of the workload
     extra: list[str] = Field(default_factory=list)  # passed through to gpu.profiling
     env: dict[str, str] = Field(default_factory=dict)
 
@@ -40,10 +48,18 @@ class ProfileResult(BaseModel):
     local_dir: str
     files: list[str]
     summary: dict[str, Any]
+    table: str = ""  # the summary table the session printed (its output from "profile:" on)
 
 
-def profiling_argv(orch: Orchestrator, req: ProfileRequest, out_dir: str) -> list[str]:
-    gpu = orch.config.config.gpu
+def summary_table(output: str) -> str:
+    """The table at the end of a session's output: from its last line starting "profile:"."""
+    start = output.rfind("\nprofile: ")
+    start = start + 1 if start >= 0 else (0 if output.startswith("profile: ") else -1)
+    return output[start:].strip() if start >= 0 else ""
+
+
+def profiling_argv(ctx: MachineContext, req: ProfileRequest, out_dir: str) -> list[str]:
+    gpu = ctx.config.config.gpu
     argv = [
         gpu.python,
         "-m",
@@ -67,6 +83,8 @@ def profiling_argv(orch: Orchestrator, req: ProfileRequest, out_dir: str) -> lis
         argv.append("--sequential")
     if req.random_weights:
         argv.append("--random-weights")
+    if req.py_spy:
+        argv += ["--py-spy", "on"]
     if gpu.birefnet_checkpoint and req.model == "birefnet":
         argv += ["--birefnet-weights", gpu.birefnet_checkpoint]
     if req.model == "sam2":
@@ -77,44 +95,47 @@ def profiling_argv(orch: Orchestrator, req: ProfileRequest, out_dir: str) -> lis
 
 
 async def run(
-    orch: Orchestrator,
+    ctx: MachineContext,
+    jobs: JobBackend,
     req: ProfileRequest,
     local_root: Path,
-    machine: str | None = None,
     on_output: Callable[[str], None] | None = None,
 ) -> ProfileResult:
     name = f"profile-{req.model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    target = await orch.ssh_target(machine)
-    home = (await orch.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
+    target = await ctx.target()
+    home = (await ctx.pool.run(target, 'printf %s "$HOME"', check=True)).stdout
     out_dir = posixpath.join(home, "logs", name, "profile")
-    await orch.jobs_run(name, profiling_argv(orch, req, out_dir), req.env, machine=machine)
-    async for chunk in orch.jobs_follow(name, tail=None, machine=machine):
+    workdir = await jobs.prepare_code(None)
+    await jobs.run(name, profiling_argv(ctx, req, out_dir), req.env, workdir=workdir)
+    output: list[str] = []
+    async for chunk in jobs.stream(name, tail=None, follow=True):
+        output.append(chunk)
         if on_output:
             on_output(chunk)
-    job = {j.name: j for j in await orch.jobs_status(machine)}.get(name)
+    job = {j.name: j for j in await jobs.status()}.get(name)
     if job is None or job.state != "succeeded":
-        tail = (await orch.jobs_logs(name, tail=15, machine=machine)).strip()
+        tail = (await jobs.logs(name, tail=15)).strip()
         state = "vanished" if job is None else f"{job.state} (exit {job.exit_code})"
         raise OrchError(
             f"the profiling job {name} {state}:\n{tail}",
             hint=f"full output: orch logs {name}; see docs/gpu.md for the options",
         )
     local_dir = local_root / name
-    files = await _fetch(orch, machine, out_dir, local_dir)
+    files = await _fetch(ctx, out_dir, local_dir)
     summary = json.loads((local_dir / "summary.json").read_text())
-    return ProfileResult(job=name, local_dir=str(local_dir), files=files, summary=summary)
+    table = summary_table("".join(output))
+    return ProfileResult(
+        job=name, local_dir=str(local_dir), files=files, summary=summary, table=table
+    )
 
 
-async def _fetch(
-    orch: Orchestrator, machine: str | None, out_dir: str, local_dir: Path
-) -> list[str]:
-    target = await orch.ssh_target(machine)
-    conn = await orch.pool.connection(target)
+async def _fetch(ctx: MachineContext, out_dir: str, local_dir: Path) -> list[str]:
+    conn = await ctx.pool.connection(await ctx.target())
     local_dir.mkdir(parents=True, exist_ok=True)
     fetched = []
     async with conn.start_sftp_client() as sftp:
         for name in await sftp.listdir(out_dir):
-            if name.endswith((".json", ".nsys-rep")):
+            if name.endswith(FETCHED):
                 await sftp.get(posixpath.join(out_dir, name), str(local_dir / name))
                 fetched.append(str(local_dir / name))
     if not any(f.endswith("summary.json") for f in fetched):

@@ -1,15 +1,15 @@
 """Machine commands: `orch.machine.up`, `orch.machine.down`, `orch.machine.status`.
 
 `up` is the long one: it reports each step as `$/progress` and stops when cancelled.
-Up and down run one at a time: the providers guard them with a blocking file lock (meant
-for separate processes), which would deadlock the event loop if two ran concurrently here.
+Up and down of one machine are serialised by the provider's lock, taken off the event loop
+(an async file lock), so concurrent requests in this process wait instead of deadlocking.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from sidecar.machines.base import MachineInfo
+from sidecar.results import MachineInfo
 from sidecar.server.core import OrchServer, Params, Report
 
 

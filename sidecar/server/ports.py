@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
+from sidecar.results import PortForwardInfo, PortsResult
 from sidecar.server.core import NoParams, OrchServer, Params, Report
-from sidecar.ssh.forwards import PortForwardInfo, PortsResult
 
 Port = Field(ge=1, le=65535)
 
 
 class AddParams(Params):
-    local_port: int = Port
-    remote_port: int | None = Field(default=None, ge=1, le=65535)
+    local_port: StrictInt = Port
+    remote_port: StrictInt | None = Field(default=None, ge=1, le=65535)
     remote_host: str = "127.0.0.1"
+    reverse: bool = Field(
+        default=False, description="the machine's remote_port reaches local_port here"
+    )
 
 
 class RemoveParams(Params):
-    local_port: int = Port
+    local_port: StrictInt = Field(
+        ge=1, le=65535, description="the local port (with reverse: the machine's port)"
+    )
+    reverse: bool = False
 
 
 def register(server: OrchServer) -> None:
@@ -31,9 +37,9 @@ def register(server: OrchServer) -> None:
     @server.orch_command("orch.ports.add", AddParams)
     async def add(server: OrchServer, params: AddParams, report: Report) -> PortForwardInfo:
         return await server.orch.ports_add(
-            params.local_port, params.remote_port, params.remote_host, machine()
+            params.local_port, params.remote_port, params.remote_host, machine(), params.reverse
         )
 
     @server.orch_command("orch.ports.remove", RemoveParams)
     async def remove(server: OrchServer, params: RemoveParams, report: Report) -> PortsResult:
-        return await server.orch.ports_remove(params.local_port, machine())
+        return await server.orch.ports_remove(params.local_port, machine(), params.reverse)

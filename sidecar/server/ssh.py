@@ -3,8 +3,8 @@ machine) and the user's Include line; the result names the file and the hosts.""
 
 from __future__ import annotations
 
+from sidecar.results import SshConfigResult
 from sidecar.server.core import NoParams, OrchServer, Report
-from sidecar.ssh.config_service import SshConfigResult
 
 
 def register(server: OrchServer) -> None:

@@ -21,8 +21,8 @@ import logging
 import time
 from typing import Any
 
-from sidecar.app import OrchStatus
 from sidecar.errors import OrchError
+from sidecar.results import OrchStatus
 from sidecar.server.core import OrchServer, Params, Report
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sidecar.results import SyncStatus
 from sidecar.server.core import NoParams, OrchServer, Report
-from sidecar.sync.service import SyncStatus
 
 
 def _percent(report: Report) -> Callable[[int], None]:

@@ -14,7 +14,12 @@ from pydantic import BaseModel, Field
 from remote_config.ssh_config import HostEntry
 from sidecar.layout import Layout
 from sidecar.ssh import user_config
-from sidecar.ssh.managed import read_entries, remove_managed_config, write_managed_config
+from sidecar.ssh.managed import (
+    config_lock,
+    read_entries,
+    remove_managed_config_locked,
+    write_managed_config_locked,
+)
 
 
 class SshConfigResult(BaseModel):
@@ -61,11 +66,12 @@ def show(layout: Layout) -> SshConfigResult:
 
 
 def write(layout: Layout, entries: list[HostEntry], skipped: list[str]) -> SshConfigResult:
-    changed = write_managed_config(layout, entries)
-    hosts = sorted(read_entries(layout))
-    edit = user_config.install_include(
-        layout, layout.ssh_config, alias=hosts[0] if hosts else user_config.VALIDATE_ALIAS
-    )
+    with config_lock(layout):  # both files under one lock (see managed.config_lock)
+        changed = write_managed_config_locked(layout, entries)
+        hosts = sorted(read_entries(layout))
+        edit = user_config.install_include(
+            layout, layout.ssh_config, alias=hosts[0] if hosts else user_config.VALIDATE_ALIAS
+        )
     result = _result(layout, changed=changed or edit.changed, skipped=skipped)
     result.backup = str(edit.backup) if edit.backup else None
     result.warnings = [*edit.warnings, *_include_warning(result.include, layout)]
@@ -74,8 +80,9 @@ def write(layout: Layout, entries: list[HostEntry], skipped: list[str]) -> SshCo
 
 
 def remove(layout: Layout) -> SshConfigResult:
-    edit = user_config.uninstall_include(layout, layout.ssh_config)
-    removed = remove_managed_config(layout)
+    with config_lock(layout, create=False):
+        edit = user_config.uninstall_include(layout, layout.ssh_config)
+        removed = remove_managed_config_locked(layout)
     result = _result(layout, changed=edit.changed or removed)
     result.warnings = edit.warnings
     return result

@@ -116,7 +116,11 @@ class ForwardOwner:
                         "local_port": s.local_port,
                         "remote_host": s.remote_host,
                         "remote_port": s.remote_port,
+                        "reverse": s.reverse,
                         "state": state,
+                        "error": self.forwards.reverse_errors.get(s.remote_port)
+                        if s.reverse
+                        else None,
                     }
                     for s in ([] if stopping else self.forwards.specs())
                 ],
@@ -130,11 +134,14 @@ class ForwardOwner:
                 int(request["local_port"]),
                 str(request.get("remote_host") or "127.0.0.1"),
                 int(request["remote_port"]),
+                bool(request.get("reverse", False)),
             )
             added = await self.forwards.add(spec)
             return {"ok": True, "added": added, "state": self.forwards.state()}
         if op == "remove":
-            removed = await self.forwards.remove(int(request["local_port"]))
+            removed = await self.forwards.remove(
+                int(request["local_port"]), bool(request.get("reverse", False))
+            )
             return {"ok": True, "removed": removed}
         if op == "list":
             return {"ok": True}

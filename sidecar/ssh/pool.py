@@ -1,7 +1,8 @@
 """The connection pool: one asyncssh connection per machine, reused for every command.
 
 Connections verify the host key pinned in orch's known_hosts (by alias), never read the
-user's ~/.ssh/config, and send keepalives (15 s, 4 missed = dead). Failures are told apart:
+user's ~/.ssh/config, and send keepalives (per machine; default 15 s, 4 missed = dead).
+Failures are told apart:
 `HostKeyMismatch`, `AuthenticationFailed`, `Unreachable`, `ConnectTimeout` (all
 `ConnectionFailed`, exit code 5).
 
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from remote_config.ssh_config import expand_proxy_command, parse_jump
 from sidecar.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -47,8 +49,6 @@ if TYPE_CHECKING:
     import asyncssh
 
 CONNECT_TIMEOUT_S = 10.0
-KEEPALIVE_INTERVAL_S = 15
-KEEPALIVE_COUNT_MAX = 4
 
 ConnState = Literal["connected", "reconnecting", "closed"]
 Listener = Callable[[str, ConnState, OrchError | None], None]
@@ -76,6 +76,21 @@ class Backoff:
 
 
 def connect_options(target: SSHTarget, timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
+    options = _base_options(target, timeout)
+    if target.proxy_command:
+        # The same command OpenSSH runs (sh -c), so both paths reach the machine one way.
+        options["proxy_command"] = expand_proxy_command(
+            target.proxy_command, target.host, target.port, target.user
+        )
+    elif target.proxy_jump:
+        # asyncssh tunnels through a first connection to the jump host; that hop is checked
+        # against the user's own known_hosts, like OpenSSH's ProxyJump.
+        host, port, user = parse_jump(target.proxy_jump, target.user)
+        options["tunnel"] = f"{user}@{host}:{port}"
+    return options
+
+
+def _base_options(target: SSHTarget, timeout: float) -> dict[str, Any]:
     return {
         "host": target.host,
         "port": target.port,
@@ -85,8 +100,10 @@ def connect_options(target: SSHTarget, timeout: float = CONNECT_TIMEOUT_S) -> di
         "host_key_alias": target.host_key_alias,
         "config": (),  # never read ~/.ssh/config: orch's settings are explicit
         "agent_path": None,
-        "keepalive_interval": KEEPALIVE_INTERVAL_S,
-        "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+        "keepalive_interval": target.server_alive_interval,
+        "keepalive_count_max": target.server_alive_count_max,
+        # zlib only when the machine asks for it (slow links); "none" is always acceptable.
+        "compression_algs": ["zlib@openssh.com", "none"] if target.compression else ["none"],
         "connect_timeout": timeout,
     }
 
@@ -116,6 +133,12 @@ async def open_connection(
         raise ConnectTimeout(
             f"connecting to {where} timed out after {timeout:g} s",
             hint="check the machine is running (orch status) and the network path",
+        ) from exc
+    except FileNotFoundError as exc:  # a key file, not the network
+        raise AuthenticationFailed(
+            f"cannot connect to {where}: {exc.filename or 'a key file'} does not exist",
+            hint="orch creates its key on `orch up`; for identity_file in orch.toml, check "
+            "the path",
         ) from exc
     except (OSError, asyncssh.ConnectionLost) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
@@ -348,8 +371,8 @@ class ConnectionPool:
 
 
 def _is_closed(conn: asyncssh.SSHClientConnection) -> bool:
-    transport = getattr(conn, "_transport", None)
-    return transport is None or transport.is_closing()
+    # The public check: the transport may be a socket or a proxy command's pipes.
+    return bool(conn.is_closed())
 
 
 def _text(data: object) -> str:

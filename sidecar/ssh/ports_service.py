@@ -3,51 +3,174 @@
 Adds and removes go to the machine's one forward owner (started in the background when no
 process owns the forwards yet, see `forwarder.py`). Listing reads the owner's state file and
 checks it against the system: a forward counts as active only while its owner holds the lock
-and the owner's process really listens on the port; otherwise it is shown as dead. Forwards
-declared in orch.toml that are not running are listed as "stopped".
+and the owner's process really listens on the port; otherwise it is dead, and `revive`
+starts a new owner with the same forwards (`orch ports list` and `orch status` call it).
+Forwards declared in orch.toml that are not running are listed as "stopped".
+
+On the local machine (this very computer) a forward from a port to the same port would take
+the number that the job itself wants to bind: such forwards are not started and are listed
+as "direct" (the port is already reachable as it is).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from remote_config.model import OrchConfig
+from remote_config.ports import PortSyntaxError, check_host, check_port
 from remote_config.ssh_config import LocalForwardSpec
-from sidecar.errors import ConnectionFailed, NotFound
+from sidecar.errors import ConnectionFailed, NotFound, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
 from sidecar.ssh.forwarder import owner_alive, read_state, request, spawn_owner
 from sidecar.ssh.forwards import PortForwardInfo, PortsResult, forward_paths
 from sidecar.ssh.local_ports import port_holders
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def configured(config: OrchConfig, machine: str) -> tuple[LocalForwardSpec, ...]:
+    """The `[[ports]]` of orch.toml that apply to `machine`."""
+    return tuple(
+        LocalForwardSpec(f.local, f.remote_host, f.remote_port, f.reverse)
+        for f in config.ports
+        if f.machine in (None, machine)
+    )
+
+
+def requested_spec(
+    config: OrchConfig,
+    machine: str,
+    local_port: int,
+    remote_port: int | None,
+    remote_host: str,
+    reverse: bool,
+) -> tuple[LocalForwardSpec, bool]:
+    """The forward a front end asked for, checked once for all of them (UsageError, exit 2),
+    with orch.toml's entry for the same port filling in what was left out; and whether
+    orch.toml declares it."""
+    try:
+        check_port(local_port, "local port")
+        if remote_port is not None:
+            check_port(remote_port, "remote port")
+        check_host(remote_host)
+    except PortSyntaxError as exc:
+        raise UsageError(str(exc), hint="ports are whole numbers 1-65535") from None
+    default = next(
+        (
+            f
+            for f in configured(config, machine)
+            if f.local_port == local_port and f.reverse == reverse
+        ),
+        None,
+    )
+    if remote_port is None and default is not None:
+        remote_port, remote_host = default.remote_port, default.remote_host
+    spec = LocalForwardSpec(local_port, remote_host, remote_port or local_port, reverse)
+    return spec, default is not None
+
+
+def is_direct(kind: str, spec: LocalForwardSpec) -> bool:
+    """A forward that would only tie a port of this computer to the same port of itself."""
+    return kind == "local" and spec.remote_host in _LOOPBACK and spec.local_port == spec.remote_port
+
+
+def direct_info(spec: LocalForwardSpec, machine: str, from_config: bool) -> PortForwardInfo:
+    return PortForwardInfo(
+        local_port=spec.local_port,
+        remote_host=spec.remote_host,
+        remote_port=spec.remote_port,
+        state="direct",
+        machine=machine,
+        from_config=from_config,
+        reverse=spec.reverse,
+        detail=f"the local machine is this computer: 127.0.0.1:{spec.local_port} is "
+        "reachable as it is; not forwarded (the port stays free for the job)",
+    )
+
+
+def _spec(raw: dict[str, Any]) -> LocalForwardSpec:
+    return LocalForwardSpec(
+        int(raw["local_port"]),
+        str(raw.get("remote_host", "127.0.0.1")),
+        int(raw["remote_port"]),
+        bool(raw.get("reverse", False)),
+    )
+
+
+def dead_forwards(layout: Layout, alias: str) -> list[LocalForwardSpec]:
+    """Forwards whose owner died without stopping them (killed, crashed): to be restarted."""
+    paths = forward_paths(layout, alias)
+    if owner_alive(paths):
+        return []
+    state = read_state(paths)
+    if state.get("pid") is None:  # stopped on purpose (orch down, last forward removed)
+        return []
+    return [_spec(raw) for raw in state.get("forwards", [])]
+
+
+async def revive(
+    layout: Layout, target: SSHTarget, machine: str, dead: list[LocalForwardSpec]
+) -> list[PortForwardInfo]:
+    """Start the dead forwards again; returns the ones that could not be, saying why (the
+    new owner's state no longer lists them, so this is the one place that still knows)."""
+    failed: list[PortForwardInfo] = []
+    for spec in dead:
+        try:
+            await add_port(layout, target, machine, spec)
+        except OrchError as exc:
+            failed.append(
+                PortForwardInfo(
+                    local_port=spec.local_port,
+                    remote_host=spec.remote_host,
+                    remote_port=spec.remote_port,
+                    state="dead",
+                    machine=machine,
+                    reverse=spec.reverse,
+                    detail=f"the forwarder died and it could not be restarted: {exc.message}",
+                )
+            )
+    return failed
+
 
 def list_ports(
-    layout: Layout, alias: str, machine: str, configured: tuple[LocalForwardSpec, ...] = ()
+    layout: Layout,
+    alias: str,
+    machine: str,
+    configured: tuple[LocalForwardSpec, ...] = (),
+    direct: tuple[LocalForwardSpec, ...] = (),
 ) -> PortsResult:
     paths = forward_paths(layout, alias)
     state = read_state(paths)
     alive = owner_alive(paths)
     pid = state.get("pid") if alive else None
     out: list[PortForwardInfo] = []
-    config_ports = {c.local_port for c in configured}
+    config_keys = {c.key for c in configured}
     for raw in state.get("forwards", []):
-        port = int(raw["local_port"])
+        spec = _spec(raw)
         info = PortForwardInfo(
-            local_port=port,
-            remote_host=str(raw.get("remote_host", "127.0.0.1")),
-            remote_port=int(raw["remote_port"]),
+            local_port=spec.local_port,
+            remote_host=spec.remote_host,
+            remote_port=spec.remote_port,
             state=raw.get("state", "active") if alive else "dead",
             machine=machine,
             owner_pid=pid,
-            from_config=port in config_ports,
+            from_config=spec.key in config_keys,
+            reverse=spec.reverse,
         )
         if not alive:
             info.detail = f"the forwarder (pid {state.get('pid')}) is gone"
-        elif pid is not None and pid not in {h.pid for h in port_holders(port)}:
-            info.state, info.detail = "dead", f"pid {pid} does not listen on port {port}"
+        elif spec.reverse:
+            if raw.get("error"):
+                info.state, info.detail = "reconnecting", str(raw["error"])
+        elif pid is not None and pid not in {h.pid for h in port_holders(spec.local_port)}:
+            info.state, info.detail = "dead", f"pid {pid} does not listen on port {spec.local_port}"
         elif info.state == "reconnecting" and state.get("error"):
             info.detail = str(state["error"])
         out.append(info)
-    running = {p.local_port for p in out}
+    running = {(p.reverse, p.remote_port if p.reverse else p.local_port) for p in out}
     for spec in configured:
-        if spec.local_port not in running:
+        if spec.key not in running:
             out.append(
                 PortForwardInfo(
                     local_port=spec.local_port,
@@ -56,9 +179,11 @@ def list_ports(
                     state="stopped",
                     machine=machine,
                     from_config=True,
+                    reverse=spec.reverse,
                 )
             )
-    return PortsResult(ports=sorted(out, key=lambda p: p.local_port))
+    out += [direct_info(spec, machine, True) for spec in direct]
+    return PortsResult(ports=sorted(out, key=lambda p: (p.reverse, p.local_port, p.remote_port)))
 
 
 async def add_port(
@@ -71,6 +196,7 @@ async def add_port(
         "local_port": spec.local_port,
         "remote_host": spec.remote_host,
         "remote_port": spec.remote_port,
+        "reverse": spec.reverse,
     }
     for attempt in (1, 2):
         await spawn_owner(layout, target, machine)
@@ -89,20 +215,21 @@ async def add_port(
         state=reply.get("state", "active"),
         machine=machine,
         owner_pid=state.get("pid"),
+        reverse=spec.reverse,
         detail=None if reply.get("added") else "already forwarded (nothing changed)",
     )
 
 
-async def remove_port(layout: Layout, alias: str, machine: str, local_port: int) -> None:
+async def remove_port(
+    layout: Layout, alias: str, machine: str, port: int, reverse: bool = False
+) -> None:
     paths = forward_paths(layout, alias)
+    what = f"remote port {port} (reverse)" if reverse else f"local port {port}"
     if not owner_alive(paths):
-        raise NotFound(f"no forward of local port {local_port} is running on {machine}")
-    reply = await request(paths, {"op": "remove", "local_port": local_port})
+        raise NotFound(f"no forward of {what} is running on {machine}")
+    reply = await request(paths, {"op": "remove", "local_port": port, "reverse": reverse})
     if not reply.get("removed"):
-        raise NotFound(
-            f"local port {local_port} is not forwarded on {machine}",
-            hint="see what is: orch ports list",
-        )
+        raise NotFound(f"{what} is not forwarded on {machine}", hint="see what is: orch ports list")
 
 
 async def stop_forwards(layout: Layout, alias: str) -> bool:

@@ -33,7 +33,7 @@ from remote_config.ssh_user_config import (
 )
 from sidecar.errors import UserFileError
 from sidecar.layout import Layout
-from sidecar.state import atomic_write, write_json
+from sidecar.state import atomic_write, clean_temp_files, write_json
 
 ENV_VAR = "ORCH_SSH_USER_CONFIG"
 VALIDATE_ALIAS = "orch-validate-only"
@@ -70,6 +70,12 @@ def _read(target: Path) -> tuple[bytes | None, os.stat_result | None]:
             return handle.read(), os.fstat(handle.fileno())
     except FileNotFoundError:
         return None, None
+    except IsADirectoryError:
+        raise UserFileError(
+            f"{target} is a folder, not a file; orch changed nothing",
+            hint="OpenSSH reads its config from a file: move the folder away, or set "
+            f"{ENV_VAR} to the file orch should add its Include line to",
+        ) from None
     except PermissionError as exc:
         raise UserFileError(
             f"{target} cannot be read ({exc.strerror}); orch changed nothing",
@@ -103,7 +109,7 @@ def _write_checked(
     target: Path, data: bytes, st: os.stat_result | None, alias: str, warnings: list[str]
 ) -> None:
     """Replace `target` with `data` once `ssh -G` parses it; the old file is kept otherwise."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.orch-", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), dir=target.parent)
     try:
         os.fchmod(fd, stat.S_IMODE(st.st_mode) if st else 0o600)
         if st is not None and os.geteuid() == 0 and st.st_uid != 0:
@@ -125,12 +131,33 @@ def _write_checked(
                 f"{target} did not parse before orch's change either: "
                 f"{before.stderr.strip()[-300:]}"
             )
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        if st is not None and st.st_nlink > 1:
+            _write_in_place(target, data)  # replacing it would cut its other names off
+            os.unlink(tmp)
+            warnings.append(
+                f"{target} has {st.st_nlink} hard links: orch wrote it in place so that "
+                "every link keeps the same content"
+            )
+        else:
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.orch-"
+
+
+def _write_in_place(target: Path, data: bytes) -> None:
+    """Rewrite a hard-linked file through its inode (checked already; the backup is kept)."""
+    with open(target, "r+b") as handle:
+        handle.write(data)
+        handle.truncate()
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -170,6 +197,7 @@ def install_include(
     target = _target(path)
     line = include_line(str(managed))
     with _folder_lock(target.parent):
+        clean_temp_files(target.parent, _temp_prefix(target))  # left by a kill -9 mid-write
         data, st = _read(target)
         result = EditResult(path=path, target=target, changed=False, created=data is None)
         new = add_include(data, line)
@@ -192,6 +220,7 @@ def uninstall_include(layout: Layout, managed: Path, path: Path | None = None) -
     if not target.parent.is_dir():
         return result
     with _folder_lock(target.parent):
+        clean_temp_files(target.parent, _temp_prefix(target))
         data, st = _read(target)
         if data is None or st is None:
             return result

@@ -9,7 +9,6 @@ pipe; `stop` ends the owner by its PID; `now` asks a running owner for a full re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -18,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sidecar.daemon import terminate
 from sidecar.errors import Conflict, OrchError
-from sidecar.state import wait_gone
 from sidecar.sync.service import Owner, SyncStatus, claim, read_status, release, state_dir
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
 
 Progress = Callable[[int], None]
 STOP_TIMEOUT_S = 10.0
@@ -31,30 +30,33 @@ START_TIMEOUT_S = 600.0
 
 
 async def start(
-    orch: Orchestrator, machine: str, *, foreground: bool = False, progress: Progress | None = None
+    ctx: MachineContext,
+    *,
+    foreground: bool = False,
+    progress: Progress | None = None,
+    ready: Callable[[SyncStatus], None] | None = None,
 ) -> SyncStatus:
-    current = read_status(orch, machine)
+    current = read_status(ctx)
     if current.owner_pid is not None:
         raise Conflict(
-            f"sync is already running for this project on {machine} "
+            f"sync is already running for this project on {ctx.machine} "
             f"({current.owner}, pid {current.owner_pid})",
             hint="see it with `orch sync status`; stop it with `orch sync stop`",
         )
     if foreground:
-        return await run_foreground(orch, machine, progress)
-    return await _spawn(orch, machine, progress)
+        return await run_foreground(ctx, progress, ready)
+    return await _spawn(ctx, progress)
 
 
 async def run_foreground(
-    orch: Orchestrator,
-    machine: str,
+    ctx: MachineContext,
     progress: Progress | None = None,
     ready: Callable[[SyncStatus], None] | None = None,
 ) -> SyncStatus:
     """Own the sync in this process until SIGINT/SIGTERM."""
-    fd = claim(state_dir(orch, machine))
+    fd = claim(state_dir(ctx))
     try:
-        owner = Owner(orch, machine, foreground=True, progress=progress)
+        owner = Owner(ctx, foreground=True, progress=progress)
         owner.install_signals()
         await owner.run(ready=ready)
         return owner.status
@@ -62,15 +64,15 @@ async def run_foreground(
         release(fd)
 
 
-async def _spawn(orch: Orchestrator, machine: str, progress: Progress | None) -> SyncStatus:
+async def _spawn(ctx: MachineContext, progress: Progress | None) -> SyncStatus:
     argv = [
         sys.executable,
         "-m",
         "sidecar.sync.daemon",
         "--project",
-        str(orch.cwd),
+        ctx.config.root,
         "--machine",
-        machine,
+        ctx.machine,
         "--detach",
     ]
     env = dict(os.environ)
@@ -102,37 +104,32 @@ async def _spawn(orch: Orchestrator, machine: str, progress: Progress | None) ->
         if proc.stderr is not None:
             err = await proc.stderr.read()
         detail = last.removeprefix("error: ") or err.decode().strip()[-500:]
-        log_file = state_dir(orch, machine) / "sync.log"
+        log_file = state_dir(ctx) / "sync.log"
         raise OrchError(f"sync failed to start: {detail}", hint=f"see {log_file}")
-    return read_status(orch, machine)
+    return read_status(ctx)
 
 
-async def stop(orch: Orchestrator, machine: str) -> SyncStatus:
-    status = read_status(orch, machine)
+async def stop(ctx: MachineContext) -> SyncStatus:
+    status = read_status(ctx)
     pid = status.owner_pid
     if pid is None:
         status.detail = "sync was not running"
         return status
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not await wait_gone(pid, STOP_TIMEOUT_S):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        await wait_gone(pid, STOP_TIMEOUT_S)
-    status = read_status(orch, machine)
+    await terminate(pid, STOP_TIMEOUT_S)
+    status = read_status(ctx)
     status.detail = f"stopped (pid {pid})"
     return status
 
 
 async def now(
-    orch: Orchestrator, machine: str, progress: Progress | None = None, timeout: float = 600
+    ctx: MachineContext, progress: Progress | None = None, timeout: float = 600
 ) -> SyncStatus:
     """A full reconcile: by the running owner if there is one, else here."""
-    status = read_status(orch, machine)
+    status = read_status(ctx)
     if status.owner_pid is None:
-        fd = claim(state_dir(orch, machine))
+        fd = claim(state_dir(ctx))
         try:
-            return await Owner(orch, machine, foreground=True, progress=progress).run_once()
+            return await Owner(ctx, foreground=True, progress=progress).run_once()
         finally:
             release(fd)
     before = status.full_syncs
@@ -140,7 +137,7 @@ async def now(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # the CLI waits on another process's state file
         await asyncio.sleep(0.05)
-        status = read_status(orch, machine)
+        status = read_status(ctx)
         if status.full_syncs > before or status.owner_pid is None:
             return status
     raise OrchError(
@@ -148,7 +145,7 @@ async def now(
     )
 
 
-def resolve(orch: Orchestrator, machine: str, paths: list[str]) -> SyncStatus:
+def resolve(ctx: MachineContext, paths: list[str]) -> SyncStatus:
     """Forget recorded conflicts (all, or those for `paths`) once the user has dealt with them.
 
     The list lives in `conflicts.json`, edited under a lock by this and the running sync
@@ -157,7 +154,7 @@ def resolve(orch: Orchestrator, machine: str, paths: list[str]) -> SyncStatus:
     from sidecar.state import read_json, write_json
     from sidecar.sync.service import update_conflicts
 
-    folder = state_dir(orch, machine)
+    folder = state_dir(ctx)
     keep = update_conflicts(folder, drop=list(paths) if paths else None)
     raw = read_json(folder / "state.json")
     if isinstance(raw, dict):
@@ -165,4 +162,4 @@ def resolve(orch: Orchestrator, machine: str, paths: list[str]) -> SyncStatus:
         if raw.get("state") == "conflict" and not keep:
             raw["state"] = "idle"
         write_json(folder / "state.json", raw)
-    return read_status(orch, machine)
+    return read_status(ctx)

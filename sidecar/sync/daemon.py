@@ -23,11 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detach", action="store_true")
     args = parser.parse_args(argv)
 
-    from sidecar.app import Orchestrator
+    from sidecar.context import open_context
     from sidecar.sync.service import Owner, claim, release, state_dir
 
-    orch = Orchestrator(cwd=args.project)
-    folder = state_dir(orch, args.machine)
+    ctx = open_context(args.project, args.machine)
+    folder = state_dir(ctx)
     ready = daemon.start(folder / "sync.log", "the sync process", background=args.detach)
     if isinstance(ready, int):
         return ready  # the launcher's side
@@ -36,14 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     async def go() -> None:
         fd = claim(folder)
         try:
-            owner = Owner(
-                orch, args.machine, foreground=False, progress=lambda pct: notify(f"progress {pct}")
-            )
+            owner = Owner(ctx, foreground=False, progress=lambda pct: notify(f"progress {pct}"))
             owner.install_signals()
             await owner.run(ready=lambda status: notify("ok"))
         finally:
             release(fd)
-            await orch.close()
+            await ctx.close()
 
     try:
         asyncio.run(go())

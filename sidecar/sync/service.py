@@ -29,7 +29,7 @@ from sidecar.state import is_locked, pid_alive, read_json, secure_dir
 from sidecar.sync.remote import HelperGone
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
     from sidecar.sync.engine import BatchResult, SyncEngine
     from sidecar.sync.watcher import Watcher
 
@@ -76,15 +76,15 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-def state_dir(orch: Orchestrator, machine: str) -> Path:
-    cfg = orch.config
+def state_dir(ctx: MachineContext) -> Path:
+    cfg = ctx.config
     key = hashlib.sha256(cfg.local_dir.encode()).hexdigest()[:8]
-    return orch.layout.home / "sync" / f"{cfg.project_name}-{key}" / machine
+    return ctx.layout.home / "sync" / f"{cfg.project_name}-{key}" / ctx.machine
 
 
-def read_status(orch: Orchestrator, machine: str) -> SyncStatus:
+def read_status(ctx: MachineContext) -> SyncStatus:
     """The published state; 'off' when no owner is alive (stale state is reported so)."""
-    folder = state_dir(orch, machine)
+    folder = state_dir(ctx)
     raw = read_json(folder / "state.json")
     status = SyncStatus.model_validate(raw) if isinstance(raw, dict) else SyncStatus()
     if (folder / CONFLICTS).exists():
@@ -93,9 +93,9 @@ def read_status(orch: Orchestrator, machine: str) -> SyncStatus:
         status.state = "conflict"
     elif status.state == "conflict" and not status.conflicts:
         status.state = "idle"
-    status.machine = machine
-    status.local_dir = orch.config.local_dir
-    status.remote_dir = orch.config.remote_dir
+    status.machine = ctx.machine
+    status.local_dir = ctx.config.local_dir
+    status.remote_dir = ctx.config.remote_dir
     alive = (
         status.owner_pid is not None
         and pid_alive(status.owner_pid)
@@ -122,16 +122,15 @@ class Owner:
 
     def __init__(
         self,
-        orch: Orchestrator,
-        machine: str,
+        ctx: MachineContext,
         *,
         foreground: bool,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        self.orch = orch
-        self.machine = machine
-        self.folder = secure_dir(state_dir(orch, machine))
-        previous = read_status(orch, machine)
+        self.ctx = ctx
+        self.machine = ctx.machine
+        self.folder = secure_dir(state_dir(ctx))
+        previous = read_status(ctx)
         if previous.conflicts and not (self.folder / CONFLICTS).exists():
             update_conflicts(self.folder, add=previous.conflicts)  # state from an earlier orch
         self.status = SyncStatus(
@@ -139,9 +138,9 @@ class Owner:
             generation=previous.generation,
             owner_pid=os.getpid(),
             owner="foreground" if foreground else "background",
-            machine=machine,
-            local_dir=orch.config.local_dir,
-            remote_dir=orch.config.remote_dir,
+            machine=ctx.machine,
+            local_dir=ctx.config.local_dir,
+            remote_dir=ctx.config.remote_dir,
         )
         self.progress = progress
         self.stop = asyncio.Event()
@@ -197,17 +196,15 @@ class Owner:
         from sidecar.sync.watcher import Watcher
 
         self.publish("syncing", "starting")
-        target = await self.orch.ssh_target(self.machine)
-        await self.orch.write_ssh_config(self.machine)
+        target = await self.ctx.target()
+        await self.ctx.write_ssh_config()
         manifest = Manifest(self.folder / "manifest.db")
-        self.engine = SyncEngine(
-            self.orch.config, self.orch.layout, self.orch.pool, target, manifest
-        )
+        self.engine = SyncEngine(self.ctx.config, self.ctx.layout, self.ctx.pool, target, manifest)
         self.watcher = Watcher(
             self.engine.root,
             lambda: self.engine.rules if self.engine else None,  # type: ignore[arg-type,return-value]
             self._on_batch,
-            self.orch.config.config.sync.debounce_ms,
+            self.ctx.config.config.sync.debounce_ms,
         )
         self.status.watcher = await asyncio.to_thread(self.watcher.start)
         ended, why = "off", "stopped"
@@ -235,12 +232,10 @@ class Owner:
 
         self.status.owner = None
         self.publish("syncing", "one-off full sync")
-        target = await self.orch.ssh_target(self.machine)
-        await self.orch.write_ssh_config(self.machine)
+        target = await self.ctx.target()
+        await self.ctx.write_ssh_config()
         manifest = Manifest(self.folder / "manifest.db")
-        self.engine = SyncEngine(
-            self.orch.config, self.orch.layout, self.orch.pool, target, manifest
-        )
+        self.engine = SyncEngine(self.ctx.config, self.ctx.layout, self.ctx.pool, target, manifest)
         try:
             result = await self.engine.full_sync(self.progress)
             self._absorb(result)
@@ -342,7 +337,7 @@ class Owner:
         attempt = 0
         while not self.stop.is_set():
             self.engine.disconnect()
-            self.orch.pool.drop(self.engine.target.alias)
+            self.ctx.pool.drop(self.engine.target.alias)
             try:
                 await self.engine.connect()
                 log.info("sync resumed")

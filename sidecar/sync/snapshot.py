@@ -1,6 +1,6 @@
 """Job snapshots: a hard-linked copy of the synced tree on the remote, named by sync token.
 
-`prepare_snapshot(orch, machine)` makes (or reuses) `~/.orch/snapshots/<project>/<token>`
+`prepare_snapshot(ctx)` makes (or reuses) `~/.orch/snapshots/<project>/<token>`
 on the remote, a copy of the remote project folder as this laptop's sync last wrote it,
 and returns its absolute path and the generation. The token (`<sync id>-<generation>`,
 see `remote_config.sync.snapshot_command`) is checked on the remote under the sync lock:
@@ -29,7 +29,7 @@ class StaleTree(RemoteCommandFailed):
 
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
 
 SNAPSHOTS_DIR = "~/.orch/snapshots"
 ATTEMPTS = 20  # the remote may be one batch ahead of the laptop's record for a moment
@@ -39,11 +39,11 @@ def snapshots_dir(project: str) -> str:
     return f"{SNAPSHOTS_DIR}/{project}"
 
 
-def synced_token(orch: Orchestrator, machine: str) -> str | None:
+def synced_token(ctx: MachineContext) -> str | None:
     """The token of the last generation this laptop's sync wrote (None: never synced)."""
     from sidecar.sync.service import state_dir
 
-    db = state_dir(orch, machine) / "manifest.db"
+    db = state_dir(ctx) / "manifest.db"
     if not db.exists():
         return None
     try:
@@ -59,15 +59,14 @@ def synced_token(orch: Orchestrator, machine: str) -> str | None:
     return f"{rows['sync_id']}-{rows['generation']}"
 
 
-async def prepare_snapshot(orch: Orchestrator, machine: str | None = None) -> tuple[str, int]:
+async def prepare_snapshot(ctx: MachineContext) -> tuple[str, int]:
     """(absolute remote path, sync generation) of a snapshot of the synced tree."""
-    cfg = orch.config
-    name = orch.machine_name(machine)
-    target = await orch.ssh_target(name)
+    cfg = ctx.config
+    target = await ctx.target()
     for attempt in range(ATTEMPTS):
-        expect = synced_token(orch, name)
+        expect = synced_token(ctx)
         command = snapshot_command(cfg.remote_dir, snapshots_dir(cfg.project_name), expect)
-        result = await orch.pool.run(target, command, timeout=600)
+        result = await ctx.pool.run(target, command, timeout=600)
         if result.exit_status != 4 or (expect is None and result.exit_status == 4):
             break
         await asyncio.sleep(0.1 * (attempt + 1))  # a batch in flight: its record comes next

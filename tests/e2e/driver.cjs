@@ -135,6 +135,7 @@ async function checkContributions(page) {
     "Orch: Sync Now",
     "Orch: Write SSH Config",
     "Orch: Forward Port…",
+    "Orch: Profile GPU Service…",
   ];
   // The palette renders only the rows in view, so ask for each title on its own.
   const missing = [];

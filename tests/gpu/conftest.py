@@ -23,6 +23,7 @@ except ImportError:  # the gpu extra is absent (e.g. the sidecar's own venv): no
     collect_ignore_glob = ["test_gpu_*.py"]
 
 SIZE = 256
+SLOW_MS = 50.0
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +82,8 @@ def server(engine: Any) -> Any:
     from gpu.service import create_app
 
     limits = Limits(max_body_bytes=2 * 1024 * 1024, max_pixels=1024 * 1024, max_batch=4)
-    app = create_app(engine, limits)
+    # A low slow-request threshold: model requests (hundreds of ms on a CPU) are all "slow".
+    app = create_app(engine, limits, slow_ms=SLOW_MS)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

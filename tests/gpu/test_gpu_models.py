@@ -57,7 +57,10 @@ def test_official_swin_layout_has_the_official_names_and_shapes(swin_pair) -> No
         "bb.layers.3.blocks.1.attn.relative_position_bias_table": (169, 24),
         "bb.norm3.weight": (768,),
         "squeeze_module.0.conv_in.weight": (64, 1536 + 192 + 384 + 768, 3, 3),
-        "squeeze_module.0.dec_att.aspp2.atrous_conv.offset_conv.weight": (18, 64, 3, 3),
+        # Official deformable ASPP: aspp1 + aspp_deforms with kernels 1, 3, 7 (the complete
+        # key list is checked in test_gpu_checkpoint_layout.py).
+        "squeeze_module.0.dec_att.aspp_deforms.2.atrous_conv.offset_conv.weight": (98, 64, 7, 7),
+        "squeeze_module.0.dec_att.conv1.weight": (64, 5 * 256, 1, 1),
         "decoder.ipt_blk5.conv1.weight": (64, 3072, 3, 3),
         "decoder.decoder_block4.conv_in.weight": (64, 1536 + 192, 3, 3),
         "decoder.gdt_convs_attn_2.0.weight": (1, 16, 1, 1),
@@ -66,6 +69,7 @@ def test_official_swin_layout_has_the_official_names_and_shapes(swin_pair) -> No
     for key, shape in expected.items():
         assert tuple(official[key].shape) == shape, key
     assert "bb.layers.3.downsample.reduction.weight" not in official
+    assert not any(".aspp2." in k for k in official)  # the non-deformable ASPP's names
 
 
 def test_swin_checkpoint_saves_and_loads_through_the_loader(swin_pair, tmp_path) -> None:
@@ -105,9 +109,9 @@ def test_wrong_backbone_checkpoint_fails_clearly(swin_pair, tmp_path) -> None:
     with pytest.raises(CheckpointError) as info:
         load_birefnet(swin_pair[1], path)
     message = str(info.value)
-    assert "missing keys" in message and "unexpected keys" in message
-    assert "backbone" in message
-    assert info.value.missing and info.value.unexpected
+    # Detected from the checkpoint's shapes before any key is compared.
+    assert "it is a pvt_v2_b0 BiRefNet (stem width 32, blocks per stage 2/2/2/2)" in message
+    assert "not swin_v1_t" in message and "--birefnet-backbone pvt_v2_b0" in message
 
 
 def test_shape_mismatch_and_unreadable_files_fail_clearly(swin_pair, tmp_path) -> None:

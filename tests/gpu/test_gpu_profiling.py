@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from gpu.engine import EngineConfig
-from gpu.profiling import SessionConfig, _without_out_and_nsys, build_engine, run_session
+from gpu.profiling import (
+    NSYS_TRACE,
+    SessionConfig,
+    _without_out_and_nsys,
+    build_engine,
+    find_py_spy,
+    run_session,
+)
 from gpu.trace_summary import (
     LANE_LABEL,
     label_events,
@@ -131,6 +138,37 @@ def test_cli_without_weights_fails_with_a_hint(tmp_path) -> None:
 def test_nsys_rerun_arguments_drop_out_and_nsys() -> None:
     argv = ["--model", "sam2", "--out", "x", "--nsys=on", "--lanes", "2", "--nsys", "auto"]
     assert _without_out_and_nsys(argv) == ["--model", "sam2", "--lanes", "2"]
+    argv = ["--py-spy", "--lanes", "2", "--py-spy", "on", "--py-spy=auto", "--size", "64"]
+    assert _without_out_and_nsys(argv) == ["--lanes", "2", "--size", "64"]
+
+
+def test_nsys_traces_cudnn() -> None:
+    assert "cudnn" in NSYS_TRACE.split(",") and "cuda" in NSYS_TRACE.split(",")
+
+
+@pytest.mark.skipif(find_py_spy() is None, reason="py-spy is not installed in this environment")
+def test_py_spy_flame_graph_of_the_same_workload(tmp_path) -> None:
+    out = tmp_path / "spy"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+    env.pop("PYTORCH_ALLOC_CONF", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpu.profiling", "--model", "birefnet", "--requests", "1",
+         "--batch-size", "2", "--lanes", "2", "--size", "64", "--random-weights",
+         "--birefnet-backbone", "pvt_v2_b0", "--birefnet-size", "64", "--device", "cpu",
+         "--nsys", "off", "--py-spy", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["py_spy"] == {"flamegraph": "flame.svg", "reason": None}
+    assert summary["files"]["flamegraph"] == "flame.svg"
+    assert summary["allocator"] == "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+    svg = (out / "flame.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    # The flame graph sampled the real workload: the lanes run the model's Python frames.
+    assert "gpu/models/birefnet_blocks.py" in svg and "forward" in svg
+    assert "flame   flame.svg" in proc.stdout
 
 
 def test_trace_summary_module_renders_a_fetched_summary(session) -> None:

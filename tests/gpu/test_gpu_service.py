@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -216,6 +217,40 @@ def run_module(args: list[str], timeout: float = 120) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
+def test_slow_requests_are_logged_with_their_stages(server, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="gpu.slow")
+    before = server.get_json("/metrics")[1]["slow_requests"]
+    assert before["threshold_ms"] == 50.0
+    status, _, _ = server.request("POST", "/v1/remove-background?output=mask", png_bytes(IMAGE))
+    assert status == 200
+    after = server.get_json("/metrics")[1]["slow_requests"]
+    assert after["count"] == before["count"] + 1 or after["count"] > before["count"]
+    entry = [e for e in after["recent"] if e["route"] == "/v1/remove-background"][-1]
+    stages = entry["stages_ms"]
+    assert list(stages) == ["read", "decode", "queue", "model", "encode"]
+    assert entry["status"] == 200 and entry["images"] == 1
+    assert stages["model"] > 10  # the forward pass dominates on a CPU
+    assert sum(stages.values()) <= entry["total_ms"] + 0.5
+    logged = [r.getMessage() for r in caplog.records if r.name == "gpu.slow"]
+    assert any("slow request /v1/remove-background" in m and "model " in m for m in logged)
+    _, _, text = server.request("GET", "/metrics?format=prometheus")
+    assert b"orch_gpu_slow_requests_total" in text
+
+
+def test_allocator_defaults_to_expandable_segments_unless_the_user_set_it() -> None:
+    from gpu.device import configure_allocator
+
+    env: dict[str, str] = {}
+    assert configure_allocator(env).endswith("(orch's default)")
+    assert env == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    user = {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}
+    assert "set by the user" in configure_allocator(user)
+    assert user == {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}
+    newer = {"PYTORCH_ALLOC_CONF": "expandable_segments:False"}  # torch >= 2.9's name
+    configure_allocator(newer)
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in newer
+
+
 def test_python_m_gpu_refuses_to_start_without_weights(free_port) -> None:
     proc = run_module(["--models", "sam2", "--sam2-size", "256", "--port", str(free_port)])
     assert proc.returncode == 2
@@ -224,6 +259,8 @@ def test_python_m_gpu_refuses_to_start_without_weights(free_port) -> None:
 
 def test_python_m_gpu_serves_on_loopback(free_port, tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+    env.pop("PYTORCH_ALLOC_CONF", None)
     cmd = [sys.executable, "-m", "gpu", "--models", "sam2", "--sam2-size", "256",
            "--lanes", "1", "--random-weights", "--port", str(free_port)]  # fmt: skip
     log = open(tmp_path / "service.log", "w")  # noqa: SIM115 - closed below
@@ -242,6 +279,8 @@ def test_python_m_gpu_serves_on_loopback(free_port, tmp_path) -> None:
             except OSError:
                 assert time.monotonic() < deadline, "service did not come up"
                 time.sleep(0.5)
+        # The service defaults the CUDA allocator to expandable segments (no user setting here).
+        assert body["device"]["allocator"] == "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
         assert body["models"] == {
             "sam2": {
                 "config": "configs/sam2.1/sam2.1_hiera_t.yaml",

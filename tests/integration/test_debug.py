@@ -32,21 +32,23 @@ print("result", work(5))
 BREAK_LINE = 4
 
 
-@pytest.fixture(params=["local", "sshd"])
+@pytest.fixture(params=["local", "sshd", "proxied"])
 async def orch(
     request: pytest.FixtureRequest, orch_home: Path, project: Path
 ) -> AsyncIterator[Orchestrator]:
     (project / "pkg").mkdir()
     (project / "pkg" / "script.py").write_text(SCRIPT)
     toml = '[debug]\npython = "python3"\n'
-    if request.param == "sshd":
+    if request.param in ("sshd", "proxied"):
+        # "proxied": the sshd reached only through a ProxyCommand (see test_proxy_reach.py)
         sshd = request.getfixturevalue("sshd")
         remote_dir = own_remote_dir()
+        log = orch_home / "proxy.log" if request.param == "proxied" else None
         toml = (
             '[project]\ndefault_machine = "box"\n'
             + toml
             + sync_toml(remote_dir)
-            + sshd.machine_toml()
+            + sshd.machine_toml(proxy_log=log)
         )
     (project / "orch.toml").write_text(toml)
     o = Orchestrator(cwd=project)

@@ -30,6 +30,7 @@ def test_orch_profile_runs_the_workload_and_fetches_trace_and_summary(
         result = run_orch(
             "profile",
             "--random-weights",
+            "--py-spy",
             "--requests",
             "1",
             "--batch-size",
@@ -61,6 +62,11 @@ def test_orch_profile_runs_the_workload_and_fetches_trace_and_summary(
         assert any(label.startswith("lane0/") for label in labels)
         assert any(label.startswith("lane1/") for label in labels)
         assert summary["images"] == 2
+        # --py-spy: a flame graph of the same workload, fetched like the trace.
+        assert summary["py_spy"] == {"flamegraph": "flame.svg", "reason": None}
+        svg = (runs[0] / "flame.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "forward" in svg
+        assert "flame graph:" in result.stdout and "flame.svg" in result.stdout
         assert summary["throughput_images_per_s"] == pytest.approx(2 / summary["wall_s"], rel=0.05)
 
         bad = run_orch(

@@ -286,7 +286,7 @@ def test_cli_forwards_one_owner_busy_port_and_restart_of_the_local_machine(
         owner = owners.pop()
         assert _get(port_a, "/hello.txt") == "hello through orch\n"
 
-        refused = run_orch("ports", "add", str(busy), cwd=project)
+        refused = run_orch("ports", "add", f"{busy}:{http_server}", cwd=project)
         assert refused.returncode == 6
         assert f"pid {holder.pid}" in refused.stderr and "python" in refused.stderr
         assert busy not in {p["local_port"] for p in _ports(project)}  # never moved elsewhere
@@ -314,15 +314,26 @@ def test_cli_forwards_one_owner_busy_port_and_restart_of_the_local_machine(
         run_orch("down", cwd=project)
 
 
-def test_dead_owner_is_reported_dead(project: Path, orch_home: Path, http_server: int) -> None:
+def test_killed_forwarder_is_restarted_by_list(
+    project: Path, orch_home: Path, http_server: int
+) -> None:
     assert run_orch("up", cwd=project).returncode == 0
     port = free_port()
     try:
         assert run_orch("ports", "add", f"{port}:{http_server}", cwd=project).returncode == 0
         owner = _ports(project)[0]["owner_pid"]
         os.kill(owner, signal.SIGKILL)
-        entry = _wait_state(project, port, "dead")
-        assert "is gone" in entry["detail"]
+        deadline = time.monotonic() + 5
+        while pid_alive(owner) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        entry = _wait_state(project, port, "active")  # listing brought it back
+        assert entry["owner_pid"] != owner and pid_alive(entry["owner_pid"])
+        assert _get(port, "/hello.txt") == "hello through orch\n"
+        status = json.loads(run_orch("status", "--json", cwd=project).stdout)
+        assert [p["state"] for p in status["ports"]] == ["active"]
+        # Removed on purpose, it stays removed: nothing to restart.
+        assert run_orch("ports", "remove", str(port), cwd=project).returncode == 0
+        assert _ports(project) == []
     finally:
         run_orch("down", cwd=project)
 

@@ -132,7 +132,7 @@ async def test_orphan_of_a_batch_cut_short_is_removed_after_a_rename(proj: Proje
     (proj.root / "new/a.py").write_text("written by the cut batch")
     orch = Orchestrator(cwd=proj.root)
     try:
-        folder = state_dir(orch, "box")
+        folder = state_dir(orch.context("box"))
     finally:
         await orch.close()
     manifest = Manifest(folder / "manifest.db")

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-jobs-{os.getpid()}"
 PROJECT = HOME / "project"
+GPU_PYTHON = os.environ.get("ORCH_GPU_PYTHON", "")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def job(status: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -44,7 +46,8 @@ def job(status: dict[str, Any], name: str) -> dict[str, Any] | None:
 )
 async def client(lsp_client: LanguageClient):
     PROJECT.mkdir(parents=True, exist_ok=True)
-    (PROJECT / "orch.toml").write_text('[debug]\npython = "python3"\n')
+    gpu = f'[gpu]\npython = "{GPU_PYTHON}"\n' if GPU_PYTHON else ""
+    (PROJECT / "orch.toml").write_text('[debug]\npython = "python3"\n' + gpu)
     (PROJECT / "debugged.py").write_text("import time\nprint('debugged')\ntime.sleep(60)\n")
     status_notifications(lsp_client)
     logs: list[tuple[str, str]] = []
@@ -233,3 +236,29 @@ async def test_status_answers_from_a_recent_read_until_a_command_runs(
         assert any(j["name"] == "cache-probe" for j in fresh["jobs"])
     finally:
         await execute(client, "orch.jobs.stop", {"name": "cache-probe"})
+
+
+@pytest.mark.skipif(
+    not GPU_PYTHON or not Path(GPU_PYTHON).exists(),
+    reason="needs the GPU-service environment: scripts/test.sh sets ORCH_GPU_PYTHON",
+)
+async def test_profile_run_returns_the_table_and_saves_the_trace_in_the_project(
+    client: LanguageClient,
+) -> None:
+    # What the extension's "Orch: Profile GPU Service…" sends (plus test-sized options).
+    result = await execute(
+        client,
+        "orch.profile.run",
+        {
+            "model": "birefnet", "requests": 1, "batch_size": 2, "lanes": 2, "size": 64,
+            "random_weights": True, "env": {"PYTHONPATH": str(REPO)},
+            "extra": ["--birefnet-backbone", "pvt_v2_b0", "--birefnet-size", "64",
+                      "--device", "cpu"],
+        },
+    )  # fmt: skip
+    assert result["table"].startswith("profile: birefnet") and "lane1" in result["table"]
+    local = Path(result["local_dir"])
+    assert local.parent == PROJECT / "profiles"
+    assert (local / "trace.json").stat().st_size > 1000
+    assert sorted(Path(f).name for f in result["files"]) == ["summary.json", "trace.json"]
+    assert result["summary"]["images"] == 2

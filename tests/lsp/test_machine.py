@@ -39,6 +39,7 @@ EXPECTED_COMMANDS = {
     "orch.sync.stop",
     "orch.sync.now",
     "orch.sync.status",
+    "orch.profile.run",
 }
 
 

@@ -62,6 +62,16 @@ const MACHINE_ICON: Record<MachineStatus["state"], string> = {
   unknown: "$(question)",
 };
 
+/** "g4dn.xlarge on-demand: $0.5260/h, $1.23 since start" for a cloud machine. */
+export function costLine(machine: MachineStatus): string {
+  const what = `${machine.instance_type} ${machine.market ?? ""}`.trim();
+  if (machine.price_per_hour === null || machine.price_per_hour === undefined) {
+    return `${what}: price unknown`;
+  }
+  const spent = machine.cost_so_far === null || machine.cost_so_far === undefined ? "" : `, $${machine.cost_so_far.toFixed(2)} since start`;
+  return `${what}: $${machine.price_per_hour.toFixed(4)}/h${spent}`;
+}
+
 export function machineItem(sidecar: SidecarState, machine: MachineStatus | undefined): ItemText {
   if (sidecar === "starting") {
     return { text: "$(loading~spin) orch: starting", tooltip: "Starting the orch sidecar…" };
@@ -90,11 +100,27 @@ export function machineItem(sidecar: SidecarState, machine: MachineStatus | unde
   if (machine.uptime_s) {
     lines.push(`Up for ${formatDuration(machine.uptime_s)}`);
   }
+  if (machine.instance_type) {
+    lines.push(costLine(machine));
+  }
   if (machine.detail) {
     lines.push(machine.detail);
   }
+  // Cloud machines (codespaces) report what they are and what they cost.
+  if (machine.machine_type) {
+    lines.push(`Type: ${machine.machine_type}`);
+  }
+  if (machine.idle_timeout_minutes !== null) {
+    lines.push(`Suspends after ${machine.idle_timeout_minutes} min idle (running jobs do not count)`);
+  }
+  let cost = "";
+  if (machine.price_per_hour !== null) {
+    const since = machine.cost_so_far !== null ? `, $${machine.cost_so_far.toFixed(2)} since it started` : "";
+    lines.push(`Cost: $${machine.price_per_hour.toFixed(2)}/h${since}`);
+    cost = ` · $${machine.price_per_hour.toFixed(2)}/h`;
+  }
   return {
-    text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}`,
+    text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}${cost}`,
     tooltip: lines.join("\n"),
   };
 }

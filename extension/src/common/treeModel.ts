@@ -75,13 +75,14 @@ export function buildTree(status: OrchStatus | undefined): TreeNode[] {
     key: j.name,
   }));
   const portNodes: TreeNode[] = status.ports.map((p) => ({
-    id: `port:${p.local_port}`,
+    id: p.reverse ? `port:reverse:${p.remote_port}` : `port:${p.local_port}`,
     kind: "port",
     label: `localhost:${p.local_port}`,
-    description: `→ ${p.remote_host}:${p.remote_port} · ${p.state}`,
+    description: `${p.reverse ? "←" : "→"} ${p.remote_host}:${p.remote_port} · ${p.state}`,
     icon: "plug",
     contextValue: "port",
-    key: String(p.local_port),
+    // "R<port>" names a reverse forward by the machine's port (see orch.stopForwarding).
+    key: p.reverse ? `R${p.remote_port}` : String(p.local_port),
   }));
   return [
     machines,

@@ -14,16 +14,16 @@ import asyncio
 import contextlib
 import getpass
 import os
-import signal
 import socket
 import sys
 import time
 from pathlib import Path
 
 from remote_config.model import LocalMachine
+from sidecar.daemon import terminate
 from sidecar.errors import MachineNotRunning, OrchError
 from sidecar.layout import Layout
-from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
+from sidecar.machines.base import Capabilities, MachineInfo, Progress, Provider, SSHTarget
 from sidecar.ssh import keys
 from sidecar.state import (
     async_file_lock,
@@ -32,7 +32,6 @@ from sidecar.state import (
     pid_alive,
     read_json,
     secure_dir,
-    wait_gone,
 )
 
 HOST_KEY_ALIAS = "orch-local"
@@ -41,12 +40,17 @@ STOP_TIMEOUT_S = 5.0
 
 class LocalProvider(Provider):
     kind = "local"
+    # Stopping shuts the embedded server down; there is nothing to pay for or destroy.
+    capabilities = Capabilities(creates=True, can_stop=True, reach=["direct"])
 
-    def __init__(self, name: str, spec: LocalMachine, layout: Layout) -> None:
-        super().__init__(name)
-        self.spec = spec
-        self.layout = layout
+    def __init__(self, name: str, spec: LocalMachine, layout: Layout, project: str) -> None:
+        super().__init__(name, spec, layout, project)
+        self.spec: LocalMachine = spec
         self.root = layout.machine_dir("local")
+
+    @property
+    def alias(self) -> str:
+        return HOST_KEY_ALIAS  # one local machine per user, shared by every project
 
     # -- reading state ---------------------------------------------------------------------
     def _live_state(self) -> tuple[dict[str, float] | None, str | None]:
@@ -176,13 +180,7 @@ class LocalProvider(Provider):
             state, note = self._live_state()
             if state is None:
                 return self._info(None, note or "it was not running")
-            pid = int(state["pid"])
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not await wait_gone(pid, STOP_TIMEOUT_S):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                await wait_gone(pid, STOP_TIMEOUT_S)
+            await terminate(int(state["pid"]), STOP_TIMEOUT_S)
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "state.json").unlink()
             return self._info(None)
@@ -199,6 +197,9 @@ class LocalProvider(Provider):
             identity_file=str(self.layout.client_key),
             host_key_alias=HOST_KEY_ALIAS,
             known_hosts_file=str(self.layout.known_hosts),
+            server_alive_interval=self.spec.server_alive_interval,
+            server_alive_count_max=self.spec.server_alive_count_max,
+            compression=self.spec.compression,
         )
 
     @property

@@ -1,4 +1,4 @@
-"""Remote jobs, the I/O part: runs the scripts of `remote_config.job_scripts` on a machine.
+"""The tmux job backend: runs the scripts of `remote_config.job_scripts` on a machine.
 
 Every operation is one round trip over the pooled asyncssh connection (`sh -s` with the
 script on stdin). Nothing about a job is kept here: the remote is the source of truth, so a
@@ -22,42 +22,68 @@ from remote_config.jobs import (
 )
 from remote_config.model import JobsSection
 from sidecar.errors import Conflict, NotFound, OrchError, RemoteCommandFailed, UsageError
+from sidecar.jobs.backend import BackendCapabilities, JobBackend
 from sidecar.jobs.follow import LogStream
 from sidecar.jobs.shell import OpenSSHShell, PersistentShell
 from sidecar.ssh.pool import RunResult
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
+    from sidecar.context import MachineContext
 
 REMOTE_TIMEOUT_S = 60.0
 
 
-class JobsManager:
-    """Jobs on one machine of one project: a thin client of the remote, which holds all the
-    state (the Orchestrator keeps one per machine, for its persistent status shell)."""
+class TmuxBackend(JobBackend):
+    """Jobs in tmux on one machine of one project: a thin client of the remote, which holds
+    all the state (the Orchestrator keeps one per machine, for its persistent status shell)."""
 
-    def __init__(self, orch: Orchestrator, machine: str | None = None) -> None:
-        self.orch = orch
-        self.machine = orch.machine_name(machine)
+    kind = "tmux"
+    capabilities = BackendCapabilities(attach=True, debug=True, live_code=True, logs="machine")
+
+    def __init__(self, ctx: MachineContext) -> None:
+        self.ctx = ctx
+        self.machine = ctx.machine
         self._shell: PersistentShell | OpenSSHShell
-        if orch.one_shot:  # a CLI process: no asyncssh import for a status query
-            self._shell = OpenSSHShell(
-                lambda words: orch.ssh_argv(self.machine, words), scripts.status_prelude()
-            )
+        if ctx.one_shot:  # a CLI process: no asyncssh import for a status query
+            self._shell = OpenSSHShell(lambda words: ctx.ssh_argv(words), scripts.status_prelude())
         else:
-            self._shell = PersistentShell(orch.pool, scripts.status_prelude())
+            self._shell = PersistentShell(ctx.pool, scripts.status_prelude())
 
     @property
     def workdir(self) -> str:
-        return self.orch.config.remote_dir
+        return self.ctx.config.remote_dir
 
     @property
     def settings(self) -> JobsSection:
-        return self.orch.config.config.jobs
+        return self.ctx.config.config.jobs
+
+    async def prepare_code(self, snapshot: bool | None, name: str = "") -> str | None:
+        """A hard-linked snapshot of the synced tree for a new job, or None (the live folder).
+
+        `snapshot=None` follows `[jobs] snapshot` (off for names matching `[jobs] live`) and
+        quietly uses the live folder when the project was never synced there;
+        `snapshot=True` insists and says what to do instead. A remote tree this laptop's sync
+        did not write raises `StaleTree` either way (no job runs stale or foreign code).
+        """
+        from fnmatch import fnmatchcase
+
+        from sidecar.sync.snapshot import NotSynced, prepare_snapshot
+
+        live = any(fnmatchcase(name, pattern) for pattern in self.settings.live)
+        wanted = (self.settings.snapshot and not live) if snapshot is None else snapshot
+        if not wanted:
+            return None
+        try:
+            path, _generation = await prepare_snapshot(self.ctx)
+        except NotSynced:
+            if snapshot:
+                raise
+            return None
+        return path
 
     async def _run(self, script: str, name: str | None = None, timeout: float | None = None) -> str:
-        target = await self.orch.ssh_target(self.machine)
-        result = await self.orch.pool.run(
+        target = await self.ctx.target()
+        result = await self.ctx.pool.run(
             target, "sh -s", input=script, timeout=timeout or REMOTE_TIMEOUT_S
         )
         if result.exit_status != 0:
@@ -112,7 +138,7 @@ class JobsManager:
 
     async def status(self) -> list[JobInfo]:
         """Every job, in one round trip on the persistent shell (see shell.py)."""
-        target = await self.orch.ssh_target(self.machine)
+        target = await self.ctx.target()
         body = scripts.status_body(self.workdir)
         code, out = await self._shell.run(target, body, timeout=REMOTE_TIMEOUT_S)
         if code != 0:
@@ -120,11 +146,7 @@ class JobsManager:
         return jobs_from_snapshot(parse_snapshot(out))
 
     async def info(self, name: str) -> JobInfo:
-        name = checked_name(name)
-        for job in await self.status():
-            if job.name == name:
-                return job
-        raise _not_found(name)
+        return await super().info(checked_name(name))
 
     async def stop(self, name: str) -> JobInfo:
         grace = self.settings.stop_grace_seconds
@@ -139,7 +161,7 @@ class JobsManager:
     ) -> AsyncIterator[str]:
         """The job's log as text chunks; with `follow`, until the job ends (survives
         reconnects: it resumes from the last byte it yielded)."""
-        stream = LogStream(self.orch, self.machine, checked_name(name), self.workdir)
+        stream = LogStream(self.ctx, checked_name(name), self.workdir)
         return stream.chunks(tail, follow)
 
     async def logs(self, name: str, tail: int | None = None) -> str:
@@ -152,7 +174,7 @@ class JobsManager:
                 f"job {name} is not running ({job.state}); there is no session to attach to",
                 hint=f"see its output with: orch logs {name}",
             )
-        return await self.orch.ssh_argv(self.machine, [scripts.attach_command(name)], tty=True)
+        return await self.ctx.ssh_argv([scripts.attach_command(name)], tty=True)
 
 
 def checked_name(name: str) -> str:
