@@ -123,6 +123,7 @@ detail: (string | null)
 duration_s: (number | null)
 ended: (string | null)
 exit_code: (number | null)
+mode: (("snapshot" | "live") | null)
 name: string
 pid: (number | null)
 rss_bytes: (number | null)
@@ -188,6 +189,14 @@ state: ("active" | "reconnecting" | "dead" | "stopped" | "direct")
 export interface SyncStatus {
 conflicts: SyncConflict[]
 detail: (string | null)
+/**
+ * Remote files found changed behind orch's back at the last full sync (their remote versions were kept as conflict copies).
+ */
+drift: string[]
+/**
+ * Failed attempts since the last good sync.
+ */
+failures: number
 full_syncs: number
 generation: number
 last_sync: (string | null)
@@ -196,7 +205,11 @@ machine: (string | null)
 owner: (("background" | "foreground") | null)
 owner_pid: (number | null)
 remote_dir: (string | null)
-state: ("off" | "idle" | "syncing" | "paused" | "conflict")
+state: ("off" | "idle" | "syncing" | "paused" | "conflict" | "failed")
+/**
+ * The remote's name for the last generation written.
+ */
+token: (string | null)
 watcher: (string | null)
 }
 /**

@@ -18,6 +18,7 @@ export function job(name: string, overrides: Partial<JobInfo> = {}): JobInfo {
     command: "",
     detail: null,
     pid: null,
+    mode: null,
     ...overrides,
   };
 }
@@ -36,6 +37,9 @@ export function sync(overrides: Partial<SyncStatus> = {}): SyncStatus {
     owner: null,
     owner_pid: null,
     watcher: null,
+    token: null,
+    drift: [],
+    failures: 0,
     ...overrides,
   };
 }
