@@ -127,10 +127,13 @@ def start_script(
         'mkdir -p "$D/history" "$HOME/.orch" && chmod 700 "$L" "$D" "$HOME/.orch" || exit 1\n'
         'mkdir -p "$W" || orch_die 1 "cannot create the project folder $W"\n'
         "old=$(orch_meta started)\n"
-        'old=${old:-$(date +%s)}; n=0; k=; while [ -e "$D/history/$old$k-run.log" ]; do '
-        "n=$((n + 1)); k=.$n; done\n"  # two runs started in one second keep both logs
+        'old="${old:-$(date +%s)}"\n'
+        # Two runs started in the same second must not overwrite each other's kept log.
         "for f in run.log run.log.1; do\n"
-        '  [ -f "$D/$f" ] && mv -f "$D/$f" "$D/history/$old$k-$f"\n'
+        '  [ -f "$D/$f" ] || continue\n'
+        '  h="$D/history/$old-$f"; n=1\n'
+        '  while [ -e "$h" ]; do h="$D/history/$old.$n-$f"; n=$((n + 1)); done\n'
+        '  mv -f "$D/$f" "$h"\n'
         "done\n"
         'rm -f "$D/result" "$D/stop" "$D/pid" "$D/rc" "$D/meta"'
     )

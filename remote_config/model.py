@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from remote_config.idle import parse_duration
+
 LOCATED_RE = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?): ")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -60,7 +62,54 @@ class ProjectSection(Strict):
         return value
 
 
-class LocalMachine(Connection):
+class IdleSettings(Connection):
+    """When the machine stops itself (see docs/idle.md); every machine kind has these."""
+
+    idle_stop: str | None = Field(
+        default=None,
+        description="Stop after this long idle ('30m', '1h'); 'off' never. Default: '30m' "
+        "for machines that cost money and can stop themselves, off for the others.",
+    )
+    ttl: str | None = Field(
+        default=None,
+        description="A hard lifetime ('24h') after which the machine stops even if busy "
+        "(it waits for running jobs unless ttl_hard); default: none.",
+    )
+    ttl_hard: bool = Field(
+        default=False, description="At the end of `ttl`, stop even under running jobs."
+    )
+    stop_action: Literal["stop", "terminate"] = Field(
+        default="stop",
+        description="What an idle or TTL stop does: 'stop' (keep the disk) or 'terminate'.",
+    )
+
+    @field_validator("idle_stop", "ttl", mode="before")
+    @classmethod
+    def _false_is_off(cls, value: object) -> object:
+        if value is False:
+            return "off"
+        if value is not None and not isinstance(value, str):
+            raise ValueError("write a duration in quotes, e.g. '30m' or '24h', or 'off'")
+        return value
+
+    @field_validator("idle_stop")
+    @classmethod
+    def _idle_stop(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("off", "never"):
+            return None if value is None else "off"
+        parse_duration(value)
+        return value.strip().lower()
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("off", "never"):
+            return None
+        parse_duration(value)
+        return value.strip().lower()
+
+
+class LocalMachine(IdleSettings):
     """The embedded SSH server on 127.0.0.1: every feature works offline on one computer."""
 
     kind: Literal["local"] = "local"
@@ -69,7 +118,7 @@ class LocalMachine(Connection):
     )
 
 
-class SSHMachine(Connection):
+class SSHMachine(IdleSettings):
     """An existing host reachable over SSH (bring your own server)."""
 
     kind: Literal["ssh"]
@@ -122,7 +171,7 @@ class SSHMachine(Connection):
         return self
 
 
-class EC2Machine(Connection):
+class EC2Machine(IdleSettings):
     """An AWS EC2 instance orch creates, starts, stops and terminates through boto3."""
 
     kind: Literal["ec2"]
@@ -213,7 +262,7 @@ class EC2Machine(Connection):
 Geo = Literal["EuropeWest", "SoutheastAsia", "UsEast", "UsWest"]
 
 
-class CodespacesMachine(Connection):
+class CodespacesMachine(IdleSettings):
     """A GitHub codespace, made from a repository's dev container (the default cloud)."""
 
     kind: Literal["codespaces"]

@@ -28,6 +28,7 @@ from sidecar.results import (
     DebugConfigResult,
     DebugSession,
     FleetEntry,
+    IdleStatus,
     OrchStatus,
     PortForwardInfo,
     PortsResult,
@@ -115,7 +116,34 @@ class Orchestrator:
         info = await provider.up(progress)
         if info.state == "running":
             await self.write_ssh_config(machine)
+            await self._start_idle_agent(machine, info, progress)
         return _with_capabilities(info, provider)
+
+    async def _start_idle_agent(
+        self, machine: str | None, info: MachineInfo, progress: Progress | None
+    ) -> None:
+        """Start (or restart) the machine's idle agent; a failure is a note, not a failed up."""
+        from sidecar.idle.service import ensure_agent
+
+        try:
+            started = await ensure_agent(self.context(machine), info)
+        except OrchError as exc:
+            note = f"idle stop is not active: {exc.message}"
+            info.detail = f"{info.detail}; {note}" if info.detail else note
+            return
+        if started and progress:
+            progress(f"idle agent {started}")
+
+    async def idle_status(self, machine: str | None = None) -> IdleStatus | None:
+        from sidecar.idle.service import read_status
+
+        return await read_status(self.context(machine))
+
+    async def idle_keep(self, machine: str | None = None) -> IdleStatus | None:
+        """ "Keep running": reset the machine's idle timer, then read the agent's state."""
+        from sidecar.idle.service import keep
+
+        return await keep(self.context(machine))
 
     async def down(
         self, machine: str | None = None, terminate: bool = False, force: bool = False
@@ -207,6 +235,7 @@ class Orchestrator:
             ports = (await self.ports_list(machine)).ports
         sync = await self.sync_status(machine)
         jobs: list[JobInfo] = []
+        idle = None
         if info.state != "running":
             note = "jobs unknown until the machine is up (orch up)"
             info.detail = f"{info.detail}; {note}" if info.detail else note
@@ -215,7 +244,9 @@ class Orchestrator:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
-        return OrchStatus(machine=info, jobs=jobs, ports=ports, sync=sync)
+            with contextlib.suppress(OrchError):
+                idle = await self.idle_status(machine)
+        return OrchStatus(machine=info, jobs=jobs, ports=ports, sync=sync, idle=idle)
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -393,6 +424,7 @@ class Orchestrator:
         """Run `argv` as job `name` under debugpy and forward a local port to it."""
         from sidecar.debug import service
 
+        await self._debug_activity(machine)
         return await service.start(
             self.context(machine),
             self.jobs(machine),
@@ -408,7 +440,15 @@ class Orchestrator:
         """The attach session of a job already running under debugpy (forward restored)."""
         from sidecar.debug import service
 
+        await self._debug_activity(machine)
         return await service.attach(self.context(machine), self.jobs(machine), name)
+
+    async def _debug_activity(self, machine: str | None) -> None:
+        """A debug session is activity for the machine's idle agent (best effort)."""
+        from sidecar.idle.service import touch_activity
+
+        with contextlib.suppress(OrchError):
+            await touch_activity(self.context(machine))
 
     async def debug_config(
         self, name: str | None = None, machine: str | None = None

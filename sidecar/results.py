@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from remote_config.jobs import JobInfo
 from sidecar.debug.service import DebugSession
+from sidecar.idle.service import IdleStatus
 from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo
 from sidecar.machines.ec2.models import FleetEntry
 from sidecar.profiling.service import ProfileRequest, ProfileResult
@@ -35,6 +36,8 @@ class OrchStatus(BaseModel):
     jobs: list[JobInfo] = Field(default_factory=list)
     sync: SyncStatus = Field(default_factory=SyncStatus)
     ports: list[PortForwardInfo] = Field(default_factory=list)
+    # The idle agent's latest decision ("idle 25 min · stops in 5 min"); None: no agent.
+    idle: IdleStatus | None = None
 
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "DebugConfigResult",
     "DebugSession",
     "FleetEntry",
+    "IdleStatus",
     "JobInfo",
     "MachineInfo",
     "OrchStatus",

@@ -5,6 +5,7 @@ CreatePlan?: CreatePlan
 DebugConfigResult?: DebugConfigResult
 DebugSession?: DebugSession
 FleetEntry?: FleetEntry
+IdleStatus?: IdleStatus
 JobInfo?: JobInfo
 MachineInfo?: MachineInfo
 OrchStatus?: OrchStatus
@@ -108,6 +109,24 @@ state: string
 uptime_s: (number | null)
 }
 /**
+ * What the agent last decided (shown by `orch status` and in `orch/status`).
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "IdleStatus".
+ */
+export interface IdleStatus {
+action: string
+agent_pid: (number | null)
+checked_s_ago: number
+idle_s: number
+line: string
+reason: string
+rule: string
+stale: boolean
+stop_hook: string
+stops_in_s: (number | null)
+}
+/**
  * One job as `orch status` and the extension show it (docs/protocol.md).
  *
  * This interface was referenced by `OrchProtocol`'s JSON-Schema
@@ -158,6 +177,7 @@ uptime_s: (number | null)
  * via the `definition` "OrchStatus".
  */
 export interface OrchStatus {
+idle: (IdleStatus | null)
 jobs: JobInfo[]
 machine: MachineInfo
 ports: PortForwardInfo[]

@@ -85,6 +85,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     jobs: [],
     sync: sync(),
     ports: [],
+    idle: null,
     ...overrides,
   };
 }

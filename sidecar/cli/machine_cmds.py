@@ -252,6 +252,8 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     cost = None if m.instance_type else _cost_line(m)  # EC2 shows it in the table
     if cost:
         print(cost)
+    if status.idle:
+        print(f"idle: {status.idle.line}")
     if status.jobs:
         from sidecar.cli.jobs_cmds import jobs_table
 

@@ -24,6 +24,7 @@ AREAS = (
     "debug_cmds",
     "profile_cmds",
     "init_cmds",
+    "idle_cmds",
 )
 
 

@@ -11,7 +11,7 @@ import logging
 
 from lsprotocol import types
 
-from sidecar.server import debug, jobs, machine, ports, profile, ssh, status, sync
+from sidecar.server import debug, idle, jobs, machine, ports, profile, ssh, status, sync
 from sidecar.server.core import OrchServer
 
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
@@ -29,6 +29,7 @@ def build_server() -> OrchServer:
     jobs.register(server, followers)
     debug.register(server)
     profile.register(server)
+    idle.register(server)
 
     @server.feature(types.INITIALIZE)
     def initialize(server: OrchServer, params: types.InitializeParams) -> None:

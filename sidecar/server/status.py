@@ -46,8 +46,12 @@ def _busy(status: dict[str, Any]) -> bool:
 
 
 def _steady(status: dict[str, Any]) -> dict[str, Any]:
-    """The status without the fields that change on every read when nothing happens."""
-    return {**status, "machine": {**status["machine"], "uptime_s": None}}
+    """The status without the fields that change on every read when nothing happens (the
+    idle agent's line still changes each minute, and its action at a warning)."""
+    idle = status.get("idle")
+    if idle:
+        idle = {k: v for k, v in idle.items() if k not in ("idle_s", "stops_in_s", "checked_s_ago")}
+    return {**status, "machine": {**status["machine"], "uptime_s": None}, "idle": idle}
 
 
 class StatusWatcher:

@@ -41,7 +41,7 @@ STOP_TIMEOUT_S = 5.0
 class LocalProvider(Provider):
     kind = "local"
     # Stopping shuts the embedded server down; there is nothing to pay for or destroy.
-    capabilities = Capabilities(creates=True, can_stop=True, reach=["direct"])
+    capabilities = Capabilities(creates=True, can_stop=True, has_idle_stop=True, reach=["direct"])
 
     def __init__(self, name: str, spec: LocalMachine, layout: Layout, project: str) -> None:
         super().__init__(name, spec, layout, project)
