@@ -203,8 +203,9 @@ def test_watcher_propagates_edits_deletes_renames_and_dirs(proj: Project) -> Non
     (r / "tool.sh").chmod(0o700)
     (r / "node_modules/y.js").write_text("ignored")
     proj.wait_synced()
-    assert not (proj.remote / "pkg4").exists()
-    assert (proj.remote / "new/empty").is_dir()
+    # Folders follow in the same or the next batch as the files in them: wait for it.
+    wait_until(lambda: not (proj.remote / "pkg4").exists(), what="the renamed folder to go")
+    wait_until(lambda: (proj.remote / "new/empty").is_dir(), what="the new empty folder")
     assert (proj.remote / "tool.sh").stat().st_mode & 0o777 == 0o700
     assert not (proj.remote / "node_modules").exists()
     # Deleting a folder removes it remotely too.
