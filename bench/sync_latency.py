@@ -3,8 +3,10 @@
 Runs against a real OpenSSH sshd on 127.0.0.1 (needs root and the orch-test user that
 scripts/setup.sh creates). In the same run it measures the naive loop (full-tree
 `rsync -az --delete` per change, a new SSH connection each time), plain rsync through
-ControlMaster, the initial sync of 2,000 files / 50 MB against plain rsync, the
-helper-vs-rsync crossover used by `choose_transport`, and the cost of a job snapshot.
+ControlMaster, the initial sync of 2,000 files / 50 MB and of 20,000 files of 300 bytes
+against plain `rsync -a` (goal <= 1.2x both), the helper-vs-rsync crossover used by
+`choose_transport`, and the cost of a job snapshot. Every remote folder it uses is its own
+(`~/work/bench<pid>-*`) and is the only thing it removes.
 
 .venv/bin/python bench/sync_latency.py [--edits 60] [--files 20000]
 """
@@ -25,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import emit, summary_ms
+
+TAG = f"bench{os.getpid()}"  # this run's remote folders (the sshd user is shared with tests)
 
 
 def make_tree(root: Path, files: int, size: int, seed: int = 1) -> list[Path]:
@@ -104,6 +108,8 @@ def edit_latency(project: Path, remote: Path, files: list[Path], n: int) -> list
 
 
 async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str, list[float]]:
+    """Initial sync of `project` by orch (no sync state) and by plain `rsync -a` into a
+    fresh folder, alternately in the same run."""
     from sidecar.app import Orchestrator
     from sidecar.sync.service import state_dir
 
@@ -113,12 +119,11 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
     target = await orch_obj.ssh_target()
     cfg = str(orch_obj.layout.ssh_config)
     subprocess.run(["ssh", "-F", cfg, target.alias, "true"], check=True)  # warm ControlMaster
+    mine = orch_obj.config.remote_dir.removeprefix("~/")
     await orch_obj.close()
     for _ in range(rounds):
-        dest = sshd_home / "work" / "init-rsync"
-        subprocess.run(
-            ["ssh", "-F", cfg, target.alias, "rm -rf work/init-rsync work/init"], check=True
-        )
+        dest = sshd_home / f"{mine}-rsync"
+        subprocess.run(["ssh", "-F", cfg, target.alias, f"rm -rf {mine}-rsync {mine}"], check=True)
         started = time.perf_counter()
         subprocess.run(
             [
@@ -127,7 +132,7 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
                 "-e",
                 f"ssh -F {cfg}",
                 f"{project}/",
-                f"{target.alias}:work/init-rsync/",
+                f"{target.alias}:{mine}-rsync/",
             ],
             check=True,
         )
@@ -249,20 +254,20 @@ def main() -> int:
         big.mkdir()
         (big / "orch.toml").write_text(
             '[project]\ndefault_machine = "box"\n'
-            '[sync]\nremote_dir = "~/work/big"\n' + sshd.machine_toml()
+            f'[sync]\nremote_dir = "~/work/{TAG}-big"\n' + sshd.machine_toml()
         )
         files = make_tree(big, args.files, 300)
         started = time.perf_counter()
         orch(big, "sync", "start")
         results["initial_sync_20k_s"] = round(time.perf_counter() - started, 2)
-        remote = sshd.home / "work" / "big"
+        remote = sshd.home / "work" / f"{TAG}-big"
         orch_lat = edit_latency(big, remote, files, args.edits)
         orch(big, "sync", "stop")
         naive = rsync_loop(
             big,
-            f"{sshd.user}@127.0.0.1:work/naive/",
+            f"{sshd.user}@127.0.0.1:work/{TAG}-naive/",
             naive_ssh(sshd, known),
-            sshd.home / "work" / "naive",
+            sshd.home / "work" / f"{TAG}-naive",
             files,
             args.naive_edits,
             ["-az", "--delete", "--exclude=orch.toml"],
@@ -271,9 +276,9 @@ def main() -> int:
         alias = "orch-big-box"
         plain_cm = rsync_loop(
             big,
-            f"{alias}:work/cm/",
+            f"{alias}:work/{TAG}-cm/",
             f"ssh -F {cfg}",
-            sshd.home / "work" / "cm",
+            sshd.home / "work" / f"{TAG}-cm",
             files,
             args.naive_edits,
             ["-a", "--delete"],
@@ -288,15 +293,24 @@ def main() -> int:
         init.mkdir()
         (init / "orch.toml").write_text(
             '[project]\ndefault_machine = "box"\n'
-            '[sync]\nremote_dir = "~/work/init"\n' + sshd.machine_toml()
+            f'[sync]\nremote_dir = "~/work/{TAG}-init"\n' + sshd.machine_toml()
         )
         make_tree(init, 2000, 25 * 1024, seed=2)
         times = asyncio.run(initial_sync(init, 3, sshd.home))
         results["initial_sync_2000_files_50MB"] = {k: summary_ms(v) for k, v in times.items()}
+        small = work / "small"
+        small.mkdir()
+        (small / "orch.toml").write_text(
+            '[project]\ndefault_machine = "box"\n'
+            f'[sync]\nremote_dir = "~/work/{TAG}-small"\n' + sshd.machine_toml()
+        )
+        make_tree(small, 20_000, 300, seed=3)
+        times = asyncio.run(initial_sync(small, 2, sshd.home))
+        results["initial_sync_20000_files_300B"] = {k: summary_ms(v) for k, v in times.items()}
         results["crossover"] = asyncio.run(crossover(init))
         results["snapshot_2000_files"] = summary_ms(asyncio.run(snapshot_cost(init)))
     finally:
-        for project in (work / "big", work / "init"):
+        for project in (work / "big", work / "init", work / "small"):
             subprocess.run(
                 [sys.executable, "-m", "sidecar.cli.main", "-C", str(project), "sync", "stop"],
                 capture_output=True,
@@ -310,7 +324,10 @@ def main() -> int:
                         ["ssh", "-F", str(cfg), "-O", "exit", line.split()[1]], capture_output=True
                     )
         sshd.stop()
-        subprocess.run(["rm", "-rf", str(sshd.home / "work"), str(sshd.home / ".orch")])
+        # Only what this run made: its remote folders and its projects' snapshots.
+        subprocess.run(["sh", "-c", f"rm -rf {sshd.home}/work/{TAG}-*"])
+        for name in ("big", "init", "small"):
+            subprocess.run(["rm", "-rf", str(sshd.home / ".orch" / "snapshots" / name)])
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(sshd_dir, ignore_errors=True)
 
@@ -318,12 +335,15 @@ def main() -> int:
     o, nv = lat["orch"], lat["naive_rsync"]  # type: ignore[index]
     init_r = results["initial_sync_2000_files_50MB"]
     ratio = init_r["orch"]["p50_ms"] / init_r["rsync"]["p50_ms"]  # type: ignore[index]
+    small_r = results["initial_sync_20000_files_300B"]
+    ratio_small = small_r["orch"]["p50_ms"] / small_r["rsync"]["p50_ms"]  # type: ignore[index]
     speedup = nv["p50_ms"] / o["p50_ms"]
     results["goals"] = {
         "p50_le_30ms": o["p50_ms"] <= 30,
         "p95_le_80ms": o["p95_ms"] <= 80,
         "10x_naive": speedup >= 10,
         "initial_within_1_2x": ratio <= 1.2,
+        "initial_small_within_1_2x": ratio_small <= 1.2,
     }
     rows = [
         ["orch edit p50 (ms)", o["p50_ms"], "<= 30", o["p50_ms"] <= 30],
@@ -334,6 +354,9 @@ def main() -> int:
         ["initial 2k/50MB orch p50 (ms)", init_r["orch"]["p50_ms"], "", ""],  # type: ignore[index]
         ["initial 2k/50MB rsync p50 (ms)", init_r["rsync"]["p50_ms"], "", ""],  # type: ignore[index]
         ["initial ratio orch/rsync", round(ratio, 2), "<= 1.2", ratio <= 1.2],
+        ["initial 20k/300B orch p50 (ms)", small_r["orch"]["p50_ms"], "", ""],  # type: ignore[index]
+        ["initial 20k/300B rsync p50 (ms)", small_r["rsync"]["p50_ms"], "", ""],  # type: ignore[index]
+        ["initial 20k ratio orch/rsync", round(ratio_small, 2), "<= 1.2", ratio_small <= 1.2],
         ["snapshot 2k files p50 (ms)", results["snapshot_2000_files"]["p50_ms"], "", ""],  # type: ignore[index]
         ["initial sync 20k files (s)", results["initial_sync_20k_s"], "", ""],
     ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from remote_config.job_sh import FOLLOW, LIB, SOCKET, TMUX_CONF, WRAPPER
 from remote_config.jobs import (
@@ -102,8 +102,13 @@ def start_script(
     retention_days: int = 30,
     max_log_bytes: int = 200 * 1024 * 1024,
     rotate_every_s: int = 10,
+    mode: str = "live",
 ) -> str:
-    """Start job `name` (command None = restart with the command and env it ran with)."""
+    """Start job `name` (command None = restart with the command and env it ran with).
+
+    `mode` ("snapshot" or "live") is recorded in the job's meta for `orch status`."""
+    if mode not in ("snapshot", "live"):
+        raise ValueError(f"mode must be 'snapshot' or 'live', not {mode!r}")
     body = [_prologue(name, workdir)]
     body.append(_retention(retention_days))
     body.append("command -v tmux > /dev/null 2>&1 || orch_die 70 'tmux is not installed'")
@@ -147,7 +152,8 @@ def start_script(
         'mkdir -p "${S%/*}" && chmod 700 "${S%/*}" || orch_die 1 "cannot use the tmux socket $S"\n'
         ': > "$D/run.log"\n'
         'orch_write meta "started=$(date +%s)\\nboot=$(orch_boot)\\ncode=$(orch_code)\\n'
-        'pagesize=$(getconf PAGESIZE 2>/dev/null || echo 4096)\\nsession=$SESS\\n"\n'
+        "pagesize=$(getconf PAGESIZE 2>/dev/null || echo 4096)\\nsession=$SESS\\n"
+        f'mode={mode}\\n"\n'
         'orch_tmux kill-session -t "=$SESS" 2>/dev/null\n'
         'orch_tmux new-session -d -s "$SESS" -x 200 -y 50 -c "$D" \'exec /bin/sh ./run.sh\' '
         "|| orch_die 71 'tmux could not start the job'\n"
@@ -249,6 +255,25 @@ def reset_script() -> str:
         f'{SOCKET}; tmux -S "$S" kill-server 2>/dev/null; rm -f "$S"\n'
         'rm -rf "$HOME/logs" "$HOME/.orch" "$HOME/work"'
     )
+
+
+def cleanup_script(names: Sequence[str], folders: Sequence[str] = ()) -> str:
+    """Kill the named jobs (SIGKILL to each process group), end their tmux sessions and
+    delete their files, and delete `folders` (remote paths): what one test or benchmark
+    made, leaving every other job, folder and orch's tmux server alone."""
+    body = [_lib(), "orch_socket"]
+    for name in names:
+        validate_job_name(name)
+        body.append(
+            f'N={shlex.quote(name)}; D="$L/$N"; P=; PG=\n'
+            '[ -f "$D/pid" ] && read -r P _ PG _ < "$D/pid"\n'
+            '[ -n "$P" ] && kill -KILL "-${PG:-$P}" 2>/dev/null\n'
+            f'orch_tmux kill-session -t "={tmux_session(name)}" 2>/dev/null\n'
+            'rm -rf "$D"'
+        )
+    body += [f"rm -rf {sh_remote_path(folder)}" for folder in folders]
+    body.append("exit 0")
+    return _wrap("\n".join(body))
 
 
 def attach_command(name: str) -> str:

@@ -85,27 +85,14 @@ orch_code() {
   if [ -n "$gen" ]; then : | awk -v gen="$gen" "$ORCH_CODE_AWK"
   else orch_sources | awk -v gen= "$ORCH_CODE_AWK"; fi
 }
-# Sets ALL to the pids of the process trees under the given pids, using only builtins
-# (/proc/PID/task/*/children, every thread's children), or to every pid when the kernel
-# has no children files (the parser then finds the trees by ppid).
+# Sets ALL to every pid on the machine when any job runs (none otherwise): awk reads each
+# one's stat line and the parser finds each job's tree by ppid. One glob and one awk pass
+# cost about the same for 1 or 100 running jobs, where walking each job's tree in sh grew
+# by ~0.5 ms a job.
 orch_walk() {
   ALL=
-  if [ ! -r "/proc/$$/task/$$/children" ]; then
-    for d in /proc/[0-9]*; do ALL="$ALL ${d#/proc/}"; done
-    return
-  fi
-  q="$*"
-  while [ -n "$q" ]; do
-    set -- $q
-    [ "$#" -gt 0 ] || break
-    p=$1; shift; q="$*"
-    case " $ALL " in *" $p "*) continue ;; esac
-    ALL="$ALL $p"
-    for c in /proc/"$p"/task/*/children; do
-      [ -r "$c" ] || continue
-      kids=; read -r kids < "$c"; q="$q $kids"
-    done
-  done
+  [ "$#" -gt 0 ] || return 0
+  for d in /proc/[0-9]*; do ALL="$ALL ${d#/proc/}"; done
 }
 # One snapshot of every job: its state files, its processes, the current code version.
 orch_status() {
@@ -129,7 +116,7 @@ ORCH_CODE_AWK='
   h = (h * 31 + t) % 2147483647 }
 function code(g) {
   if (gen == "") return "tree:" n + 0 "-" h + 0
-  g = gen; gsub(/[^A-Za-z0-9._:-]/, "", g); return "gen:" substr(g, 1, 64)
+  g = gen; gsub(/[^A-Za-z0-9._:~-]/, "", g); return "gen:" substr(g, 1, 64)
 }
 END { if (!status) print code() }'
 # pid ppid rss(pages) cpu% starttime; comm may hold spaces and ")", so cut at the last ") "

@@ -45,6 +45,10 @@ class JobInfo(BaseModel):
     command: str = ""
     code_version: str | None = None
     code_stale: bool = False
+    # "snapshot": runs from a hard-linked copy of the synced tree (later syncs never change
+    # its code); "live": runs in the project folder itself (saves reach it, e.g. a dev server
+    # that reloads). None for jobs started by an earlier orch.
+    mode: Literal["snapshot", "live"] | None = None
     pid: int | None = None
     detail: str | None = None
     backend: str = "tmux"  # which job backend runs it (sidecar/jobs/backend.py)
@@ -137,6 +141,7 @@ class Snapshot:
     rss_in_kib: bool = False
     procs: dict[int, Proc] = field(default_factory=dict)
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> file -> text
+    children: dict[int, list[int]] | None = None  # ppid -> pids, built on first use
 
 
 def parse_snapshot(text: str) -> Snapshot:
@@ -208,11 +213,20 @@ def _time(epoch: int | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
 
 
-def tree_usage(procs: Mapping[int, Proc], root: int) -> tuple[int, float]:
-    """(rss, cpu) summed over `root` and all its descendants."""
+def children_of(procs: Mapping[int, Proc]) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for proc in procs.values():
         children.setdefault(proc.ppid, []).append(proc.pid)
+    return children
+
+
+def tree_usage(
+    procs: Mapping[int, Proc], root: int, children: dict[int, list[int]] | None = None
+) -> tuple[int, float]:
+    """(rss, cpu) summed over `root` and all its descendants (`children`: children_of(procs),
+    computed once per snapshot by the caller when it sums several trees)."""
+    if children is None:
+        children = children_of(procs)
     rss, cpu, stack, seen = 0, 0.0, [root], set()
     while stack:
         pid = stack.pop()
@@ -241,6 +255,7 @@ def _job(name: str, files: dict[str, str], snap: Snapshot) -> JobInfo:
         command=(files.get("cmd.sh") or "").removesuffix("\n")
         + ("…" if "cmd.sh.cut" in files else ""),
         code_version=meta.get("code") or None,
+        mode=meta.get("mode") if meta.get("mode") in ("snapshot", "live") else None,
     )
     if "result" in files:
         _finished(info, files, started)
@@ -296,7 +311,9 @@ def _unfinished(
     tmux_pid = _int(pid_fields[3]) if len(pid_fields) > 3 else None
     if tmux_pid and proc is not None and proc.ppid != tmux_pid:  # re-parented: tmux died
         info.detail = "orch's tmux server is gone: the job keeps running, but attach cannot work"
-    rss, cpu = tree_usage(snap.procs, pid)
+    if snap.children is None:  # once per snapshot, not once per job
+        snap.children = children_of(snap.procs)
+    rss, cpu = tree_usage(snap.procs, pid, snap.children)
     page = 1024 if snap.rss_in_kib else (_int(meta.get("pagesize")) or DEFAULT_PAGE_SIZE)
     info.rss_bytes = rss * page
     info.cpu_percent = round(cpu, 1)

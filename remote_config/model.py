@@ -440,7 +440,16 @@ class JobsSection(Strict):
     log_retention_days: Annotated[int, Field(ge=1)] = 30
     log_max_mb: Annotated[int, Field(ge=1)] = 200
     stop_grace_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0
-    snapshot: bool = True
+    snapshot: bool = Field(
+        default=True,
+        description="Start jobs from a snapshot of the synced tree (later syncs never change "
+        "their code); off: every job runs in the live project folder.",
+    )
+    live: list[str] = Field(
+        default_factory=list,
+        description="Job names (or glob patterns) that run in the live project folder, so "
+        "each save reaches them (a dev server that reloads), whatever `snapshot` says.",
+    )
 
     @field_validator("env")
     @classmethod

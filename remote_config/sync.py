@@ -128,10 +128,20 @@ class Entry:
     mtime_ns: int
     mode: int
     hash: str | None  # None: written while the local file changed, content unknown
+    # The remote file's inode and ctime after orch wrote it: unlike size and mtime, no tool
+    # can set them, so an edit there that restores size and mtime is still noticed.
+    ino: int | None = None
+    ctime_ns: int | None = None
 
     def expect(self) -> list[object]:
-        """The form the remote helper compares against: [size, mtime_ns, hash]."""
-        return [self.size, self.mtime_ns, self.hash]
+        """The form the remote helper compares against: [size, mtime_ns, hash, ino, ctime_ns]."""
+        return [self.size, self.mtime_ns, self.hash, self.ino, self.ctime_ns]
+
+    @classmethod
+    def written(cls, stat: list[int], mode: int, digest: str | None) -> Entry:
+        """The entry for a file the helper reported as `stat` ([size, mtime, ino, ctime])."""
+        ino, ctime = (stat[2], stat[3]) if len(stat) >= 4 else (None, None)
+        return cls(stat[0], stat[1], mode, digest, ino, ctime)
 
 
 @dataclass
@@ -313,9 +323,13 @@ def parse_rsync_progress(line: str) -> int | None:
 # the helper holds `<root>/.orch/lock` while applying (and after, while "hold" is true, so an
 # rsync batch between two requests is covered too; snapshots take the same lock). Each "put"
 # op is followed by exactly `size` bytes of content. Expectations are [size, mtime_ns, hash]
-# (what orch last wrote) or null (orch never wrote it). The reply has one result per op:
-# {"ok": true, "stat": [size, mtime_ns]}, {"conflict": ASIDE, ...}, {"miss": true} or
-# {"error": TEXT}.
+# (what orch last wrote) or null (orch never wrote it); a delete may add "alt": hashes it may
+# also remove (content a batch cut short may have left there). The reply has one result per
+# op: {"ok": true, "stat": [size, mtime_ns, ino, ctime_ns]}, {"conflict": ASIDE, ...},
+# {"miss": true}, {"drift": true} (a "verify" op) or {"error": TEXT}. A request with
+# "begin": TOKEN marks the folder's generation as TOKEN + "~" (being changed) before it
+# applies anything; "generation": TOKEN records the finished one, so a batch cut in half
+# never leaves a label that a snapshot could trust.
 HELPER_SOURCE = r"""
 import hashlib, json, os, stat, struct, sys
 R, W = sys.stdin.buffer, sys.stdout.buffer
@@ -351,8 +365,10 @@ def same(p, exp):
         return exp is None
     if exp is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         return False
+    ino = exp[3] if len(exp) > 4 else None
     if st.st_size == exp[0] and st.st_mtime_ns == exp[1]:
-        return True
+        if ino is None or (st.st_ino == ino and st.st_ctime_ns == exp[4]):
+            return True
     return exp[2] is None or (st.st_size == exp[0] and digest(p) == exp[2])
 def aside(root, rel, suffix):
     n = 0
@@ -364,22 +380,24 @@ def aside(root, rel, suffix):
         n += 1
 def stat_of(p):
     st = os.lstat(p)
-    return [st.st_size, st.st_mtime_ns]
-def check(root, rel, exp, suffix, new_hash=None):
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+def check(root, rel, exp, suffix, new_hash=None, alt=None):
     p = os.path.join(root, rel)
     if same(p, exp):
         return None, False
     if not os.path.lexists(p):
         return None, False
-    if new_hash is not None and not os.path.isdir(p) and digest(p) == new_hash:
-        return None, True
+    if (new_hash is not None or alt) and not os.path.isdir(p):
+        d = digest(p)
+        if d == new_hash or d in (alt or ()):
+            return None, d == new_hash
     return aside(root, rel, suffix), False
 def put(root, op, data, suffix):
     rel = op["path"]
     p = os.path.join(root, rel)
     d = os.path.dirname(p)
     os.makedirs(d, exist_ok=True)
-    moved, _ = check(root, rel, op.get("expect"), suffix, op.get("hash"))
+    moved, _ = check(root, rel, op.get("expect"), suffix, op.get("hash"), op.get("alt"))
     tmp = os.path.join(d, "." + os.path.basename(p)[:200] + ".orch-tmp")
     if op.get("link"):
         if os.path.lexists(tmp):
@@ -406,10 +424,17 @@ def delete(root, op, suffix):
     p = os.path.join(root, rel)
     if not os.path.lexists(p):
         return {"ok": True}
-    if same(p, op.get("expect")):
+    if same(p, op.get("expect")) or (op.get("alt") and digest(p) in op["alt"]):
         os.unlink(p)
         return {"ok": True}
     return {"ok": True, "conflict": aside(root, rel, suffix)}
+def verify(root, op):
+    p = os.path.join(root, op["path"])
+    if not os.path.lexists(p):
+        return {"drift": True, "gone": True}
+    if same(p, op["expect"]):
+        return {"ok": True, "stat": stat_of(p)}
+    return {"drift": True}
 def move(root, op):
     src, dst = os.path.join(root, op["src"]), os.path.join(root, op["path"])
     if not os.path.lexists(src) or not same(src, op.get("expect")):
@@ -419,12 +444,12 @@ def move(root, op):
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.replace(src, dst)
     return {"ok": True, "stat": stat_of(dst)}
-def generation(root, n):
+def generation(root, token):
     d = os.path.join(root, ".orch")
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, ".generation.tmp")
     with open(tmp, "w") as f:
-        f.write("%d\n" % n)
+        f.write("%s\n" % token)
     os.replace(tmp, os.path.join(d, "generation"))
 LOCK = [None]
 def lock(root, hold):
@@ -441,6 +466,8 @@ def handle(req):
     root = os.path.expanduser(req["root"])
     os.makedirs(root, exist_ok=True)
     lock(root, True)
+    if req.get("begin"):
+        generation(root, req["begin"] + "~")
     suffix = req.get("suffix", ".orch-conflict")
     results = []
     for op in req["ops"]:
@@ -454,17 +481,48 @@ def handle(req):
             elif kind == "move":
                 results.append(move(root, op))
             elif kind == "check":
-                moved, _ = check(root, op["path"], op.get("expect"), suffix, op.get("hash"))
+                moved, _ = check(
+                    root, op["path"], op.get("expect"), suffix, op.get("hash"), op.get("alt")
+                )
                 results.append({"ok": True, "conflict": moved} if moved else {"ok": True})
             elif kind == "mkdir":
                 os.makedirs(os.path.join(root, op["path"]), exist_ok=True)
                 results.append({"ok": True})
-            elif kind == "rmdir":
+            elif kind == "rmdir":  # only when empty; "gone" says whether it is
+                p = os.path.join(root, op["path"])
                 try:
-                    os.rmdir(os.path.join(root, op["path"]))
+                    os.rmdir(p)
                 except OSError:
                     pass
-                results.append({"ok": True})
+                results.append({"ok": True, "gone": not os.path.lexists(p)})
+            elif kind == "stats":  # compact: [[size, mtime_ns, ino, ctime_ns] or null, ...]
+                out = []
+                for rel in op["paths"]:
+                    p = os.path.join(root, rel)
+                    out.append(stat_of(p) if os.path.lexists(p) else None)
+                results.append({"ok": True, "stats": out})
+            elif kind == "list":  # every file and symlink under the root, .orch/ left out
+                found = []
+                for d, dirs, files in os.walk(root):
+                    rel = os.path.relpath(d, root)
+                    rel = "" if rel == "." else rel + "/"
+                    if not rel:
+                        dirs[:] = [x for x in dirs if x != ".orch"]
+                    found += [rel + f for f in files]
+                    found += [rel + x for x in dirs if os.path.islink(os.path.join(d, x))]
+                results.append({"ok": True, "paths": found})
+            elif kind == "sweep":  # temp files of writes cut short (a killed helper)
+                gone = 0
+                for d, dirs, files in os.walk(root):
+                    if d == root:
+                        dirs[:] = [x for x in dirs if x != ".orch"]
+                    for f in files:
+                        if f.startswith(".") and f.endswith(".orch-tmp"):
+                            os.unlink(os.path.join(d, f))
+                            gone += 1
+                results.append({"ok": True, "removed": gone})
+            elif kind == "verify":
+                results.append(verify(root, op))
             elif kind == "stat":
                 p = os.path.join(root, op["path"])
                 results.append({"ok": True, "stat": stat_of(p) if os.path.lexists(p) else None})
@@ -491,24 +549,45 @@ def helper_command(python: str = "python3") -> str:
     return f"{shlex.quote(python)} -u -c {shlex.quote(HELPER_SOURCE)}"
 
 
-def snapshot_command(remote_dir: str, snapshots_dir: str) -> str:
-    """A remote sh command making `<snapshots_dir>/<generation>`, a hard-linked copy.
+SNAPSHOTS_KEPT = 3  # besides the one being used and those running jobs use
+
+
+def snapshot_command(remote_dir: str, snapshots_dir: str, expect: str | None) -> str:
+    """A remote sh command making `<snapshots_dir>/<token>`, a hard-linked copy.
+
+    `<remote_dir>/.orch/generation` holds the sync token of the tree there
+    (`<sync id>-<generation>`: the sync id is random per laptop-side sync state, so a lost
+    state, another laptop or another project folder of the same name never shares one). The
+    copy is made only when that token is `expect`, the one this laptop's sync recorded last:
+    exit 3 when the folder was never synced, 4 when it holds another tree (another sync, an
+    unfinished batch: a token ending in "~") and prints the token found on stderr.
 
     It holds the sync lock (`<remote_dir>/.orch/lock`, taken by the helper for every batch)
     so the copy is one whole generation. Hard links copy no data, and orch always replaces
     files by rename (never in place), so later syncs give the live tree new inodes and leave
-    the snapshot as it was. Made under a temp name and renamed: complete or absent. A
-    generation already snapshotted is reused. Prints "<generation> <absolute path>"; exits 3
-    when the folder was never synced (no generation to name a snapshot by).
+    the snapshot as it was. Made under a temp name and renamed: complete or absent. A token
+    already snapshotted is reused. Older snapshots are pruned: the newest SNAPSHOTS_KEPT and
+    any a running job uses (named in its run.sh) stay. Prints "<token> <absolute path>".
     """
     root, snaps = _shell_path(remote_dir), _shell_path(snapshots_dir)
+    want = shlex.quote(expect or "")
     return (
-        f'set -e; r={root}; s={snaps}; mkdir -p "$r/.orch" "$s"; '
+        f'set -e; r={root}; s={snaps}; want={want}; mkdir -p "$r/.orch" "$s"; '
         'exec 9>>"$r/.orch/lock"; flock 9; '
         '[ -f "$r/.orch/generation" ] || exit 3; '
-        'g=$(cat "$r/.orch/generation"); d="$s/$g"; '
+        'g=$(cat "$r/.orch/generation"); '
+        'if [ -z "$want" ] || [ "$g" != "$want" ]; then echo "$g" >&2; exit 4; fi; '
+        'd="$s/$g"; '
         'if [ ! -d "$d" ]; then t="$d.tmp.$$"; rm -rf "$t"; cp -al "$r" "$t"; '
-        'mv -T "$t" "$d"; fi; cd "$d"; echo "$g $(pwd)"'
+        'mv -T "$t" "$d"; fi; '
+        f'cd "$s"; n=0; for x in $(ls -1t); do [ -d "$x" ] && [ "$x" != "$g" ] || continue; '
+        'case $x in *.tmp.*) [ -n "$(find "$x" -maxdepth 0 -mmin +60)" ] || continue;; '
+        f'*) n=$((n + 1)); [ "$n" -gt {SNAPSHOTS_KEPT} ] || continue;; esac; '
+        'busy=; for j in "$HOME"/logs/*/; do '
+        '[ -f "$j/meta" ] && [ ! -f "$j/result" ] || continue; '
+        'if grep -qF "/$x" "$j/run.sh" 2>/dev/null; then busy=1; fi; done; '
+        '[ -n "$busy" ] || rm -rf "$x" || true; done; '
+        'cd "$d"; echo "$g $(pwd)"'
     )
 
 

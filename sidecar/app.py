@@ -178,9 +178,14 @@ class Orchestrator:
 
         return await keep(self.context(machine))
 
-    async def down(self, machine: str | None = None, terminate: bool = False) -> MachineInfo:
-        """Stop the machine; with `terminate`, destroy it and its disks (cloud kinds)."""
+    async def down(
+        self, machine: str | None = None, terminate: bool = False, force: bool = False
+    ) -> MachineInfo:
+        """Stop the machine; with `terminate`, destroy it and its disks (cloud kinds). While
+        jobs run there, only with `force` (a stop may end them)."""
         provider = self.provider(machine)
+        if not force:
+            await self._refuse_down_with_jobs(machine)
         with_target = None
         with contextlib.suppress(OrchError):
             with_target = await provider.ssh_target()
@@ -234,6 +239,24 @@ class Orchestrator:
         """What destroying the machine would lose (unpushed work), for the confirmation."""
         return await self.provider(machine).terminate_warnings()
 
+    async def _refuse_down_with_jobs(self, machine: str | None) -> None:
+        from sidecar.errors import JobsRunning
+
+        if (await self.machine_status(machine)).state != "running":
+            return
+        try:
+            running = [j.name for j in await self.jobs_status(machine) if j.state == "running"]
+        except OrchError:
+            return  # jobs cannot be listed: nothing to warn about that we know of
+        if running:
+            shown = ", ".join(running[:20]) + (" …" if len(running) > 20 else "")
+            raise JobsRunning(
+                f"{len(running)} job(s) still run on {self.machine_name(machine)}: {shown}; "
+                "stopping the machine may end them (a cloud machine's stop does)",
+                hint="stop them first (orch stop NAME), or stop the machine anyway with "
+                "`orch down --force`",
+            )
+
     async def machine_status(self, machine: str | None = None) -> MachineInfo:
         provider = self.provider(machine)
         return _with_capabilities(await provider.status(), provider)
@@ -265,7 +288,10 @@ class Orchestrator:
         sync = await self.sync_status(machine)
         jobs: list[JobInfo] = []
         idle = None
-        if info.state == "running":
+        if info.state != "running":
+            note = "jobs unknown until the machine is up (orch up)"
+            info.detail = f"{info.detail}; {note}" if info.detail else note
+        else:
             try:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
@@ -467,7 +493,7 @@ class Orchestrator:
                 "outputs on the machine",
                 hint="copy them with orch sync, or run the job with --on BACKEND",
             )
-        workdir = await jobs.prepare_code(snapshot)
+        workdir = await jobs.prepare_code(snapshot, name)
         if outputs is not None:
             from sidecar.jobs.fargate import FargateJobs
 
@@ -520,7 +546,7 @@ class Orchestrator:
         on: str | None = None,
     ) -> JobInfo:
         jobs = self.jobs(machine, self.job_backend_of(name, on))
-        return await jobs.restart(name, workdir=await jobs.prepare_code(snapshot))
+        return await jobs.restart(name, workdir=await jobs.prepare_code(snapshot, name))
 
     async def jobs_rm(
         self, name: str, purge: bool = False, machine: str | None = None, on: str | None = None

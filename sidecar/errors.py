@@ -107,6 +107,10 @@ class Conflict(OrchError):
     exit_code = EXIT_CONFLICT
 
 
+class JobsRunning(Conflict):
+    """Stopping the machine would end (or hide) jobs that still run there."""
+
+
 class PortBusy(Conflict):
     pass
 

@@ -203,3 +203,28 @@ def sshd_available() -> str | None:
     except KeyError:
         return f"user {TEST_USER} is missing; scripts/setup.sh creates it"
     return None
+
+
+def own_remote_dir(prefix: str = "t") -> str:
+    """A remote project folder no other test or benchmark uses (the sshd user is shared)."""
+    return f"~/work/{prefix}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+
+
+def sync_toml(remote_dir: str) -> str:
+    return f'[sync]\nremote_dir = "{remote_dir}"\n'
+
+
+async def job_names(orch: object) -> set[str]:
+    """Names of the jobs on the orchestrator's default machine."""
+    return {job.name for job in await orch.jobs_status()}  # type: ignore[attr-defined]
+
+
+async def clean_remote(orch: object, before: set[str], folders: list[str]) -> None:
+    """Remove what a test made on a shared machine: the jobs that were not there `before`,
+    and `folders` (its remote project folder and snapshots); nothing else."""
+    from remote_config import job_scripts as js
+
+    made = sorted(await job_names(orch) - before)
+    target = await orch.ssh_target()  # type: ignore[attr-defined]
+    script = js.cleanup_script(made, folders)
+    await orch.pool.run(target, "sh -s", input=script, timeout=30)  # type: ignore[attr-defined]

@@ -306,6 +306,24 @@ async function forwardPort(ctx: Context): Promise<void> {
   );
 }
 
+/** Stop the machine; while jobs run there, only once the user confirms (a stop may end them). */
+async function stopMachine(ctx: Context, machine: { machine?: string }): Promise<unknown> {
+  const status = await ctx.sidecar.execute("orch.status", {});
+  const running = status.jobs.filter((j) => j.state === "running").map((j) => j.name);
+  if (running.length > 0) {
+    const shown = running.slice(0, 10).join(", ") + (running.length > 10 ? ", …" : "");
+    const answer = await vscode.window.showWarningMessage(
+      `${running.length} job(s) still run on the machine: ${shown}. Stopping it may end them.`,
+      { modal: true },
+      "Stop Anyway",
+    );
+    if (answer !== "Stop Anyway") {
+      return undefined;
+    }
+  }
+  return ctx.sidecar.execute("orch.machine.down", { ...machine, force: true });
+}
+
 // These ids must differ from the sidecar's command names (`orch.status`, `orch.jobs.run`…):
 // vscode-languageclient registers every command the server advertises under its own name.
 /** Profile GPU Service: one `orch.profile.run`; its table is shown, its files stay in the
@@ -362,7 +380,7 @@ export function registerCommands(ctx: Context): vscode.Disposable[] {
           ctx.sidecar.execute("orch.machine.up", machine, { token, progress }),
         ),
     ],
-    "orch.down": ["Down", () => ctx.sidecar.execute("orch.machine.down", machine)],
+    "orch.down": ["Down", () => stopMachine(ctx, machine)],
     "orch.showStatus": [
       "Status",
       async () => {

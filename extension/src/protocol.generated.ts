@@ -194,6 +194,7 @@ detail: (string | null)
 duration_s: (number | null)
 ended: (string | null)
 exit_code: (number | null)
+mode: (("snapshot" | "live") | null)
 name: string
 pid: (number | null)
 rss_bytes: (number | null)
@@ -277,6 +278,14 @@ tasks_running: number
 export interface SyncStatus {
 conflicts: SyncConflict[]
 detail: (string | null)
+/**
+ * Remote files found changed behind orch's back at the last full sync (their remote versions were kept as conflict copies).
+ */
+drift: string[]
+/**
+ * Failed attempts since the last good sync.
+ */
+failures: number
 full_syncs: number
 generation: number
 last_sync: (string | null)
@@ -285,7 +294,11 @@ machine: (string | null)
 owner: (("background" | "foreground") | null)
 owner_pid: (number | null)
 remote_dir: (string | null)
-state: ("off" | "idle" | "syncing" | "paused" | "conflict")
+state: ("off" | "idle" | "syncing" | "paused" | "conflict" | "failed")
+/**
+ * The remote's name for the last generation written.
+ */
+token: (string | null)
 watcher: (string | null)
 }
 /**

@@ -48,6 +48,8 @@ export interface InitializationOptions {
 
 export interface MachineArgs {
   machine?: string;
+  /** down: stop even while jobs run there. */
+  force?: boolean;
 }
 export interface RunJobArgs {
   name: string;

@@ -19,6 +19,7 @@ export function job(name: string, overrides: Partial<JobInfo> = {}): JobInfo {
     command: "",
     detail: null,
     pid: null,
+    mode: null,
     ...overrides,
   };
 }
@@ -37,6 +38,9 @@ export function sync(overrides: Partial<SyncStatus> = {}): SyncStatus {
     owner: null,
     owner_pid: null,
     watcher: null,
+    token: null,
+    drift: [],
+    failures: 0,
     ...overrides,
   };
 }

@@ -109,6 +109,10 @@ describe("sync item", () => {
     assert.equal(conflict.text, "$(warning) sync: 2 conflicts");
     assert.equal(conflict.severity, "warning");
     assert.match(conflict.tooltip, /a\.py \(theirs: a\.py\.remote\)\nb\.py/);
+    const failed = syncItem(sync({ state: "failed", detail: "rsync failed: disk full" }));
+    assert.equal(failed.text, "$(error) sync failed");
+    assert.equal(failed.severity, "error");
+    assert.match(failed.tooltip, /disk full/);
   });
 });
 

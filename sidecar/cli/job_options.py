@@ -48,7 +48,7 @@ def take_options(
             opts.json = True
         elif word == "--debug" and allow_debug:
             opts.debug = True
-        elif word in ("--snapshot", "--no-snapshot"):
+        elif word in ("--snapshot", "--no-snapshot", "--live"):
             opts.snapshot = word == "--snapshot"
         elif key in ("-e", "--env", "-m", "--machine", "--on", "--outputs", "--expect"):
             if not eq:

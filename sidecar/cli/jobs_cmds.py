@@ -27,10 +27,12 @@ Run a job in a tmux session on the machine, in the project's remote folder; its 
 to ~/logs/NAME/run.log there. Two forms:
   orch run NAME -- CMD ARG...   an argv: run word for word (no shell interprets it)
   orch run NAME "CMD LINE"      one shell command line, run by exactly one shell (bash, else sh)
-Options (--env KEY=VALUE, --replace, --[no-]snapshot, --json, -m MACHINE, --on BACKEND,
+Options (--env KEY=VALUE, --replace, --[no-]snapshot, --live, --json, -m MACHINE, --on BACKEND,
 --outputs DIR) go before the command. By default a job runs from a snapshot of the synced tree
 when the project was synced there (`orch sync`), so later syncs never change the code under
-it. With --on BACKEND (a [backends.NAME] of orch.toml, e.g. kind = "fargate") the job runs
+it: use that for training and batch runs. `--live` (or `[jobs] live = ["NAME"]` in orch.toml)
+runs it in the project folder itself, so each save reaches it: use that for a dev server that
+reloads. With --on BACKEND (a [backends.NAME] of orch.toml, e.g. kind = "fargate") the job runs
 there instead, from the same snapshot shipped to S3; --outputs DIR is uploaded at its end and
 `orch fetch NAME` downloads it (docs/fargate.md)."""
 
@@ -53,6 +55,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="run from a hard-linked snapshot of the synced tree, so later syncs never change "
         "its code (default: [jobs] snapshot, on when the project was synced there)",
+    )
+    run.add_argument(
+        "--live",
+        dest="snapshot",
+        action="store_false",
+        help="run in the live project folder, so every save reaches the job (a dev server "
+        "that reloads); the same as --no-snapshot",
     )
     run.add_argument(
         "--expect",
@@ -274,7 +283,7 @@ def jobs_table(jobs: list[JobInfo]) -> str:
             "-" if job.cpu_percent is None else f"{job.cpu_percent:.0f}%",
             human_duration(job.duration_s),
             "-" if job.exit_code is None else job.exit_code,
-            "stale" if job.code_stale else "",
+            ", ".join(x for x in (job.mode, "stale" if job.code_stale else "") if x),
         ]
         for job in jobs
     ]

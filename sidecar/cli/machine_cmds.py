@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down.add_argument("machine", nargs="?")
     down.add_argument("--json", action="store_true", help="print the result as JSON")
     down.add_argument(
+        "--force", action="store_true", help="stop it even while jobs run there (may end them)"
+    )
+    down.add_argument(
         "--terminate",
         "--delete",
         dest="terminate",
@@ -128,9 +131,21 @@ def confirm(question: str, yes: bool) -> None:
 
 
 async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
+    from sidecar.errors import JobsRunning
+
     if args.all:
         return await _down_all(orch, args)
     name = orch.machine_name(args.machine)
+    force = bool(args.force or args.yes)
+    if not force:
+        try:
+            await orch._refuse_down_with_jobs(args.machine)
+        except JobsRunning as exc:
+            if args.json or not (sys.stdin.isatty() and sys.stderr.isatty()):
+                raise
+            print(f"orch: {exc.message}", file=sys.stderr)
+            confirm("stop the machine anyway?", False)
+            force = True
     if args.terminate:
         plan = await orch.terminate_plan(name)
         if plan is None:
@@ -141,7 +156,7 @@ async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
         confirm(f"terminate {name}: {plan}? Its disk and every file on it are deleted.", args.yes)
     spinner = Spinner(f"{'terminating' if args.terminate else 'stopping'} {name}")
     async with spinner.running():
-        info = await orch.down(args.machine, terminate=args.terminate)
+        info = await orch.down(args.machine, terminate=args.terminate, force=force)
     print_json(info) if args.json else print(_machine_line(info))
     return 0
 

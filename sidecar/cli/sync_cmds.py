@@ -81,6 +81,12 @@ def _show(status: SyncStatus, as_json: bool) -> None:
     print(f"{status.local_dir} -> {status.remote_dir}")
     if status.detail:
         print(f"note: {status.detail}")
+    if status.drift:
+        shown = ", ".join(status.drift[:10]) + (" …" if len(status.drift) > 10 else "")
+        print(
+            f"{len(status.drift)} file(s) had changed on the machine behind orch's back at the "
+            f"last full sync (kept beside as conflict copies): {shown}"
+        )
     if status.conflicts:
         print(f"\n{len(status.conflicts)} conflict(s): the remote file had changed since orch")
         print("wrote it; your version is in place, the remote's was saved beside it:")

@@ -90,7 +90,7 @@ async def start(
     job_env = dict(env or {})
     if remote.pythonpath:
         job_env["PYTHONPATH"] = remote.pythonpath
-    workdir = await jobs.prepare_code(snapshot)
+    workdir = await jobs.prepare_code(snapshot, name)
     remote_root = workdir or expand_home(ctx.config.remote_dir, remote.home)
     await jobs.run(name, command, job_env, replace=replace, workdir=workdir)
     session = await _forward(ctx, target.alias, name, remote_port, remote_root)

@@ -50,9 +50,10 @@ class JobBackend(abc.ABC):
         self.ctx = ctx
 
     @abc.abstractmethod
-    async def prepare_code(self, snapshot: bool | None) -> str | None:
+    async def prepare_code(self, snapshot: bool | None, name: str = "") -> str | None:
         """Ship the project's synced code for a new job; returns where the job finds it (None:
-        the live project folder). `snapshot=None` follows the project's settings."""
+        the live project folder). `snapshot=None` follows the project's settings for job
+        `name` (`[jobs] snapshot`, `[jobs] live`)."""
 
     @abc.abstractmethod
     async def run(

@@ -91,7 +91,7 @@ class FargateJobs(JobBackend):
             )
 
     # -- code ------------------------------------------------------------------------------
-    async def prepare_code(self, snapshot: bool | None) -> str | None:
+    async def prepare_code(self, snapshot: bool | None, name: str = "") -> str | None:
         """The S3 key of the synced tree's snapshot archive (uploaded if new)."""
         from sidecar.jobs.fargate_code import ship_snapshot
         from sidecar.sync.snapshot import prepare_snapshot

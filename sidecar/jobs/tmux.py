@@ -57,15 +57,20 @@ class TmuxBackend(JobBackend):
     def settings(self) -> JobsSection:
         return self.ctx.config.config.jobs
 
-    async def prepare_code(self, snapshot: bool | None) -> str | None:
+    async def prepare_code(self, snapshot: bool | None, name: str = "") -> str | None:
         """A hard-linked snapshot of the synced tree for a new job, or None (the live folder).
 
-        `snapshot=None` follows `[jobs] snapshot` and quietly uses the live folder when the
-        project was never synced there; `snapshot=True` insists and says what to do instead.
+        `snapshot=None` follows `[jobs] snapshot` (off for names matching `[jobs] live`) and
+        quietly uses the live folder when the project was never synced there;
+        `snapshot=True` insists and says what to do instead. A remote tree this laptop's sync
+        did not write raises `StaleTree` either way (no job runs stale or foreign code).
         """
+        from fnmatch import fnmatchcase
+
         from sidecar.sync.snapshot import NotSynced, prepare_snapshot
 
-        wanted = self.settings.snapshot if snapshot is None else snapshot
+        live = any(fnmatchcase(name, pattern) for pattern in self.settings.live)
+        wanted = (self.settings.snapshot and not live) if snapshot is None else snapshot
         if not wanted:
             return None
         try:
@@ -126,6 +131,7 @@ class TmuxBackend(JobBackend):
             grace_s=s.stop_grace_seconds,
             retention_days=s.log_retention_days,
             max_log_bytes=s.log_max_mb * 1024 * 1024,
+            mode="snapshot" if workdir else "live",
         )
         out = await self._run(script, name, timeout=REMOTE_TIMEOUT_S + s.stop_grace_seconds)
         return _pick(out, name)

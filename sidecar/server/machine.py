@@ -15,6 +15,7 @@ from sidecar.server.core import OrchServer, Params, Report
 
 class MachineParams(Params):
     machine: str | None = None
+    force: bool = False  # down: stop even while jobs run there
 
 
 def register(server: OrchServer) -> None:
@@ -31,7 +32,7 @@ def register(server: OrchServer) -> None:
     @server.orch_command("orch.machine.down", MachineParams)
     async def down(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
         async with lifecycle:
-            return await server.orch.down(name(params))
+            return await server.orch.down(name(params), force=params.force)
 
     @server.orch_command("orch.machine.status", MachineParams, read_only=True)
     async def status(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:

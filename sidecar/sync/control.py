@@ -154,14 +154,19 @@ async def now(
 
 
 def resolve(ctx: MachineContext, paths: list[str]) -> SyncStatus:
-    """Forget recorded conflicts (all, or those for `paths`) once the user has dealt with them."""
+    """Forget recorded conflicts (all, or those for `paths`) once the user has dealt with them.
+
+    The list lives in `conflicts.json`, edited under a lock by this and the running sync
+    alike, so the running sync's next batch does not bring resolved conflicts back.
+    """
     from sidecar.state import read_json, write_json
+    from sidecar.sync.service import update_conflicts
 
     folder = state_dir(ctx)
+    keep = update_conflicts(folder, drop=list(paths) if paths else None)
     raw = read_json(folder / "state.json")
     if isinstance(raw, dict):
-        keep = [c for c in raw.get("conflicts", []) if paths and c.get("path") not in paths]
-        raw["conflicts"] = keep
+        raw["conflicts"] = [c.model_dump() for c in keep]
         if raw.get("state") == "conflict" and not keep:
             raw["state"] = "idle"
         write_json(folder / "state.json", raw)

@@ -38,6 +38,7 @@ from sidecar.sync.remote import RemoteHelper, run_rsync
 from sidecar.sync.scan import Scanner, hash_bytes, load_rules, local_stat
 
 Progress = Callable[[int], None]
+DIR_MARK = "<dir>"  # a folder in the pending (write-ahead) record
 
 
 @dataclass
@@ -57,6 +58,7 @@ class BatchResult:
     conflicts: list[Conflict] = field(default_factory=list)
     retry: set[str] = field(default_factory=set)  # changed while being sent: send again
     errors: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)  # remote files changed behind orch's back
 
 
 class SyncEngine:
@@ -78,6 +80,9 @@ class SyncEngine:
         self.rules: IgnoreRules = load_rules(self.root, config.config.sync)
         self.scanner = Scanner(self.root, self.rules)
         self.helper: RemoteHelper | None = None
+        self._alt: dict[str, str] = {}  # path -> content a batch cut short may have left
+        self._begin: str | None = None  # the token the next request marks as being applied
+        self.drift: list[str] = []  # remote paths changed behind orch's back (last full sync)
 
     # -- connection --------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -102,10 +107,12 @@ class SyncEngine:
         request = {
             "root": self.remote_dir,
             "ops": ops,
-            "generation": generation,
+            "generation": None if generation is None else self.manifest.token(generation),
             "suffix": conflict_suffix(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())),
             "hold": hold,
+            "begin": self._begin,
         }
+        self._begin = None
         return await self.helper.request(request, payloads)
 
     def reload_rules(self) -> None:
@@ -182,8 +189,31 @@ class SyncEngine:
         """Reconcile the whole tree with the manifest (new, changed and deleted files)."""
         files, dirs = await asyncio.to_thread(self.scanner.walk)
         entries = self.manifest.entries()
+        present = set(files)
+        # Paths a batch cut short may have written: what they may hold is no conflict, and
+        # those gone here since are removed there (the drop-and-rename orphans).
+        pending = self.manifest.pending()
+        self._alt = {p: h for p, h in pending.items() if h and h != DIR_MARK}
+        unsure = {p for p, h in pending.items() if h == DIR_MARK}  # a cut batch's folders
+        orphans = [
+            p
+            for p in self._alt
+            if p not in present and p not in entries and not self.rules.ignored_path(p)
+        ]
+        early = BatchResult()
+        if orphans:
+            ops = [
+                {"op": "delete", "path": p, "expect": None, "alt": [self._alt[p]]} for p in orphans
+            ]
+            replies = await self._request(ops)
+            for path, reply in zip(orphans, replies, strict=False):
+                self._note(path, reply, early)
+            self.manifest.clear_pending(orphans)
         if not entries:
-            return await self._first_sync(files, dirs, progress)
+            result = await self._first_sync(files, dirs, progress)
+            self.manifest.clear_pending()
+            result.conflicts += early.conflicts
+            return result
         cache = self.manifest.cached_hashes()
         local: dict[str, tuple[LocalFile | None, LocalStat | None]] = {}
 
@@ -193,7 +223,7 @@ class SyncEngine:
                 local[path] = (found[0], found[1]) if found else (None, None)
 
         await asyncio.to_thread(hash_all)
-        present = set(files)
+        drifted = await self._verify(entries, local)
         for path in entries:
             if path not in present and not self.rules.ignored_path(path):
                 local[path] = (None, None)
@@ -205,11 +235,16 @@ class SyncEngine:
         plan = plan_changes(
             {p: s for p, (s, _) in local.items()},
             entries,
-            new_dirs=[d for d in dirs if d not in known],
+            new_dirs=[d for d in dirs if d not in known or d in unsure],
             gone_dirs=[*gone_parents(gone, exists), *lost],
         )
+        plan.puts += sorted(p for p in drifted if p not in plan.puts and local[p][0] is not None)
         stats = {p: st for p, (_, st) in local.items() if st is not None}
         result = await self._apply(plan, local, stats, {}, entries, progress)
+        result.drift = sorted(p for p in drifted if p not in self._alt)
+        result.conflicts += early.conflicts
+        self.manifest.clear_pending()
+        self._alt = {}
         # Ignored paths orch wrote earlier stay on the remote but are no longer tracked.
         stale = [p for p in entries if self.rules.ignored_path(p)]
         if stale:
@@ -228,13 +263,45 @@ class SyncEngine:
         plan = Plan(puts=sorted(local), mkdirs=dirs)
         result = BatchResult(transport="rsync", files=len(plan.puts))
         generation = self.manifest.generation + 1
+        self._begin = self.manifest.token(generation)
+        self.manifest.add_pending(dict.fromkeys(plan.puts))
+        self.manifest.record_dirs(dirs, [])
         await self._precheck(plan.puts, {}, {}, result)
         sent = await self._rsync([*dirs, *plan.puts], progress)
-        self._record_rsync(plan.puts, local, sent, result)
-        await self._request([], generation=generation)
-        self.manifest.record_dirs(dirs, [])
+        [reply] = await self._request([{"op": "stats", "paths": plan.puts}], generation=generation)
+        stats = {p: st for p, st in zip(plan.puts, reply["stats"], strict=True) if st}
+        self._record_rsync(plan.puts, local, sent, stats, result)
         self.manifest.set_generation(generation)
         return result
+
+    async def _verify(
+        self,
+        entries: dict[str, Entry],
+        local: dict[str, tuple[LocalFile | None, LocalStat | None]],
+    ) -> set[str]:
+        """Remote files that changed behind orch's back (drift), among those orch wrote.
+
+        The remote compares size, mtime, inode and ctime with what orch recorded, and hashes
+        the file when they differ; an unchanged file whose ctime moved (a snapshot's hard
+        link, a chmod) gets its new stat recorded, so it is hashed once.
+        """
+        paths = [p for p in entries if p in local and local[p][0] is not None]
+        ops: list[dict[str, Any]] = [{"op": "sweep"}]
+        ops += [{"op": "verify", "path": p, "expect": entries[p].expect()} for p in paths]
+        replies = (await self._request(ops))[1:]
+        drifted: set[str] = set()
+        moved: list[tuple[str, Entry, LocalStat | None]] = []
+        for path, reply in zip(paths, replies, strict=False):
+            entry = entries[path]
+            stat = reply.get("stat")
+            if reply.get("drift"):
+                drifted.add(path)
+            elif stat and list(stat[:4]) != [entry.size, entry.mtime_ns, entry.ino, entry.ctime_ns]:
+                hit = self.manifest.cached_hash(path)
+                fresh = Entry.written(stat, entry.mode, entry.hash)
+                moved.append((path, fresh, hit[0] if hit else None))
+        self.manifest.record(moved)
+        return drifted
 
     def _hash_many(self, paths: list[str]) -> dict[str, tuple[LocalFile, LocalStat]]:
         out = {}
@@ -259,6 +326,20 @@ class SyncEngine:
             return result
         generation = self.manifest.generation + 1
         result.files = plan.count
+        self._begin = self.manifest.token(generation)
+        # Write-ahead: what this batch may create survives a batch cut in half (orphans).
+        self.manifest.add_pending(
+            {
+                **{p: (s.hash if (s := local[p][0]) else None) for p in plan.puts},
+                **{d: (s.hash if (s := local[d][0]) else None) for _, d in plan.moves},
+            }
+        )
+        # Every folder the batch may create, the parents rsync and the helper make on their own
+        # included: a folder orch made is removed there once it is gone here.
+        made = {d for p in [*plan.puts, *(d for _, d in plan.moves)] for d in _parents(p)}
+        folders = sorted({*plan.mkdirs, *made})
+        self.manifest.record_dirs(folders, [])
+        self.manifest.add_pending(dict.fromkeys(folders, DIR_MARK))  # made there? not sure yet
         if plan.moves:
             await self._moves(plan, local, entries)
         states = {p: local[p][0] for p in plan.puts}
@@ -268,8 +349,8 @@ class SyncEngine:
             await self._helper_batch(plan, local, contents, entries, generation, result)
         else:
             await self._rsync_batch(plan, local, stats, entries, generation, result, progress)
-        self.manifest.record_dirs(plan.mkdirs, plan.rmdirs)
         self.manifest.set_generation(generation)
+        self.manifest.clear_pending([*plan.puts, *(d for _, d in plan.moves), *folders])
         return result
 
     async def _moves(
@@ -282,13 +363,12 @@ class SyncEngine:
             {"op": "move", "src": s, "path": d, "expect": entries[s].expect()}
             for s, d in plan.moves
         ]
-        replies = await self._request(ops)
+        replies = await self._request(ops, hold=True)  # the batch goes on under the lock
         done: list[tuple[str, Entry, LocalStat | None]] = []
         for (src, dst), reply in zip(plan.moves, replies, strict=True):
             state, lst = local[dst]
             if reply.get("ok") and state is not None:
-                size, mtime_ns = reply["stat"]
-                done.append((dst, Entry(size, mtime_ns, state.mode, state.hash), lst))
+                done.append((dst, Entry.written(reply["stat"], state.mode, state.hash), lst))
             else:  # the remote differs from what orch wrote: send it as a delete + put
                 plan.deletes.append(src)
                 plan.puts.append(dst)
@@ -323,13 +403,17 @@ class SyncEngine:
                 "mtime_ns": state.mtime_ns,
                 "hash": state.hash,
                 "expect": known.expect() if known else None,
+                "alt": self._alts(path),
             }
             if os.path.islink(os.path.join(self.root, path)):
                 op["link"] = True
             ops.append(op)
             payloads.append(data)
             puts.append(path)
-        ops += [{"op": "delete", "path": p, "expect": entries[p].expect()} for p in plan.deletes]
+        ops += [
+            {"op": "delete", "path": p, "expect": entries[p].expect(), "alt": self._alts(p)}
+            for p in plan.deletes
+        ]
         ops += [{"op": "rmdir", "path": d} for d in plan.rmdirs]
         replies = await self._request(ops, payloads, generation=generation)
         replies = replies[len(plan.mkdirs) :]
@@ -338,12 +422,12 @@ class SyncEngine:
             self._note(path, reply, result)
             state, lst = local[path]
             if reply.get("ok") and state is not None:
-                size, mtime_ns = reply["stat"]
-                written.append((path, Entry(size, mtime_ns, state.mode, state.hash), lst))
+                written.append((path, Entry.written(reply["stat"], state.mode, state.hash), lst))
         self.manifest.record(written)
         for path, reply in zip(plan.deletes, replies[len(puts) :], strict=False):
             self._note(path, reply, result)
         self.manifest.forget(plan.deletes)
+        self._forget_dirs(plan.rmdirs, replies[len(puts) + len(plan.deletes) :])
 
     async def _rsync_batch(
         self,
@@ -358,13 +442,28 @@ class SyncEngine:
         hashes = {p: s.hash for p in plan.puts if (s := local[p][0]) is not None}
         await self._precheck(plan.puts, entries, hashes, result)
         sent = await self._rsync([*plan.mkdirs, *plan.puts], progress)
-        self._record_rsync(plan.puts, local, sent, result)
-        ops = [{"op": "delete", "path": p, "expect": entries[p].expect()} for p in plan.deletes]
+        # What rsync left there, stat'ed in the request that ends the batch: the manifest
+        # must record the remote as it is, not the local file as it was planned (a file that
+        # changed while rsync read it arrives with another size and mtime).
+        ops: list[dict[str, Any]] = [{"op": "stat", "path": p} for p in plan.puts]
+        ops += [
+            {"op": "delete", "path": p, "expect": entries[p].expect(), "alt": self._alts(p)}
+            for p in plan.deletes
+        ]
         ops += [{"op": "rmdir", "path": d} for d in plan.rmdirs]
         replies = await self._request(ops, generation=generation)
-        for path, reply in zip(plan.deletes, replies, strict=False):
+        n = len(plan.puts)
+        self._record_rsync(plan.puts, local, sent, _stats(plan.puts, replies[:n]), result)
+        for path, reply in zip(plan.deletes, replies[n:], strict=False):
             self._note(path, reply, result)
         self.manifest.forget(plan.deletes)
+        self._forget_dirs(plan.rmdirs, replies[n + len(plan.deletes) :])
+
+    def _forget_dirs(self, rmdirs: list[str], replies: list[dict[str, Any]]) -> None:
+        """Forget folders that are gone there; one still holding files (a job's outputs)
+        stays known, so it is removed once it is empty."""
+        gone = [d for d, r in zip(rmdirs, replies, strict=False) if r.get("gone", True)]
+        self.manifest.record_dirs([], gone)
 
     async def _rsync(self, paths: list[str], progress: Progress | None) -> dict[str, str]:
         """rsync `paths` while the helper holds the remote sync lock (taken by _precheck)."""
@@ -402,13 +501,14 @@ class SyncEngine:
                 "path": p,
                 "hash": hashes.get(p),
                 "expect": entries[p].expect() if p in entries else None,
+                "alt": self._alts(p),
             }
             for p in paths
         ]
         if not hashes:  # first sync: hashes come later; only probe what already exists
-            ops = [{"op": "stat", "path": p} for p in paths]
-            replies = await self._request(ops, hold=True)
-            present = [p for p, r in zip(paths, replies, strict=True) if r.get("stat")]
+            [listing] = await self._request([{"op": "list"}], hold=True)
+            there = set(listing["paths"])
+            present = [p for p in paths if p in there]
             if not present:
                 return
             found = await asyncio.to_thread(self._hash_many, present)
@@ -417,6 +517,7 @@ class SyncEngine:
                     "op": "check",
                     "path": p,
                     "expect": None,
+                    "alt": self._alts(p),
                     "hash": found[p][0].hash if p in found else None,
                 }
                 for p in present
@@ -431,9 +532,11 @@ class SyncEngine:
         paths: list[str],
         local: dict[str, tuple[LocalFile | None, LocalStat | None]],
         sent: dict[str, str],
+        remote: dict[str, list[int]],
         result: BatchResult,
     ) -> None:
-        """Manifest rows for what rsync sent: its own checksum of the bytes it transferred.
+        """Manifest rows for what rsync sent: its own checksum of the bytes it transferred,
+        with the remote file's stat after the transfer.
 
         A file that changed while rsync ran is sent again (`retry`); its hash cache is not
         kept, so the next look reads it afresh.
@@ -450,17 +553,13 @@ class SyncEngine:
             except OSError:
                 result.retry.add(path)
                 continue
-            if state is None or digest is None:
+            there = remote.get(path)
+            if state is None or digest is None or there is None:
                 result.retry.add(path)
                 continue
             stable = before == now
-            rows.append(
-                (
-                    path,
-                    Entry(state.size, state.mtime_ns, state.mode, digest),
-                    before if stable else None,
-                )
-            )
+            entry = Entry.written(there, state.mode, digest)
+            rows.append((path, entry, before if stable else None))
             if not stable:
                 result.retry.add(path)
         self.manifest.record(rows)
@@ -478,11 +577,19 @@ class SyncEngine:
         digest = hash_bytes(b"link:" + data) if os.path.islink(full) else hash_bytes(data)
         return data if digest == state.hash else None
 
+    def _alts(self, path: str) -> list[str] | None:
+        alt = self._alt.get(path)
+        return [alt] if alt else None
+
     def _note(self, path: str, reply: dict[str, Any], result: BatchResult) -> None:
         if reply.get("conflict"):
             result.conflicts.append(Conflict(path, reply["conflict"], time.time()))
         if reply.get("error"):
             result.errors.append(str(reply["error"]))
+
+
+def _stats(paths: list[str], replies: list[dict[str, Any]]) -> dict[str, list[int]]:
+    return {p: r["stat"] for p, r in zip(paths, replies, strict=False) if r.get("stat")}
 
 
 def _read(path: str) -> bytes:

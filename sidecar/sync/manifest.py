@@ -5,6 +5,13 @@ path it keeps the remote side as orch last wrote it (size, mtime, mode, content 
 conflict check compares the remote against this) and the local stat it hashed (size, mtime,
 ctime, inode), so an unchanged file is not read again. ctime cannot be set by tools that
 fake mtimes (a branch switch, `cp -p`, `touch -r`), so a lying mtime still gets rehashed.
+The remote side keeps the remote inode and ctime too, for the same reason.
+
+`pending` is a write-ahead record: every path a batch may create or change on the remote
+is written here (committed) before the batch is sent and cleared once its result is
+recorded, so a batch cut in half by a dropped connection still leaves a record of what
+orch may have written; the next full sync removes such paths when they are gone locally.
+`sync_id` (random, made with the manifest) names this sync in the remote's generation token.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, hash TEXT,
-    l_size INTEGER, l_mtime_ns INTEGER, l_ctime_ns INTEGER, l_ino INTEGER
+    l_size INTEGER, l_mtime_ns INTEGER, l_ctime_ns INTEGER, l_ino INTEGER,
+    r_ino INTEGER, r_ctime_ns INTEGER
 );
 CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (path TEXT PRIMARY KEY, hash TEXT);
 """
 
 
@@ -45,6 +54,10 @@ class Manifest:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(files)")}
+        for column in ("r_ino", "r_ctime_ns"):  # manifests made by an earlier orch
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE files ADD COLUMN {column} INTEGER")
         path.chmod(0o600)
 
     def close(self) -> None:
@@ -53,12 +66,15 @@ class Manifest:
     # -- reading -----------------------------------------------------------------------------
     def entries(self, paths: Iterable[str] | None = None) -> dict[str, Entry]:
         if paths is None:
-            rows = self.db.execute("SELECT path, size, mtime_ns, mode, hash FROM files")
-            return {r[0]: Entry(r[1], r[2], r[3], r[4]) for r in rows}
+            rows = self.db.execute(
+                "SELECT path, size, mtime_ns, mode, hash, r_ino, r_ctime_ns FROM files"
+            )
+            return {r[0]: Entry(*r[1:]) for r in rows}
         out = {}
         for path in paths:
             row = self.db.execute(
-                "SELECT size, mtime_ns, mode, hash FROM files WHERE path = ?", (path,)
+                "SELECT size, mtime_ns, mode, hash, r_ino, r_ctime_ns FROM files WHERE path = ?",
+                (path,),
             ).fetchone()
             if row is not None:
                 out[path] = Entry(*row)
@@ -95,12 +111,29 @@ class Manifest:
     def generation(self) -> int:
         return int(self.get_meta("generation", "0") or 0)
 
+    @property
+    def sync_id(self) -> str:
+        value = self.get_meta("sync_id")
+        if value is None:
+            import secrets
+
+            value = secrets.token_hex(8)
+            self.set_meta("sync_id", value)
+        return value
+
+    def token(self, generation: int | None = None) -> str:
+        """The remote's name for a generation of this sync: `<sync id>-<generation>`."""
+        return f"{self.sync_id}-{self.generation if generation is None else generation}"
+
+    def pending(self) -> dict[str, str | None]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT path, hash FROM pending")}
+
     # -- writing -----------------------------------------------------------------------------
     def record(self, rows: Iterable[tuple[str, Entry, LocalStat | None]]) -> None:
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         path,
@@ -113,10 +146,29 @@ class Manifest:
                             if s
                             else (None, None, None, None)
                         ),
+                        e.ino,
+                        e.ctime_ns,
                     )
                     for path, e, s in rows
                 ],
             )
+
+    def add_pending(self, rows: dict[str, str | None]) -> None:
+        """Before a batch: the paths it may write (and the content hash it sends)."""
+        if rows:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO pending VALUES (?, ?)", list(rows.items())
+                )
+
+    def clear_pending(self, paths: Iterable[str] | None = None) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            if paths is None:
+                self.db.execute("DELETE FROM pending")
+            else:
+                self.db.executemany("DELETE FROM pending WHERE path = ?", [(p,) for p in paths])
 
     def forget(self, paths: Iterable[str]) -> None:
         with self.db:

@@ -132,8 +132,10 @@ async def run_rsync(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(list_file)
-    # 24: some files vanished while rsync ran (a later event re-sends them): not a failure.
-    if code in (0, 24):
+    # 24: some files vanished while rsync ran; 23 when every error is a listed file that was
+    # gone before rsync opened it (an editor's temp file renamed over its target). Neither is
+    # a failure: the caller re-plans what was not sent from the tree as it is now.
+    if code in (0, 24) or (code == 23 and only_vanished(stderr)):
         return sent
     if code == 255 or "connection" in stderr.lower():
         raise HelperGone(f"rsync lost the connection: {stderr.strip()[-300:]}")
@@ -141,6 +143,16 @@ async def run_rsync(
         f"rsync failed with exit status {code}: {stderr.strip()[-500:]}",
         hint="check free space and permissions in the remote folder",
     )
+
+
+_VANISHED = ("No such file or directory (2)", "file has vanished", "some files vanished")
+
+
+def only_vanished(stderr: str) -> bool:
+    """Whether rsync's errors are all about source files that no longer exist."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if not line.startswith("rsync error: some files")]
+    return bool(errors) and all(any(mark in line for mark in _VANISHED) for line in errors)
 
 
 async def _pump_output(

@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orch.sync")
 
-SyncState = Literal["off", "idle", "syncing", "paused", "conflict"]
+SyncState = Literal["off", "idle", "syncing", "paused", "conflict", "failed"]
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+FAILED_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class SyncConflict(BaseModel):
@@ -60,6 +61,15 @@ class SyncStatus(BaseModel):
     watcher: str | None = None  # inotify | polling
     detail: str | None = None
     full_syncs: int = 0
+    token: str | None = Field(
+        default=None, description="The remote's name for the last generation written."
+    )
+    drift: list[str] = Field(
+        default_factory=list,
+        description="Remote files found changed behind orch's back at the last full sync "
+        "(their remote versions were kept as conflict copies).",
+    )
+    failures: int = Field(default=0, description="Failed attempts since the last good sync.")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -77,6 +87,12 @@ def read_status(ctx: MachineContext) -> SyncStatus:
     folder = state_dir(ctx)
     raw = read_json(folder / "state.json")
     status = SyncStatus.model_validate(raw) if isinstance(raw, dict) else SyncStatus()
+    if (folder / CONFLICTS).exists():
+        status.conflicts = load_conflicts(folder)
+    if status.state == "idle" and status.conflicts:
+        status.state = "conflict"
+    elif status.state == "conflict" and not status.conflicts:
+        status.state = "idle"
     status.machine = ctx.machine
     status.local_dir = ctx.config.local_dir
     status.remote_dir = ctx.config.remote_dir
@@ -87,8 +103,15 @@ def read_status(ctx: MachineContext) -> SyncStatus:
     )
     if not alive:
         if status.owner_pid is not None and status.state != "off":
-            status.detail = f"the sync process (pid {status.owner_pid}) is gone"
-        status.state = "off"
+            status.detail = (
+                f"the sync process (pid {status.owner_pid}) ended unexpectedly"
+                + (f" ({status.detail})" if status.detail else "")
+                + "; start it again with `orch sync start` (its log: "
+                + f"{folder / 'sync.log'})"
+            )
+            status.state = "failed"
+        elif status.state != "failed":
+            status.state = "off"
         status.owner_pid = None
         status.owner = None
     return status
@@ -108,9 +131,10 @@ class Owner:
         self.machine = ctx.machine
         self.folder = secure_dir(state_dir(ctx))
         previous = read_status(ctx)
+        if previous.conflicts and not (self.folder / CONFLICTS).exists():
+            update_conflicts(self.folder, add=previous.conflicts)  # state from an earlier orch
         self.status = SyncStatus(
             state="syncing",
-            conflicts=previous.conflicts,
             generation=previous.generation,
             owner_pid=os.getpid(),
             owner="foreground" if foreground else "background",
@@ -125,21 +149,29 @@ class Owner:
         self.wakeup = asyncio.Event()
         self.engine: SyncEngine | None = None
         self.watcher: Watcher | None = None
+        self._failure = ""  # the reason of the last failure, while retrying
 
     # -- published state ---------------------------------------------------------------------
     def publish(self, state: SyncState | None = None, detail: str | None = None) -> None:
         if state is not None:
             self.status.state = state
+        # Conflicts live in their own file, which `orch sync resolve` edits under a lock:
+        # this process never writes back a list the user has resolved since.
+        self.status.conflicts = load_conflicts(self.folder)
         if self.status.state == "idle" and self.status.conflicts:
             self.status.state = "conflict"
         self.status.detail = detail
         _write_state(self.folder / "state.json", self.status.model_dump_json(indent=2))
 
     def _absorb(self, result: BatchResult) -> None:
-        for c in result.conflicts:
-            self.status.conflicts.append(
-                SyncConflict(path=c.path, remote_copy=c.remote_copy, at=_iso(c.at) or "")
-            )
+        found = [
+            SyncConflict(path=c.path, remote_copy=c.remote_copy, at=_iso(c.at) or "")
+            for c in result.conflicts
+        ]
+        if found:
+            update_conflicts(self.folder, add=found)
+        if result.drift or self.status.drift:
+            self.status.drift = result.drift if result.drift else self.status.drift
         for error in result.errors:
             log.warning("sync: %s", error)
         self.dirty |= result.retry
@@ -147,7 +179,15 @@ class Owner:
             self.wakeup.set()
         assert self.engine is not None
         self.status.generation = self.engine.manifest.generation
+        self.status.token = self.engine.manifest.token()
         self.status.last_sync = _iso(time.time())
+        if result.errors:  # some files could not be written there: not idle, retried
+            shown = "; ".join(result.errors[:3]) + (" …" if len(result.errors) > 3 else "")
+            raise SyncFailed(
+                f"could not write {len(result.errors)} file(s) on the machine: {shown}",
+                hint="check free space and permissions in the remote folder",
+            )
+        self.status.failures = 0
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, ready: Callable[[SyncStatus], None] | None = None) -> None:
@@ -167,11 +207,15 @@ class Owner:
             self.ctx.config.config.sync.debounce_ms,
         )
         self.status.watcher = await asyncio.to_thread(self.watcher.start)
+        ended, why = "off", "stopped"
         try:
             await self._guarded(self._full, initial=True)
             if ready is not None:
                 ready(self.status)
             await self._loop()
+        except Exception as exc:  # said in the status, not as a quiet "off"
+            ended, why = "failed", getattr(exc, "message", None) or repr(exc)
+            raise
         finally:
             self.watcher.stop()
             self.engine.disconnect()
@@ -179,7 +223,7 @@ class Owner:
             self.status.owner_pid = None
             self.status.owner = None
             self.status.watcher = None
-            self.publish("off", "stopped")
+            self.publish(ended, why)  # type: ignore[arg-type]
 
     async def run_once(self) -> SyncStatus:
         """One full sync without watching (`orch sync now` when no watcher runs)."""
@@ -245,7 +289,10 @@ class Owner:
         self.wakeup.clear()
         pending, self.dirty = self.dirty, set()
         try:
-            self.publish("syncing", "initial sync" if initial else "full sync")
+            if self.status.failures:  # still failed until a sync succeeds: keep the reason
+                self.publish("failed", f"{self._failure}; retrying now")
+            else:
+                self.publish("syncing", "initial sync" if initial else "full sync")
             result = await self.engine.full_sync(self.progress)
         except BaseException:
             self.dirty |= pending
@@ -254,8 +301,14 @@ class Owner:
         self.status.full_syncs += 1
         self.publish("idle", detail=self.watcher.message if self.watcher else None)
 
-    async def _guarded(self, step: Callable[..., Any], **kwargs: Any) -> None:
-        """Run a sync step; on a dropped connection pause, reconnect, reconcile everything."""
+    async def _guarded(self, step: Callable[..., Any], initial: bool = False) -> None:
+        """Run a sync step; on a dropped connection pause, reconnect, reconcile everything.
+
+        Any other failure after the initial sync is published as `failed` with its reason and
+        retried (a full reconcile of the tree as it is then) with growing back-off, so a
+        running sync never ends by itself; the initial sync's failure is the caller's.
+        """
+        kwargs: dict[str, Any] = {"initial": True} if initial else {}
         while not self.stop.is_set():
             try:
                 await step(**kwargs)
@@ -263,7 +316,20 @@ class Owner:
             except (HelperGone, ConnectionFailed) as exc:
                 log.warning("sync paused: %s", exc)
                 await self._reconnect(str(exc))
-                step, kwargs = self._full, {}
+            except Exception as exc:
+                if initial:
+                    raise
+                self.status.failures += 1
+                delay = FAILED_BACKOFF_S[min(self.status.failures, len(FAILED_BACKOFF_S)) - 1]
+                reason = getattr(exc, "message", None) or repr(exc)
+                self._failure = reason
+                log.exception("sync failed (attempt %d)", self.status.failures)
+                self.publish("failed", f"{reason}; retrying in {delay:g} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                if self.engine is not None:
+                    self.engine.disconnect()
+            step, kwargs = self._full, {}
 
     async def _reconnect(self, why: str) -> None:
         assert self.engine is not None
@@ -297,6 +363,45 @@ def _write_state(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+CONFLICTS = "conflicts.json"
+
+
+@contextlib.contextmanager
+def _conflicts_lock(folder: Path) -> Any:
+    import fcntl
+
+    fd = os.open(folder / "conflicts.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def load_conflicts(folder: Path) -> list[SyncConflict]:
+    raw = read_json(folder / CONFLICTS)
+    items = raw if isinstance(raw, list) else []
+    return [SyncConflict.model_validate(c) for c in items if isinstance(c, dict)]
+
+
+def update_conflicts(
+    folder: Path, add: Sequence[SyncConflict] = (), drop: Sequence[str] | None = ()
+) -> list[SyncConflict]:
+    """Add conflicts, and forget those for `drop` (None: all), under the conflicts lock."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with _conflicts_lock(folder):
+        current = load_conflicts(folder)
+        if drop is None:
+            current = []
+        elif drop:
+            current = [c for c in current if c.path not in drop]
+        current += list(add)
+        _write_state(folder / CONFLICTS, json.dumps([c.model_dump() for c in current], indent=2))
+    return current
 
 
 def claim(folder: Path) -> int:

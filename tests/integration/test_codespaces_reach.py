@@ -145,6 +145,9 @@ async def test_wrong_host_key_from_the_relay_is_refused(
 
         keys.pin_host_key(orch.layout, "orch-proj-cs", other)
         target = await orch.ssh_target()
+        # `up` may already hold a pooled connection (it starts the idle agent): a NEW
+        # connection through the relay is what must be refused.
+        orch.pool.drop(target.alias)
         with pytest.raises(HostKeyMismatch):
             await orch.pool.run(target, "true")
     finally:

@@ -15,6 +15,7 @@ from remote_config import job_scripts as js
 from sidecar.app import Orchestrator
 from sidecar.debug.dap import INITIALIZE, DAPClient, attach_and_break
 from sidecar.errors import DebuggerNotReady, OrchError
+from tests.helpers import clean_remote, job_names, own_remote_dir, sync_toml
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +42,18 @@ async def orch(
     if request.param in ("sshd", "proxied"):
         # "proxied": the sshd reached only through a ProxyCommand (see test_proxy_reach.py)
         sshd = request.getfixturevalue("sshd")
+        remote_dir = own_remote_dir()
         log = orch_home / "proxy.log" if request.param == "proxied" else None
-        toml = '[project]\ndefault_machine = "box"\n' + toml + sshd.machine_toml(proxy_log=log)
+        toml = (
+            '[project]\ndefault_machine = "box"\n'
+            + toml
+            + sync_toml(remote_dir)
+            + sshd.machine_toml(proxy_log=log)
+        )
     (project / "orch.toml").write_text(toml)
     o = Orchestrator(cwd=project)
     await o.up()
+    before = await job_names(o)
     await o.sync_now()
     try:
         yield o
@@ -53,8 +61,11 @@ async def orch(
         for port in (await o.ports_list()).ports:
             if port.state == "active":
                 await o.ports_remove(port.local_port)
-        target = await o.ssh_target()
-        await o.pool.run(target, "sh -s", input=js.reset_script(), timeout=30)
+        if request.param == "local":  # its own home: kill every job and orch's tmux server
+            target = await o.ssh_target()
+            await o.pool.run(target, "sh -s", input=js.reset_script(), timeout=30)
+        else:  # the shared sshd user: only this test's jobs and folder
+            await clean_remote(o, before, [remote_dir, f"~/.orch/snapshots/{project.name}"])
         await o.close()
         if request.param == "local":
             await o.down()

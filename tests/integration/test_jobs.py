@@ -19,7 +19,7 @@ import pytest
 from remote_config import job_scripts as js
 from remote_config.jobs import JobInfo, command_text
 from sidecar.app import Orchestrator
-from tests.helpers import run_orch
+from tests.helpers import clean_remote, job_names, own_remote_dir, run_orch, sync_toml
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,8 @@ class Backend:
 
     @property
     def workdir(self) -> Path:
-        return self.home / "work" / self.project.name
+        remote = self.orch.config.remote_dir
+        return self.home / remote.removeprefix("~/")
 
     def cli(self, *args: str, timeout: float = 60) -> object:
         return run_orch(*args, cwd=self.project, timeout=timeout)
@@ -58,18 +59,25 @@ async def backend(
         home = orch.provider().home  # type: ignore[attr-defined]
     else:
         sshd = request.getfixturevalue("sshd")
+        remote_dir = own_remote_dir()
         (project / "orch.toml").write_text(
-            '[project]\ndefault_machine = "box"\n' + JOBS_TOML + sshd.machine_toml()
+            '[project]\ndefault_machine = "box"\n'
+            + JOBS_TOML
+            + sync_toml(remote_dir)
+            + sshd.machine_toml()
         )
         orch = Orchestrator(cwd=project)
         await orch.up()
         home = sshd.home
+        before = await job_names(orch)
     b = Backend(request.param, orch, home, project)
     try:
         yield b
     finally:
-        # Kill every job, stop orch's tmux server, forget the jobs: the next test starts clean.
-        await b.shell(js.reset_script())
+        if request.param == "local":  # its own home: kill every job and orch's tmux server
+            await b.shell(js.reset_script())
+        else:  # the shared sshd user: only this test's jobs and folder
+            await clean_remote(orch, before, [remote_dir, f"~/.orch/snapshots/{project.name}"])
         await orch.close()
         if request.param == "local":
             await orch.down()
@@ -128,11 +136,18 @@ async def test_run_status_follow_stop(backend: Backend) -> None:
         await asyncio.sleep(0.2)
 
     # A follower started now sees lines written after it started, and ends when the job does.
+    got: list[str] = []
+
     async def collect() -> str:
-        return "".join([c async for c in orch.jobs_follow("ticker", tail=1)])
+        async for chunk in orch.jobs_follow("ticker", tail=1):
+            got.append(chunk)
+        return "".join(got)
 
     follower = asyncio.create_task(collect())
-    await asyncio.sleep(1.0)
+    deadline = time.monotonic() + 20
+    while "".join(got).count("\n") < 4:  # the follower is receiving new lines
+        assert time.monotonic() < deadline, "the follower saw no new lines"
+        await asyncio.sleep(0.05)
     stopped = await orch.jobs_stop("ticker")
     text = await asyncio.wait_for(follower, timeout=20)
     assert stopped.state == "stopped" and stopped.exit_code == 130  # SIGINT
@@ -289,7 +304,12 @@ async def test_env_workdir_and_code_staleness(backend: Backend) -> None:
     await backend.shell(
         f"mkdir -p {backend.workdir}/.orch && echo 42 > {backend.workdir}/.orch/generation"
     )
-    restarted = await orch.jobs_restart("envy")
+    # A generation this computer's sync did not write: no snapshot is made from it.
+    from sidecar.sync.snapshot import StaleTree
+
+    with pytest.raises(StaleTree):
+        await orch.jobs_restart("envy")
+    restarted = await orch.jobs_restart("envy", snapshot=False)
     assert restarted.code_version == "gen:42" and not restarted.code_stale
 
 

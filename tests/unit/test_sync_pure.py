@@ -108,9 +108,54 @@ def test_rsync_argv_and_progress() -> None:
 
 
 def test_snapshot_command_quotes_paths() -> None:
-    cmd = snapshot_command("~/work/my proj", "~/.orch/snapshots/p")
+    cmd = snapshot_command("~/work/my proj", "~/.orch/snapshots/p", "abc-1")
     assert "r=\"$HOME\"/'work/my proj'" in cmd
     assert "flock 9" in cmd and "cp -al" in cmd and "mv -T" in cmd
+
+
+def _snap(home: Path, expect: str | None) -> subprocess.CompletedProcess[str]:
+    cmd = snapshot_command("~/work/p", "~/.orch/snapshots/p", expect)
+    env = {**os.environ, "HOME": str(home)}
+    return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_snapshot_only_of_the_tree_this_sync_wrote_and_pruned(tmp_path: Path) -> None:
+    """The token decides: never synced (3), another sync's or an unfinished batch's tree
+    (4, the token found on stderr), else a copy named by the token; old ones are pruned
+    except the newest few and those a running job uses."""
+    root = tmp_path / "work/p"
+    root.mkdir(parents=True)
+    (root / "main.py").write_text("v1")
+    assert _snap(tmp_path, "aa-1").returncode == 3
+    (root / ".orch/generation").write_text("bb-1\n")  # another laptop / a lost state
+    out = _snap(tmp_path, "aa-1")
+    assert out.returncode == 4 and "bb-1" in out.stderr
+    assert _snap(tmp_path, None).returncode == 4  # no record here: never trust what is there
+    (root / ".orch/generation").write_text("aa-1~\n")  # a batch cut in half
+    assert _snap(tmp_path, "aa-1").returncode == 4
+    snaps = tmp_path / ".orch/snapshots/p"
+    made = []
+    for gen in range(1, 8):
+        (root / ".orch/generation").write_text(f"aa-{gen}\n")
+        (root / "main.py").write_text(f"v{gen}")
+        out = _snap(tmp_path, f"aa-{gen}")
+        assert out.returncode == 0, out.stderr
+        token, path = out.stdout.split()
+        assert token == f"aa-{gen}" and Path(path) == snaps / token
+        assert (snaps / token / "main.py").read_text() == f"v{gen}"
+        made.append(token)
+        if gen == 1:  # a running job uses the first snapshot
+            job = tmp_path / "logs/train"
+            job.mkdir(parents=True)
+            (job / "meta").write_text("started=1\n")
+            (job / "run.sh").write_text(f"cd {path}\n")
+        os.utime(snaps / token, (gen, gen))
+    left = sorted(p.name for p in snaps.iterdir())
+    assert left == sorted(["aa-1", "aa-4", "aa-5", "aa-6", "aa-7"]), left
+    (tmp_path / "logs/train/result").write_text("exit_code=0\n")  # it finished
+    (root / ".orch/generation").write_text("aa-8\n")
+    assert _snap(tmp_path, "aa-8").returncode == 0
+    assert "aa-1" not in {p.name for p in snaps.iterdir()}
 
 
 class Helper:
@@ -204,3 +249,63 @@ def test_helper_command_is_one_quoted_argument() -> None:
 
     argv = shlex.split(helper_command())
     assert argv[:3] == ["python3", "-u", "-c"] and argv[3] == HELPER_SOURCE
+
+
+def test_helper_sees_edits_that_keep_size_and_mtime(tmp_path: Path) -> None:
+    """Remote drift: an edit there that restores size and mtime changes ctime, which the
+    helper compares (and then hashes); `verify` reports it, a put keeps it as a conflict."""
+    helper = Helper(tmp_path)
+    try:
+        [r] = helper([put("a.txt", b"orig")], (b"orig",))
+        import hashlib
+
+        entry = Entry.written(r["stat"], 0o640, hashlib.md5(b"orig").hexdigest())
+        [ok] = helper([{"op": "verify", "path": "a.txt", "expect": entry.expect()}])
+        assert ok["ok"]
+        target = tmp_path / "a.txt"
+        st = target.stat()
+        target.write_bytes(b"EDIT")  # same size
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+        [drift] = helper([{"op": "verify", "path": "a.txt", "expect": entry.expect()}])
+        assert drift == {"drift": True}
+        [r] = helper([put("a.txt", b"new!", entry.expect())], (b"new!",))
+        assert r["conflict"] == "a.txt.orch-conflict-T"
+        assert (tmp_path / "a.txt.orch-conflict-T").read_bytes() == b"EDIT"
+        # A delete may also remove content a cut-short batch left ("alt"), and nothing else.
+        (tmp_path / "b.txt").write_bytes(b"half")
+        (tmp_path / "c.txt").write_bytes(b"users")
+        alt = [hashlib.md5(b"half").hexdigest()]
+        r1, r2 = helper(
+            [
+                {"op": "delete", "path": "b.txt", "expect": None, "alt": alt},
+                {"op": "delete", "path": "c.txt", "expect": None, "alt": alt},
+            ]
+        )
+        assert r1 == {"ok": True} and not (tmp_path / "b.txt").exists()
+        assert r2["conflict"] == "c.txt.orch-conflict-T"
+        # "begin" marks the tree as being changed until the batch's generation is written.
+        helper([], begin="s-2")
+        assert (tmp_path / ".orch/generation").read_text() == "s-2~\n"
+        helper([], generation="s-2")
+        assert (tmp_path / ".orch/generation").read_text() == "s-2\n"
+    finally:
+        helper.close()
+
+
+def test_rsync_exit_23_for_vanished_sources_only(tmp_path: Path) -> None:
+    """rsync --files-from exits 23 when a listed file is gone (an editor's temp file renamed
+    away): that is a normal event; a real error (an unreadable file) is not."""
+    from sidecar.sync.remote import only_vanished
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "kept.txt").write_text("x")
+    listing = tmp_path / "list"
+    listing.write_bytes(b"kept.txt\0gone.txt.tmp\0")
+    argv = ["rsync", "-lptD", f"--files-from={listing}", "--from0", f"{src}/", f"{dst}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 23 and only_vanished(out.stderr), out.stderr
+    assert (dst / "kept.txt").exists()
+    assert not only_vanished("rsync: mkstemp failed: Permission denied (13)\nrsync error: x")
+    assert not only_vanished("")

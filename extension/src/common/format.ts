@@ -211,6 +211,12 @@ export function syncItem(sync: SyncStatus | undefined): ItemText {
     }
     case "paused":
       return { text: "$(debug-pause) sync paused", tooltip: `Sync is paused${last}` };
+    case "failed":
+      return {
+        text: "$(error) sync failed",
+        tooltip: `Sync failed: ${sync.detail ?? "see orch sync status"}${last}`,
+        severity: "error",
+      };
     case "off":
       return { text: "$(circle-slash) sync off", tooltip: "Sync is off. Click to start it." };
     default:

@@ -1,0 +1,169 @@
+"""The sync under faults, against a real OpenSSH sshd: ≥ 2,000 random operations (create,
+modify, delete, rename files and folders; binary, empty and 20 MB files; editor-style saves)
+while the server and the sync process are killed by PID several times. At the end the trees
+are identical: no lost, stale or orphaned path and no false conflict copy.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Sshd, stop_pid
+from tests.integration.test_sync import Project, dirs_of, sync_project, tree, wait_until
+from tests.integration.test_sync_faults import MB, conflict_copies, editor_save
+
+pytestmark = pytest.mark.integration
+
+OPERATIONS = 2000
+KILLS_EVERY = 250  # alternately the sync process and the server
+
+
+@pytest.fixture
+def proj(sshd: Sshd, project: Path, orch_home: Path) -> Iterator[Project]:
+    yield from sync_project(sshd, project, orch_home)
+
+
+class Chaos:
+    """Random edits of a tree, keeping a list of its files and folders."""
+
+    def __init__(self, root: Path, seed: int) -> None:
+        self.root = root
+        self.rng = random.Random(seed)
+        self.files: list[Path] = []
+        self.dirs: list[Path] = [root]
+        self.big_writes = 0
+
+    def content(self) -> bytes:
+        kind = self.rng.random()
+        if kind < 0.1:
+            return b""
+        if kind < 0.4:
+            return self.rng.randbytes(self.rng.randint(1, 20_000))  # binary
+        return "".join(self.rng.choice("abc \n") for _ in range(self.rng.randint(1, 800))).encode()
+
+    def folder(self) -> Path:
+        return self.rng.choice(self.dirs)
+
+    def step(self, i: int) -> None:
+        r = self.rng.random()
+        if r < 0.25 or not self.files:
+            path = self.folder() / f"n{i}.{self.rng.choice(['py', 'bin', 'txt'])}"
+            path.write_bytes(self.content())
+            self.files.append(path)
+        elif r < 0.45:
+            self.rng.choice(self.files).write_bytes(self.content())
+        elif r < 0.55:
+            editor_save(self.rng.choice(self.files), self.content())
+        elif r < 0.65:
+            self.files.pop(self.rng.randrange(len(self.files))).unlink()
+        elif r < 0.75:
+            src = self.files.pop(self.rng.randrange(len(self.files)))
+            dst = self.folder() / f"mv{i}{src.suffix}"
+            src.rename(dst)
+            self.files.append(dst)
+        elif r < 0.83:
+            new = self.folder() / f"d{i}"
+            new.mkdir()
+            self.dirs.append(new)
+        elif r < 0.90 and len(self.dirs) > 1:
+            self.rename_folder(i)
+        elif r < 0.95 and len(self.dirs) > 1:
+            self.delete_folder()
+        elif self.big_writes < 4 and i > OPERATIONS // 4:
+            self.big_writes += 1
+            big = self.root / "big.bin"
+            editor_save(big, self.rng.randbytes(20 * MB), chunk=4 * MB)
+            if big not in self.files:
+                self.files.append(big)
+        else:
+            self.rng.choice(self.files).write_bytes(self.content())
+
+    def rename_folder(self, i: int) -> None:
+        src = self.rng.choice(self.dirs[1:])
+        dst = src.parent / f"r{i}"
+        src.rename(dst)
+        self.remap(src, dst)
+
+    def delete_folder(self) -> None:
+        victim = self.rng.choice(self.dirs[1:])
+        subprocess.run(["rm", "-rf", str(victim)], check=True)
+        self.remap(victim, None)
+
+    def remap(self, old: Path, new: Path | None) -> None:
+        def moved(p: Path) -> Path | None:
+            if p == old or old in p.parents:
+                return None if new is None else new / p.relative_to(old)
+            return p
+
+        self.files = [m for p in self.files if (m := moved(p)) is not None]
+        self.dirs = [m for p in self.dirs if (m := moved(p)) is not None]
+
+
+def _sync_pid(proj: Project) -> int | None:
+    pid = proj.status().get("owner_pid")
+    return int(pid) if pid else None
+
+
+def _server_sessions(sshd: Sshd) -> list[int]:
+    from tests.integration.test_sync import _descendants
+
+    assert sshd.proc is not None
+    return _descendants(sshd.proc.pid)
+
+
+@pytest.mark.parametrize("seed", [12, 31])
+def test_two_thousand_operations_with_kills_end_identical(proj: Project, seed: int) -> None:
+    (proj.root / ".gitignore").write_text("*.tmp.swp\n")
+    chaos = Chaos(proj.root, seed=seed)
+    for i in range(40):
+        chaos.step(i)
+    assert proj.orch("sync", "start").returncode == 0
+    kills = {"sync": 0, "server": 0}
+    server_down = False
+    for i in range(40, OPERATIONS + 40):
+        chaos.step(i)
+        if i % KILLS_EVERY:
+            continue
+        if (i // KILLS_EVERY) % 2:  # the sync process, by its PID, mid-stream
+            pid = _sync_pid(proj)
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                kills["sync"] += 1
+                wait_until(lambda: _sync_pid(proj) is None, 10, "the killed sync to be gone")
+                assert proj.status()["state"] == "failed"
+            if server_down:
+                proj.sshd.start()
+                server_down = False
+            out = proj.orch("sync", "start", timeout=300)
+            assert out.returncode == 0, out.stderr
+        else:  # the machine's server, by its PID, and every session it had
+            if server_down:
+                proj.sshd.start()
+                server_down = False
+                continue
+            sessions = _server_sessions(proj.sshd)
+            proj.sshd.stop()
+            for pid in sessions:
+                stop_pid(pid)
+            kills["server"] += 1
+            server_down = True
+    if server_down:
+        proj.sshd.start()
+    assert kills["sync"] >= 3 and kills["server"] >= 3, kills
+    out = proj.orch("sync", "now", timeout=300)
+    assert out.returncode == 0, out.stderr
+    proj.wait_synced(120)
+    rules = proj.rules()
+    local_dirs = {d for d in dirs_of(proj.root) if not rules.ignored_path(d, is_dir=True)}
+    assert dirs_of(proj.remote) == local_dirs  # no orphaned folder either
+    assert tree(proj.root, rules) == tree(proj.remote)
+    status = proj.status()
+    assert status["conflicts"] == [] and conflict_copies(proj.remote) == [], status
+    assert status["state"] == "idle", status
