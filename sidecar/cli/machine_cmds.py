@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     destroy.add_argument("machine", nargs="?")
     destroy.add_argument("--json", action="store_true", help="print the result as JSON")
     destroy.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    destroy.set_defaults(handler=cmd_down, terminate=True, all=False, all_regions=False)
+    destroy.set_defaults(
+        handler=cmd_down, terminate=True, all=False, all_regions=False, force=False
+    )
 
     machines = sub.add_parser(
         "machines",

@@ -201,7 +201,12 @@ def test_cli_unreachable_endpoint_and_machines_across_regions(
 ) -> None:
     (project / "orch.toml").write_text(_toml())
     closed = dict(os.environ, AWS_ENDPOINT_URL="http://127.0.0.1:9")
-    bad = run_orch("status", env=closed, cwd=project)
+    # `orch status` always shows the machine row (so the editor can too) and says why its
+    # state is unknown; `orch up` fails with the unreachable exit code.
+    shown = run_orch("status", env=closed, cwd=project)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr
+    assert "unknown" in shown.stdout and "cannot reach the AWS" in shown.stdout
+    bad = run_orch("up", "--yes", env=closed, cwd=project)
     assert bad.returncode == 3 and "Traceback" not in bad.stderr
     assert "cannot reach the AWS" in bad.stderr
     # two forgotten machines in two regions, from other projects
