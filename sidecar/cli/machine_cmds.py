@@ -225,6 +225,9 @@ async def cmd_machines(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
+    # The editor shows a broken orch.toml or an unknown machine inside the status; on the
+    # command line they are errors with their message and exit code (3, 4).
+    orch.provider(args.machine)
     status = await orch.status(args.machine)
     if args.json:
         print_json(status)
