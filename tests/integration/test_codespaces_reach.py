@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from remote_config import job_scripts as js
 from sidecar.app import Orchestrator
 from sidecar.errors import HostKeyMismatch
 from sidecar.machines.codespaces import CodespacesProvider
@@ -49,6 +50,16 @@ def fake_gh(
         yield log
     finally:
         keys.write_text(before)
+        # The "codespace" is the shared test user: stop the idle agent `up` started there and
+        # remove the jobs these tests ran, so later tests see only their own.
+        subprocess.run(
+            sshd.ssh_argv(
+                'kill "$(cat ~/.orch/idle/agent.pid 2>/dev/null)" 2>/dev/null; rm -rf ~/.orch/idle; '
+                + js.reset_script().replace("\n", "\n")
+            ),
+            capture_output=True,
+            timeout=60,
+        )
 
 
 def _toml(project: Path, extra: str = "") -> None:
@@ -144,10 +155,11 @@ async def test_wrong_host_key_from_the_relay_is_refused(
         from sidecar.ssh import keys
 
         keys.pin_host_key(orch.layout, "orch-proj-cs", other)
-        target = await orch.ssh_target()
         # `up` may already hold a pooled connection (it starts the idle agent): a NEW
-        # connection through the relay is what must be refused.
-        orch.pool.drop(target.alias)
+        # connection through the relay (a fresh process's pool) is what must be refused.
+        await orch.close()
+        orch = Orchestrator(cwd=project)
+        target = await orch.ssh_target()
         with pytest.raises(HostKeyMismatch):
             await orch.pool.run(target, "true")
     finally:

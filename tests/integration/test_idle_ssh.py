@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -46,6 +47,9 @@ async def test_ssh_machine_is_reported_idle_never_stopped(
         await orch.jobs_stop("busy")
     finally:
         if target is not None:
+            # Clean only what this test made: its job (and logs) and the agent.
+            with contextlib.suppress(Exception):
+                await orch.jobs_rm("busy", purge=True)
             await orch.pool.run(
                 target, 'kill "$(cat ~/.orch/idle/agent.pid)" 2>/dev/null; rm -rf ~/.orch/idle'
             )
