@@ -449,7 +449,7 @@ function freePort() {
   });
 }
 
-async function forwardPort(page) {
+async function forwardOnce(page) {
   const port = await freePort();
   await runCommand(page, "Orch: Forward Port…");
   await answerInput(page, /Local port/, String(port));
@@ -461,8 +461,29 @@ async function forwardPort(page) {
   }
   await answerInput(page, /Port on the machine/, String(remote));
   const sidebar = await openOrchView(page);
-  const tree = await poll(`the Orch view to list localhost:${port}`, () => sidebar.innerText(),
-    (t) => t.includes(`localhost:${port}`) && /active/.test(t), 15_000);
+  const listed = (t) => t.includes(`localhost:${port}`) && /active/.test(t);
+  try {
+    return [port, await poll(`the Orch view to list localhost:${port}`, () => sidebar.innerText(), listed, 15_000)];
+  } catch (error) {
+    // Seen in 3 of ~6 runs after the issue-13/14 merges, never reproduced by hand: the view
+    // keeps "No forwarded ports". Ask for a fresh status once and say so in the log, so the
+    // flake stays visible (docs/vscode.md, known issues) instead of failing the whole run.
+    log(`port ${port} not listed after 15 s (${error.message}); asking Orch: Status`);
+    await runCommand(page, "Orch: Status");
+    return [port, await poll(`the Orch view to list localhost:${port} after Orch: Status`, () => sidebar.innerText(), listed, 10_000)];
+  }
+}
+
+async function forwardPort(page) {
+  let result;
+  try {
+    result = await forwardOnce(page);
+  } catch (error) {
+    log(`RETRY: Forward Port did not show in the Orch view (${error.message}); forwarding anew`);
+    await screenshot(page, "02-port-not-listed");
+    result = await forwardOnce(page);
+  }
+  const [port, tree] = result;
   log(`forwarded port ${port}: ${oneLine(tree)}`);
   await screenshot(page, "02-port-forwarded");
   await runCommand(page, "View: Show Explorer");
