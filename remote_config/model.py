@@ -48,6 +48,13 @@ def _check_remote_path(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+def _check_one_line(value: str | None) -> str | None:
+    """A proxy command: one non-empty line (it goes into ssh_config, which has no quoting)."""
+    if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
+        raise ValueError("must be one non-empty line")
+    return value
+
+
 class ProjectSection(Strict):
     name: str | None = Field(
         default=None, description="Project name; defaults to the folder holding orch.toml."
@@ -160,9 +167,7 @@ class SSHMachine(IdleSettings):
     @field_validator("proxy_command")
     @classmethod
     def _proxy(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
-            raise ValueError("must be one non-empty line")
-        return value
+        return _check_one_line(value)
 
     @model_validator(mode="after")
     def _one_proxy(self) -> SSHMachine:
@@ -246,9 +251,7 @@ class EC2Machine(IdleSettings):
     @field_validator("proxy_command")
     @classmethod
     def _proxy(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
-            raise ValueError("must be one non-empty line")
-        return value
+        return _check_one_line(value)
 
     @field_validator("tags")
     @classmethod

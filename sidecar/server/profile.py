@@ -8,23 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-
 from sidecar.results import ProfileRequest, ProfileResult
 from sidecar.server.core import OrchServer, Params, Report
 
 
-class ProfileParams(Params):
-    model: str = Field(default="birefnet", pattern="^(birefnet|sam2)$")
-    requests: int = Field(default=4, ge=1, le=10_000)
-    batch_size: int | None = Field(default=None, ge=1, le=256)
-    lanes: int | None = Field(default=None, ge=1, le=64)
-    size: int = Field(default=512, ge=16, le=8192)
-    sequential: bool = False
-    random_weights: bool = False
-    py_spy: bool = False
-    extra: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+class ProfileParams(ProfileRequest, Params):
+    """`orch.profile.run`: the profiling request (strict, like every command's params) plus
+    where to keep its files."""
+
     out: str | None = None  # local folder; default <project>/profiles
 
 
