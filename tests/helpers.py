@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,3 +229,25 @@ async def clean_remote(orch: object, before: set[str], folders: list[str]) -> No
     target = await orch.ssh_target()  # type: ignore[attr-defined]
     script = js.cleanup_script(made, folders)
     await orch.pool.run(target, "sh -s", input=script, timeout=30)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def http_files(folder: Path, files: dict[str, str]) -> Iterator[int]:
+    """A plain HTTP server on 127.0.0.1 serving `files` from `folder`; yields its port and
+    stops it (by PID) afterwards."""
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        stop_pid(proc.pid)
+        proc.wait()

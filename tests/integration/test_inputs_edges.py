@@ -27,7 +27,7 @@ from sidecar.app import Orchestrator
 from sidecar.layout import Layout
 from sidecar.ssh import config_service
 from sidecar.ssh.pool import Backoff
-from tests.helpers import REPO, Sshd, free_port, run_orch, stop_pid, wait_port
+from tests.helpers import REPO, Sshd, free_port, http_files, run_orch, stop_pid
 
 pytestmark = pytest.mark.integration
 
@@ -46,20 +46,8 @@ def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def laptop_server(tmp_path: Path) -> Iterator[int]:
     """An HTTP server on this computer (the laptop side of a reverse forward)."""
-    folder = tmp_path / "laptop"
-    folder.mkdir()
-    (folder / "voice.txt").write_text("answered by the laptop\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(port)
-    yield port
-    stop_pid(proc.pid)
-    proc.wait()
+    with http_files(tmp_path / "laptop", {"voice.txt": "answered by the laptop\n"}) as port:
+        yield port
 
 
 def _fetch_on_machine(port: int) -> str:

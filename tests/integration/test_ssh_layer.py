@@ -28,7 +28,7 @@ from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
 from sidecar.ssh.pool import Backoff, ConnectionPool
 from sidecar.state import pid_alive
-from tests.helpers import Sshd, free_port, run_orch, stop_pid, wait_port
+from tests.helpers import Sshd, free_port, http_files, run_orch, stop_pid, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -226,20 +226,8 @@ def _listen_forever(port: int) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[int]:
-    folder = tmp_path / "www"
-    folder.mkdir()
-    (folder / "hello.txt").write_text("hello through orch\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(port)
-    yield port
-    stop_pid(proc.pid)
-    proc.wait()
+    with http_files(tmp_path / "www", {"hello.txt": "hello through orch\n"}) as port:
+        yield port
 
 
 def _ports(project: Path) -> list[dict]:
