@@ -71,6 +71,7 @@ cleanup() {
     find "$work/user-data/logs" \( -name Orch.log -o -name remoteexthost.log \) \
         -exec cp {} "$artifacts/" \; 2>/dev/null || true
     cp "$work/code-server.log" "$artifacts/" 2>/dev/null || true
+    cp -r "$work/orch-home/forwards" "$artifacts/" 2>/dev/null || true
     rm -rf "$work"
     exit "$rc"
 }

@@ -97,6 +97,13 @@ class StatusWatcher:
         if changed:
             self.last = payload
             self.server.protocol.notify(STATUS_NOTIFICATION, payload)
+        log.debug(
+            "status read in %.0f ms (%d jobs, %d ports)%s",
+            (time.monotonic() - began) * 1000,
+            len(payload["jobs"]),
+            len(payload["ports"]),
+            "; pushed" if changed else "",
+        )
         return payload
 
     async def _run(self) -> None:
