@@ -234,6 +234,38 @@ async def test_cli_logs_follow_status_and_failure(
         await Orchestrator(cwd=project).jobs_info("count", on="batch")
 
 
+async def test_logs_follow_shows_lines_while_the_task_still_writes(
+    orch: Orchestrator, runner: world.TaskRunner, aws: dict[str, Any], tmp_path: Path
+) -> None:
+    """`orch logs -f` (jobs_stream follow) yields each line as the task writes it: the task
+    prints, then waits for a gate the test opens only after the first line came through the
+    follow; so the follow must have read it from CloudWatch while the task ran."""
+    from sidecar.jobs.fargate_logs import Pacing
+
+    await orch.sync_now()
+    gate = tmp_path / "gate"
+    orch.jobs(None, "batch").log_pacing = Pacing(0.05, 0.2)  # type: ignore[attr-defined]
+    await orch.jobs_run(
+        "live",
+        f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second",
+        on="batch",
+    )
+    seen: list[str] = []
+    running_at_first: bool | None = None
+    async with asyncio.timeout(30):
+        async for chunk in orch.jobs_stream("live", follow=True):
+            seen += chunk.splitlines()
+            if "first" in seen and running_at_first is None:
+                running_at_first = (await orch.jobs_info("live")).state == "running"
+                (arn,) = aws["ecs"].list_tasks(cluster=CLUSTER)["taskArns"]
+                assert arn in runner.runs and arn not in runner.finished
+                gate.touch()
+    assert running_at_first is True
+    assert seen.index("first") < seen.index("second")
+    assert seen[-1] == "orch: exit 0"
+    assert (await orch.jobs_info("live")).state == "succeeded"
+
+
 async def test_stop_sends_sigterm_and_records_it(
     orch: Orchestrator, project: Path, orch_home: Path, moto: world.Moto, runner: world.TaskRunner
 ) -> None:
