@@ -313,7 +313,7 @@ def task_policy(queue_arn: str, tasks_arn: str) -> dict[str, Any]:
                     "sqs:GetQueueAttributes",
                 ],
                 "Resource": queue_arn,
-            }
+            },
         ],
     }
 

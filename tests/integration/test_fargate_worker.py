@@ -55,7 +55,7 @@ class Agent:
                 arn = "arn:aws:ecs:us-east-1:123456789012:task/orch-proj/abc"
                 return {"protection": {"ProtectionEnabled": agent.enabled, "TaskArn": arn}}
 
-            def do_PUT(self) -> None:  # noqa: N802 (http.server's name)
+            def do_PUT(self) -> None:
                 if self.path != PATH:  # the worker must append the path to ECS_AGENT_URI
                     self.send_error(404)
                     return
@@ -67,7 +67,7 @@ class Agent:
                 agent.enabled = bool(body["ProtectionEnabled"])
                 self._answer(self._state())
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path != PATH:
                     self.send_error(404)
                     return
@@ -175,9 +175,7 @@ def test_a_refused_protection_is_reported_and_the_items_still_run(
     assert no_agent[0] == 0 and "no ECS_AGENT_URI, so no scale-in protection" in no_agent[1]
 
 
-def test_sigterm_mid_item_puts_it_back_and_drops_the_protection(
-    moto: world.Moto, sqs: Any
-) -> None:
+def test_sigterm_mid_item_puts_it_back_and_drops_the_protection(moto: world.Moto, sqs: Any) -> None:
     url = _queue(sqs, ["echo started; sleep 30"])
     agent = Agent()
     proc = _worker(moto, url, agent)
