@@ -142,6 +142,9 @@ END {
   srand(); print "@now " srand()
   if ((getline boot < "/proc/sys/kernel/random/boot_id") <= 0) boot = "none"
   print "@boot " boot
+  f = ENVIRON["HOME"] "/.orch/interruptions"
+  while ((getline line < f) > 0) print "@interruption " line
+  close(f)
   if (live) print "@code " code()
   print "@files"
   k = split(jobs, J, " ")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from remote_config.idle import parse_duration
+from remote_config.interruption import DEFAULT_METADATA_URL, check_metadata_url
 
 LOCATED_RE = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?): ")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -233,6 +234,17 @@ class EC2Machine(IdleSettings):
     )
     idle_stop_minutes: Annotated[int, Field(ge=0)] = 30
     tags: dict[str, str] = Field(default_factory=dict)
+    metadata_url: str = Field(
+        default=DEFAULT_METADATA_URL,
+        description="The instance metadata service as seen on the machine (IMDSv2), where "
+        "`orch status` and the idle agent read a spot interruption notice; change it only "
+        "for a metadata proxy or a stand-in.",
+    )
+
+    @field_validator("metadata_url")
+    @classmethod
+    def _metadata_url(cls, value: str) -> str:
+        return check_metadata_url(value)
 
     @field_validator("ami")
     @classmethod

@@ -292,6 +292,7 @@ class Orchestrator:
             note = "jobs unknown until the machine is up (orch up)"
             info.detail = f"{info.detail}; {note}" if info.detail else note
         else:
+            await self._interruption(machine, info)  # before the jobs: it marks them
             try:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
@@ -314,6 +315,22 @@ class Orchestrator:
             queues=queues,
             config=ConfigState(file=file),
         )
+
+    async def _interruption(self, machine: str | None, info: MachineInfo) -> None:
+        """Check the running machine for a platform interruption notice (an EC2 spot
+        instance's 2-minute warning): shown on the machine, recorded there for its jobs."""
+        from remote_config.interruption import describe, parse_check
+
+        check = self.provider(machine).interruption_check()
+        if check is None:
+            return
+        with contextlib.suppress(OrchError):
+            notice = parse_check(await self.context(machine).remote_text(check)).current
+            if notice is not None:
+                info.interruption = notice
+                info.detail = (
+                    f"{describe(notice)}; {info.detail}" if info.detail else describe(notice)
+                )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()

@@ -52,6 +52,7 @@ async def create_instance(provider: EC2Provider, say: Progress) -> dict[str, Any
         instance_profile=spec.instance_profile,
         spot=spec.spot,
         spot_max_price=spec.spot_max_price,
+        shutdown_behavior=spec.stop_action,
     )
     inst = await run_with_capacity_retry(provider, launch, say)
     say(f"launched {inst['InstanceId']}")

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from remote_config import ec2 as render
+from remote_config import interruption
 from remote_config.ec2_prices import cost_so_far, describe_price, on_demand_price
 from remote_config.model import EC2Machine
 from sidecar.errors import (
@@ -26,6 +27,7 @@ from sidecar.errors import (
     MissingDependency,
     OrchError,
 )
+from sidecar.idle.hooks import register_stop_hook
 from sidecar.layout import Layout
 from sidecar.machines.base import (
     Capabilities,
@@ -65,6 +67,7 @@ class EC2Provider(Provider):
         can_stop=True,
         can_terminate=True,
         has_cost=True,
+        has_idle_stop=True,
         reach=["direct", "proxy_command"],
     )
 
@@ -151,6 +154,7 @@ class EC2Provider(Provider):
             await self.aws.call("ec2", "start_instances", InstanceIds=[iid])
             note = "started"
         await self._wait(iid, "running", say)
+        await self._ensure_shutdown_behavior(iid, say)
         inst = await self._describe(iid)
         await self._pin(iid)
         say("host key pinned from the instance's user-data (EC2 API)")
@@ -176,6 +180,25 @@ class EC2Provider(Provider):
             poll=self.poll_s,
             progress=say,
         )
+
+    async def _ensure_shutdown_behavior(self, iid: str, say: Progress) -> None:
+        """What `shutdown -h` on the machine (the idle agent's stop) does follows
+        `stop_action`, also for an instance launched before it changed."""
+        attr = await self.aws.call(
+            "ec2",
+            "describe_instance_attribute",
+            InstanceId=iid,
+            Attribute="instanceInitiatedShutdownBehavior",
+        )
+        have = (attr.get("InstanceInitiatedShutdownBehavior") or {}).get("Value")
+        if have != self.spec.stop_action:
+            say(f"shutdown behaviour {have} -> {self.spec.stop_action} (stop_action)")
+            await self.aws.call(
+                "ec2",
+                "modify_instance_attribute",
+                InstanceId=iid,
+                InstanceInitiatedShutdownBehavior={"Value": self.spec.stop_action},
+            )
 
     async def _pin(self, iid: str) -> None:
         """Pin the host key orch put in the instance's user-data, read back through the EC2
@@ -237,6 +260,12 @@ class EC2Provider(Provider):
                 hint=f"start it: orch up {self.name}",
             )
         return self._target(str(cache["host"]), self._proxy_command())
+
+    def interruption_check(self) -> str | None:
+        """The spot notice check (IMDSv2, `metadata_url`) for a spot machine; None on demand."""
+        seen = self._seen[1] if self._seen is not None else None
+        spot = self.spec.spot or bool(seen and seen.get("InstanceLifecycle") == "spot")
+        return interruption.check_command(self.spec.metadata_url) if spot else None
 
     async def create_plan(self) -> CreatePlan | None:
         if await self.find() is not None:
@@ -381,3 +410,10 @@ def _check_ssm_tools() -> None:
             "amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-"
             "plugin.html)",
         )
+
+
+def _idle_stop(provider: Provider, info: MachineInfo, stop_action: str) -> dict[str, Any]:
+    return render.idle_stop_hook(stop_action)
+
+
+register_stop_hook("ec2", _idle_stop)
