@@ -144,6 +144,29 @@ def test_run_instances_request_spot_stops_on_interruption() -> None:
     assert req["Placement"] == {"AvailabilityZone": "ap-northeast-1a"}
 
 
+def test_shutdown_behaviour_follows_stop_action() -> None:
+    assert _launch()["InstanceInitiatedShutdownBehavior"] == "stop"
+    assert _launch(shutdown_behavior="terminate")["InstanceInitiatedShutdownBehavior"] == (
+        "terminate"
+    )
+    # A throwaway spot machine is a one-time request: a persistent one would relaunch it.
+    req = _launch(spot=True, shutdown_behavior="terminate")
+    assert req["InstanceMarketOptions"]["SpotOptions"] == {  # type: ignore[index]
+        "SpotInstanceType": "one-time",
+        "InstanceInterruptionBehavior": "terminate",
+    }
+
+
+def test_idle_stop_hook_is_an_instance_initiated_shutdown() -> None:
+    hook = ec2.idle_stop_hook("terminate")
+    assert hook["kind"] == "command" and hook["argv"] == ["sudo", "-n", "shutdown", "-h", "now"]
+    assert "terminate" in hook["note"]
+    policy = ec2.iam_policy()
+    assert "ec2:ModifyInstanceAttribute" in ec2.policy_actions(policy)
+    [lifecycle] = [s for s in policy["Statement"] if s["Sid"] == "OrchLifecycle"]
+    assert "ec2:ModifyInstanceAttribute" in lifecycle["Action"] and lifecycle["Condition"]
+
+
 def test_ami_parameter_follows_architecture() -> None:
     assert ec2.ami_parameter("t3.large").endswith("x86_64")
     assert ec2.ami_parameter("m7g.large").endswith("arm64")

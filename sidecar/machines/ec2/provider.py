@@ -197,7 +197,8 @@ class EC2Provider(Provider):
                 "ec2",
                 "modify_instance_attribute",
                 InstanceId=iid,
-                InstanceInitiatedShutdownBehavior={"Value": self.spec.stop_action},
+                Attribute="instanceInitiatedShutdownBehavior",
+                Value=self.spec.stop_action,
             )
 
     async def _pin(self, iid: str) -> None:
