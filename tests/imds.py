@@ -37,7 +37,7 @@ def imds() -> Iterator[Imds]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_PUT(self) -> None:  # noqa: N802
+        def do_PUT(self) -> None:
             state.requests.append(("PUT", self.path))
             ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
             if self.path != "/latest/api/token" or not ttl or not 1 <= int(ttl) <= 21600:
@@ -45,7 +45,7 @@ def imds() -> Iterator[Imds]:
                 return
             self._answer(200, state.token)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             state.requests.append(("GET", self.path))
             if self.headers.get("X-aws-ec2-metadata-token") != state.token:
                 self._answer(401)

@@ -20,7 +20,7 @@ import pytest
 from sidecar.app import Orchestrator
 from sidecar.idle.agent import Agent
 from sidecar.idle.service import agent_config
-from tests.integration.test_ec2_moto import _boto, _orch, _toml, no_handshake  # noqa: F401
+from tests.integration.test_ec2_moto import _boto, _orch, _toml, no_handshake  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +61,9 @@ def _behaviour(iid: str) -> str:
     return str(attr["InstanceInitiatedShutdownBehavior"]["Value"])
 
 
+@pytest.mark.usefixtures("no_handshake")
 async def test_stop_action_sets_the_shutdown_behaviour_and_up_corrects_it(
-    aws_env: str, project: Path, orch_home: Path, no_handshake: list[str]
+    aws_env: str, project: Path, orch_home: Path
 ) -> None:
     orch = await _orch(project, _toml('stop_action = "terminate"\n'))
     await orch.up()
@@ -76,6 +77,7 @@ async def test_stop_action_sets_the_shutdown_behaviour_and_up_corrects_it(
     assert "shutdown behaviour terminate -> stop (stop_action)" in steps
 
 
+@pytest.mark.usefixtures("no_handshake")
 @pytest.mark.parametrize("stop_action", ["stop", "terminate"])
 async def test_the_idle_agent_stops_the_instance_through_a_shutdown(
     stop_action: str,
@@ -84,7 +86,6 @@ async def test_the_idle_agent_stops_the_instance_through_a_shutdown(
     orch_home: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    no_handshake: list[str],
 ) -> None:
     orch = await _orch(project, _toml(f'idle_stop = "10m"\nstop_action = "{stop_action}"\n'))
     info = await orch.up()

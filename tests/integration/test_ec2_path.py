@@ -9,6 +9,7 @@ Uses the orch-test user's sshd: run under the shared lock (see HELPER_RULES / do
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 
 from tests.conftest import _wipe_home
 from tests.helpers import REPO, Sshd, free_port, run_orch, sshd_available, stop_pid
+from tests.imds import imds
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +103,30 @@ def _stand_in_aws(bin_dir: Path, relay: Path, sshd_port: int, hops: Path) -> Non
         (bin_dir / tool).chmod(0o755)
 
 
+def _spot_notice(project: Path) -> None:
+    """A spot interruption notice in the (stand-in) metadata service, read on the machine by
+    `orch status`: shown on the machine, and its running job marked interrupted."""
+    with imds() as service:
+        toml = project / "orch.toml"
+        toml.write_text(toml.read_text() + f'spot = true\nmetadata_url = "{service.url}"\n')
+        job = run_orch("run", "long", "--", "sleep", "60", cwd=project, timeout=120)
+        assert job.returncode == 0, job.stderr
+        quiet = json.loads(run_orch("status", "--json", cwd=project).stdout)
+        assert quiet["machine"]["interruption"] is None
+        assert {j["name"]: j["state"] for j in quiet["jobs"]}["long"] == "running"
+        service.notice = {"action": "stop", "time": "2026-12-06T05:02:00Z"}
+        status = json.loads(run_orch("status", "--json", cwd=project).stdout)
+        notice = status["machine"]["interruption"]
+        assert (notice["action"], notice["time"]) == ("stop", "2026-12-06T05:02:00Z")
+        jobs = {j["name"]: j for j in status["jobs"]}
+        assert jobs["long"]["state"] == "interrupted"
+        assert jobs["train"]["state"] == "succeeded"  # ended before the notice
+        text = run_orch("status", cwd=project).stdout
+        assert "spot interruption: AWS will stop the machine at 2026-12-06T05:02:00Z" in text
+        assert ("PUT", "/latest/api/token") in service.requests
+    run_orch("stop", "long", cwd=project, timeout=60)
+
+
 @pytest.mark.parametrize("reach", ["proxy_command", "ssm"])
 def test_up_ssh_sync_job_status_down_through_a_proxy(
     reach: str,
@@ -132,7 +158,7 @@ def test_up_ssh_sync_job_status_down_through_a_proxy(
     (project / "orch.toml").write_text(
         '[project]\nname = "proj"\ndefault_machine = "gpu"\n'
         '[machines.gpu]\nkind = "ec2"\nregion = "eu-west-1"\ninstance_type = "g4dn.xlarge"\n'
-        f'user = "orch-test"\nssh_from = "198.51.100.4"\n{how}'
+        f'user = "orch-test"\nssh_from = "198.51.100.4"\nidle_stop = "off"\n{how}'
     )
     (project / "train.py").write_text("print('trained on', __import__('socket').gethostname())\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))  # after PATH was set: the stand-in is on it
@@ -185,6 +211,9 @@ def test_up_ssh_sync_job_status_down_through_a_proxy(
         assert "g4dn.xlarge" in status.stdout and "on-demand" in status.stdout
         assert "$0.5870" in status.stdout  # eu-west-1 from the shipped table
         assert "price table of" in status.stdout and "train" in status.stdout
+
+        if reach == "proxy_command":
+            _spot_notice(project)
 
         down = run_orch("down", cwd=project)
         assert down.returncode == 0, down.stderr
