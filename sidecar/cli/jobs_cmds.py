@@ -295,7 +295,10 @@ def jobs_table(jobs: list[JobInfo]) -> str:
             row += [job.backend, cost]
     lines = [table(headers, rows)]
     for job in jobs:
-        if job.state == "interrupted":
+        if job.state == "interrupted" and job.backend == "tmux":  # an EC2 spot notice
+            detail = (job.detail or "spot interruption").replace("NAME", job.name)
+            lines.append(f"note: {job.name} is interrupted: {detail}")
+        elif job.state == "interrupted":
             lines.append(
                 f"note: {job.name} was interrupted (Fargate Spot took the capacity back); "
                 f"run it again: orch restart {job.name}"

@@ -123,6 +123,7 @@ def _spot_notice(project: Path) -> None:
         assert jobs["train"]["state"] == "succeeded"  # ended before the notice
         text = run_orch("status", cwd=project).stdout
         assert "spot interruption: AWS will stop the machine at 2026-12-06T05:02:00Z" in text
+        assert "note: long is interrupted: spot interruption" in text
         assert ("PUT", "/latest/api/token") in service.requests
     run_orch("stop", "long", cwd=project, timeout=60)
 
