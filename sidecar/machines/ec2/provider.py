@@ -27,7 +27,6 @@ from sidecar.errors import (
     MissingDependency,
     OrchError,
 )
-from sidecar.idle.hooks import register_stop_hook
 from sidecar.layout import Layout
 from sidecar.machines.base import (
     Capabilities,
@@ -38,7 +37,7 @@ from sidecar.machines.base import (
     Provider,
     SSHTarget,
 )
-from sidecar.machines.ec2 import waiting
+from sidecar.machines.ec2 import stopping, waiting
 from sidecar.machines.ec2.aws import Aws
 from sidecar.machines.ec2.launch import create_instance
 from sidecar.machines.ec2.pricing import instance_price
@@ -154,7 +153,7 @@ class EC2Provider(Provider):
             await self.aws.call("ec2", "start_instances", InstanceIds=[iid])
             note = "started"
         await self._wait(iid, "running", say)
-        await self._ensure_shutdown_behavior(iid, say)
+        await stopping.ensure_shutdown_behavior(self.aws, iid, self.spec.stop_action, say)
         inst = await self._describe(iid)
         await self._pin(iid)
         say("host key pinned from the instance's user-data (EC2 API)")
@@ -180,26 +179,6 @@ class EC2Provider(Provider):
             poll=self.poll_s,
             progress=say,
         )
-
-    async def _ensure_shutdown_behavior(self, iid: str, say: Progress) -> None:
-        """What `shutdown -h` on the machine (the idle agent's stop) does follows
-        `stop_action`, also for an instance launched before it changed."""
-        attr = await self.aws.call(
-            "ec2",
-            "describe_instance_attribute",
-            InstanceId=iid,
-            Attribute="instanceInitiatedShutdownBehavior",
-        )
-        have = (attr.get("InstanceInitiatedShutdownBehavior") or {}).get("Value")
-        if have != self.spec.stop_action:
-            say(f"shutdown behaviour {have} -> {self.spec.stop_action} (stop_action)")
-            await self.aws.call(
-                "ec2",
-                "modify_instance_attribute",
-                InstanceId=iid,
-                Attribute="instanceInitiatedShutdownBehavior",
-                Value=self.spec.stop_action,
-            )
 
     async def _pin(self, iid: str) -> None:
         """Pin the host key orch put in the instance's user-data, read back through the EC2
@@ -411,10 +390,3 @@ def _check_ssm_tools() -> None:
             "amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-"
             "plugin.html)",
         )
-
-
-def _idle_stop(provider: Provider, info: MachineInfo, stop_action: str) -> dict[str, Any]:
-    return render.idle_stop_hook(stop_action)
-
-
-register_stop_hook("ec2", _idle_stop)
