@@ -190,8 +190,11 @@ def security_group_name(project: str, machine: str) -> str:
 
 
 # -- IAM -------------------------------------------------------------------------------------
-def iam_policy(reach: Reach = "public-ip", instance_profile: bool = False) -> dict[str, Any]:
-    """The least-privilege policy for the laptop's credentials (docs/ec2.md lists it)."""
+def iam_policy(
+    reach: Reach = "public-ip", instance_profile: bool = False, create_profile: bool = False
+) -> dict[str, Any]:
+    """The least-privilege policy for the laptop's credentials (docs/ec2.md lists it);
+    `create_profile`: orch makes the machine's instance profile (ec2_iam.py)."""
     managed = {"StringEquals": {f"ec2:ResourceTag/{TAG_MANAGED}": "true"}}
     statements: list[dict[str, Any]] = [
         {
@@ -270,6 +273,10 @@ def iam_policy(reach: Reach = "public-ip", instance_profile: bool = False) -> di
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             }
         )
+    if create_profile:
+        from remote_config.ec2_iam import laptop_statement  # (ec2_iam imports this module)
+
+        statements.append(laptop_statement())
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -10,8 +10,10 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from remote_config import ec2 as render
+from remote_config import ec2_iam
 from sidecar.errors import CloudError, OrchError
 from sidecar.machines.base import Progress
+from sidecar.machines.ec2.iam import ensure_instance_profile
 from sidecar.ssh import keys
 
 if TYPE_CHECKING:
@@ -26,6 +28,9 @@ async def create_instance(provider: EC2Provider, say: Progress) -> dict[str, Any
     say(f"image {image_id}")
     root_device = await _root_device(provider, image_id)
     groups = list(spec.security_group_ids) or [await ensure_security_group(provider, say)]
+    profile = spec.instance_profile
+    if ec2_iam.needs_profile(spec.reach, False, profile):
+        profile = await ensure_instance_profile(provider, say)
     host_private, host_public = _host_key()
     user_data = render.render_user_data(
         render.UserDataSpec(
@@ -49,7 +54,7 @@ async def create_instance(provider: EC2Provider, say: Progress) -> dict[str, Any
         subnet_id=spec.subnet_id,
         security_group_ids=tuple(groups),
         availability_zone=spec.availability_zone,
-        instance_profile=spec.instance_profile,
+        instance_profile=profile,
         spot=spec.spot,
         spot_max_price=spec.spot_max_price,
         shutdown_behavior=spec.stop_action,
@@ -94,9 +99,7 @@ async def run_with_capacity_retry(
             i += 1
             attempt = dataclasses.replace(launch, spot=spot, availability_zone=zone)
             try:
-                result = await provider.aws.call(
-                    "ec2", "run_instances", **render.run_instances_request(attempt)
-                )
+                result = await _run_instances(provider, render.run_instances_request(attempt))
                 return dict(result["Instances"][0])
             except CloudError as exc:
                 if exc.code not in CAPACITY_ERRORS:
@@ -111,6 +114,23 @@ async def run_with_capacity_retry(
         + ("" if not spec.spot or spec.fallback == "on-demand" else ", or fallback = 'on-demand'"),
         code="InsufficientInstanceCapacity",
     )
+
+
+# A just-created instance profile takes a few seconds to be usable by EC2 (IAM is eventually
+# consistent); RunInstances names it invalid meanwhile.
+PROFILE_WAIT_TRIES = 20
+
+
+async def _run_instances(provider: EC2Provider, request: dict[str, Any]) -> dict[str, Any]:
+    for attempt in range(PROFILE_WAIT_TRIES):
+        try:
+            return dict(await provider.aws.call("ec2", "run_instances", **request))
+        except CloudError as exc:
+            fresh = "IamInstanceProfile" in request and "instance profile" in exc.message.lower()
+            if not fresh or attempt == PROFILE_WAIT_TRIES - 1:
+                raise
+            await asyncio.sleep(provider.poll_s)
+    raise AssertionError("unreachable")
 
 
 async def _zones(provider: EC2Provider) -> list[str]:
