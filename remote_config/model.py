@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from remote_config import ec2_ami
 from remote_config.idle import parse_duration
 from remote_config.interruption import DEFAULT_METADATA_URL, check_metadata_url
 
@@ -177,6 +178,9 @@ class SSHMachine(IdleSettings):
         return self
 
 
+AMI_RE = r"^(ami-[0-9a-f]{8,17}|ssm:/[\w./-]+)$"
+
+
 class EC2Machine(IdleSettings):
     """An AWS EC2 instance orch creates, starts, stops and terminates through boto3."""
 
@@ -188,10 +192,16 @@ class EC2Machine(IdleSettings):
     instance_type: str = "t3.large"
     ami: str | None = Field(
         default=None,
-        description="AMI id ('ami-…') or a public SSM parameter ('ssm:/aws/service/…'); "
-        "default: the latest Amazon Linux 2023 for the type's architecture.",
+        description="An image by name ('al2023', 'ubuntu' (24.04), 'ubuntu-22.04', 'dlami', "
+        "'dlami-ubuntu': the latest, from AWS's public SSM parameters), an AMI id ('ami-…') "
+        "or a public SSM parameter ('ssm:/aws/service/…'); default: 'dlami' (a Deep Learning "
+        "AMI with the NVIDIA driver) for GPU types, else 'al2023'.",
     )
-    user: str = Field(default="ec2-user", description="Login user (Amazon Linux: ec2-user).")
+    user: str = Field(
+        default="ec2-user",
+        description="Login user; default: the image's own ('ubuntu' on Ubuntu images, "
+        "else 'ec2-user').",
+    )
     volume_gb: Annotated[int, Field(ge=8, le=16384)] = 50
     volume_type: Literal["gp3", "gp2", "io1", "io2"] = "gp3"
     subnet_id: str | None = Field(default=None, description="Default: the default VPC's.")
@@ -249,9 +259,21 @@ class EC2Machine(IdleSettings):
     @field_validator("ami")
     @classmethod
     def _ami(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^(ami-[0-9a-f]{8,17}|ssm:/[\w./-]+)$", value):
-            raise ValueError("must be an AMI id ('ami-0123…') or 'ssm:/aws/service/…'")
+        named = value in ec2_ami.IMAGES
+        if value is not None and not named and not re.match(AMI_RE, value):
+            names = ", ".join(repr(n) for n in ec2_ami.IMAGES)
+            raise ValueError(f"must be {names}, an AMI id ('ami-0123…') or 'ssm:/aws/service/…'")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_user(cls, data: Any) -> Any:
+        """The login user follows the image unless set ('ubuntu' on Ubuntu images)."""
+        if isinstance(data, dict) and "user" not in data:
+            ami, itype = data.get("ami"), data.get("instance_type", "t3.large")
+            if (ami is None or isinstance(ami, str)) and isinstance(itype, str):
+                return {**data, "user": ec2_ami.login_user(ami, itype)}
+        return data
 
     @field_validator("region")
     @classmethod

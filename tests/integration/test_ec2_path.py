@@ -159,6 +159,7 @@ def test_up_ssh_sync_job_status_down_through_a_proxy(
     (project / "orch.toml").write_text(
         '[project]\nname = "proj"\ndefault_machine = "gpu"\n'
         '[machines.gpu]\nkind = "ec2"\nregion = "eu-west-1"\ninstance_type = "g4dn.xlarge"\n'
+        'ami = "al2023"\n'  # moto has no Deep Learning AMI parameter (the GPU default)
         f'user = "orch-test"\nssh_from = "198.51.100.4"\nidle_stop = "off"\n{how}'
     )
     (project / "train.py").write_text("print('trained on', __import__('socket').gethostname())\n")

@@ -192,7 +192,7 @@ def test_price_table_is_dated_and_costs_add_up() -> None:
 def test_model_validates_ec2_fields() -> None:
     ok = EC2Machine(kind="ec2", ami="ssm:/aws/service/x", region="ap-northeast-1")
     assert ok.volume_type == "gp3" and ok.reach == "public-ip"
-    for bad in ({"ami": "ubuntu"}, {"region": "tokyo"}, {"tags": {"orch:project": "x"}}):
+    for bad in ({"ami": "debian"}, {"region": "tokyo"}, {"tags": {"orch:project": "x"}}):
         with pytest.raises(ValueError):
             EC2Machine(kind="ec2", **bad)  # type: ignore[arg-type]
 

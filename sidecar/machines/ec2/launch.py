@@ -10,8 +10,8 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from remote_config import ec2 as render
-from remote_config import ec2_iam
-from sidecar.errors import CloudError, OrchError
+from remote_config import ec2_ami, ec2_iam
+from sidecar.errors import CloudConfigError, CloudError, OrchError
 from sidecar.machines.base import Progress
 from sidecar.machines.ec2.iam import ensure_instance_profile
 from sidecar.ssh import keys
@@ -143,11 +143,24 @@ async def _zones(provider: EC2Provider) -> list[str]:
 
 
 async def resolve_ami(provider: EC2Provider) -> str:
-    ami = provider.spec.ami
-    if ami and ami.startswith("ami-"):
-        return ami
-    name = ami[len("ssm:") :] if ami else render.ami_parameter(provider.spec.instance_type)
-    found = await provider.aws.call("ssm", "get_parameter", Name=name)
+    """The AMI id: as configured, or the latest of a named image from its public SSM
+    parameter (remote_config/ec2_ami.py)."""
+    spec = provider.spec
+    name = ec2_ami.parameter(spec.ami, spec.instance_type)
+    if name is None:
+        return str(spec.ami)
+    try:
+        found = await provider.aws.call("ssm", "get_parameter", Name=name)
+    except CloudError as exc:
+        if exc.code != "ParameterNotFound":
+            raise
+        raise CloudConfigError(
+            f"the public SSM parameter {name} does not exist in {spec.region}, so orch "
+            "cannot find the image's latest AMI there",
+            hint="set ami in orch.toml to an AMI id of that region ('ami-…'), or to another "
+            "image: " + ", ".join(ec2_ami.IMAGES),
+            code=exc.code,
+        ) from None
     return str(found["Parameter"]["Value"])
 
 
