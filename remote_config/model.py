@@ -244,6 +244,22 @@ class EC2Machine(IdleSettings):
     )
     idle_stop_minutes: Annotated[int, Field(ge=0)] = 30
     tags: dict[str, str] = Field(default_factory=dict)
+    cloudwatch_logs: bool = Field(
+        default=False,
+        description="Ship each job's run.log to CloudWatch Logs (so `orch logs` reads it after "
+        "the machine is gone).",
+    )
+    log_group: str | None = Field(
+        default=None, description="The CloudWatch log group; default: '/orch/<project>'."
+    )
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365, 731, 1827, 3653] = Field(
+        default=30, description="How long CloudWatch keeps the job logs."
+    )
+    logs_endpoint_url: str | None = Field(
+        default=None,
+        description="The CloudWatch Logs endpoint as the machine reaches it; default: the "
+        "region's public one (set it for a VPC endpoint).",
+    )
     metadata_url: str = Field(
         default=DEFAULT_METADATA_URL,
         description="The instance metadata service as seen on the machine (IMDSv2), where "
@@ -255,6 +271,18 @@ class EC2Machine(IdleSettings):
     @classmethod
     def _metadata_url(cls, value: str) -> str:
         return check_metadata_url(value)
+
+    @field_validator("logs_endpoint_url")
+    @classmethod
+    def _logs_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_metadata_url(value)
+
+    @field_validator("log_group")
+    @classmethod
+    def _log_group(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9_./#-]{1,512}$", value):
+            raise ValueError("a log group name is 1-512 of letters, digits and _ . / # -")
+        return value
 
     @field_validator("ami")
     @classmethod

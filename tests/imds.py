@@ -1,7 +1,9 @@
 """A stand-in for the EC2 instance metadata service (IMDSv2) on 127.0.0.1, as the docs
 describe it: a session token from `PUT /latest/api/token` (with the TTL header), required on
 every GET (401 without it); `/latest/meta-data/spot/instance-action` answers 404 until AWS
-schedules a spot interruption, then `{"action": ..., "time": ...}`.
+schedules a spot interruption, then `{"action": ..., "time": ...}`;
+`/latest/meta-data/iam/security-credentials/` names the instance role and
+`…/security-credentials/ROLE` gives its temporary credentials.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ class Imds:
         self.notice: dict[str, str] | None = None
         self.requests: list[tuple[str, str]] = []
         self.url = ""
+        self.role = "orch-proj-big"
+        self.credentials = {
+            "Code": "Success",
+            "AccessKeyId": "ASIATESTROLEKEY",
+            "SecretAccessKey": "role-secret",
+            "Token": "role-session-token",
+            "Expiration": "2099-01-01T00:00:00Z",
+        }
 
 
 @contextmanager
@@ -51,6 +61,10 @@ def imds() -> Iterator[Imds]:
                 self._answer(401)
             elif self.path == "/latest/meta-data/spot/instance-action" and state.notice:
                 self._answer(200, json.dumps(state.notice))
+            elif self.path == "/latest/meta-data/iam/security-credentials/":
+                self._answer(200, state.role)
+            elif self.path == f"/latest/meta-data/iam/security-credentials/{state.role}":
+                self._answer(200, json.dumps(state.credentials))
             else:
                 self._answer(404)
 

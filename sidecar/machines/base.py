@@ -143,6 +143,16 @@ class Provider(abc.ABC):
     async def ssh_target(self) -> SSHTarget:
         """How to reach the running machine; raises MachineNotRunning when it is not up."""
 
+    def job_setup(self, job: str) -> str:
+        """sh the job's start script runs in the job's folder ($D) before it starts (EC2:
+        the CloudWatch log shipper's config); empty for most kinds."""
+        return ""
+
+    async def archived_job_logs(self, job: str, tail: int | None = None) -> str | None:
+        """The job's log from outside the machine (EC2: CloudWatch Logs), for when the
+        machine is gone; None where the kind keeps none."""
+        return None
+
     def interruption_check(self) -> str | None:
         """sh run on the running machine by the status read (and by its idle agent) that
         records and prints platform interruption notices (remote_config/interruption.py);

@@ -13,6 +13,7 @@ from remote_config import ec2 as render
 from remote_config import ec2_ami, ec2_iam
 from sidecar.errors import CloudConfigError, CloudError, OrchError
 from sidecar.machines.base import Progress
+from sidecar.machines.ec2 import cloudwatch
 from sidecar.machines.ec2.iam import ensure_instance_profile
 from sidecar.ssh import keys
 
@@ -29,8 +30,9 @@ async def create_instance(provider: EC2Provider, say: Progress) -> dict[str, Any
     root_device = await _root_device(provider, image_id)
     groups = list(spec.security_group_ids) or [await ensure_security_group(provider, say)]
     profile = spec.instance_profile
-    if ec2_iam.needs_profile(spec.reach, False, profile):
-        profile = await ensure_instance_profile(provider, say)
+    if ec2_iam.needs_profile(spec.reach, spec.cloudwatch_logs, profile):
+        group = cloudwatch.log_group(provider) if spec.cloudwatch_logs else None
+        profile = await ensure_instance_profile(provider, say, group)
     host_private, host_public = _host_key()
     user_data = render.render_user_data(
         render.UserDataSpec(

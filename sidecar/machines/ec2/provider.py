@@ -37,7 +37,7 @@ from sidecar.machines.base import (
     Provider,
     SSHTarget,
 )
-from sidecar.machines.ec2 import stopping, waiting
+from sidecar.machines.ec2 import cloudwatch, stopping, waiting
 from sidecar.machines.ec2.aws import Aws
 from sidecar.machines.ec2.launch import create_instance
 from sidecar.machines.ec2.pricing import instance_price
@@ -142,6 +142,8 @@ class EC2Provider(Provider):
             note = "created"
         iid = inst["InstanceId"]
         self._save(instance_id=iid, region=self.spec.region)
+        if self.spec.cloudwatch_logs:
+            await cloudwatch.ensure_log_group(self, say)
         state = inst["State"]["Name"]
         if state == "running" and note is None:
             note = "already running"
@@ -240,6 +242,14 @@ class EC2Provider(Provider):
                 hint=f"start it: orch up {self.name}",
             )
         return self._target(str(cache["host"]), self._proxy_command())
+
+    def job_setup(self, job: str) -> str:
+        return cloudwatch.job_setup(self, job)
+
+    async def archived_job_logs(self, job: str, tail: int | None = None) -> str | None:
+        if not self.spec.cloudwatch_logs:
+            return None
+        return await cloudwatch.archived_logs(self, job, tail)
 
     def interruption_check(self) -> str | None:
         """The spot notice check (IMDSv2, `metadata_url`) for a spot machine; None on demand."""
