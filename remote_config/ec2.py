@@ -191,7 +191,10 @@ def security_group_name(project: str, machine: str) -> str:
 
 # -- IAM -------------------------------------------------------------------------------------
 def iam_policy(
-    reach: Reach = "public-ip", instance_profile: bool = False, create_profile: bool = False
+    reach: Reach = "public-ip",
+    instance_profile: bool = False,
+    create_profile: bool = False,
+    cloudwatch_logs: bool = False,
 ) -> dict[str, Any]:
     """The least-privilege policy for the laptop's credentials (docs/ec2.md lists it);
     `create_profile`: orch makes the machine's instance profile (ec2_iam.py)."""
@@ -271,6 +274,22 @@ def iam_policy(
                 "Action": ["iam:PassRole"],
                 "Resource": "*",
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            }
+        )
+    if cloudwatch_logs:  # the log group (up) and reading job logs back (orch logs)
+        statements.append(
+            {
+                "Sid": "OrchJobLogs",
+                "Effect": "Allow",
+                "Action": [
+                    "logs:CreateLogGroup",
+                    "logs:PutRetentionPolicy",
+                    "logs:TagResource",
+                    "logs:TagLogGroup",
+                    "logs:DescribeLogStreams",
+                    "logs:GetLogEvents",
+                ],
+                "Resource": "arn:aws:logs:*:*:log-group:/orch/*",
             }
         )
     if create_profile:

@@ -228,7 +228,7 @@ async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
     job = await orch.jobs_stop(args.name, machine=args.machine, on=args.on)
     if args.json:
         print_json(job)
-    elif before.state != "running":
+    elif before.state != "running" and before.pid is None:  # (interrupted: may still run)
         print(f"{job.name} is not running ({job_state_text(job)}); nothing to stop")
     else:
         code = "unknown" if job.exit_code is None else job.exit_code

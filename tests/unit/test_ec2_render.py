@@ -312,8 +312,8 @@ def test_docs_list_exactly_the_policys_actions() -> None:
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "ec2.md").read_text()
     section = text.split("3. **Permissions**", 1)[1].split("4. **Quotas**", 1)[0]
-    documented = set(re.findall(r"`((?:ec2|ssm|iam):[A-Za-z]+)`", section))
-    full = ec2.iam_policy("ssm", instance_profile=True, create_profile=True)
+    documented = set(re.findall(r"`((?:ec2|ssm|iam|logs):[A-Za-z]+)`", section))
+    full = ec2.iam_policy("ssm", instance_profile=True, create_profile=True, cloudwatch_logs=True)
     policy = set(ec2.policy_actions(full))
     assert documented == policy
 
