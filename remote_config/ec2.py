@@ -235,6 +235,7 @@ def iam_policy(
                 "ec2:StopInstances",
                 "ec2:TerminateInstances",
                 "ec2:ModifyInstanceAttribute",
+                "ec2:AssociateIamInstanceProfile",
             ],
             "Resource": "*",
             "Condition": managed,

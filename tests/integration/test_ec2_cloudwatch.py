@@ -126,3 +126,20 @@ def test_shipper_follows_a_running_job_and_its_rotation(tmp_path: Path, aws_env:
         )
     events = logs.get_log_events(logGroupName="/orch/t", logStreamName="m/j/5")["events"]  # type: ignore[attr-defined]
     assert [e["message"] for e in events] == ["one", "two", "three", "three-and-a-half", "four"]
+
+
+@pytest.mark.usefixtures("no_handshake")
+async def test_turning_logs_on_later_attaches_a_profile(
+    aws_env: str, project: Path, orch_home: Path
+) -> None:
+    await (await _orch(project, _toml())).up()
+    [inst] = [i for r in _boto("ec2").describe_instances()["Reservations"] for i in r["Instances"]]  # type: ignore[attr-defined]
+    assert "IamInstanceProfile" not in inst
+    steps: list[str] = []
+    await (await _orch(project, _toml("cloudwatch_logs = true\n"))).up(progress=steps.append)
+    assert f"attaching instance profile orch-proj-big to {inst['InstanceId']}" in steps
+    [assoc] = _boto("ec2").describe_iam_instance_profile_associations()[  # type: ignore[attr-defined]
+        "IamInstanceProfileAssociations"
+    ]
+    assert assoc["InstanceId"] == inst["InstanceId"]
+    assert assoc["IamInstanceProfile"]["Arn"].endswith("instance-profile/orch/orch-proj-big")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from remote_config import ec2_iam
+from remote_config import ec2_iam, ec2_logs
 from sidecar.errors import CloudError
 from sidecar.machines.base import Progress
 
@@ -62,6 +62,27 @@ async def ensure_instance_profile(
             "iam", "add_role_to_instance_profile", InstanceProfileName=name, RoleName=name
         )
     return name
+
+
+async def ensure_attached(provider: EC2Provider, inst: dict[str, Any], say: Progress) -> None:
+    """An instance launched before it needed a profile (SSM reach or CloudWatch logs turned
+    on later) gets orch's, attached while it runs."""
+    spec = provider.spec
+    if inst.get("IamInstanceProfile") or not ec2_iam.needs_profile(
+        spec.reach, spec.cloudwatch_logs, spec.instance_profile
+    ):
+        return
+    group = None
+    if spec.cloudwatch_logs:
+        group = spec.log_group or ec2_logs.default_log_group(provider.project)
+    name = await ensure_instance_profile(provider, say, group)
+    say(f"attaching instance profile {name} to {inst['InstanceId']}")
+    await provider.aws.call(
+        "ec2",
+        "associate_iam_instance_profile",
+        IamInstanceProfile={"Name": name},
+        InstanceId=inst["InstanceId"],
+    )
 
 
 async def _get(

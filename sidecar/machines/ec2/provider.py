@@ -37,7 +37,7 @@ from sidecar.machines.base import (
     Provider,
     SSHTarget,
 )
-from sidecar.machines.ec2 import cloudwatch, stopping, waiting
+from sidecar.machines.ec2 import cloudwatch, iam, stopping, waiting
 from sidecar.machines.ec2.aws import Aws
 from sidecar.machines.ec2.launch import create_instance
 from sidecar.machines.ec2.pricing import instance_price
@@ -144,6 +144,8 @@ class EC2Provider(Provider):
         self._save(instance_id=iid, region=self.spec.region)
         if self.spec.cloudwatch_logs:
             await cloudwatch.ensure_log_group(self, say)
+        if note is None:  # an existing instance: SSM or logs may have been turned on since
+            await iam.ensure_attached(self, inst, say)
         state = inst["State"]["Name"]
         if state == "running" and note is None:
             note = "already running"
