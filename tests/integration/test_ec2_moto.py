@@ -368,7 +368,9 @@ async def test_status_reads_aws_at_most_every_few_seconds(
 async def test_cli_terminate_asks_naming_instance_and_volume(
     aws_env: str, project: Path, orch_home: Path, no_handshake: list[str]
 ) -> None:
-    orch = await _orch(project, _toml())
+    # moto's instance has a made-up public address: the CLI's look for running jobs goes
+    # through a proxy that fails at once instead of sending packets off this computer.
+    orch = await _orch(project, _toml('proxy_command = "exit 1"\n'))
     await orch.up()
     inst = await orch.provider().find()  # type: ignore[attr-defined]
     volume = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
