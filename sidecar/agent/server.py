@@ -329,7 +329,8 @@ class Agent:
         if fresh or entry.reply is None or now - entry.read > STATUS_MAX_AGE_S:
             entry.reply = await self._read_status(project, machine)
             entry.read = time.monotonic()
-        return {**entry.reply, "age_s": round(time.monotonic() - entry.read, 3)}
+        age = round(time.monotonic() - entry.read, 3)
+        return {**entry.reply, "age_s": age, "version": __version__}
 
     def poke(self) -> None:
         """A client changed something: every watched status is read anew on next ask."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sidecar import __version__
 
-STATUS_TIMEOUT_S = 5.0
+STATUS_TIMEOUT_S = float(os.environ.get("ORCH_AGENT_TIMEOUT_S", "5"))
 NO_STATE = ("config", "init")  # commands that never start (or revive) the orch agent
 AREAS = (
     "machine_cmds",
@@ -97,6 +97,9 @@ def agent_status(argv: list[str]) -> int | None:
         machine = others[0] if others else None
         request = {"op": "status", "cwd": os.path.abspath(cwd or os.getcwd()), "machine": machine}
         reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+        if client.version_key(str(reply.get("version"))) < client.version_key(__version__):
+            client.ensure()  # an older agent: replaced by this version, then asked again
+            reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
     except client.AgentUnavailable as exc:
         print(f"orch: note: {exc}; reading the status without it", file=sys.stderr)
         return None
