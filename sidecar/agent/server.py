@@ -186,6 +186,9 @@ class Agent:
                 await owner.forwards.add(spec)
             except OrchError as exc:
                 log.warning("forward %s not brought back: %s", spec, exc.message)
+                detail = f"the forwarder died and it could not be restarted: {exc.message}"
+                owner.lost.append({**dict(zip(_SPEC, _spec(spec), strict=True)), "detail": detail})
+        owner.write_state()
         log.info("brought back %d forward(s) to %s", len(owner.forwards.specs()), target.alias)
 
     # -- forwards -----------------------------------------------------------------------------
@@ -428,6 +431,9 @@ class Agent:
         with contextlib.suppress(Exception):
             await writer.drain()
             writer.close()
+
+
+_SPEC = ("local_port", "remote_host", "remote_port", "reverse")
 
 
 def _spec(spec: Any) -> list[Any]:

@@ -169,6 +169,19 @@ def list_ports(
         elif info.state == "reconnecting" and state.get("error"):
             info.detail = str(state["error"])
         out.append(info)
+    for raw in state.get("lost", []) if alive else []:
+        spec = _spec(raw)
+        out.append(
+            PortForwardInfo(
+                local_port=spec.local_port,
+                remote_host=spec.remote_host,
+                remote_port=spec.remote_port,
+                state="dead",
+                machine=machine,
+                reverse=spec.reverse,
+                detail=str(raw.get("detail") or "the forwarder died; it could not be restarted"),
+            )
+        )
     running = {(p.reverse, p.remote_port if p.reverse else p.local_port) for p in out}
     for spec in configured:
         if spec.key not in running:
