@@ -78,7 +78,7 @@ class Agent:
         self._lock_fd: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._keep_wanted = False
+        self.stopping = False
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -106,7 +106,7 @@ class Agent:
 
     async def stop(self, keep_wanted: bool = True) -> None:
         """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
-        self._keep_wanted = keep_wanted
+        self.stopping = True  # what ends from here on stays in wanted.json
         if keep_wanted:
             self._save_wanted(with_specs=True)
         for run in list(self.syncs.values()):
@@ -124,7 +124,7 @@ class Agent:
         await self.pool.close()
         write_json(self.paths.state, {"pid": None, "version": __version__})
         if not keep_wanted:
-            self._save_wanted()
+            write_json(self.paths.wanted, {"syncs": [], "forwards": []})
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -205,7 +205,7 @@ class Agent:
 
         async def gone() -> None:  # `orch down` shuts an owner down through its own socket
             await owner.done.wait()
-            if self.forwards.get(target.alias) is owner and not self.done.is_set():
+            if self.forwards.get(target.alias) is owner and not self.stopping:
                 del self.forwards[target.alias]
                 self._save_wanted()
 
@@ -261,7 +261,7 @@ class Agent:
                 release(fd)
                 if self.syncs.get(key) is not None and self.syncs[key].owner is owner:
                     del self.syncs[key]
-                    if not self.done.is_set():
+                    if not self.stopping:
                         self._save_wanted()
 
         task = self._spawn(run(), f"orch-agent-sync-{ctx.machine}")
