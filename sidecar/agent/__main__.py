@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = client.agent_paths(layout)
     if args.verb in ("stop", "info"):
         if not client.alive(paths):
+            if args.verb == "stop" and paths.wanted.exists():
+                paths.wanted.unlink()  # stopped on purpose: nothing to bring back
             print("the orch agent is not running")
             return 0
         try:
