@@ -198,7 +198,8 @@ class Agent:
 
         if target.alias in self.forwards:
             return self.forwards[target.alias]
-        owner = ForwardOwner(self.layout, self.pool, target, machine)
+        # Like the background forwarder, it lets go of a machine with its last forward.
+        owner = ForwardOwner(self.layout, self.pool, target, machine, exit_when_empty=True)
         if not await owner.start():
             return None
         self.forwards[target.alias] = owner

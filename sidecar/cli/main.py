@@ -130,7 +130,7 @@ def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int
         orch = Orchestrator(cwd=args.project_dir, one_shot=True)
         try:
             if args.command not in NO_STATE:
-                await asyncio.to_thread(orch.revive_agent)
+                orch.revive_agent()  # cheap (a stat) unless a dead agent left work
             result = await handler(orch, args)  # type: ignore[misc]
             return int(result or 0)
         finally:
