@@ -1,8 +1,9 @@
 """The one owner of a machine's port forwards, and how other processes talk to it.
 
 Exactly one process per machine alias owns the forwards: the one holding an flock on
-`$ORCH_HOME/forwards/<alias>/owner.lock` (the sidecar when it hosts a `ForwardOwner`, else a
-small background process started by `orch ports add`: `python -m sidecar.ssh.forwarder`).
+`$ORCH_HOME/forwards/<alias>/owner.lock` (the orch agent, `sidecar/agent/`, which hosts a
+`ForwardOwner` per machine; with `ORCH_NO_AGENT=1` a small background process started by
+`orch ports add`: `python -m sidecar.ssh.forwarder`).
 The owner keeps `state.json` beside the lock current (pid, connection state, forwards) and
 answers one-line JSON requests on a Unix socket (`add`, `remove`, `list`, `shutdown`). Every
 other process reads the state file and sends requests; it never binds a forward itself, so
