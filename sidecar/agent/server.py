@@ -4,8 +4,8 @@ It holds an flock on `$ORCH_HOME/agent/agent.lock` (one agent per `$ORCH_HOME`),
 one-line JSON requests on a Unix socket (see `client.py`) and runs, in one event loop over one
 `ConnectionPool`, every sync loop (`sync.service.Owner`) and every machine's forward owner
 (`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine share one SSH
-connection. It also keeps a watched `orch status` per project a client asked about, so a thin
-client gets it from memory.
+connection. It also keeps a watched `orch status` per project a client asked about
+(`status.py`), so a thin client gets it from memory.
 
 What it runs is written to `wanted.json` as it changes: an agent killed with SIGKILL is
 started again by the next client (`client.revive_if_wanted`) and brings it all back (each
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import io
 import json
 import logging
 import os
@@ -30,21 +29,19 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__
 from sidecar.agent.client import PROTOCOL, agent_paths
+from sidecar.agent.status import StatusBoard, error_reply
 from sidecar.errors import Conflict, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
 from sidecar.state import read_json, secure_dir, write_json
 
 if TYPE_CHECKING:
-    from sidecar.app import Orchestrator
     from sidecar.context import MachineContext
     from sidecar.ssh.forwarder import ForwardOwner
     from sidecar.sync.service import Owner
 
 log = logging.getLogger("orch.agent")
-STATUS_MAX_AGE_S = 2.5  # a watched status older than this is read anew on request
 WATCH_INTERVAL_S = 1.0
-WATCH_FOR_S = 300.0  # a project's status is watched this long after a client last asked
 
 
 @dataclass
@@ -56,13 +53,6 @@ class SyncRun:
     progress: list[Any] = field(default_factory=list)  # the current request's progress sink
 
 
-@dataclass
-class Watched:
-    asked: float
-    read: float = 0.0
-    reply: dict[str, Any] | None = None
-
-
 class Agent:
     def __init__(self, layout: Layout, idle_exit_s: float = 600.0) -> None:
         self.layout = layout
@@ -71,8 +61,7 @@ class Agent:
         self.idle_exit_s = idle_exit_s
         self.forwards: dict[str, ForwardOwner] = {}
         self.syncs: dict[str, SyncRun] = {}
-        self.orchs: dict[str, Orchestrator] = {}
-        self.watched: dict[tuple[str, str | None], Watched] = {}
+        self.board = StatusBoard(layout, self.pool)
         self.done = asyncio.Event()
         self.last_request = time.monotonic()
         self._lock_fd: int | None = None
@@ -300,64 +289,13 @@ class Agent:
         return {"ok": True, "requested": True}
 
     # -- status -------------------------------------------------------------------------------
-    def _orch(self, project: str) -> Orchestrator:
-        from sidecar.app import Orchestrator
-
-        if project not in self.orchs:
-            orch = Orchestrator(cwd=Path(project), layout=self.layout)
-            orch.pool = self.pool  # one connection per machine, shared with syncs and forwards
-            self.orchs[project] = orch
-        return self.orchs[project]
-
-    async def _read_status(self, project: str, machine: str | None) -> dict[str, Any]:
-        """`orch status` as the CLI prints it (text and JSON), or its error."""
-        from sidecar.cli.machine_cmds import print_status
-
-        orch = self._orch(project)
-        orch.forget_config()  # orch.toml may have changed: read it anew each time
-        try:
-            orch.provider(machine)
-            status = await orch.status(machine)
-        except OrchError as exc:
-            return {"ok": False, **_error(exc)}
-        text = io.StringIO()
-        with contextlib.redirect_stdout(text):  # no await inside: nothing else prints here
-            print_status(status)
-        return {"ok": True, "status": status.model_dump(mode="json"), "text": text.getvalue()}
-
-    async def status(self, project: str, machine: str | None, fresh: bool) -> dict[str, Any]:
-        key = (project, machine)
-        now = time.monotonic()
-        entry = self.watched.setdefault(key, Watched(asked=now))
-        entry.asked = now
-        if fresh or entry.reply is None or now - entry.read > STATUS_MAX_AGE_S:
-            entry.reply = await self._read_status(project, machine)
-            entry.read = time.monotonic()
-        age = round(time.monotonic() - entry.read, 3)
-        return {**entry.reply, "age_s": age, "version": __version__}
-
-    def poke(self) -> None:
-        """A client changed something: every watched status is read anew on next ask."""
-        for entry in self.watched.values():
-            entry.read = 0.0
-
     async def _watch(self) -> None:
         while not self.done.is_set():
             await asyncio.sleep(WATCH_INTERVAL_S)
-            now = time.monotonic()
-            for key, entry in list(self.watched.items()):
-                if now - entry.asked > WATCH_FOR_S:
-                    del self.watched[key]
-                    self.orchs.pop(key[0], None)
-                    continue
-                try:
-                    entry.reply = await self._read_status(*key)
-                    entry.read = time.monotonic()
-                except Exception:
-                    log.exception("status of %s failed", key[0])
+            await self.board.refresh()
             if (
                 not self.busy()
-                and not self.watched
+                and not self.board.watched
                 and time.monotonic() - self.last_request > self.idle_exit_s
             ):
                 log.info("idle: nothing to own, exiting")
@@ -375,7 +313,7 @@ class Agent:
             "connections": self.pool.connections(),
             "syncs": syncs,
             "forwards": forwards,
-            "watched": len(self.watched),
+            "watched": len(self.board.watched),
         }
 
     # -- requests -----------------------------------------------------------------------------
@@ -386,11 +324,11 @@ class Agent:
         if op == "info":
             return self.info()
         if op == "status":
-            return await self.status(
+            return await self.board.status(
                 str(request["cwd"]), request.get("machine"), bool(request.get("fresh"))
             )
         if op == "poke":
-            self.poke()
+            self.board.poke()
             return {"ok": True}
         if op == "forwards.host":
             from sidecar.machines.base import SSHTarget
@@ -424,7 +362,7 @@ class Agent:
             request = json.loads(await reader.readline())
             reply = await self.handle(request, send)
         except OrchError as exc:
-            reply = {"ok": False, **_error(exc)}
+            reply = {"ok": False, **error_reply(exc)}
         except Exception as exc:
             log.exception("request failed")
             reply = {"ok": False, "kind": "OrchError", "message": f"orch agent: {exc}"}
@@ -439,7 +377,3 @@ _SPEC = ("local_port", "remote_host", "remote_port", "reverse")
 
 def _spec(spec: Any) -> list[Any]:
     return [spec.local_port, spec.remote_host, spec.remote_port, spec.reverse]
-
-
-def _error(exc: OrchError) -> dict[str, Any]:
-    return {"kind": exc.kind, "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
