@@ -81,6 +81,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
       price_per_hour: null,
       cost_so_far: null,
       price_note: null,
+      interruption: null,
       capabilities: { creates: true, can_stop: true, can_terminate: false, has_cost: false, has_idle_stop: false, reach: ["direct"] },
     },
     jobs: [],

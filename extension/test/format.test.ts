@@ -26,6 +26,20 @@ describe("machine item", () => {
     assert.equal(item.severity, undefined);
   });
 
+  it("warns of a spot interruption notice", () => {
+    const machine = {
+      ...status().machine,
+      name: "big",
+      kind: "ec2",
+      detail: "spot interruption: AWS will stop the machine at 2026-12-06T05:02:00Z (2-minute notice)",
+      interruption: { action: "stop", time: "2026-12-06T05:02:00Z", seen_at: 1, boot: "b" },
+    };
+    const item = machineItem("running", machine);
+    assert.equal(item.text, "$(warning) big: spot interruption at 2026-12-06T05:02:00Z");
+    assert.equal(item.severity, "warning");
+    assert.match(item.tooltip, /AWS will stop the machine/);
+  });
+
   it("shows a codespace's type, idle timeout and cost", () => {
     const machine = {
       ...status().machine,

@@ -183,6 +183,14 @@ export function machineItem(
     lines.push(`Cost: $${machine.price_per_hour.toFixed(2)}/h${since}`);
     cost = ` · $${machine.price_per_hour.toFixed(2)}/h`;
   }
+  if (machine.interruption) {
+    // A spot interruption notice: the machine goes away within two minutes.
+    return {
+      text: `$(warning) ${machine.name}: spot interruption at ${machine.interruption.time}${cost}`,
+      tooltip: lines.join("\n"),
+      severity: "warning",
+    };
+  }
   return {
     text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}${cost}`,
     tooltip: lines.join("\n"),
