@@ -17,8 +17,9 @@ from remote_config.jobs import JobInfo
 from sidecar.debug.service import DebugSession
 from sidecar.idle.service import IdleStatus
 from sidecar.jobs.fargate_queue import QueueStatus
-from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo
+from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo, TerminatePlan
 from sidecar.machines.ec2.models import FleetEntry
+from sidecar.machines.overview import MachineList
 from sidecar.profiling.service import ProfileRequest, ProfileResult
 from sidecar.ssh.config_service import SshConfigResult
 from sidecar.ssh.forwards import PortForwardInfo, PortsResult
@@ -90,6 +91,7 @@ __all__ = [
     "IdleStatus",
     "JobInfo",
     "MachineInfo",
+    "MachineList",
     "OrchStatus",
     "PortForwardInfo",
     "PortsResult",
@@ -99,4 +101,5 @@ __all__ = [
     "SshConfigResult",
     "SyncConflict",
     "SyncStatus",
+    "TerminatePlan",
 ]
