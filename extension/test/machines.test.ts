@@ -8,6 +8,7 @@ import {
   pickItems,
   terminateMessage,
 } from "../src/common/machines";
+import { machineItem } from "../src/common/format";
 import { buildTree } from "../src/common/treeModel";
 import type { MachineList, MachineStatus } from "../src/protocol";
 import { status } from "./fixtures";
@@ -100,6 +101,13 @@ describe("machine picker", () => {
       nodes.map((n) => n.label),
       ["local"],
     );
+  });
+});
+
+describe("machine status-bar item", () => {
+  it("says that a click picks the machine", () => {
+    const item = machineItem("running", status().machine);
+    assert.match(item.tooltip, /\nClick to pick the machine \(Orch: Select Machine…\)$/);
   });
 });
 

@@ -183,6 +183,7 @@ export function machineItem(
     lines.push(`Cost: $${machine.price_per_hour.toFixed(2)}/h${since}`);
     cost = ` · $${machine.price_per_hour.toFixed(2)}/h`;
   }
+  lines.push("Click to pick the machine (Orch: Select Machine…)");
   return {
     text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}${cost}`,
     tooltip: lines.join("\n"),
