@@ -371,7 +371,9 @@ async function terminateMachine(ctx: Context, arg: unknown): Promise<unknown> {
 /** Orch: Select Machine…: every machine of orch.toml with kind, state and $/h; the pick
  * becomes the machine the editor acts on (in the running sidecar: no restart). */
 async function selectMachine(ctx: Context, arg: unknown): Promise<void> {
-  let name = typeof arg === "string" ? arg : undefined;
+  // A name (a click on a machine of the Orch view), the view's item (its context menu), or ask.
+  const node = arg as TreeNode | undefined;
+  let name = typeof arg === "string" ? arg : node?.kind === "machine" ? node.key : undefined;
   if (name === undefined) {
     const list = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Window, title: "Orch: reading the machines" },
