@@ -44,6 +44,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }
     try {
       machines = await sidecar.execute("orch.machine.list", {});
+      if (picked() && !machines.machines.some((m) => m.name === picked())) {
+        // The picked machine left orch.toml: back to the project's default.
+        output.warn(`machine ${picked()} is no longer in orch.toml; using the project's default`);
+        await selectMachine("");
+        await sidecar.execute("orch.machine.select", { machine: "" });
+        machines = await sidecar.execute("orch.machine.list", {});
+      }
     } catch (error) {
       output.warn(`orch.machine.list failed: ${String(error)}`);
       machines = undefined;
