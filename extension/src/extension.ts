@@ -14,7 +14,7 @@ import { onActiveInterpreterChanged } from "./python";
 import { Sidecar } from "./sidecar";
 import { StatusBar } from "./statusBar";
 import { StatusStore } from "./store";
-import type { JobInfo, MachineList } from "./protocol";
+import type { JobInfo, MachineList, OrchStatus } from "./protocol";
 import { OrchTree } from "./tree";
 
 let sidecar: Sidecar | undefined;
@@ -81,9 +81,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       statusBar.update(store.sidecar, store.status);
       // While the sidecar is away the tree shows that, not stale jobs.
       showTree();
-      const now = store.status?.machine;
-      if (before && now && (before.machine.name !== now.name || before.machine.state !== now.state)) {
-        void refreshMachines(); // another machine's list entry may have changed with it
+      const now = store.status;
+      if (before && now && machinesMayDiffer(before, now)) {
+        void refreshMachines();
       }
       for (const job of newlyEnded(before?.jobs, store.status?.jobs ?? [])) {
         logs.ended(job.name);
@@ -119,6 +119,16 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   }
   // Not awaited: activation must not wait for Python to start.
   void sidecar.start();
+}
+
+/** The machine switched or changed state, or orch.toml changed (machines added, removed):
+ * the Orch view's list of every machine is read again. */
+function machinesMayDiffer(before: OrchStatus, now: OrchStatus): boolean {
+  return (
+    before.machine.name !== now.machine.name ||
+    before.machine.state !== now.machine.state ||
+    JSON.stringify(before.config) !== JSON.stringify(now.config)
+  );
 }
 
 function notifyJobEnded(job: JobInfo): void {
