@@ -311,7 +311,7 @@ class Orchestrator:
                 machine=MachineInfo(
                     name=machine or "?", kind="?", state="unknown", detail=exc.message
                 ),
-                config=ConfigState(file=file),
+                config=ConfigState(file=file, machines=self.config.config.machine_names()),
             )
         ports: list[PortForwardInfo] = []
         with contextlib.suppress(OrchError):  # a machine without a known alias has none
@@ -343,7 +343,7 @@ class Orchestrator:
             sync=sync,
             idle=idle,
             queues=queues,
-            config=ConfigState(file=file),
+            config=ConfigState(file=file, machines=self.config.config.machine_names()),
         )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:

@@ -46,6 +46,8 @@ class ConfigState(BaseModel):
 
     file: str | None = None  # None: no orch.toml (defaults apply)
     problems: list[ConfigProblemInfo] = Field(default_factory=list)
+    # The machines it names (`local` always): a change makes the editor list them again.
+    machines: list[str] = Field(default_factory=list)
 
 
 class ConfigInitResult(BaseModel):

@@ -87,6 +87,7 @@ path: string
  */
 export interface ConfigState {
 file: (string | null)
+machines: string[]
 problems: ConfigProblemInfo[]
 }
 /**

@@ -134,6 +134,8 @@ async def test_select_switches_the_editors_machine_without_a_restart(
     await wait_for_status(client, lambda s: s["machine"]["name"] == "cs")
     status = await execute(client, "orch.status", {"fresh": True})
     assert status["machine"]["name"] == "cs" and status["machine"]["price_per_hour"] > 0
+    # The machines orch.toml names ride in the status, so the editor sees when they change.
+    assert status["config"]["machines"] == ["box", "cs", "local"]
     assert (await execute(client, "orch.machine.list", {}))["selected"] == "cs"
     # "" goes back to the project's default.
     await execute(client, "orch.machine.select", {"machine": ""})
