@@ -22,7 +22,8 @@ from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
 from sidecar.errors import ConfigFileError, NotFound, OrchError, UsageError
 from sidecar.layout import Layout
-from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
+from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget, TerminatePlan
+from sidecar.machines.overview import MachineList
 from sidecar.results import (
     ConfigProblemInfo,
     ConfigState,
@@ -235,6 +236,36 @@ class Orchestrator:
         aws, _ = self._fleet_aws()
         return await fleet.stop_fleet(aws, entries)
 
+    async def machines_overview(
+        self, names: Sequence[str] | None = None, timeout_s: float | None = None
+    ) -> MachineList:
+        """Every machine of orch.toml (or those `names`) with its state (and $/h where it has
+        a cost), each read concurrently within `timeout_s`: the editor's machine picker. A
+        status that fails is an "unknown" entry saying why, not an error."""
+        from sidecar.machines import overview
+
+        names = list(names) if names is not None else self.config.config.machine_names()
+        providers: list[Provider] = []
+        failed: list[MachineInfo] = []
+        for name in names:
+            try:
+                providers.append(self.provider(name))
+            except OrchError as exc:  # a kind this orch cannot drive: listed, not fatal
+                kind = self.config.machine(name)[1].kind
+                failed.append(
+                    MachineInfo(name=name, kind=kind, state="unknown", detail=exc.message)
+                )
+        infos = await overview.statuses(providers, timeout_s or overview.STATUS_TIMEOUT_S)
+        by_name = {i.name: i for i in [*infos, *failed]}
+        return MachineList(default=self.machine_name(), machines=[by_name[n] for n in names])
+
+    async def terminate_preview(self, machine: str | None = None) -> TerminatePlan:
+        """What terminating the machine destroys and what would be lost (unpushed work,
+        volumes), for a confirmation; nothing is changed."""
+        plan = await self.terminate_plan(machine)
+        warnings = await self.terminate_warnings(machine) if plan is not None else []
+        return TerminatePlan(machine=self.machine_name(machine), plan=plan, warnings=warnings)
+
     async def terminate_warnings(self, machine: str | None = None) -> list[str]:
         """What destroying the machine would lose (unpushed work), for the confirmation."""
         return await self.provider(machine).terminate_warnings()
@@ -280,7 +311,7 @@ class Orchestrator:
                 machine=MachineInfo(
                     name=machine or "?", kind="?", state="unknown", detail=exc.message
                 ),
-                config=ConfigState(file=file),
+                config=ConfigState(file=file, machines=self.config.config.machine_names()),
             )
         ports: list[PortForwardInfo] = []
         with contextlib.suppress(OrchError):  # a machine without a known alias has none
@@ -313,7 +344,7 @@ class Orchestrator:
             sync=sync,
             idle=idle,
             queues=queues,
-            config=ConfigState(file=file),
+            config=ConfigState(file=file, machines=self.config.config.machine_names()),
         )
 
     async def _interruption(self, machine: str | None, info: MachineInfo) -> None:

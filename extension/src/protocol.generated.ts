@@ -12,6 +12,7 @@ FleetEntry?: FleetEntry
 IdleStatus?: IdleStatus
 JobInfo?: JobInfo
 MachineInfo?: MachineInfo
+MachineList?: MachineList
 OrchStatus?: OrchStatus
 PortForwardInfo?: PortForwardInfo
 PortsResult?: PortsResult
@@ -21,6 +22,7 @@ QueueStatus?: QueueStatus
 SshConfigResult?: SshConfigResult
 SyncConflict?: SyncConflict
 SyncStatus?: SyncStatus
+TerminatePlan?: TerminatePlan
 }
 /**
  * What a machine kind can do; front ends show or hide actions from this, never from kind.
@@ -85,6 +87,7 @@ path: string
  */
 export interface ConfigState {
 file: (string | null)
+machines: string[]
 problems: ConfigProblemInfo[]
 }
 /**
@@ -234,6 +237,23 @@ action: string
 boot: string
 seen_at: number
 time: string
+}
+/**
+ * `orch.machine.list`: the project's machines (`local` always), by name.
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "MachineList".
+ */
+export interface MachineList {
+/**
+ * The project's default machine (orch.toml).
+ */
+default: string
+machines: MachineInfo[]
+/**
+ * The machine the editor's commands act on (language server).
+ */
+selected: (string | null)
 }
 /**
  * Everything the status bar and `orch status` show (also the `orch/status` notification).
@@ -389,5 +409,22 @@ text: (string | null)
  * the user's ssh config that includes it
  */
 user_config: string
+warnings: string[]
+}
+/**
+ * What terminating a machine would destroy and lose, for a confirmation that names it.
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "TerminatePlan".
+ */
+export interface TerminatePlan {
+machine: string
+/**
+ * What is destroyed; None: nothing exists.
+ */
+plan: (string | null)
+/**
+ * What would be lost for good.
+ */
 warnings: string[]
 }
