@@ -18,6 +18,31 @@ from tests.helpers import Sshd, make_sshd, sshd_available
 # Fixtures of the GitHub API stand-in (codespaces tests), shared by unit and integration tests.
 pytest_plugins = ["tests.codespaces_api.fixtures"]
 
+# Every process this test run starts inherits this mark; at the end, any orch process that
+# still carries it (a detached local agent, local machine server, forwarder or sync process a
+# test did not stop itself) is stopped by its pid.
+RUN_MARK = "ORCH_TEST_RUN"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault(RUN_MARK, f"{os.getpid()}-{os.urandom(4).hex()}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from tests.helpers import stop_pid
+
+    mark = f"{RUN_MARK}={os.environ.get(RUN_MARK, '')}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"sidecar" in cmdline and mark in environ.split(b"\0"):
+            stop_pid(int(entry.name))
+
 
 @pytest.fixture
 def orch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
