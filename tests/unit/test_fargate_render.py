@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -359,10 +360,12 @@ def test_bootstrap_uses_python3_where_the_image_has_no_curl(tmp_path: Path) -> N
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("sh", "tar", "python3", "mkdir", "rm", "cut", "gzip", "cat", "echo"):
+    for tool in ("sh", "tar", "mkdir", "rm", "cut", "gzip", "cat", "echo"):
         found = shutil.which(tool)
         if found:
             (bin_dir / tool).symlink_to(found)
+    # The interpreter itself, not whatever `python3` is on PATH (a pyenv shim is a bash script).
+    (bin_dir / "python3").symlink_to(Path(sys.executable).resolve())
     assert not (bin_dir / "curl").exists()
     tar_path, sha = _archive(tmp_path)
     out = tmp_path / "out.tar.gz"
