@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository instead of this folder (whose queue.py would shadow the stdlib's `queue`).
+sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 
 from bench.common import emit, orch_env, summary_ms
 from remote_config import job_scripts as js

@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository instead of this folder (whose queue.py would shadow the stdlib's `queue`).
+sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 
 from bench.common import emit, summary_ms
 
