@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# The repository instead of this folder (whose queue.py would shadow the stdlib's `queue`).
-sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
+sys.path.pop(0)  # this folder: its queue.py would shadow the stdlib's `queue`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import emit, summary_ms
 

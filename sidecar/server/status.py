@@ -3,7 +3,8 @@
 The client never polls: a watcher task here reads the Orchestrator's status and pushes
 `orch/status` whenever it differs from what was last sent. It checks every second while
 something is moving (a job running, the machine starting or stopping, a sync in progress)
-and every few seconds otherwise (`$ORCH_STATUS_IDLE_S`, 5 by default), and at once after any command (`OrchServer.changed`).
+and every few seconds otherwise (`$ORCH_STATUS_IDLE_S`, 5 by default), and at once after
+any command (`OrchServer.changed`).
 The machine's uptime alone does not count as a change (it would push every check); while
 something moves, every difference is pushed, so running jobs show fresh time and memory.
 The remote stays the source of truth; this only notices changes.
