@@ -38,6 +38,8 @@ from sidecar.sync.scan import hash_bytes
 
 __all__ = ["BatchResult", "Conflict", "SyncEngine"]
 
+DRIFT_PAGE = 2000  # files verified per idle drift check (see SyncEngine.check_drift)
+
 
 class SyncEngine(RsyncPath):
     """One project+machine sync: batches of dirty paths and full reconciles."""
@@ -146,7 +148,9 @@ class SyncEngine(RsyncPath):
                 local[path] = (found[0], found[1]) if found else (None, None)
 
         await asyncio.to_thread(hash_all)
-        drifted = await self._verify(entries, local)
+        drifted = await self._verify(
+            entries, [p for p in entries if p in local and local[p][0] is not None]
+        )
         for path in entries:
             if path not in present and not self.rules.ignored_path(path):
                 local[path] = (None, None)
@@ -174,10 +178,20 @@ class SyncEngine(RsyncPath):
             self.manifest.forget(stale)
         return result
 
+    async def check_drift(self, limit: int = DRIFT_PAGE) -> list[str]:
+        """Verify the next `limit` files orch wrote there, in path order, wrapping around (so
+        every call costs at most `limit` remote stats): those changed behind orch's back."""
+        entries = self.manifest.page(self._drift_after, limit)
+        if not entries and self._drift_after:
+            self._drift_after = ""
+            entries = self.manifest.page("", limit)
+        if not entries:
+            return []
+        self._drift_after = max(entries)
+        return sorted(await self._verify(entries, list(entries), sweep=False))
+
     async def _verify(
-        self,
-        entries: dict[str, Entry],
-        local: dict[str, tuple[LocalFile | None, LocalStat | None]],
+        self, entries: dict[str, Entry], paths: list[str], sweep: bool = True
     ) -> set[str]:
         """Remote files that changed behind orch's back (drift), among those orch wrote.
 
@@ -185,10 +199,9 @@ class SyncEngine(RsyncPath):
         the file when they differ; an unchanged file whose ctime moved (a snapshot's hard
         link, a chmod) gets its new stat recorded, so it is hashed once.
         """
-        paths = [p for p in entries if p in local and local[p][0] is not None]
-        ops: list[dict[str, Any]] = [{"op": "sweep"}]
+        ops: list[dict[str, Any]] = [{"op": "sweep"}] if sweep else []
         ops += [{"op": "verify", "path": p, "expect": entries[p].expect()} for p in paths]
-        replies = (await self._request(ops))[1:]
+        replies = (await self._request(ops))[len(ops) - len(paths) :]
         drifted: set[str] = set()
         moved: list[tuple[str, Entry, LocalStat | None]] = []
         for path, reply in zip(paths, replies, strict=False):

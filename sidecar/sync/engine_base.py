@@ -64,7 +64,7 @@ class EngineBase:
         self.helper: RemoteHelper | None = None
         self._alt: dict[str, str] = {}  # path -> content a batch cut short may have left
         self._begin: str | None = None  # the token the next request marks as being applied
-        self.drift: list[str] = []  # remote paths changed behind orch's back (last full sync)
+        self._drift_after = ""  # where the next idle drift check goes on (a manifest path)
 
     async def connect(self) -> None:
         conn = await self.pool.connection(self.target)
