@@ -21,7 +21,9 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from tests.lsp.helpers import execute, machine_down, status_notifications, wait_for_status
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One machine's life in order (status before up, up, use, down): pytest-random-order
+# shuffles this module among the others but keeps its steps in order.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
 
 HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-machine-{os.getpid()}"
 PROJECT = HOME / "project"
