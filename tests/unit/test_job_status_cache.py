@@ -5,6 +5,7 @@ have changed and must give the same jobs; any start, restart or end is seen at o
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,14 +29,21 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     made: list[subprocess.Popen[bytes]] = []
     yield made
     for proc in made:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell and its child
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _start_tree(made: list[subprocess.Popen[bytes]]) -> tuple[int, str]:
     """A process with a child (like a job's wrapper): its pid and its "pid" file line."""
-    proc = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    proc = subprocess.Popen(
+        ["sh", "-c", "sleep 60 & echo started; wait"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     made.append(proc)
+    assert proc.stdout is not None and proc.stdout.readline() == b"started\n"  # child forked
     stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(") ", 1)[1].split()
     return proc.pid, f"{proc.pid} {stat[19]} {proc.pid} 1\n"
 
