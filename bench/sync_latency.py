@@ -8,7 +8,7 @@ against plain `rsync -a` (goal <= 1.2x both), the helper-vs-rsync crossover used
 `choose_transport`, and the cost of a job snapshot. Every remote folder it uses is its own
 (`~/work/bench<pid>-*`) and is the only thing it removes.
 
-.venv/bin/python bench/sync_latency.py [--edits 60] [--files 20000] [--initial-only]
+.venv/bin/python bench/sync_latency.py [--edits 60] [--files 20000] [--initial-only] [--rounds N]
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ def _edits(work: Path, sshd: Any, known: Path, args: argparse.Namespace, results
     }
 
 
-def _initial(work: Path, sshd: Any, results: dict) -> None:
+def _initial(work: Path, sshd: Any, results: dict, rounds: int = 0) -> None:
     """Initial sync of 2,000 files / 50 MB and of 20,000 x 300 B, orch vs plain rsync."""
     init = work / "init"
     init.mkdir()
@@ -281,7 +281,7 @@ def _initial(work: Path, sshd: Any, results: dict) -> None:
         f'[sync]\nremote_dir = "~/work/{TAG}-init"\n' + sshd.machine_toml()
     )
     make_tree(init, 2000, 25 * 1024, seed=2)
-    times = asyncio.run(initial_sync(init, 3, sshd.home))
+    times = asyncio.run(initial_sync(init, rounds or 3, sshd.home))
     results["initial_sync_2000_files_50MB"] = {k: summary_ms(v) for k, v in times.items()}
     small = work / "small"
     small.mkdir()
@@ -290,7 +290,7 @@ def _initial(work: Path, sshd: Any, results: dict) -> None:
         f'[sync]\nremote_dir = "~/work/{TAG}-small"\n' + sshd.machine_toml()
     )
     make_tree(small, 20_000, 300, seed=3)
-    times = asyncio.run(initial_sync(small, 2, sshd.home))
+    times = asyncio.run(initial_sync(small, rounds or 2, sshd.home))
     results["initial_sync_20000_files_300B"] = {k: summary_ms(v) for k, v in times.items()}
 
 
@@ -302,6 +302,7 @@ def main() -> int:
     parser.add_argument(
         "--initial-only", action="store_true", help="only the two initial-sync comparisons"
     )
+    parser.add_argument("--rounds", type=int, default=0, help="initial-sync rounds (3 and 2)")
     args = parser.parse_args()
     from tests.helpers import make_sshd, sshd_available
 
@@ -321,7 +322,7 @@ def main() -> int:
     try:
         if not args.initial_only:
             _edits(work, sshd, known, args, results)
-        _initial(work, sshd, results)
+        _initial(work, sshd, results, args.rounds)
         if not args.initial_only:
             init = work / "init"
             results["crossover"] = asyncio.run(crossover(init))
