@@ -125,7 +125,10 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
     await orch_obj.close()
     for _ in range(rounds):
         dest = sshd_home / f"{mine}-rsync"
-        subprocess.run(["ssh", "-F", cfg, target.alias, f"rm -rf {mine}-rsync {mine}"], check=True)
+        # The parent too: plain rsync creates only the last folder (tests may wipe ~/work).
+        parent = os.path.dirname(mine) or "."
+        wipe = f"rm -rf {mine}-rsync {mine} && mkdir -p {parent}"
+        subprocess.run(["ssh", "-F", cfg, target.alias, wipe], check=True)
         started = time.perf_counter()
         subprocess.run(
             [
