@@ -35,17 +35,13 @@ class RsyncPath(EngineBase):
         self.manifest.record_dirs(dirs, [])
         await self._precheck(plan.puts, {}, {}, result)
         sent = await self._rsync([*dirs, *plan.puts], progress)
-        # The batch ends (generation, lock) while the local tree is re-checked. The remote
-        # files are not stat'ed here (20,000 small files: a third of the time): each entry
-        # holds the size and mtime rsync copied and rsync's checksum of what it sent, with
-        # the inode and ctime unknown, so the helper compares the content hash until the idle
-        # drift check or the next full sync records the remote stat (`same` in the helper).
-        _, now = await asyncio.gather(
-            self._request([], generation=generation),
+        # The remote's stats and the local re-check after the copy, at the same time.
+        [reply], now = await asyncio.gather(
+            self._request([{"op": "stats", "paths": plan.puts}], generation=generation),
             asyncio.to_thread(self._restat, plan.puts),
         )
-        copied = {p: [st.size, st.mtime_ns] for p, (_, st) in local.items() if st is not None}
-        self._record_rsync(plan.puts, local, sent, copied, result, now)
+        stats = {p: st for p, st in zip(plan.puts, reply["stats"], strict=True) if st}
+        self._record_rsync(plan.puts, local, sent, stats, result, now)
         self.manifest.set_generation(generation)
         return result
 

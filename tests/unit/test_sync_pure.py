@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -235,7 +234,7 @@ def test_helper_writes_atomically_and_keeps_both_on_conflict(tmp_path: Path) -> 
                 {
                     "op": "delete",
                     "path": "e/b.txt",
-                    "expect": [stat.st_size, stat.st_mtime_ns, hashlib.md5(b"v2").hexdigest()],
+                    "expect": [stat.st_size, stat.st_mtime_ns, "x"],
                 },
                 {"op": "rmdir", "path": "e"},
             ]
@@ -289,33 +288,6 @@ def test_helper_sees_edits_that_keep_size_and_mtime(tmp_path: Path) -> None:
         assert (tmp_path / ".orch/generation").read_text() == "s-2~\n"
         helper([], generation="s-2")
         assert (tmp_path / ".orch/generation").read_text() == "s-2\n"
-    finally:
-        helper.close()
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-def test_entries_of_a_first_copy_are_checked_by_content(tmp_path: Path) -> None:
-    """The first copy (rsync) records size, mtime and rsync's checksum but not the remote
-    inode and ctime: with matching stats the content decides, so a same-size, same-mtime
-    edit there is still drift, and the unchanged file's stat is returned to be recorded."""
-    helper = Helper(tmp_path)
-    try:
-        target = tmp_path / "a.txt"
-        target.write_bytes(b"orig")
-        st = target.stat()
-        first_copy = Entry.written([st.st_size, st.st_mtime_ns], 0o640, md5(b"orig"))
-        assert first_copy.ino is None
-        [ok] = helper([{"op": "verify", "path": "a.txt", "expect": first_copy.expect()}])
-        assert ok["ok"] and ok["stat"][2] == st.st_ino
-        target.write_bytes(b"EDIT")
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-        [drift] = helper([{"op": "verify", "path": "a.txt", "expect": first_copy.expect()}])
-        assert drift == {"drift": True}
-        [r] = helper([put("a.txt", b"new!", first_copy.expect())], (b"new!",))
-        assert r["conflict"] == "a.txt.orch-conflict-T"
     finally:
         helper.close()
 
