@@ -834,6 +834,26 @@ class Orchestrator:
         await remove_port(self.layout, await self._alias(name), name, port, reverse)
         return await self.ports_list(name)
 
+    def revive_agent(self) -> bool:
+        """Start the orch agent again if it died with syncs or forwards to bring back."""
+        from sidecar.agent import client
+
+        if not client.enabled():
+            return False
+        try:
+            return client.revive_if_wanted(self.layout)
+        except client.AgentUnavailable:
+            return False  # the sync's status says it ended; nothing else to do here
+
+    def poke_agent(self) -> None:
+        """Tell a running agent that something may have changed (its status reads anew)."""
+        from sidecar.agent import client
+
+        paths = client.agent_paths(self.layout)
+        if client.enabled() and client.alive(paths):
+            with contextlib.suppress(client.AgentUnavailable, OSError, ValueError):
+                client.call(paths, {"op": "poke"}, timeout=1.0)
+
     async def host_forward_owner(self, machine: str | None = None) -> bool:
         """Own the machine's forwards in this process (the sidecar does this while it runs);
         False when another process already owns them (requests then go to it)."""

@@ -12,7 +12,7 @@ import sys
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
 from sidecar.errors import OrchError, UsageError
-from sidecar.results import FleetEntry, MachineInfo
+from sidecar.results import FleetEntry, MachineInfo, OrchStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -232,6 +232,12 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.json:
         print_json(status)
         return 0
+    print_status(status)
+    return 0
+
+
+def print_status(status: OrchStatus) -> None:
+    """`orch status`'s text (also rendered by the orch agent for its thin clients)."""
     m = status.machine
     headers = ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"]
     row = [
@@ -271,7 +277,6 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
 
         print()
         print(queues_table(status.queues))
-    return 0
 
 
 def _default_sigint() -> None:
