@@ -8,7 +8,7 @@ against plain `rsync -a` (goal <= 1.2x both), the helper-vs-rsync crossover used
 `choose_transport`, and the cost of a job snapshot. Every remote folder it uses is its own
 (`~/work/bench<pid>-*`) and is the only thing it removes.
 
-.venv/bin/python bench/sync_latency.py [--edits 60] [--files 20000]
+.venv/bin/python bench/sync_latency.py [--edits 60] [--files 20000] [--initial-only] [--rounds N]
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+sys.path.pop(0)  # this folder: its queue.py would shadow the stdlib's `queue`
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import emit, summary_ms
@@ -123,7 +125,10 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
     await orch_obj.close()
     for _ in range(rounds):
         dest = sshd_home / f"{mine}-rsync"
-        subprocess.run(["ssh", "-F", cfg, target.alias, f"rm -rf {mine}-rsync {mine}"], check=True)
+        # The parent too: plain rsync creates only the last folder (tests may wipe ~/work).
+        parent = os.path.dirname(mine) or "."
+        wipe = f"rm -rf {mine}-rsync {mine} && mkdir -p {parent}"
+        subprocess.run(["ssh", "-F", cfg, target.alias, wipe], check=True)
         started = time.perf_counter()
         subprocess.run(
             [
@@ -228,11 +233,79 @@ async def snapshot_cost(project: Path) -> list[float]:
     return samples
 
 
+def _edits(work: Path, sshd: Any, known: Path, args: argparse.Namespace, results: dict) -> None:
+    """Edit latency on the 20,000-file tree, against the naive loops."""
+    big = work / "big"
+    big.mkdir()
+    (big / "orch.toml").write_text(
+        '[project]\ndefault_machine = "box"\n'
+        f'[sync]\nremote_dir = "~/work/{TAG}-big"\n' + sshd.machine_toml()
+    )
+    files = make_tree(big, args.files, 300)
+    started = time.perf_counter()
+    orch(big, "sync", "start")
+    results["initial_sync_20k_s"] = round(time.perf_counter() - started, 2)
+    remote = sshd.home / "work" / f"{TAG}-big"
+    orch_lat = edit_latency(big, remote, files, args.edits)
+    orch(big, "sync", "stop")
+    naive = rsync_loop(
+        big,
+        f"{sshd.user}@127.0.0.1:work/{TAG}-naive/",
+        naive_ssh(sshd, known),
+        sshd.home / "work" / f"{TAG}-naive",
+        files,
+        args.naive_edits,
+        ["-az", "--delete", "--exclude=orch.toml"],
+    )
+    cfg = work / "home" / "ssh" / "config"
+    alias = "orch-big-box"
+    plain_cm = rsync_loop(
+        big,
+        f"{alias}:work/{TAG}-cm/",
+        f"ssh -F {cfg}",
+        sshd.home / "work" / f"{TAG}-cm",
+        files,
+        args.naive_edits,
+        ["-a", "--delete"],
+    )
+    results["edit_latency"] = {
+        "orch": summary_ms(orch_lat),
+        "naive_rsync": summary_ms(naive),
+        "rsync_controlmaster": summary_ms(plain_cm),
+    }
+
+
+def _initial(work: Path, sshd: Any, results: dict, rounds: int = 0) -> None:
+    """Initial sync of 2,000 files / 50 MB and of 20,000 x 300 B, orch vs plain rsync."""
+    init = work / "init"
+    init.mkdir()
+    (init / "orch.toml").write_text(
+        '[project]\ndefault_machine = "box"\n'
+        f'[sync]\nremote_dir = "~/work/{TAG}-init"\n' + sshd.machine_toml()
+    )
+    make_tree(init, 2000, 25 * 1024, seed=2)
+    times = asyncio.run(initial_sync(init, rounds or 3, sshd.home))
+    results["initial_sync_2000_files_50MB"] = {k: summary_ms(v) for k, v in times.items()}
+    small = work / "small"
+    small.mkdir()
+    (small / "orch.toml").write_text(
+        '[project]\ndefault_machine = "box"\n'
+        f'[sync]\nremote_dir = "~/work/{TAG}-small"\n' + sshd.machine_toml()
+    )
+    make_tree(small, 20_000, 300, seed=3)
+    times = asyncio.run(initial_sync(small, rounds or 2, sshd.home))
+    results["initial_sync_20000_files_300B"] = {k: summary_ms(v) for k, v in times.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--edits", type=int, default=60)
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--naive-edits", type=int, default=10)
+    parser.add_argument(
+        "--initial-only", action="store_true", help="only the two initial-sync comparisons"
+    )
+    parser.add_argument("--rounds", type=int, default=0, help="initial-sync rounds (3 and 2)")
     args = parser.parse_args()
     from tests.helpers import make_sshd, sshd_available
 
@@ -250,65 +323,13 @@ def main() -> int:
     known.write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_public_key}\n")
     results: dict[str, object] = {}
     try:
-        big = work / "big"
-        big.mkdir()
-        (big / "orch.toml").write_text(
-            '[project]\ndefault_machine = "box"\n'
-            f'[sync]\nremote_dir = "~/work/{TAG}-big"\n' + sshd.machine_toml()
-        )
-        files = make_tree(big, args.files, 300)
-        started = time.perf_counter()
-        orch(big, "sync", "start")
-        results["initial_sync_20k_s"] = round(time.perf_counter() - started, 2)
-        remote = sshd.home / "work" / f"{TAG}-big"
-        orch_lat = edit_latency(big, remote, files, args.edits)
-        orch(big, "sync", "stop")
-        naive = rsync_loop(
-            big,
-            f"{sshd.user}@127.0.0.1:work/{TAG}-naive/",
-            naive_ssh(sshd, known),
-            sshd.home / "work" / f"{TAG}-naive",
-            files,
-            args.naive_edits,
-            ["-az", "--delete", "--exclude=orch.toml"],
-        )
-        cfg = work / "home" / "ssh" / "config"
-        alias = "orch-big-box"
-        plain_cm = rsync_loop(
-            big,
-            f"{alias}:work/{TAG}-cm/",
-            f"ssh -F {cfg}",
-            sshd.home / "work" / f"{TAG}-cm",
-            files,
-            args.naive_edits,
-            ["-a", "--delete"],
-        )
-        results["edit_latency"] = {
-            "orch": summary_ms(orch_lat),
-            "naive_rsync": summary_ms(naive),
-            "rsync_controlmaster": summary_ms(plain_cm),
-        }
-
-        init = work / "init"
-        init.mkdir()
-        (init / "orch.toml").write_text(
-            '[project]\ndefault_machine = "box"\n'
-            f'[sync]\nremote_dir = "~/work/{TAG}-init"\n' + sshd.machine_toml()
-        )
-        make_tree(init, 2000, 25 * 1024, seed=2)
-        times = asyncio.run(initial_sync(init, 3, sshd.home))
-        results["initial_sync_2000_files_50MB"] = {k: summary_ms(v) for k, v in times.items()}
-        small = work / "small"
-        small.mkdir()
-        (small / "orch.toml").write_text(
-            '[project]\ndefault_machine = "box"\n'
-            f'[sync]\nremote_dir = "~/work/{TAG}-small"\n' + sshd.machine_toml()
-        )
-        make_tree(small, 20_000, 300, seed=3)
-        times = asyncio.run(initial_sync(small, 2, sshd.home))
-        results["initial_sync_20000_files_300B"] = {k: summary_ms(v) for k, v in times.items()}
-        results["crossover"] = asyncio.run(crossover(init))
-        results["snapshot_2000_files"] = summary_ms(asyncio.run(snapshot_cost(init)))
+        if not args.initial_only:
+            _edits(work, sshd, known, args, results)
+        _initial(work, sshd, results, args.rounds)
+        if not args.initial_only:
+            init = work / "init"
+            results["crossover"] = asyncio.run(crossover(init))
+            results["snapshot_2000_files"] = summary_ms(asyncio.run(snapshot_cost(init)))
     finally:
         for project in (work / "big", work / "init", work / "small"):
             subprocess.run(
@@ -331,37 +352,45 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(sshd_dir, ignore_errors=True)
 
-    lat = results["edit_latency"]
-    o, nv = lat["orch"], lat["naive_rsync"]  # type: ignore[index]
-    init_r = results["initial_sync_2000_files_50MB"]
-    ratio = init_r["orch"]["p50_ms"] / init_r["rsync"]["p50_ms"]  # type: ignore[index]
-    small_r = results["initial_sync_20000_files_300B"]
-    ratio_small = small_r["orch"]["p50_ms"] / small_r["rsync"]["p50_ms"]  # type: ignore[index]
-    speedup = nv["p50_ms"] / o["p50_ms"]
-    results["goals"] = {
-        "p50_le_30ms": o["p50_ms"] <= 30,
-        "p95_le_80ms": o["p95_ms"] <= 80,
-        "10x_naive": speedup >= 10,
+    init_r: Any = results["initial_sync_2000_files_50MB"]
+    ratio = init_r["orch"]["p50_ms"] / init_r["rsync"]["p50_ms"]
+    small_r: Any = results["initial_sync_20000_files_300B"]
+    ratio_small = small_r["orch"]["p50_ms"] / small_r["rsync"]["p50_ms"]
+    goals = {
         "initial_within_1_2x": ratio <= 1.2,
         "initial_small_within_1_2x": ratio_small <= 1.2,
     }
-    rows = [
-        ["orch edit p50 (ms)", o["p50_ms"], "<= 30", o["p50_ms"] <= 30],
-        ["orch edit p95 (ms)", o["p95_ms"], "<= 80", o["p95_ms"] <= 80],
-        ["naive rsync p50 (ms)", nv["p50_ms"], "", ""],
-        ["rsync+ControlMaster p50 (ms)", lat["rsync_controlmaster"]["p50_ms"], "", ""],  # type: ignore[index]
-        ["speed-up vs naive", round(speedup, 1), ">= 10x", speedup >= 10],
-        ["initial 2k/50MB orch p50 (ms)", init_r["orch"]["p50_ms"], "", ""],  # type: ignore[index]
-        ["initial 2k/50MB rsync p50 (ms)", init_r["rsync"]["p50_ms"], "", ""],  # type: ignore[index]
+    rows: list[list[object]] = [
+        ["initial 2k/50MB orch p50 (ms)", init_r["orch"]["p50_ms"], "", ""],
+        ["initial 2k/50MB rsync p50 (ms)", init_r["rsync"]["p50_ms"], "", ""],
         ["initial ratio orch/rsync", round(ratio, 2), "<= 1.2", ratio <= 1.2],
-        ["initial 20k/300B orch p50 (ms)", small_r["orch"]["p50_ms"], "", ""],  # type: ignore[index]
-        ["initial 20k/300B rsync p50 (ms)", small_r["rsync"]["p50_ms"], "", ""],  # type: ignore[index]
+        ["initial 20k/300B orch p50 (ms)", small_r["orch"]["p50_ms"], "", ""],
+        ["initial 20k/300B rsync p50 (ms)", small_r["rsync"]["p50_ms"], "", ""],
         ["initial 20k ratio orch/rsync", round(ratio_small, 2), "<= 1.2", ratio_small <= 1.2],
-        ["snapshot 2k files p50 (ms)", results["snapshot_2000_files"]["p50_ms"], "", ""],  # type: ignore[index]
-        ["initial sync 20k files (s)", results["initial_sync_20k_s"], "", ""],
     ]
+    if not args.initial_only:
+        lat: Any = results["edit_latency"]
+        o, nv = lat["orch"], lat["naive_rsync"]
+        speedup = nv["p50_ms"] / o["p50_ms"]
+        goals |= {
+            "p50_le_30ms": o["p50_ms"] <= 30,
+            "p95_le_80ms": o["p95_ms"] <= 80,
+            "10x_naive": speedup >= 10,
+        }
+        snap: Any = results["snapshot_2000_files"]
+        rows = [
+            ["orch edit p50 (ms)", o["p50_ms"], "<= 30", o["p50_ms"] <= 30],
+            ["orch edit p95 (ms)", o["p95_ms"], "<= 80", o["p95_ms"] <= 80],
+            ["naive rsync p50 (ms)", nv["p50_ms"], "", ""],
+            ["rsync+ControlMaster p50 (ms)", lat["rsync_controlmaster"]["p50_ms"], "", ""],
+            ["speed-up vs naive", round(speedup, 1), ">= 10x", speedup >= 10],
+            *rows,
+            ["snapshot 2k files p50 (ms)", snap["p50_ms"], "", ""],
+            ["initial sync 20k files (s)", results["initial_sync_20k_s"], "", ""],
+        ]
+    results["goals"] = goals
     emit("sync_latency", results, rows)
-    for row in results["crossover"]:  # type: ignore[attr-defined]
+    for row in results.get("crossover", []):  # type: ignore[attr-defined]
         print(f"  crossover {row}", file=sys.stderr)
     return 0
 

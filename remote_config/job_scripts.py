@@ -198,8 +198,11 @@ def status_prelude() -> str:
     return "exec 2> /dev/null\n" + _lib()
 
 
-def status_body(workdir: str) -> str:
-    return f"W={sh_remote_path(workdir)}\norch_status"
+def status_body(workdir: str, known: Mapping[str, str] | None = None) -> str:
+    """One status query; `known` maps job -> key from the previous read (`jobs.StatusCache`):
+    those jobs' unchanged meta and command are not sent again."""
+    words = " ".join(f"{job}/{key}" for job, key in sorted((known or {}).items()))
+    return f"W={sh_remote_path(workdir)}\nK={shlex.quote(words)}\norch_status"
 
 
 def stop_script(name: str, workdir: str, grace_s: float) -> str:

@@ -108,7 +108,8 @@ orch_status() {
   orch_walk $roots
   orch_gen
   if [ -n "$live" ] && [ -z "$gen" ]; then orch_sources; fi | awk -v jobs="$jobs" \
-    -v live="$live" -v gen="$gen" -v pids="$ALL" "$ORCH_CODE_AWK$ORCH_STATUS_AWK"
+    -v live="$live" -v gen="$gen" -v pids="$ALL" -v roots="$roots" -v known="${K:-}" \
+    "$ORCH_CODE_AWK$ORCH_STATUS_AWK"
   if [ ! -r "/proc/$$/stat" ]; then echo "@ps"; ps -A -o pid= -o ppid= -o rss= -o pcpu=; fi
 }
 ORCH_CODE_AWK='
@@ -119,7 +120,11 @@ function code(g) {
   g = gen; gsub(/[^A-Za-z0-9._:~-]/, "", g); return "gen:" substr(g, 1, 64)
 }
 END { if (!status) print code() }'
-# pid ppid rss(pages) cpu% starttime; comm may hold spaces and ")", so cut at the last ") "
+# pid ppid rss(pages) cpu% starttime; comm may hold spaces and ")", so cut at the last ") ".
+# `known` holds "job/key" words from the previous read: a job whose key (its pid and result
+# files, which every start and every end rewrite) is unchanged gets "job/same:1" instead of
+# its meta and command, which cannot change without changing the key. Only the processes of
+# the jobs' trees (from `roots`) are printed.
 ORCH_STATUS_AWK='
 function slurp(p, max,   line, size) {
   while ((getline line < p) > 0) {
@@ -128,14 +133,26 @@ function slurp(p, max,   line, size) {
   }
   close(p)
 }
+function whole(p, tag,   line, s) {
+  while ((getline line < p) > 0) { print tag ":" line; s = s line "\n" }
+  close(p); return s
+}
 function stat(pid,   line, s, f, el, cpu, path) {
   path = "/proc/" pid "/stat"
   if ((getline line < path) > 0) {
     s = line; sub(/^.*\) /, "", s); split(s, f, " ")
     el = up - f[20] / 100; cpu = 0; if (el > 0) cpu = (f[12] + f[13]) / el
-    if (f[1] != "Z") printf "%s %s %s %.1f %s\n", pid, f[2], f[22], cpu, f[20]
+    if (f[1] != "Z") {
+      KIDS[f[2]] = KIDS[f[2]] " " pid
+      ROW[pid] = sprintf("%s %s %s %.1f %s", pid, f[2], f[22], cpu, f[20])
+    }
   }
   close(path)
+}
+function tree(pid,   k, c, i) {
+  if (!(pid in ROW) || (pid in DONE)) return
+  DONE[pid] = 1; print ROW[pid]
+  k = split(KIDS[pid], c, " "); for (i = 1; i <= k; i++) tree(c[i])
 }
 BEGIN { status = 1 }
 END {
@@ -147,15 +164,25 @@ END {
   close(f)
   if (live) print "@code " code()
   print "@files"
+  k = split(known, KN, " ")
+  for (i = 1; i <= k; i++) { j = KN[i]; sub(/\/.*/, "", j); KEY[j] = substr(KN[i], length(j) + 2) }
   k = split(jobs, J, " ")
   for (i = 1; i <= k; i++) {
-    slurp(J[i] "/meta"); slurp(J[i] "/pid"); slurp(J[i] "/result"); slurp(J[i] "/stop")
-    slurp(J[i] "/cmd.sh", __SHOWN__)
+    p = whole(J[i] "/pid", J[i] "/pid"); r = whole(J[i] "/result", J[i] "/result")
+    slurp(J[i] "/stop")
+    if (p != "") {
+      key = p "|" r; gsub(/[^A-Za-z0-9=._|-]/, ",", key)
+      if (KEY[J[i]] == key) { print J[i] "/same:1"; continue }
+      print J[i] "/key:" key
+    }
+    slurp(J[i] "/meta"); slurp(J[i] "/cmd.sh", __SHOWN__)
   }
   print "@proc"
   if ((getline u < "/proc/uptime") > 0) { split(u, U, " "); up = U[1] }
   k = split(pids, Q, " ")
   for (i = 1; i <= k; i++) stat(Q[i])
+  k = split(roots, Q, " ")
+  for (i = 1; i <= k; i++) tree(Q[i])
   print "@end"
 }'
 """

@@ -179,6 +179,36 @@ def parse_snapshot(text: str) -> Snapshot:
     return snap
 
 
+class StatusCache:
+    """What a job's status read cannot change while the job's key stays the same: its meta
+    and command. The key (pid and result files, see ORCH_STATUS_AWK) changes whenever the job
+    starts, restarts or ends, so a finished job costs two small reads instead of five and
+    its lines are not sent again; a running one also skips its meta and command."""
+
+    KEPT = ("meta", "cmd.sh", "cmd.sh.cut")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[str, dict[str, str]]] = {}  # job -> (key, files)
+
+    def keys(self) -> dict[str, str]:
+        return {job: key for job, (key, _files) in self.entries.items()}
+
+    def apply(self, snap: Snapshot) -> None:
+        """Fill `snap` from the cache where the remote said "same"; remember the rest."""
+        entries: dict[str, tuple[str, dict[str, str]]] = {}
+        for job, files in snap.files.items():
+            key = files.pop("key", "").strip()
+            if files.pop("same", None) is not None:
+                cached = self.entries.get(job)
+                if cached is None:  # never sent without a key: nothing to fill from
+                    continue
+                files.update(cached[1])
+                entries[job] = cached
+            elif key and "meta" in files:
+                entries[job] = (key, {k: files[k] for k in self.KEPT if k in files})
+        self.entries = entries
+
+
 def _add_file_line(files: dict[str, dict[str, str]], line: str) -> None:
     path, sep, content = line.partition(":")
     job, slash, name = path.partition("/")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from remote_config import job_scripts as scripts
 from remote_config.jobs import (
     JobInfo,
+    StatusCache,
     command_text,
     jobs_from_snapshot,
     parse_snapshot,
@@ -48,6 +49,7 @@ class TmuxBackend(JobBackend):
             self._shell = OpenSSHShell(lambda words: ctx.ssh_argv(words), scripts.status_prelude())
         else:
             self._shell = PersistentShell(ctx.pool, scripts.status_prelude())
+        self.status_cache = StatusCache()
 
     @property
     def workdir(self) -> str:
@@ -140,11 +142,13 @@ class TmuxBackend(JobBackend):
     async def status(self) -> list[JobInfo]:
         """Every job, in one round trip on the persistent shell (see shell.py)."""
         target = await self.ctx.target()
-        body = scripts.status_body(self.workdir)
+        body = scripts.status_body(self.workdir, self.status_cache.keys())
         code, out = await self._shell.run(target, body, timeout=REMOTE_TIMEOUT_S)
         if code != 0:
             raise remote_error(RunResult(code, "", out, 0.0), None, self.machine)
-        return jobs_from_snapshot(parse_snapshot(out))
+        snap = parse_snapshot(out)
+        self.status_cache.apply(snap)
+        return jobs_from_snapshot(snap)
 
     async def info(self, name: str) -> JobInfo:
         return await super().info(checked_name(name))

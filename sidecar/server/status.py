@@ -3,7 +3,8 @@
 The client never polls: a watcher task here reads the Orchestrator's status and pushes
 `orch/status` whenever it differs from what was last sent. It checks every second while
 something is moving (a job running, the machine starting or stopping, a sync in progress)
-and every few seconds otherwise, and at once after any command (`OrchServer.changed`).
+and every few seconds otherwise (`$ORCH_STATUS_IDLE_S`, 5 by default), and at once after
+any command (`OrchServer.changed`).
 The machine's uptime alone does not count as a change (it would push every check); while
 something moves, every difference is pushed, so running jobs show fresh time and memory.
 The remote stays the source of truth; this only notices changes.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from typing import Any
 
@@ -31,6 +33,16 @@ STATUS_NOTIFICATION = "orch/status"
 BUSY_INTERVAL_S = 1.0
 IDLE_INTERVAL_S = 5.0
 MAX_AGE_S = 1.0
+IDLE_ENV = "ORCH_STATUS_IDLE_S"  # overrides IDLE_INTERVAL_S (tests use a short one)
+
+
+def idle_interval() -> float:
+    """The check interval while nothing moves: IDLE_INTERVAL_S, or $ORCH_STATUS_IDLE_S."""
+    try:
+        value = float(os.environ.get(IDLE_ENV, IDLE_INTERVAL_S))
+    except ValueError:
+        return IDLE_INTERVAL_S
+    return value if value > 0 else IDLE_INTERVAL_S
 
 
 class StatusParams(Params):
@@ -61,6 +73,7 @@ class StatusWatcher:
         self._latest: tuple[float, dict[str, Any]] | None = None  # (monotonic time, payload)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.idle_interval_s = idle_interval()
 
     def start(self) -> None:
         if self._task is None:
@@ -115,13 +128,13 @@ class StatusWatcher:
             self._wake.clear()
             try:
                 payload = await self.check()
-                interval = BUSY_INTERVAL_S if _busy(payload) else IDLE_INTERVAL_S
+                interval = BUSY_INTERVAL_S if _busy(payload) else self.idle_interval_s
             except OrchError as exc:
                 log.warning("status check failed: %s", exc.message)
-                interval = IDLE_INTERVAL_S
+                interval = self.idle_interval_s
             except Exception:
                 log.exception("status check failed")
-                interval = IDLE_INTERVAL_S
+                interval = self.idle_interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
 

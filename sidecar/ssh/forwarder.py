@@ -209,6 +209,8 @@ async def request(paths: ForwardPaths, payload: dict[str, Any]) -> dict[str, Any
         writer.write((json.dumps(payload) + "\n").encode())
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
+    except ConnectionError:  # the owner exited meanwhile (its last forward went away)
+        line = b""
     finally:
         writer.close()
     reply = json.loads(line or b"{}")

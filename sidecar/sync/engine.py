@@ -1,123 +1,48 @@
 """The sync engine: turns dirty paths (or the whole tree) into remote changes.
 
-It owns the connection side of one project+machine sync: the helper process on the pooled
-asyncssh connection, rsync through ControlMaster, the manifest, conflict records and the
-sync generation. `sync_paths` handles a batch of paths the watcher saw change; `full_sync`
-reconciles the whole tree (start-up, `orch sync now`, after a reconnect). A dropped
-connection raises `HelperGone`; the caller (`service.py`) pauses and reconnects.
+It owns one project+machine sync: `sync_paths` handles a batch of paths the watcher saw
+change; `full_sync` reconciles the whole tree (start-up, `orch sync now`, after a
+reconnect), verifying what orch wrote there first (drift). Small batches go through the
+helper in one request; large ones and the first copy through rsync (`rsync_path.py`); the
+connection, requests and batch results live in `engine_base.py`. A dropped connection raises
+`HelperGone`; the caller (`service.py`) pauses and reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
-from remote_config.loader import ResolvedConfig
 from remote_config.sync import (
     Entry,
-    IgnoreRules,
     LocalFile,
     Plan,
     choose_transport,
-    conflict_suffix,
     gone_parents,
     is_ignore_file,
     plan_changes,
 )
-from sidecar.errors import OrchError
-from sidecar.layout import Layout
-from sidecar.machines.base import SSHTarget
-from sidecar.ssh.pool import ConnectionPool
-from sidecar.sync.manifest import LocalStat, Manifest
-from sidecar.sync.remote import RemoteHelper, run_rsync
-from sidecar.sync.scan import Scanner, hash_bytes, load_rules, local_stat
+from sidecar.sync.engine_base import (
+    DIR_MARK,
+    BatchResult,
+    Conflict,
+    Progress,
+    parent_dirs,
+    read_bytes,
+)
+from sidecar.sync.manifest import LocalStat
+from sidecar.sync.rsync_path import RsyncPath
+from sidecar.sync.scan import hash_bytes
 
-Progress = Callable[[int], None]
-DIR_MARK = "<dir>"  # a folder in the pending (write-ahead) record
+__all__ = ["BatchResult", "Conflict", "SyncEngine"]
 
-
-@dataclass
-class Conflict:
-    path: str
-    remote_copy: str
-    at: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "remote_copy": self.remote_copy, "at": self.at}
+DRIFT_PAGE = 2000  # files verified per idle drift check (see SyncEngine.check_drift)
 
 
-@dataclass
-class BatchResult:
-    transport: str = "none"
-    files: int = 0
-    conflicts: list[Conflict] = field(default_factory=list)
-    retry: set[str] = field(default_factory=set)  # changed while being sent: send again
-    errors: list[str] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)  # remote files changed behind orch's back
-
-
-class SyncEngine:
-    def __init__(
-        self,
-        config: ResolvedConfig,
-        layout: Layout,
-        pool: ConnectionPool,
-        target: SSHTarget,
-        manifest: Manifest,
-    ) -> None:
-        self.config = config
-        self.layout = layout
-        self.pool = pool
-        self.target = target
-        self.manifest = manifest
-        self.root = config.local_dir
-        self.remote_dir = config.remote_dir
-        self.rules: IgnoreRules = load_rules(self.root, config.config.sync)
-        self.scanner = Scanner(self.root, self.rules)
-        self.helper: RemoteHelper | None = None
-        self._alt: dict[str, str] = {}  # path -> content a batch cut short may have left
-        self._begin: str | None = None  # the token the next request marks as being applied
-        self.drift: list[str] = []  # remote paths changed behind orch's back (last full sync)
-
-    # -- connection --------------------------------------------------------------------------
-    async def connect(self) -> None:
-        conn = await self.pool.connection(self.target)
-        self.helper = await RemoteHelper.start(conn)
-
-    def disconnect(self) -> None:
-        if self.helper is not None:
-            self.helper.close()
-            self.helper = None
-
-    async def _request(
-        self,
-        ops: list[dict[str, Any]],
-        payloads: list[bytes] | None = None,
-        generation: int | None = None,
-        hold: bool = False,
-    ) -> list[dict[str, Any]]:
-        if self.helper is None:
-            await self.connect()
-        assert self.helper is not None
-        request = {
-            "root": self.remote_dir,
-            "ops": ops,
-            "generation": None if generation is None else self.manifest.token(generation),
-            "suffix": conflict_suffix(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())),
-            "hold": hold,
-            "begin": self._begin,
-        }
-        self._begin = None
-        return await self.helper.request(request, payloads)
-
-    def reload_rules(self) -> None:
-        self.rules = load_rules(self.root, self.config.config.sync)
-        self.scanner = Scanner(self.root, self.rules)
+class SyncEngine(RsyncPath):
+    """One project+machine sync: batches of dirty paths and full reconciles."""
 
     # -- batches -----------------------------------------------------------------------------
     async def sync_paths(self, dirty: Iterable[str]) -> BatchResult:
@@ -128,7 +53,7 @@ class SyncEngine:
             return await self.full_sync()
         local, contents, new_dirs, gone = self._expand(dirty)
         entries = self.manifest.entries(local)
-        exists = {d: self.scanner.exists(d) for p in local for d in _parents(p)}
+        exists = {d: self.scanner.exists(d) for p in local for d in parent_dirs(p)}
         plan = plan_changes(
             {p: s for p, (s, _) in local.items()},
             entries,
@@ -223,7 +148,9 @@ class SyncEngine:
                 local[path] = (found[0], found[1]) if found else (None, None)
 
         await asyncio.to_thread(hash_all)
-        drifted = await self._verify(entries, local)
+        drifted = await self._verify(
+            entries, [p for p in entries if p in local and local[p][0] is not None]
+        )
         for path in entries:
             if path not in present and not self.rules.ignored_path(path):
                 local[path] = (None, None)
@@ -251,33 +178,20 @@ class SyncEngine:
             self.manifest.forget(stale)
         return result
 
-    async def _first_sync(
-        self, files: list[str], dirs: list[str], progress: Progress | None
-    ) -> BatchResult:
-        """No manifest yet: copy everything with rsync; its checksums fill the manifest."""
-        local: dict[str, tuple[LocalFile | None, LocalStat | None]] = {}
-        for path in files:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(self.root, path))
-                local[path] = (Scanner.file_of(st, ""), local_stat(st))
-        plan = Plan(puts=sorted(local), mkdirs=dirs)
-        result = BatchResult(transport="rsync", files=len(plan.puts))
-        generation = self.manifest.generation + 1
-        self._begin = self.manifest.token(generation)
-        self.manifest.add_pending(dict.fromkeys(plan.puts))
-        self.manifest.record_dirs(dirs, [])
-        await self._precheck(plan.puts, {}, {}, result)
-        sent = await self._rsync([*dirs, *plan.puts], progress)
-        [reply] = await self._request([{"op": "stats", "paths": plan.puts}], generation=generation)
-        stats = {p: st for p, st in zip(plan.puts, reply["stats"], strict=True) if st}
-        self._record_rsync(plan.puts, local, sent, stats, result)
-        self.manifest.set_generation(generation)
-        return result
+    async def check_drift(self, limit: int = DRIFT_PAGE) -> list[str]:
+        """Verify the next `limit` files orch wrote there, in path order, wrapping around (so
+        every call costs at most `limit` remote stats): those changed behind orch's back."""
+        entries = self.manifest.page(self._drift_after, limit)
+        if not entries and self._drift_after:
+            self._drift_after = ""
+            entries = self.manifest.page("", limit)
+        if not entries:
+            return []
+        self._drift_after = max(entries)
+        return sorted(await self._verify(entries, list(entries), sweep=False))
 
     async def _verify(
-        self,
-        entries: dict[str, Entry],
-        local: dict[str, tuple[LocalFile | None, LocalStat | None]],
+        self, entries: dict[str, Entry], paths: list[str], sweep: bool = True
     ) -> set[str]:
         """Remote files that changed behind orch's back (drift), among those orch wrote.
 
@@ -285,10 +199,9 @@ class SyncEngine:
         the file when they differ; an unchanged file whose ctime moved (a snapshot's hard
         link, a chmod) gets its new stat recorded, so it is hashed once.
         """
-        paths = [p for p in entries if p in local and local[p][0] is not None]
-        ops: list[dict[str, Any]] = [{"op": "sweep"}]
+        ops: list[dict[str, Any]] = [{"op": "sweep"}] if sweep else []
         ops += [{"op": "verify", "path": p, "expect": entries[p].expect()} for p in paths]
-        replies = (await self._request(ops))[1:]
+        replies = (await self._request(ops))[len(ops) - len(paths) :]
         drifted: set[str] = set()
         moved: list[tuple[str, Entry, LocalStat | None]] = []
         for path, reply in zip(paths, replies, strict=False):
@@ -302,14 +215,6 @@ class SyncEngine:
                 moved.append((path, fresh, hit[0] if hit else None))
         self.manifest.record(moved)
         return drifted
-
-    def _hash_many(self, paths: list[str]) -> dict[str, tuple[LocalFile, LocalStat]]:
-        out = {}
-        for path in paths:
-            found = self.scanner.state(path, {})
-            if found is not None:
-                out[path] = (found[0], found[1])
-        return out
 
     # -- applying a plan ---------------------------------------------------------------------
     async def _apply(
@@ -336,7 +241,7 @@ class SyncEngine:
         )
         # Every folder the batch may create, the parents rsync and the helper make on their own
         # included: a folder orch made is removed there once it is gone here.
-        made = {d for p in [*plan.puts, *(d for _, d in plan.moves)] for d in _parents(p)}
+        made = {d for p in [*plan.puts, *(d for _, d in plan.moves)] for d in parent_dirs(p)}
         folders = sorted({*plan.mkdirs, *made})
         self.manifest.record_dirs(folders, [])
         self.manifest.add_pending(dict.fromkeys(folders, DIR_MARK))  # made there? not sure yet
@@ -429,141 +334,6 @@ class SyncEngine:
         self.manifest.forget(plan.deletes)
         self._forget_dirs(plan.rmdirs, replies[len(puts) + len(plan.deletes) :])
 
-    async def _rsync_batch(
-        self,
-        plan: Plan,
-        local: dict[str, tuple[LocalFile | None, LocalStat | None]],
-        stats: dict[str, LocalStat],
-        entries: dict[str, Entry],
-        generation: int,
-        result: BatchResult,
-        progress: Progress | None,
-    ) -> None:
-        hashes = {p: s.hash for p in plan.puts if (s := local[p][0]) is not None}
-        await self._precheck(plan.puts, entries, hashes, result)
-        sent = await self._rsync([*plan.mkdirs, *plan.puts], progress)
-        # What rsync left there, stat'ed in the request that ends the batch: the manifest
-        # must record the remote as it is, not the local file as it was planned (a file that
-        # changed while rsync read it arrives with another size and mtime).
-        ops: list[dict[str, Any]] = [{"op": "stat", "path": p} for p in plan.puts]
-        ops += [
-            {"op": "delete", "path": p, "expect": entries[p].expect(), "alt": self._alts(p)}
-            for p in plan.deletes
-        ]
-        ops += [{"op": "rmdir", "path": d} for d in plan.rmdirs]
-        replies = await self._request(ops, generation=generation)
-        n = len(plan.puts)
-        self._record_rsync(plan.puts, local, sent, _stats(plan.puts, replies[:n]), result)
-        for path, reply in zip(plan.deletes, replies[n:], strict=False):
-            self._note(path, reply, result)
-        self.manifest.forget(plan.deletes)
-        self._forget_dirs(plan.rmdirs, replies[n + len(plan.deletes) :])
-
-    def _forget_dirs(self, rmdirs: list[str], replies: list[dict[str, Any]]) -> None:
-        """Forget folders that are gone there; one still holding files (a job's outputs)
-        stays known, so it is removed once it is empty."""
-        gone = [d for d, r in zip(rmdirs, replies, strict=False) if r.get("gone", True)]
-        self.manifest.record_dirs([], gone)
-
-    async def _rsync(self, paths: list[str], progress: Progress | None) -> dict[str, str]:
-        """rsync `paths` while the helper holds the remote sync lock (taken by _precheck)."""
-        try:
-            return await run_rsync(
-                str(self.layout.ssh_config),
-                self.target.alias,
-                self.root,
-                self.remote_dir,
-                paths,
-                progress,
-            )
-        except OrchError:
-            with contextlib.suppress(OrchError):
-                await self._request([], hold=False)
-            raise
-
-    async def _precheck(
-        self,
-        paths: list[str],
-        entries: dict[str, Entry],
-        hashes: dict[str, str],
-        result: BatchResult,
-    ) -> None:
-        """Before rsync overwrites: move aside remote files changed since orch wrote them.
-
-        Leaves the remote sync lock held (released by the request that ends the batch).
-        """
-        if not paths:
-            await self._request([], hold=True)
-            return
-        ops = [
-            {
-                "op": "check",
-                "path": p,
-                "hash": hashes.get(p),
-                "expect": entries[p].expect() if p in entries else None,
-                "alt": self._alts(p),
-            }
-            for p in paths
-        ]
-        if not hashes:  # first sync: hashes come later; only probe what already exists
-            [listing] = await self._request([{"op": "list"}], hold=True)
-            there = set(listing["paths"])
-            present = [p for p in paths if p in there]
-            if not present:
-                return
-            found = await asyncio.to_thread(self._hash_many, present)
-            ops = [
-                {
-                    "op": "check",
-                    "path": p,
-                    "expect": None,
-                    "alt": self._alts(p),
-                    "hash": found[p][0].hash if p in found else None,
-                }
-                for p in present
-            ]
-            paths = present
-        replies = await self._request(ops, hold=True)
-        for path, reply in zip(paths, replies, strict=True):
-            self._note(path, reply, result)
-
-    def _record_rsync(
-        self,
-        paths: list[str],
-        local: dict[str, tuple[LocalFile | None, LocalStat | None]],
-        sent: dict[str, str],
-        remote: dict[str, list[int]],
-        result: BatchResult,
-    ) -> None:
-        """Manifest rows for what rsync sent: its own checksum of the bytes it transferred,
-        with the remote file's stat after the transfer.
-
-        A file that changed while rsync ran is sent again (`retry`); its hash cache is not
-        kept, so the next look reads it afresh.
-        """
-        rows = []
-        for path in paths:
-            state, before = local[path]
-            full = os.path.join(self.root, path)
-            try:
-                now = local_stat(os.lstat(full))
-                digest = sent.get(path)
-                if digest is None and os.path.islink(full):
-                    digest = hash_bytes(b"link:" + os.readlink(full).encode())
-            except OSError:
-                result.retry.add(path)
-                continue
-            there = remote.get(path)
-            if state is None or digest is None or there is None:
-                result.retry.add(path)
-                continue
-            stable = before == now
-            entry = Entry.written(there, state.mode, digest)
-            rows.append((path, entry, before if stable else None))
-            if not stable:
-                result.retry.add(path)
-        self.manifest.record(rows)
-
     def _content(self, path: str, state: LocalFile, contents: dict[str, bytes]) -> bytes | None:
         """The bytes to send for `path`, only if they still have the planned hash."""
         data = contents.get(path)
@@ -571,32 +341,8 @@ class SyncEngine:
             return data
         full = os.path.join(self.root, path)
         try:
-            data = os.readlink(full).encode() if os.path.islink(full) else _read(full)
+            data = os.readlink(full).encode() if os.path.islink(full) else read_bytes(full)
         except OSError:
             return None
         digest = hash_bytes(b"link:" + data) if os.path.islink(full) else hash_bytes(data)
         return data if digest == state.hash else None
-
-    def _alts(self, path: str) -> list[str] | None:
-        alt = self._alt.get(path)
-        return [alt] if alt else None
-
-    def _note(self, path: str, reply: dict[str, Any], result: BatchResult) -> None:
-        if reply.get("conflict"):
-            result.conflicts.append(Conflict(path, reply["conflict"], time.time()))
-        if reply.get("error"):
-            result.errors.append(str(reply["error"]))
-
-
-def _stats(paths: list[str], replies: list[dict[str, Any]]) -> dict[str, list[int]]:
-    return {p: r["stat"] for p, r in zip(paths, replies, strict=False) if r.get("stat")}
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]

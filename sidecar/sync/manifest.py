@@ -80,6 +80,15 @@ class Manifest:
                 out[path] = Entry(*row)
         return out
 
+    def page(self, after: str, limit: int) -> dict[str, Entry]:
+        """Up to `limit` entries whose paths sort after `after` (a round-robin walk)."""
+        rows = self.db.execute(
+            "SELECT path, size, mtime_ns, mode, hash, r_ino, r_ctime_ns FROM files "
+            "WHERE path > ? ORDER BY path LIMIT ?",
+            (after, limit),
+        )
+        return {r[0]: Entry(*r[1:]) for r in rows}
+
     def under(self, folder: str) -> list[str]:
         """Paths in the manifest inside `folder` (relative, no trailing slash)."""
         prefix = folder.rstrip("/") + "/"

@@ -6,7 +6,9 @@ this user; with `ORCH_NO_AGENT=1` the background process `orch sync start` spawn
 in `$ORCH_HOME/sync/<project>-<hash>/<machine>/` and publishes its state in `state.json`
 (pid, state, last sync, generation, conflicts), which `orch sync status` and the language
 server read. A dropped connection pauses the sync; it reconnects with bounded backoff and
-then reconciles the whole tree, so every edit made meanwhile arrives.
+then reconciles the whole tree, so every edit made meanwhile arrives. While idle it checks a
+bounded page of the files it wrote there every `DRIFT_INTERVAL_S` (remote-only edits are
+reported as drift and reconciled, not left until the next full sync).
 """
 
 from __future__ import annotations
@@ -116,6 +118,17 @@ def read_status(ctx: MachineContext) -> SyncStatus:
         status.owner_pid = None
         status.owner = None
     return status
+
+
+DRIFT_INTERVAL_S = 10.0  # idle time between drift checks; $ORCH_SYNC_DRIFT_S overrides
+
+
+def drift_interval() -> float:
+    try:
+        value = float(os.environ.get("ORCH_SYNC_DRIFT_S", DRIFT_INTERVAL_S))
+    except ValueError:
+        return DRIFT_INTERVAL_S
+    return value if value > 0 else DRIFT_INTERVAL_S
 
 
 class Owner:
@@ -258,11 +271,18 @@ class Owner:
             while not self.stop.is_set():
                 waker = asyncio.create_task(self.wakeup.wait())
                 full = asyncio.create_task(self.full_requested.wait())
-                await asyncio.wait({stopper, waker, full}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {stopper, waker, full},
+                    timeout=drift_interval(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 waker.cancel()
                 full.cancel()
                 if self.stop.is_set():
                     return
+                if not done:  # idle for a while: look for edits made only on the machine
+                    await self._guarded(self._drift)
+                    continue
                 if self.full_requested.is_set():
                     self.full_requested.clear()
                     await self._guarded(self._full)
@@ -284,6 +304,17 @@ class Owner:
             raise
         self._absorb(result)
         self.publish("idle", detail=self.watcher.message if self.watcher else None)
+
+    async def _drift(self) -> None:
+        """One bounded drift check (`SyncEngine.check_drift`); drift found is reported and
+        reconciled by a full sync (the machine's version is kept as a conflict copy)."""
+        assert self.engine is not None
+        found = await self.engine.check_drift()
+        if found:
+            log.warning("sync: changed on the machine behind orch's back: %s", found[:10])
+            self.status.drift = sorted({*self.status.drift, *found})
+            self.publish(detail=f"{len(found)} file(s) changed on the machine; reconciling")
+            self.full_requested.set()
 
     async def _full(self, initial: bool = False) -> None:
         assert self.engine is not None

@@ -19,8 +19,12 @@ const BROKEN_PYTHON = process.env.E2E_BROKEN_PYTHON;
 // How many Debug Job… runs in a row must stop at the editor's breakpoint (issue 14: 10 of 10).
 const DEBUG_RUNS = Number(process.env.E2E_DEBUG_RUNS || 10);
 const JOB = "e2e-job";
-// Long enough for the status bar to show it running; prints a line before and after.
-const JOB_COMMAND = "echo orch-e2e-start; sleep 6; echo orch-e2e-done";
+// Runs until the driver has seen it running (it creates JOB_GATE then; the local machine is
+// this computer), 60 s at most; prints a line before and after.
+const JOB_GATE = path.join(require("node:os").tmpdir(), `orch-e2e-gate-${process.pid}`);
+const JOB_COMMAND = "echo orch-e2e-start; i=0; "
+  + `while [ ! -e ${JOB_GATE} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done; `
+  + "echo orch-e2e-done";
 
 const t0 = Date.now();
 const timings = {};
@@ -505,6 +509,7 @@ async function jobFlow(page) {
     throw new Error(`expected the local machine running while the job runs; status bar: ${text}`);
   }
   await screenshot(page, "03-job-running");
+  fs.writeFileSync(JOB_GATE, "");
 
   // The job completes: the status bar and a notification say so.
   text = await waitStatusBar(page, new RegExp(`0 running · ${JOB}\\s*succeeded`), 60_000);
@@ -665,6 +670,7 @@ async function main() {
       console.error(`[e2e] dialog: ${await dialogs.first().innerText().catch(() => "?")}`);
     }
   } finally {
+    fs.rmSync(JOB_GATE, { force: true });
     await context.close();
   }
   process.exit(failed ? 1 : 0);

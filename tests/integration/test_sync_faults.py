@@ -21,7 +21,7 @@ import pytest
 from sidecar.app import Orchestrator
 from sidecar.sync.manifest import Manifest
 from sidecar.sync.service import state_dir
-from tests.helpers import Sshd
+from tests.helpers import Sshd, run_orch
 from tests.integration.test_sync import Project, populate, sync_project, wait_until
 
 pytestmark = pytest.mark.integration
@@ -120,6 +120,30 @@ def test_remote_drift_that_keeps_size_and_mtime_is_found_and_kept(proj: Project)
     assert proj.in_sync()
     human = proj.orch("sync", "status").stdout
     assert "changed on the machine" in human and "pkg1/m1/f1.py" in human
+
+
+def test_a_remote_only_edit_is_found_while_the_sync_is_idle(proj: Project) -> None:
+    """No local change and no `sync now`: the running sync's idle drift check (every 0.3 s
+    here, 10 s by default) reports it and reconciles, keeping the machine's version."""
+    populate(proj.root, 20)
+    out = run_orch(
+        "-C", str(proj.root), "sync", "start", env={"ORCH_SYNC_DRIFT_S": "0.3"}, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    proj.wait_synced()
+    wait_until(lambda: proj.status()["state"] == "idle", what="the sync to be idle")
+    rel = "pkg1/m1/f1.py"
+    remote, local = proj.remote / rel, (proj.root / rel).read_bytes()
+    st = remote.stat()
+    remote.write_bytes(bytes(b ^ 0xFF for b in local))  # same size and mtime, other bytes
+    os.utime(remote, ns=(st.st_atime_ns, st.st_mtime_ns))
+    wait_until(lambda: proj.status()["state"] == "conflict", what="the drift to be reconciled")
+    status = proj.status()
+    assert status["drift"] == [rel], status
+    [conflict] = status["conflicts"]
+    assert (proj.remote / conflict["remote_copy"]).read_bytes() == bytes(b ^ 0xFF for b in local)
+    assert remote.read_bytes() == local
+    alive(proj)
 
 
 async def test_orphan_of_a_batch_cut_short_is_removed_after_a_rename(proj: Project) -> None:

@@ -21,7 +21,9 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from tests.lsp.helpers import execute, status_notifications, wait_for_status
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One orch.toml's life in order (broken on disk at start, fixed, broken again, typed in):
+# pytest-random-order shuffles this module among the others but keeps its steps in order.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
 
 HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-config-{os.getpid()}"
 PROJECT = HOME / "project"

@@ -21,10 +21,13 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from tests.lsp.helpers import execute, machine_down, status_notifications, wait_for_status
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One machine's life in order (status before up, up, use, down): pytest-random-order
+# shuffles this module among the others but keeps its steps in order.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
 
 HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-machine-{os.getpid()}"
 PROJECT = HOME / "project"
+IDLE_S = 0.4
 
 EXPECTED_COMMANDS = {
     "orch.status",
@@ -56,6 +59,8 @@ EXPECTED_COMMANDS = {
             "ORCH_HOME": str(HOME / "orch-home"),
             # The user's ssh config that writeConfig adds its Include line to.
             "ORCH_SSH_USER_CONFIG": str(HOME / "user-ssh-config"),
+            # Idle status checks every 0.4 s (5 s by default): the no-push window is short.
+            "ORCH_STATUS_IDLE_S": str(IDLE_S),
         },
     ),
 )
@@ -147,15 +152,17 @@ async def test_up_reports_progress_and_notifies(client: LanguageClient) -> None:
 
 async def test_no_push_while_nothing_changes(client: LanguageClient) -> None:
     # The machine runs and nothing else moves: its uptime grows, but no notification is sent
-    # across a full idle check interval (5 s).
+    # across four idle checks (the interval is IDLE_S here, 5 s by default).
     await wait_for_status(client, lambda s: s["machine"]["state"] == "running")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(IDLE_S)
     before = len(client.statuses)  # type: ignore[attr-defined]
-    await asyncio.sleep(5.5)
+    pushed = client.statuses[-1]  # type: ignore[attr-defined]
+    await asyncio.sleep(4 * IDLE_S + 0.2)
     assert len(client.statuses) == before  # type: ignore[attr-defined]
-    # …while the status itself did move on.
+    # The watcher did read meanwhile: orch.status answers from its latest read (under 1 s
+    # old), whose uptime moved on from the one last pushed.
     now = await execute(client, "orch.status")
-    assert now["machine"]["uptime_s"] > client.statuses[-1]["machine"]["uptime_s"]  # type: ignore[attr-defined]
+    assert now["machine"]["uptime_s"] > pushed["machine"]["uptime_s"]
 
 
 async def test_write_ssh_config(client: LanguageClient) -> None:

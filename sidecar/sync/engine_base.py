@@ -1,0 +1,131 @@
+"""The sync engine's shared core: the results of a batch, and the connection side every path
+of the engine uses (the helper process on the pooled connection, requests to it, the ignore
+rules, conflict notes). `rsync_path.py` and `engine.py` build on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from remote_config.loader import ResolvedConfig
+from remote_config.sync import IgnoreRules, conflict_suffix
+from sidecar.layout import Layout
+from sidecar.machines.base import SSHTarget
+from sidecar.ssh.pool import ConnectionPool
+from sidecar.sync.manifest import Manifest
+from sidecar.sync.remote import RemoteHelper
+from sidecar.sync.scan import Scanner, load_rules
+
+Progress = Callable[[int], None]
+DIR_MARK = "<dir>"  # a folder in the pending (write-ahead) record
+
+
+@dataclass
+class Conflict:
+    path: str
+    remote_copy: str
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "remote_copy": self.remote_copy, "at": self.at}
+
+
+@dataclass
+class BatchResult:
+    transport: str = "none"
+    files: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    retry: set[str] = field(default_factory=set)  # changed while being sent: send again
+    errors: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)  # remote files changed behind orch's back
+
+
+class EngineBase:
+    def __init__(
+        self,
+        config: ResolvedConfig,
+        layout: Layout,
+        pool: ConnectionPool,
+        target: SSHTarget,
+        manifest: Manifest,
+    ) -> None:
+        self.config = config
+        self.layout = layout
+        self.pool = pool
+        self.target = target
+        self.manifest = manifest
+        self.root = config.local_dir
+        self.remote_dir = config.remote_dir
+        self.rules: IgnoreRules = load_rules(self.root, config.config.sync)
+        self.scanner = Scanner(self.root, self.rules)
+        self.helper: RemoteHelper | None = None
+        self._alt: dict[str, str] = {}  # path -> content a batch cut short may have left
+        self._begin: str | None = None  # the token the next request marks as being applied
+        self._drift_after = ""  # where the next idle drift check goes on (a manifest path)
+
+    async def connect(self) -> None:
+        conn = await self.pool.connection(self.target)
+        self.helper = await RemoteHelper.start(conn)
+
+    def disconnect(self) -> None:
+        if self.helper is not None:
+            self.helper.close()
+            self.helper = None
+
+    async def _request(
+        self,
+        ops: list[dict[str, Any]],
+        payloads: list[bytes] | None = None,
+        generation: int | None = None,
+        hold: bool = False,
+    ) -> list[dict[str, Any]]:
+        if self.helper is None:
+            await self.connect()
+        assert self.helper is not None
+        request = {
+            "root": self.remote_dir,
+            "ops": ops,
+            "generation": None if generation is None else self.manifest.token(generation),
+            "suffix": conflict_suffix(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())),
+            "hold": hold,
+            "begin": self._begin,
+        }
+        self._begin = None
+        return await self.helper.request(request, payloads)
+
+    def reload_rules(self) -> None:
+        self.rules = load_rules(self.root, self.config.config.sync)
+        self.scanner = Scanner(self.root, self.rules)
+
+    def _forget_dirs(self, rmdirs: list[str], replies: list[dict[str, Any]]) -> None:
+        """Forget folders that are gone there; one still holding files (a job's outputs)
+        stays known, so it is removed once it is empty."""
+        gone = [d for d, r in zip(rmdirs, replies, strict=False) if r.get("gone", True)]
+        self.manifest.record_dirs([], gone)
+
+    def _alts(self, path: str) -> list[str] | None:
+        alt = self._alt.get(path)
+        return [alt] if alt else None
+
+    def _note(self, path: str, reply: dict[str, Any], result: BatchResult) -> None:
+        if reply.get("conflict"):
+            result.conflicts.append(Conflict(path, reply["conflict"], time.time()))
+        if reply.get("error"):
+            result.errors.append(str(reply["error"]))
+
+
+def stats_by_path(paths: list[str], replies: list[dict[str, Any]]) -> dict[str, list[int]]:
+    return {p: r["stat"] for p, r in zip(paths, replies, strict=False) if r.get("stat")}
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def parent_dirs(path: str) -> list[str]:
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
