@@ -37,9 +37,7 @@ class Run:
         return self.price * overlap / 3600.0 if overlap > 0 else 0.0
 
 
-def observe(
-    runs: Sequence[Run], key: str, boot: float, now: float, price: float
-) -> list[Run]:
+def observe(runs: Sequence[Run], key: str, boot: float, now: float, price: float) -> list[Run]:
     """The runs after seeing machine `key` running at `now`, started at `boot`, at `price`."""
     out = list(runs)
     mine = [i for i, r in enumerate(out) if r.key == key]

@@ -26,11 +26,11 @@ from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
 from sidecar.results import (
     ConfigProblemInfo,
     ConfigState,
+    CostStatus,
     CreatePlan,
     DebugConfigResult,
     DebugSession,
     FleetEntry,
-    CostStatus,
     IdleStatus,
     MachineEntry,
     MachinesOverview,
