@@ -24,6 +24,8 @@ export type PortState = PortForward["state"];
 export type ConfigProblem = wire.ConfigProblemInfo;
 export type ConfigState = wire.ConfigState;
 export type ConfigInitResult = wire.ConfigInitResult;
+export type IdleStatus = wire.IdleStatus;
+export type CostStatus = wire.CostStatus;
 
 /** `orch/log`: a chunk of a followed job's log. */
 export interface LogChunk {
@@ -139,6 +141,7 @@ export interface Commands {
   "orch.profile.run": [ProfileArgs, ProfileResult];
   "orch.status": [StatusArgs, OrchStatus];
   "orch.config.init": [NoArgs, ConfigInitResult];
+  "orch.idle.keep": [MachineArgs, IdleStatus | null];
 }
 
 export type CommandName = keyof Commands;

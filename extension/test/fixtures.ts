@@ -88,6 +88,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     ports: [],
     config: { file: "/work/project/orch.toml", problems: [] },
     idle: null,
+    cost: null,
     queues: [],
     ...overrides,
   };
