@@ -19,7 +19,7 @@ from tests.integration.test_idle_local import _cmdline, idle_log, machine_home, 
 pytestmark = pytest.mark.integration
 
 INTERVAL = 0.3
-TTL = 3.0
+TTL = 2.0
 SLACK = 2.5
 
 Start = Callable[[str], Awaitable[Orchestrator]]
