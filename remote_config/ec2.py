@@ -190,8 +190,14 @@ def security_group_name(project: str, machine: str) -> str:
 
 
 # -- IAM -------------------------------------------------------------------------------------
-def iam_policy(reach: Reach = "public-ip", instance_profile: bool = False) -> dict[str, Any]:
-    """The least-privilege policy for the laptop's credentials (docs/ec2.md lists it)."""
+def iam_policy(
+    reach: Reach = "public-ip",
+    instance_profile: bool = False,
+    create_profile: bool = False,
+    cloudwatch_logs: bool = False,
+) -> dict[str, Any]:
+    """The least-privilege policy for the laptop's credentials (docs/ec2.md lists it);
+    `create_profile`: orch makes the machine's instance profile (ec2_iam.py)."""
     managed = {"StringEquals": {f"ec2:ResourceTag/{TAG_MANAGED}": "true"}}
     statements: list[dict[str, Any]] = [
         {
@@ -224,7 +230,13 @@ def iam_policy(reach: Reach = "public-ip", instance_profile: bool = False) -> di
         {
             "Sid": "OrchLifecycle",
             "Effect": "Allow",
-            "Action": ["ec2:StartInstances", "ec2:StopInstances", "ec2:TerminateInstances"],
+            "Action": [
+                "ec2:StartInstances",
+                "ec2:StopInstances",
+                "ec2:TerminateInstances",
+                "ec2:ModifyInstanceAttribute",
+                "ec2:AssociateIamInstanceProfile",
+            ],
             "Resource": "*",
             "Condition": managed,
         },
@@ -265,6 +277,26 @@ def iam_policy(reach: Reach = "public-ip", instance_profile: bool = False) -> di
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             }
         )
+    if cloudwatch_logs:  # the log group (up) and reading job logs back (orch logs)
+        statements.append(
+            {
+                "Sid": "OrchJobLogs",
+                "Effect": "Allow",
+                "Action": [
+                    "logs:CreateLogGroup",
+                    "logs:PutRetentionPolicy",
+                    "logs:TagResource",
+                    "logs:TagLogGroup",
+                    "logs:DescribeLogStreams",
+                    "logs:GetLogEvents",
+                ],
+                "Resource": "arn:aws:logs:*:*:log-group:/orch/*",
+            }
+        )
+    if create_profile:
+        from remote_config.ec2_iam import laptop_statement  # (ec2_iam imports this module)
+
+        statements.append(laptop_statement())
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -289,6 +321,9 @@ class LaunchSpec:
     spot: bool = False
     spot_max_price: float | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)
+    # What `shutdown -h` on the machine does (the idle agent's stop): the machine's
+    # `stop_action`, "stop" (keep the disk) or "terminate".
+    shutdown_behavior: Literal["stop", "terminate"] = "stop"
 
 
 def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
@@ -322,8 +357,9 @@ def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
             "HttpPutResponseHopLimit": 1,
             "HttpEndpoint": "enabled",
         },
-        # `sudo poweroff` on the machine stops it (keeps the disk) rather than destroying it.
-        "InstanceInitiatedShutdownBehavior": "stop",
+        # `sudo shutdown -h now` on the machine (the idle agent's stop) stops it, keeping the
+        # disk, or terminates it with stop_action = "terminate".
+        "InstanceInitiatedShutdownBehavior": spec.shutdown_behavior,
     }
     if spec.security_group_ids:
         request["SecurityGroupIds"] = list(spec.security_group_ids)
@@ -340,6 +376,10 @@ def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
             "SpotInstanceType": "persistent",
             "InstanceInterruptionBehavior": "stop",
         }
+        if spec.shutdown_behavior == "terminate":
+            # A persistent request would launch a new instance after the terminate: a
+            # throwaway machine is a one-time request that ends with its instance.
+            options = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
         if spec.spot_max_price is not None:
             options["MaxPrice"] = f"{spec.spot_max_price:.4f}"
         request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
@@ -348,3 +388,19 @@ def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
 
 def ssm_proxy_command(region: str) -> str:
     return SSM_PROXY_COMMAND.format(region=region)
+
+
+# -- idle stop ---------------------------------------------------------------------------------
+# The idle agent's stop on an EC2 machine: an instance-initiated shutdown, which EC2 turns into
+# a stop or a terminate by the instance's InstanceInitiatedShutdownBehavior (set from
+# `stop_action` at launch and by `orch up`). No AWS credentials are needed on the machine.
+SHUTDOWN_ARGV = ("sudo", "-n", "shutdown", "-h", "now")
+
+
+def idle_stop_hook(stop_action: str) -> dict[str, Any]:
+    """The idle agent's hook config for an EC2 machine (sidecar/idle/hooks.py)."""
+    return {
+        "kind": "command",
+        "argv": list(SHUTDOWN_ARGV),
+        "note": f"instance-initiated shutdown; EC2 then does: {stop_action}",
+    }

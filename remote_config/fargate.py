@@ -287,12 +287,23 @@ def execution_policy(n: Names, cfg: FargateBackend, account: str) -> dict[str, A
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def task_policy(queue_arn: str) -> dict[str, Any]:
+def cluster_tasks_arn(region: str, account: str, cluster: str) -> str:
+    return f"arn:aws:ecs:{region}:{account}:task/{cluster}/*"
+
+
+def task_policy(queue_arn: str, tasks_arn: str) -> dict[str, Any]:
     """What the job's own code may do: a queue worker takes, extends and deletes items of its
-    queue. Code and outputs move through presigned URLs, so no S3 rights are granted."""
+    queue, and protects its own task from scale-in while an item runs (the ECS agent calls
+    Get/UpdateTaskProtection with the task role; `tasks_arn`: the cluster's tasks). Code and
+    outputs move through presigned URLs, so no S3 rights are granted."""
     return {
         "Version": "2012-10-17",
         "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["ecs:GetTaskProtection", "ecs:UpdateTaskProtection"],
+                "Resource": tasks_arn,
+            },
             {
                 "Effect": "Allow",
                 "Action": [
@@ -302,7 +313,7 @@ def task_policy(queue_arn: str) -> dict[str, Any]:
                     "sqs:GetQueueAttributes",
                 ],
                 "Resource": queue_arn,
-            }
+            },
         ],
     }
 

@@ -31,7 +31,8 @@ put() {
   if command -v curl >/dev/null 2>&1; then curl -fsS --retry 3 -X PUT -T "$1" "$2" >/dev/null
   else python3 -c 'import sys, urllib.request as u
 data = open(sys.argv[1], "rb").read()
-u.urlopen(u.Request(sys.argv[2], data=data, method="PUT"), timeout=600)' "$1" "$2"
+h = {"Content-Type": "application/octet-stream"}  # not a form: the body is kept as is
+u.urlopen(u.Request(sys.argv[2], data=data, method="PUT", headers=h), timeout=600)' "$1" "$2"
   fi
 }
 digest() {

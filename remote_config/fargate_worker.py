@@ -8,6 +8,15 @@ item's visibility while it runs, deletes it on success, makes it visible again a
 failure (SQS's redrive moves it to the dead-letter queue after `max_attempts` receives), and
 exits when the queue stayed empty for `ORCH_IDLE_S`. SQS calls are signed with SigV4 using
 the task role's credentials (the container credentials endpoint) or the environment's.
+
+Scale-in protection: auto scaling lowers the service's desired count as the backlog shrinks,
+and ECS would stop any task, also one halfway through an item. So a worker marks its task
+protected (the ECS agent's `$ECS_AGENT_URI/task-protection/v1/state`, PUT
+`ProtectionEnabled`) when it takes an item, renews the protection while items run, and
+removes it as soon as a receive comes back empty: only idle workers can be scaled in.
+Without `ECS_AGENT_URI` (not on ECS) it says so once and goes on. A protection call that
+fails is reported in the log, never fails the item. On SIGTERM (a Spot interruption, or
+protection that ran out) the running item is stopped and made visible again at once.
 No I/O here.
 """
 
@@ -17,14 +26,66 @@ import json
 from collections.abc import Sequence
 
 WORKER_PY = r"""
-import datetime, hashlib, hmac, json, os, subprocess, sys, threading, time
+import datetime, hashlib, hmac, json, os, signal, subprocess, sys, threading, time
 import urllib.error, urllib.parse, urllib.request
 E = os.environ
 REGION, QUEUE = E["ORCH_REGION"], E["ORCH_QUEUE_URL"]
 ENDPOINT = E.get("AWS_ENDPOINT_URL_SQS") or E.get("AWS_ENDPOINT_URL") or f"https://sqs.{REGION}.amazonaws.com"
 IDLE, WAIT = float(E.get("ORCH_IDLE_S", "60")), int(E.get("ORCH_WAIT_S", "20"))
 BEAT, VIS = float(E.get("ORCH_HEARTBEAT_S", "60")), int(E.get("ORCH_VISIBILITY_S", "300"))
+AGENT, GUARD = E.get("ECS_AGENT_URI"), int(E.get("ORCH_PROTECT_MIN", "60"))
 _cache = []
+_guard = {"until": 0.0, "said": False}
+_term = threading.Event()
+_child = []
+
+def protect(on):  # scale-in protection on (for GUARD minutes) or off; True: the agent agreed
+    if not AGENT:
+        if not _guard["said"]:
+            print("orch worker: no ECS_AGENT_URI, so no scale-in protection", flush=True)
+            _guard["said"] = True
+        return False
+    body = {"ProtectionEnabled": on}
+    if on:
+        body["ExpiresInMinutes"] = GUARD
+    req = urllib.request.Request(AGENT.rstrip("/") + "/task-protection/v1/state",
+                                 data=json.dumps(body).encode(), method="PUT",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            d = json.loads(r.read() or b"{}")
+    except Exception as exc:
+        d = {"error": {"Message": str(exc)}}
+    bad = d.get("failure") or d.get("error")
+    if bad or "protection" not in d:
+        why = (bad or {}).get("Reason") or (bad or {}).get("Message") or d
+        print(f"orch worker: scale-in protection {'on' if on else 'off'} failed: {why}", flush=True)
+        _guard["until"] = 0.0
+        return False
+    _guard["until"] = time.monotonic() + GUARD * 60 if on else 0.0
+    return True
+
+def guard():  # protected while an item runs: renewed once half its time has gone
+    if _guard["until"] - time.monotonic() < GUARD * 30:
+        protect(True)
+
+def release():
+    if _guard["until"]:
+        protect(False)
+
+def stop_item():  # SIGTERM to the item's whole process group (its shell and what it runs)
+    for p in _child:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+def on_term(signum, frame):
+    _term.set()
+    stop_item()
+
+signal.signal(signal.SIGTERM, on_term)
 
 def creds():
     if E.get("AWS_ACCESS_KEY_ID"):
@@ -77,6 +138,7 @@ def run(msg):
     iid = item["id"]
     tries = msg.get("Attributes", {}).get("ApproximateReceiveCount", "?")
     print(f"[{iid}] start (attempt {tries}): {item['command']}", flush=True)
+    guard()
     stop = threading.Event()
     def beat():
         while not stop.wait(BEAT):
@@ -84,13 +146,22 @@ def run(msg):
                 call("ChangeMessageVisibility", ReceiptHandle=handle, VisibilityTimeout=VIS)
             except Exception as exc:
                 print(f"[{iid}] could not extend its visibility: {exc}", flush=True)
+            guard()
     threading.Thread(target=beat, daemon=True).start()
     p = subprocess.Popen(["sh", "-c", item["command"]], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT)
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    _child[:] = [p]
+    if _term.is_set():
+        stop_item()
     for line in p.stdout:
         print(f"[{iid}] " + line.decode(errors="replace").rstrip("\n"), flush=True)
     code = p.wait()
     stop.set()
+    if _term.is_set() and code != 0:
+        print(f"[{iid}] stopped: the task is stopping; the item goes back to the queue", flush=True)
+        call("ChangeMessageVisibility", ReceiptHandle=handle, VisibilityTimeout=0)
+        release()
+        sys.exit(143)
     if code == 0:
         call("DeleteMessage", ReceiptHandle=handle)
         print(f"[{iid}] done", flush=True)
@@ -99,12 +170,13 @@ def run(msg):
         call("ChangeMessageVisibility", ReceiptHandle=handle, VisibilityTimeout=0)
 
 idle_since = time.monotonic()
-while True:
+while not _term.is_set():
     out = call("ReceiveMessage", MaxNumberOfMessages=1, VisibilityTimeout=VIS,
                WaitTimeSeconds=max(0, min(WAIT, int(IDLE))),
                AttributeNames=["ApproximateReceiveCount"])
     msgs = out.get("Messages", [])
     if not msgs:
+        release()  # idle: scale-in may take this task now
         if time.monotonic() - idle_since >= IDLE:
             print("orch worker: the queue stayed empty; exiting", flush=True)
             sys.exit(0)
@@ -112,6 +184,9 @@ while True:
     for m in msgs:
         run(m)
     idle_since = time.monotonic()
+release()
+print("orch worker: the task is stopping; exiting", flush=True)
+sys.exit(143)
 """
 
 WORKER_COMMAND = 'exec python3 -c "$ORCH_WORKER_PY"'
@@ -139,12 +214,19 @@ def message_body(queue: str, index: int, command: str) -> str:
     return json.dumps({"id": item_id(queue, index), "queue": queue, "command": command})
 
 
-def worker_environment(region: str, queue_url: str, idle_s: float = 60) -> dict[str, str]:
-    """The worker's variables (in its task definition, beside the code URL)."""
+def worker_environment(
+    region: str, queue_url: str, idle_s: float = 60, protect_minutes: int = 60
+) -> dict[str, str]:
+    """The worker's variables (in its task definition, beside the code URL).
+    `protect_minutes`: how long one scale-in protection lasts (renewed at half time while
+    items run; ECS accepts 1 to 2880)."""
+    if not 1 <= protect_minutes <= 2880:
+        raise ValueError("protect_minutes must be 1 to 2880 (ECS task protection's range)")
     return {
         "ORCH_REGION": region,
         "ORCH_QUEUE_URL": queue_url,
         "ORCH_IDLE_S": str(idle_s),
+        "ORCH_PROTECT_MIN": str(protect_minutes),
         "ORCH_WORKER_PY": WORKER_PY,
         "ORCH_COMMAND": WORKER_COMMAND,
     }

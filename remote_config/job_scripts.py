@@ -103,10 +103,13 @@ def start_script(
     max_log_bytes: int = 200 * 1024 * 1024,
     rotate_every_s: int = 10,
     mode: str = "live",
+    setup: str = "",
 ) -> str:
     """Start job `name` (command None = restart with the command and env it ran with).
 
-    `mode` ("snapshot" or "live") is recorded in the job's meta for `orch status`."""
+    `mode` ("snapshot" or "live") is recorded in the job's meta for `orch status`; `setup`
+    is sh the machine's kind adds to the job's folder ($D) before it starts (EC2: the
+    CloudWatch log shipper's config)."""
     if mode not in ("snapshot", "live"):
         raise ValueError(f"mode must be 'snapshot' or 'live', not {mode!r}")
     body = [_prologue(name, workdir)]
@@ -135,8 +138,11 @@ def start_script(
         '  while [ -e "$h" ]; do h="$D/history/$old.$n-$f"; n=$((n + 1)); done\n'
         '  mv -f "$D/$f" "$h"\n'
         "done\n"
-        'rm -f "$D/result" "$D/stop" "$D/pid" "$D/rc" "$D/meta"'
+        'rm -f "$D/result" "$D/stop" "$D/pid" "$D/rc" "$D/meta" "$D/logship.json" '
+        '"$D/logship.err"'
     )
+    if setup:
+        body.append(setup)
     if command is not None:
         body.append(heredoc('"$D/cmd.sh"', command))
         body.append(heredoc('"$D/env.sh"', env_script(name, env or {})))

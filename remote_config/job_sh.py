@@ -142,6 +142,9 @@ END {
   srand(); print "@now " srand()
   if ((getline boot < "/proc/sys/kernel/random/boot_id") <= 0) boot = "none"
   print "@boot " boot
+  f = ENVIRON["HOME"] "/.orch/interruptions"
+  while ((getline line < f) > 0) print "@interruption " line
+  close(f)
   if (live) print "@code " code()
   print "@files"
   k = split(jobs, J, " ")
@@ -168,6 +171,11 @@ set -- $(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[20], f[3
   "/proc/$$/stat" 2>/dev/null)
 printf '%s %s %s %s\n' "$$" "${1:-0}" "${2:-$$}" "$PPID" > "$D/pid.tmp"
 mv -f "$D/pid.tmp" "$D/pid"
+if [ -f "$D/logship.json" ] && [ -f "$HOME/.orch/logship/orch_log_shipper.py" ]; then
+  # CloudWatch logs (cloudwatch_logs = true): ships run.log beside the job, exits after it.
+  (trap '' INT TERM HUP; exec python3 "$HOME/.orch/logship/orch_log_shipper.py" "$D") \
+    < /dev/null > /dev/null 2>&1 &
+fi
 (
   while sleep __ROTATE_S__; do
     [ -f "$D/result" ] && exit 0

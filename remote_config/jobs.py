@@ -4,9 +4,9 @@ A job's state lives on the remote in `~/logs/NAME/` (see `job_scripts.py` for th
 the scripts that write them). One status round trip prints a snapshot: the remote clock, its
 boot id, the current code version of the project folder, every job's small state files and
 one line per process (`pid ppid rss cpu starttime`). This module turns that text into
-`JobInfo` values: the state (running, succeeded, failed, stopped, lost), the memory and CPU of
-each job's whole process tree, durations and whether a running job's code is stale.
-No I/O here.
+`JobInfo` values: the state (running, succeeded, failed, stopped, lost, or interrupted: a
+spot notice, see interruption.py), the memory and CPU of each job's whole process tree,
+durations and whether a running job's code is stale. No I/O here.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
+
+from remote_config.interruption import Interruption, job_detail, parse_record
 
 JobState = Literal["running", "succeeded", "failed", "stopped", "lost", "interrupted"]
 
@@ -138,6 +140,8 @@ class Snapshot:
     now: int = 0
     boot: str = ""
     code: str | None = None
+    # Platform notices (a spot interruption) by the boot they ended: see interruption.py.
+    interruptions: dict[str, Interruption] = field(default_factory=dict)
     rss_in_kib: bool = False
     procs: dict[int, Proc] = field(default_factory=dict)
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> file -> text
@@ -157,6 +161,10 @@ def parse_snapshot(text: str) -> Snapshot:
                 snap.boot = rest.strip()
             elif tag == "@code":
                 snap.code = rest.strip() or None
+            elif tag == "@interruption":
+                record = parse_record(rest)
+                if record is not None:
+                    snap.interruptions[record.boot] = record
 
             else:
                 section = tag
@@ -288,8 +296,11 @@ def _unfinished(
 ) -> None:
     if started is not None and snap.now:
         info.duration_s = float(max(0, snap.now - started))
+    notice = snap.interruptions.get(meta.get("boot", ""))
     if meta.get("boot") and snap.boot and meta["boot"] != snap.boot:
         info.detail = "the machine rebooted after the job started; no exit status was recorded"
+        if notice is not None:  # its boot ended with a spot interruption: not lost
+            info.state, info.detail = "interrupted", job_detail(notice, running=False)
         return
     pid_fields = (files.get("pid") or "").split()
     pid = _int(pid_fields[0]) if pid_fields else None
@@ -306,11 +317,15 @@ def _unfinished(
     )
     if not same:
         info.detail = "its processes are gone but no exit status was recorded (tmux was killed?)"
+        if notice is not None:  # killed as the interrupted machine shut down
+            info.state, info.detail = "interrupted", job_detail(notice, running=False)
         return
     info.state, info.pid = "running", pid
     tmux_pid = _int(pid_fields[3]) if len(pid_fields) > 3 else None
     if tmux_pid and proc is not None and proc.ppid != tmux_pid:  # re-parented: tmux died
         info.detail = "orch's tmux server is gone: the job keeps running, but attach cannot work"
+    if notice is not None:  # still running, but the machine goes away within two minutes
+        info.state, info.detail = "interrupted", job_detail(notice, running=True)
     if snap.children is None:  # once per snapshot, not once per job
         snap.children = children_of(snap.procs)
     rss, cpu = tree_usage(snap.procs, pid, snap.children)

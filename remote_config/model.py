@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from remote_config import ec2_ami
 from remote_config.idle import parse_duration
+from remote_config.interruption import DEFAULT_METADATA_URL, check_metadata_url
 
 LOCATED_RE = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?): ")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -181,6 +183,9 @@ class SSHMachine(IdleSettings):
         return self
 
 
+AMI_RE = r"^(ami-[0-9a-f]{8,17}|ssm:/[\w./-]+)$"
+
+
 class EC2Machine(IdleSettings):
     """An AWS EC2 instance orch creates, starts, stops and terminates through boto3."""
 
@@ -192,10 +197,16 @@ class EC2Machine(IdleSettings):
     instance_type: str = "t3.large"
     ami: str | None = Field(
         default=None,
-        description="AMI id ('ami-…') or a public SSM parameter ('ssm:/aws/service/…'); "
-        "default: the latest Amazon Linux 2023 for the type's architecture.",
+        description="An image by name ('al2023', 'ubuntu' (24.04), 'ubuntu-22.04', 'dlami', "
+        "'dlami-ubuntu': the latest, from AWS's public SSM parameters), an AMI id ('ami-…') "
+        "or a public SSM parameter ('ssm:/aws/service/…'); default: 'dlami' (a Deep Learning "
+        "AMI with the NVIDIA driver) for GPU types, else 'al2023'.",
     )
-    user: str = Field(default="ec2-user", description="Login user (Amazon Linux: ec2-user).")
+    user: str = Field(
+        default="ec2-user",
+        description="Login user; default: the image's own ('ubuntu' on Ubuntu images, "
+        "else 'ec2-user').",
+    )
     volume_gb: Annotated[int, Field(ge=8, le=16384)] = 50
     volume_type: Literal["gp3", "gp2", "io1", "io2"] = "gp3"
     subnet_id: str | None = Field(default=None, description="Default: the default VPC's.")
@@ -238,13 +249,64 @@ class EC2Machine(IdleSettings):
     )
     idle_stop_minutes: Annotated[int, Field(ge=0)] = 30
     tags: dict[str, str] = Field(default_factory=dict)
+    cloudwatch_logs: bool = Field(
+        default=False,
+        description="Ship each job's run.log to CloudWatch Logs (so `orch logs` reads it after "
+        "the machine is gone).",
+    )
+    log_group: str | None = Field(
+        default=None, description="The CloudWatch log group; default: '/orch/<project>'."
+    )
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365, 731, 1827, 3653] = Field(
+        default=30, description="How long CloudWatch keeps the job logs."
+    )
+    logs_endpoint_url: str | None = Field(
+        default=None,
+        description="The CloudWatch Logs endpoint as the machine reaches it; default: the "
+        "region's public one (set it for a VPC endpoint).",
+    )
+    metadata_url: str = Field(
+        default=DEFAULT_METADATA_URL,
+        description="The instance metadata service as seen on the machine (IMDSv2), where "
+        "`orch status` and the idle agent read a spot interruption notice; change it only "
+        "for a metadata proxy or a stand-in.",
+    )
+
+    @field_validator("metadata_url")
+    @classmethod
+    def _metadata_url(cls, value: str) -> str:
+        return check_metadata_url(value)
+
+    @field_validator("logs_endpoint_url")
+    @classmethod
+    def _logs_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_metadata_url(value)
+
+    @field_validator("log_group")
+    @classmethod
+    def _log_group(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9_./#-]{1,512}$", value):
+            raise ValueError("a log group name is 1-512 of letters, digits and _ . / # -")
+        return value
 
     @field_validator("ami")
     @classmethod
     def _ami(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^(ami-[0-9a-f]{8,17}|ssm:/[\w./-]+)$", value):
-            raise ValueError("must be an AMI id ('ami-0123…') or 'ssm:/aws/service/…'")
+        named = value in ec2_ami.IMAGES
+        if value is not None and not named and not re.match(AMI_RE, value):
+            names = ", ".join(repr(n) for n in ec2_ami.IMAGES)
+            raise ValueError(f"must be {names}, an AMI id ('ami-0123…') or 'ssm:/aws/service/…'")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_user(cls, data: Any) -> Any:
+        """The login user follows the image unless set ('ubuntu' on Ubuntu images)."""
+        if isinstance(data, dict) and "user" not in data:
+            ami, itype = data.get("ami"), data.get("instance_type", "t3.large")
+            if (ami is None or isinstance(ami, str)) and isinstance(itype, str):
+                return {**data, "user": ec2_ami.login_user(ami, itype)}
+        return data
 
     @field_validator("region")
     @classmethod

@@ -52,7 +52,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # pytest exits 5 when it collected nothing; that must fail CI too, and it does (non-zero).
 set +e
 "$VENV/bin/python" -m pytest tests/gpu -p no:cacheprovider -o addopts="" \
-    --timeout=600 -q -rs -W ignore::pytest.PytestConfigWarning "$@"
+    --timeout=600 -q -rs --durations=10 -W ignore::pytest.PytestConfigWarning "$@"
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then

@@ -344,6 +344,7 @@ class Orchestrator:
             note = "jobs unknown until the machine is up (orch up)"
             info.detail = f"{info.detail}; {note}" if info.detail else note
         else:
+            await self._interruption(machine, info)  # before the jobs: it marks them
             try:
                 jobs = await self.jobs_status(machine)
             except OrchError as exc:  # the machine still shows; say why its jobs do not
@@ -367,6 +368,22 @@ class Orchestrator:
             queues=queues,
             config=ConfigState(file=file),
         )
+
+    async def _interruption(self, machine: str | None, info: MachineInfo) -> None:
+        """Check the running machine for a platform interruption notice (an EC2 spot
+        instance's 2-minute warning): shown on the machine, recorded there for its jobs."""
+        from remote_config.interruption import describe, parse_check
+
+        check = self.provider(machine).interruption_check()
+        if check is None:
+            return
+        with contextlib.suppress(OrchError):
+            notice = parse_check(await self.context(machine).remote_text(check)).current
+            if notice is not None:
+                info.interruption = notice
+                info.detail = (
+                    f"{describe(notice)}; {info.detail}" if info.detail else describe(notice)
+                )
 
     async def ssh_target(self, machine: str | None = None) -> SSHTarget:
         return await self.provider(machine).ssh_target()
@@ -562,7 +579,10 @@ class Orchestrator:
     async def jobs_logs(
         self, name: str, tail: int | None = None, machine: str | None = None, on: str | None = None
     ) -> str:
-        return await self.jobs(machine, self.job_backend_of(name, on)).logs(name, tail)
+        backend_name = self.job_backend_of(name, on)
+        if backend_name is not None:
+            return await self.jobs(machine, backend_name).logs(name, tail)
+        return "".join([c async for c in self.jobs_stream(name, tail, False, machine)])
 
     def jobs_follow(
         self, name: str, tail: int | None = None, machine: str | None = None
@@ -577,9 +597,32 @@ class Orchestrator:
         machine: str | None = None,
         on: str | None = None,
     ) -> AsyncIterator[str]:
-        """The job's log as text chunks (with `follow`, until the job ends)."""
-        jobs = self.jobs(machine, self.job_backend_of(name, on))
-        return jobs.stream(name, tail=tail, follow=follow)
+        """The job's log as text chunks (with `follow`, until the job ends); from the
+        machine's archive (EC2: CloudWatch Logs) when the machine is not running."""
+        backend_name = self.job_backend_of(name, on)
+        jobs = self.jobs(machine, backend_name)
+        stream = jobs.stream(name, tail=tail, follow=follow)
+        if backend_name is not None:
+            return stream
+        return self._or_archived(stream, name, tail, machine)
+
+    async def _or_archived(
+        self, stream: AsyncIterator[str], name: str, tail: int | None, machine: str | None
+    ) -> AsyncIterator[str]:
+        from sidecar.errors import ConnectionFailed, MachineNotRunning
+
+        started = False
+        try:
+            async for chunk in stream:
+                started = True
+                yield chunk
+        except (MachineNotRunning, ConnectionFailed):
+            archived = (
+                None if started else await self.provider(machine).archived_job_logs(name, tail)
+            )
+            if archived is None:
+                raise
+            yield archived
 
     async def jobs_info(
         self, name: str, machine: str | None = None, on: str | None = None

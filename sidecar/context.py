@@ -64,6 +64,22 @@ class MachineContext:
         remote = " ".join(command) if command else None
         return ssh_argv(str(self.layout.ssh_config), target.alias, remote, tty=tty)
 
+    async def remote_text(self, command: str) -> str:
+        """stdout of a read-only sh command on the machine (the CLI: through OpenSSH's
+        master, with no asyncssh import; the language server: the pooled connection)."""
+        if self.one_shot:
+            import asyncio
+            import shlex
+
+            argv = await self.ssh_argv(["sh", "-c", shlex.quote(command)])
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+            )
+            out, _ = await proc.communicate()
+            return out.decode(errors="replace")
+        result = await self.pool.run(await self.target(), command)
+        return result.stdout
+
     async def close(self) -> None:
         await self.pool.close()
 

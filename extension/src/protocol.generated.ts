@@ -259,6 +259,7 @@ cost_so_far: (number | null)
 detail: (string | null)
 idle_timeout_minutes: (number | null)
 instance_type: (string | null)
+interruption: (Interruption | null)
 kind: string
 machine_type: (string | null)
 market: (("on-demand" | "spot") | null)
@@ -268,6 +269,18 @@ price_note: (string | null)
 price_per_hour: (number | null)
 state: ("running" | "starting" | "stopping" | "stopped" | "unknown" | "not-created")
 uptime_s: (number | null)
+}
+/**
+ * A platform notice that the machine is being taken back (an EC2 spot interruption).
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "Interruption".
+ */
+export interface Interruption {
+action: string
+boot: string
+seen_at: number
+time: string
 }
 /**
  * `orch machines`: the rows, the spend today, and what could not be looked at.

@@ -15,6 +15,8 @@ export type SyncConflict = wire.SyncConflict;
 export type SyncStatus = wire.SyncStatus;
 export type SshConfigResult = wire.SshConfigResult;
 export type PortForward = wire.PortForwardInfo;
+/** A job backend's queue (Fargate queue mode) as `orch status` counts it. */
+export type QueueStatus = wire.QueueStatus;
 /** The `orch/status` notification and the `orch.status` result. */
 export type OrchStatus = wire.OrchStatus;
 export type MachineState = MachineStatus["state"];

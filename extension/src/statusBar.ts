@@ -1,6 +1,7 @@
 /**
  * Three status-bar items: the machine (and the sidecar's own state), the sync, and the jobs
- * (`N running`, spinning while any runs). Text comes from common/format; this only draws it.
+ * (`N running · M queued`, spinning while any job or queue runs). Text comes from
+ * common/format; this only draws it.
  */
 
 import * as vscode from "vscode";
@@ -53,7 +54,7 @@ export class StatusBar implements vscode.Disposable {
     this.machine.command =
       sidecar === "stopped" ? "orch.showOutput" : configErrors ? "orch.openConfigProblem" : "orch.showStatus";
     if (sidecar === "running" && status && !configErrors) {
-      apply(this.jobs, jobsItem(status.jobs));
+      apply(this.jobs, jobsItem(status.jobs, status.queues));
       const sync = syncItem(status.sync);
       apply(this.sync, sync);
       this.sync.command = status.sync.state === "off" ? "orch.startSync" : "orch.syncNow";

@@ -1,4 +1,4 @@
-/** The Orch tree view (Machines, Jobs, Ports): maps common/treeModel nodes onto TreeItems. */
+/** The Orch tree view (Machines, Jobs, Queues, Ports): maps common/treeModel nodes onto TreeItems. */
 
 import * as vscode from "vscode";
 import { buildTree, type TreeNode } from "./common/treeModel";

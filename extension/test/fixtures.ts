@@ -1,6 +1,6 @@
 /** Builders for protocol objects used by the unit tests (complete, as the sidecar sends them). */
 
-import type { JobInfo, OrchStatus, PortForward, SshConfigResult, SyncStatus } from "../src/protocol";
+import type { JobInfo, OrchStatus, PortForward, QueueStatus, SshConfigResult, SyncStatus } from "../src/protocol";
 
 export function job(name: string, overrides: Partial<JobInfo> = {}): JobInfo {
   return {
@@ -20,6 +20,22 @@ export function job(name: string, overrides: Partial<JobInfo> = {}): JobInfo {
     detail: null,
     pid: null,
     mode: null,
+    ...overrides,
+  };
+}
+
+/** A queue of a Fargate backend as `orch status` reports it. */
+export function queue(overrides: Partial<QueueStatus> = {}): QueueStatus {
+  return {
+    backend: "batch",
+    queue: "proj-batch",
+    depth: 0,
+    in_flight: 0,
+    done: 0,
+    failed: 0,
+    submitted: 0,
+    tasks_running: 0,
+    tasks_desired: 0,
     ...overrides,
   };
 }
@@ -81,6 +97,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
       price_per_hour: null,
       cost_so_far: null,
       price_note: null,
+      interruption: null,
       capabilities: { creates: true, can_stop: true, can_terminate: false, has_cost: false, has_idle_stop: false, reach: ["direct"] },
     },
     jobs: [],

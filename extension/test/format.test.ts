@@ -16,7 +16,7 @@ import {
   validateJobName,
   validatePort,
 } from "../src/common/format";
-import { job, port, sshResult, status, sync } from "./fixtures";
+import { job, port, queue, sshResult, status, sync } from "./fixtures";
 
 describe("machine item", () => {
   it("shows the machine's name and state once the sidecar runs", () => {
@@ -24,6 +24,20 @@ describe("machine item", () => {
     assert.equal(item.text, "$(vm-running) local: running");
     assert.match(item.tooltip, /127\.0\.0\.1:2222/);
     assert.equal(item.severity, undefined);
+  });
+
+  it("warns of a spot interruption notice", () => {
+    const machine = {
+      ...status().machine,
+      name: "big",
+      kind: "ec2",
+      detail: "spot interruption: AWS will stop the machine at 2026-12-06T05:02:00Z (2-minute notice)",
+      interruption: { action: "stop", time: "2026-12-06T05:02:00Z", seen_at: 1, boot: "b" },
+    };
+    const item = machineItem("running", machine);
+    assert.equal(item.text, "$(warning) big: spot interruption at 2026-12-06T05:02:00Z");
+    assert.equal(item.severity, "warning");
+    assert.match(item.tooltip, /AWS will stop the machine/);
   });
 
   it("shows a codespace's type, idle timeout and cost", () => {
@@ -88,6 +102,27 @@ describe("jobs item", () => {
     const item = jobsItem([job("a"), job("b"), job("c", { state: "failed", exit_code: 1 })]);
     assert.equal(item.text, "$(loading~spin) 2 running");
     assert.match(item.tooltip, /c: failed, exit 1/);
+  });
+
+  it("counts queued items and spins while a queue has work or workers", () => {
+    const busy = queue({ depth: 40, in_flight: 4, done: 6, submitted: 50, tasks_running: 4, tasks_desired: 4 });
+    const item = jobsItem([job("a", { state: "succeeded", exit_code: 0, ended: "2026-11-22T01:00:09Z" })], [busy]);
+    assert.equal(item.text, "$(loading~spin) 0 running · 44 queued");
+    assert.match(item.tooltip, /queue proj-batch \(batch\): 40 queued · 4 in flight · 6 done · 4 tasks/);
+    // Items all taken but the workers still run: still busy, nothing queued.
+    const draining = jobsItem([], [queue({ done: 50, submitted: 50, tasks_running: 2, tasks_desired: 0 })]);
+    assert.equal(draining.text, "$(loading~spin) 0 running");
+    const idle = jobsItem([], [queue({ done: 50, submitted: 50 })]);
+    assert.equal(idle.text, "$(check) 0 running");
+  });
+
+  it("counts Fargate jobs like tmux jobs and marks a Spot interruption", () => {
+    const item = jobsItem([job("a", { backend: "batch" }), job("b")]);
+    assert.equal(item.text, "$(loading~spin) 2 running");
+    assert.match(item.tooltip, /a: running on batch/);
+    const spot = job("s", { backend: "batch", state: "interrupted", exit_code: 143, ended: "2026-11-22T01:00:09Z" });
+    assert.equal(jobsItem([spot]).text, "$(check) 0 running · s $(zap) interrupted");
+    assert.match(jobEndedMessage(spot), /interrupted after 3\.2s: AWS reclaimed its Fargate Spot capacity/);
   });
 
   it("shows the job that ended last once none runs", () => {
@@ -197,6 +232,8 @@ describe("messages", () => {
       text,
       "Machine local (local) is running at 127.0.0.1:2222. Jobs: 1 running, 2 in all. Sync: idle. Ports: 8888→8000.",
     );
+    const queued = statusSummary(status({ queues: [queue({ depth: 2, done: 1, submitted: 3 })] }));
+    assert.match(queued, /Queue proj-batch \(batch\): 2 queued · 0 in flight · 1 done · 0 tasks\./);
   });
 
   it("puts the server's hint in error toasts, or points at the output", () => {

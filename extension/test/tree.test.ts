@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { buildTree } from "../src/common/treeModel";
-import { job, port as portInfo, status } from "./fixtures";
+import { job, port as portInfo, queue, status } from "./fixtures";
 
 describe("tree model", () => {
   it("waits for the sidecar before the first status", () => {
@@ -78,6 +78,58 @@ describe("tree model", () => {
     assert.equal(port.description, "→ 127.0.0.1:8000 · active");
     assert.equal(port.key, "8888");
     assert.equal(port.contextValue, "port");
+  });
+
+  it("shows Fargate jobs beside tmux jobs, with their backend and cost, and no attach", () => {
+    const roots = buildTree(
+      status({
+        jobs: [
+          job("sweep", { backend: "batch", cost_usd: 0.0123, rss_bytes: null, cpu_percent: null }),
+          job("spot", { backend: "batch", state: "interrupted", exit_code: 143, started: "2026-11-22T00:00:00Z" }),
+          job("local"),
+        ],
+      }),
+    );
+    const jobs = roots[1].children!;
+    assert.deepEqual(
+      jobs.map((j) => [j.label, j.contextValue, j.icon]),
+      [
+        ["sweep", "job.running.service", "loading~spin"],
+        ["local", "job.running", "loading~spin"],
+        ["spot", "job.ended", "zap"],
+      ],
+    );
+    assert.equal(jobs[0].description, "running on batch, 3.2s, $0.0123");
+    assert.equal(jobs[2].description, "interrupted on batch, exit 143, 3.2s");
+    assert.equal(roots[1].description, "2 running");
+  });
+
+  it("has a Queues group only where a backend has queued something", () => {
+    assert.ok(!buildTree(status()).some((r) => r.label === "Queues"));
+    const roots = buildTree(
+      status({
+        queues: [
+          queue({ depth: 12, in_flight: 3, done: 30, failed: 1, submitted: 46, tasks_running: 3, tasks_desired: 4 }),
+          queue({ backend: "spot", queue: "proj-spot", done: 50, submitted: 50 }),
+          queue({ backend: "old", queue: "proj-old", done: 9, failed: 1, submitted: 10 }),
+        ],
+      }),
+    );
+    assert.deepEqual(
+      roots.map((r) => r.label),
+      ["Machines", "Jobs", "Queues", "Ports"],
+    );
+    const group = roots[2];
+    assert.equal(group.description, "1 busy");
+    const [busy, done, failed] = group.children!;
+    assert.equal(busy.id, "queue:batch:proj-batch");
+    assert.equal(busy.description, "12 queued · 3 in flight · 30 done · 1 failed · 3 tasks (4 wanted)");
+    assert.equal(busy.icon, "loading~spin");
+    assert.match(busy.tooltip!, /Failed \(in the dead-letter queue\): 1/);
+    assert.match(busy.tooltip!, /Done: 30 of 46 submitted/);
+    assert.equal(done.description, "0 queued · 0 in flight · 50 done · 0 tasks");
+    assert.equal(done.icon, "pass");
+    assert.equal(failed.icon, "warning");
   });
 
   it("marks a stopped machine so Up shows in its menu", () => {

@@ -228,7 +228,7 @@ async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
     job = await orch.jobs_stop(args.name, machine=args.machine, on=args.on)
     if args.json:
         print_json(job)
-    elif before.state != "running":
+    elif before.state != "running" and before.pid is None:  # (interrupted: may still run)
         print(f"{job.name} is not running ({job_state_text(job)}); nothing to stop")
     else:
         code = "unknown" if job.exit_code is None else job.exit_code
@@ -295,7 +295,10 @@ def jobs_table(jobs: list[JobInfo]) -> str:
             row += [job.backend, cost]
     lines = [table(headers, rows)]
     for job in jobs:
-        if job.state == "interrupted":
+        if job.state == "interrupted" and job.backend == "tmux":  # an EC2 spot notice
+            detail = (job.detail or "spot interruption").replace("NAME", job.name)
+            lines.append(f"note: {job.name} is interrupted: {detail}")
+        elif job.state == "interrupted":
             lines.append(
                 f"note: {job.name} was interrupted (Fargate Spot took the capacity back); "
                 f"run it again: orch restart {job.name}"

@@ -6,15 +6,17 @@ orch copies this file, `probe.py` (as `orch_idle_probe.py`: the signals) and
 and starts it with `start`, a no-op while one runs (it holds `~/.orch/idle/agent.lock`).
 Each check re-reads `config.json` (written by `orch up`: policy, stop hook, markers),
 gathers the signals, asks `decide`, writes `state.json` (what `orch status` shows) and
-appends the decision with its signals to `~/.orch/idle.log`. On "stop" it acts through the
-hook: `signal` (the local machine: SIGTERM its server, then exit), `command` (a cloud kind's
-shutdown command) or `report` (ssh hosts: log only). The clock (`--clock-file`) and the
-interval (`--interval`) are injectable for tests.
+appends the decision with its signals to `~/.orch/idle.log`; a kind's `notice_check` (EC2
+spot: the 2-minute interruption notice) runs first and records a notice on the machine. On
+"stop" it acts through the hook: `signal` (the local machine: SIGTERM its server, then
+exit), `command` (a cloud kind's shutdown command) or `report` (ssh hosts: log only). The
+clock (`--clock-file`) and the interval (`--interval`) are injectable for tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -85,6 +87,7 @@ class Agent:
         )
 
     def check(self, config: dict[str, Any]) -> Decision:
+        self.check_notices(config)
         now = self.now()
         if self.state is None:
             self.state = self.restore(now, config)
@@ -93,6 +96,16 @@ class Agent:
         decision, self.state = decide(self.state, signals, now, policy)
         self.record(now, decision, config)
         return decision
+
+    def check_notices(self, config: dict[str, Any]) -> None:
+        """Run the kind's interruption check (EC2 spot: the metadata service's 2-minute
+        notice), which records a notice on the machine for the job status to show."""
+        command = config.get("notice_check")
+        if not command:
+            return
+        # A slow or missing metadata service must not stop the idle checks.
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(["sh", "-c", str(command)], capture_output=True, timeout=10, check=False)
 
     def record(self, now: float, decision: Decision, config: dict[str, Any]) -> None:
         state = {

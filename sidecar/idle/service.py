@@ -87,6 +87,8 @@ def agent_config(ctx: MachineContext, info: MachineInfo) -> dict[str, Any] | Non
         "started_at": started_at,
         "stop_action": spec.stop_action,
         "hook": stop_hook(ctx.provider, info, spec.stop_action),
+        # Record platform interruption notices each check (also with the laptop closed).
+        "notice_check": ctx.provider.interruption_check(),
         "disable": [p for p in os.environ.get(DISABLE_ENV, "").split(",") if p],
         "markers": [
             [f"{remote_dir}/.orch/generation", "sync"],
@@ -152,23 +154,9 @@ async def ensure_agent(ctx: MachineContext, info: MachineInfo) -> str | None:
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else None
 
 
-async def _remote_text(ctx: MachineContext, command: str) -> str:
-    if ctx.one_shot:  # the CLI: through OpenSSH's master, no asyncssh import
-        import asyncio
-
-        argv = await ctx.ssh_argv(["sh", "-c", shlex.quote(command)])
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-        out, _ = await proc.communicate()
-        return out.decode(errors="replace")
-    result = await ctx.pool.run(await ctx.target(), command)
-    return result.stdout
-
-
 async def _read_state(ctx: MachineContext) -> tuple[float, dict[str, Any]] | None:
     """(the machine's clock, the agent's state.json), or None when there is no state."""
-    text = await _remote_text(ctx, f'date +%s; cat "$HOME"/{AGENT_DIR}/state.json 2>/dev/null')
+    text = await ctx.remote_text(f'date +%s; cat "$HOME"/{AGENT_DIR}/state.json 2>/dev/null')
     head, _, body = text.partition("\n")
     try:
         state = json.loads(body)

@@ -5,7 +5,8 @@ the bootstrap of `remote_config/fargate_boot.py`, which fetches it by presigned 
 the command and uploads declared outputs; its output goes to CloudWatch Logs through the
 awslogs driver. State comes from ECS (lastStatus, stopCode, the container's exit code) and,
 once a task has stopped, from the local record (`fargate_store.py`), since ECS forgets
-stopped tasks. boto3 is imported on first use.
+stopped tasks. Logs are read and followed by `fargate_logs.py`. boto3 is imported on first
+use.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from remote_config.model import FargateBackend as FargateConfig
 from sidecar.errors import Conflict, NotFound, OrchError, UsageError
 from sidecar.jobs.aws import AwsSession
 from sidecar.jobs.backend import BackendCapabilities, JobBackend
+from sidecar.jobs.fargate_logs import Pacing, stream_events
 from sidecar.jobs.fargate_store import JobRecord, Store
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ class FargateJobs(JobBackend):
         self.names = fg.names(self.project, self.name, self.cfg)
         self.aws = AwsSession(self.cfg.region, self.name)
         self.store = Store(ctx.layout.home, self.project, self.name)
+        self.log_pacing = Pacing()  # how often `orch logs -f` reads CloudWatch
 
     # -- helpers ---------------------------------------------------------------------------
     async def bucket(self) -> str:
@@ -321,43 +324,27 @@ class FargateJobs(JobBackend):
         return self._stream(name, tail, follow)
 
     async def _stream(self, name: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
-        """The CloudWatch stream, polled (live tail needs a session API moto lacks); with
-        `follow`, until the task has stopped and one more read found nothing new."""
+        """The CloudWatch stream (`fargate_logs.py`); with `follow`, until the task stops."""
         record = self._record(name)
-        token: str | None = None
-        first = True
-        ending = False
-        while True:
-            args: dict[str, Any] = {
-                "logGroupName": record.log_group,
-                "logStreamName": record.log_stream,
-            }
-            if token:
-                args["nextToken"] = token
-            elif tail is not None and first:
-                args.update(startFromHead=False, limit=max(tail, 1))
-            else:
-                args["startFromHead"] = True
-            try:
-                out = await self.aws.call("logs", "get_log_events", **args)
-            except NotFound:  # the stream appears once the container starts
-                out = {"events": [], "nextForwardToken": None}
-            events = out.get("events", [])
-            if tail == 0 and first:
-                events = []
-            first = False
-            if events:
-                yield "".join(e["message"].rstrip("\n") + "\n" for e in events)
-            token = out.get("nextForwardToken") or token
-            if not follow:
-                return
-            if not events:
-                if ending:  # one more read after the task stopped found nothing: done
-                    return
-                ending = (await self._info(self._record(name))).state != "running"
-                if ending:
-                    continue
-            await asyncio.sleep(POLL_S)
+
+        async def read(args: dict[str, Any]) -> dict[str, Any]:
+            return dict(
+                await self.aws.call(
+                    "logs",
+                    "get_log_events",
+                    logGroupName=record.log_group,
+                    logStreamName=record.log_stream,
+                    **args,
+                )
+            )
+
+        async def running() -> bool:
+            return (await self._info(self._record(name))).state == "running"
+
+        async for chunk in stream_events(
+            read, running, tail=tail, follow=follow, pacing=self.log_pacing
+        ):
+            yield chunk
 
     async def fetch_outputs(self, name: str, into: str) -> str:
         """Download and unpack the job's declared outputs into `into`; returns the folder."""

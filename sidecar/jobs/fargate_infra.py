@@ -139,7 +139,10 @@ async def init(jobs: FargateJobs) -> InfraResult:
     trust = json.dumps(fg.trust_policy(account))
     for role, policy in (
         (n.execution_role, fg.execution_policy(n, cfg, account)),
-        (n.task_role, fg.task_policy(queue_arn)),
+        (
+            n.task_role,
+            fg.task_policy(queue_arn, fg.cluster_tasks_arn(cfg.region, account, n.cluster)),
+        ),
     ):
         created = False
         try:

@@ -132,6 +132,7 @@ class TmuxBackend(JobBackend):
             retention_days=s.log_retention_days,
             max_log_bytes=s.log_max_mb * 1024 * 1024,
             mode="snapshot" if workdir else "live",
+            setup=self.ctx.provider.job_setup(name),
         )
         out = await self._run(script, name, timeout=REMOTE_TIMEOUT_S + s.stop_grace_seconds)
         return _pick(out, name)

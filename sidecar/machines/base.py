@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from remote_config.interruption import Interruption
 from sidecar.errors import UsageError
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class MachineInfo(BaseModel):
     price_per_hour: float | None = None  # USD
     cost_so_far: float | None = None  # USD since the machine last started
     price_note: str | None = None
+    # A platform notice that the machine is being taken back (EC2: a spot instance's
+    # 2-minute warning, read on the machine by `orch status`); None when there is none.
+    interruption: Interruption | None = None
 
 
 class CreatePlan(BaseModel):
@@ -138,6 +142,22 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def ssh_target(self) -> SSHTarget:
         """How to reach the running machine; raises MachineNotRunning when it is not up."""
+
+    def job_setup(self, job: str) -> str:
+        """sh the job's start script runs in the job's folder ($D) before it starts (EC2:
+        the CloudWatch log shipper's config); empty for most kinds."""
+        return ""
+
+    async def archived_job_logs(self, job: str, tail: int | None = None) -> str | None:
+        """The job's log from outside the machine (EC2: CloudWatch Logs), for when the
+        machine is gone; None where the kind keeps none."""
+        return None
+
+    def interruption_check(self) -> str | None:
+        """sh run on the running machine by the status read (and by its idle agent) that
+        records and prints platform interruption notices (remote_config/interruption.py);
+        None for kinds that are never taken back."""
+        return None
 
     async def create_plan(self) -> CreatePlan | None:
         """What `up` would newly create and pay for; None when nothing new is paid for."""

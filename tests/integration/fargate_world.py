@@ -3,8 +3,9 @@ ECS would run.
 
 moto records ECS tasks but runs nothing, so `TaskRunner` plays the Fargate agent: for each
 task of the cluster it has not seen, it takes the container's command and environment from
-the task definition and the run_task overrides, runs it as a LOCAL PROCESS (no Docker daemon
-is used here; see `RUNS_AS`), writes its output line by line to moto's CloudWatch Logs stream
+the task definition and the run_task overrides, runs it in a container through the tests'
+private Docker daemon, or as a local process where none can run (`fargate_docker.py` says
+which, and why), writes its output line by line to moto's CloudWatch Logs stream
 under the awslogs name (`orch/job/<task id>`), and when it exits records the exit code, stop
 code and reason on moto's task. A task stopped through the API (stop_task) gets SIGTERM, as
 ECS sends it, and is recorded `UserInitiated`. `interrupt(task)` plays a Spot interruption.
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RUNS_AS = "local process (no Docker daemon in this test run)"
+from tests.integration.fargate_docker import Runtime
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -107,8 +109,9 @@ class _Run:
 class TaskRunner:
     """Runs every new task of `cluster` as a local process until `close()`."""
 
-    def __init__(self, moto: Moto, cluster: str, workdir: Path) -> None:
+    def __init__(self, moto: Moto, cluster: str, workdir: Path, runtime: Runtime) -> None:
         self.c = clients(moto)
+        self.runtime = runtime
         self.cluster = cluster
         self.workdir = workdir
         self.runs: dict[str, _Run] = {}
@@ -154,13 +157,7 @@ class TaskRunner:
         self.c["logs"].create_log_stream(logGroupName=group, logStreamName=stream)
         tmp = self.workdir / arn.rsplit("/", 1)[-1]
         tmp.mkdir(parents=True)
-        proc = subprocess.Popen(
-            container["command"],
-            env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp), "HOME": str(tmp), **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = self.runtime.popen(container["command"], env, _container_name(arn), tmp)
         reader = threading.Thread(target=self._pump, args=(arn,), daemon=True)
         self.runs[arn] = _Run(arn, proc, stream, group, reader)
         reader.start()
@@ -193,6 +190,10 @@ class TaskRunner:
         """A Fargate Spot interruption: SIGTERM to the task, recorded as SpotInterruption."""
         task = moto_task(arn)
         run = self.runs[arn]
+        deadline = time.monotonic() + 20
+        while not run.lines:  # the container's shell has set its SIGTERM trap once it printed
+            assert time.monotonic() < deadline, "the task printed nothing"
+            time.sleep(0.02)
         run.stop_code = "SpotInterruption"
         task.stopped_reason = "Your Spot Task was interrupted."
         run.proc.send_signal(signal.SIGTERM)
@@ -203,15 +204,20 @@ class TaskRunner:
             if arn in self.finished:
                 return self.finished[arn]
             time.sleep(0.05)
-        raise AssertionError(f"task {arn} did not finish in {timeout}s")
+        run = self.runs.get(arn)
+        said = "\n".join(run.lines[-20:]) if run else "(never started)"
+        raise AssertionError(f"task {arn} did not finish in {timeout}s; its output:\n{said}")
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
         for run in self.runs.values():
-            if run.proc.poll() is None:
-                os.killpg(run.proc.pid, signal.SIGKILL)
-                run.proc.wait(timeout=10)
+            self.runtime.kill(run.proc, _container_name(run.arn))
+            run.proc.wait(timeout=10)
+
+
+def _container_name(arn: str) -> str:
+    return f"orch-task-{arn.rsplit('/', 1)[-1]}"
 
 
 def iter_lines(text: str) -> Iterator[str]:
@@ -219,10 +225,17 @@ def iter_lines(text: str) -> Iterator[str]:
 
 
 def worker_processes(
-    moto: Moto, cluster: str, service: str, count: int, workdir: Path, idle_s: float = 2.0
+    moto: Moto,
+    cluster: str,
+    service: str,
+    count: int,
+    workdir: Path,
+    runtime: Runtime,
+    idle_s: float = 2.0,
 ) -> list[tuple[subprocess.Popen[bytes], str]]:
-    """Start `count` workers of `service` as local processes, each with the command and
-    environment of the service's task definition; returns (process, log stream) pairs.
+    """Start `count` workers of `service` (containers or local processes, as `runtime` runs
+    tasks), each with the command and environment of the service's task definition; returns
+    (process, log stream) pairs.
     The task role's credentials come from the environment here (moto's test keys), where
     Fargate gives them through the container credentials endpoint."""
     c = clients(moto)
@@ -239,13 +252,7 @@ def worker_processes(
         tmp.mkdir(parents=True)
         stream = f"orch/job/worker-{i}"
         c["logs"].create_log_stream(logGroupName=group, logStreamName=stream)
-        proc = subprocess.Popen(
-            container["command"],
-            env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp), "HOME": str(tmp), **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = runtime.popen(container["command"], env, f"orch-worker-{tmp.name}-{i}", tmp)
         out.append((proc, stream))
     return out
 

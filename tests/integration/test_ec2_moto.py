@@ -1,8 +1,8 @@
 """The ec2 provider against moto's server (real HTTP, boto3 unmodified, AWS_ENDPOINT_URL):
 create, idempotent up, stop, start, terminate, SSM reach, spot, errors, `orch machines`.
 
-moto runs no sshd: these tests replace only the final SSH handshake (`_handshake`) with a
-no-op; test_ec2_path.py runs the real handshake through a proxy command to a real sshd.
+moto runs no sshd: these tests replace only the final SSH handshake (`_handshake`) and the
+idle agent's install over SSH with no-ops; test_ec2_path.py runs the real handshake through a proxy command to a real sshd.
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ def no_handshake(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     async def handshake(target: object) -> None:
         seen.append(getattr(target, "host", ""))
 
+    async def no_agent(ctx: object, info: object) -> None:
+        return None  # the idle agent needs the machine's sshd (test_ec2_path.py has one)
+
     monkeypatch.setattr("sidecar.machines.ec2.provider._handshake", handshake)
+    monkeypatch.setattr("sidecar.idle.service.ensure_agent", no_agent)
     return seen
 
 
@@ -373,7 +377,9 @@ async def test_status_reads_aws_at_most_every_few_seconds(
 async def test_cli_terminate_asks_naming_instance_and_volume(
     aws_env: str, project: Path, orch_home: Path, no_handshake: list[str]
 ) -> None:
-    orch = await _orch(project, _toml())
+    # moto's instance has a made-up public address: the CLI's look for running jobs goes
+    # through a proxy that fails at once instead of sending packets off this computer.
+    orch = await _orch(project, _toml('proxy_command = "exit 1"\n'))
     await orch.up()
     inst = await orch.provider().find()  # type: ignore[attr-defined]
     volume = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]

@@ -1,5 +1,6 @@
 """`orch run --on BACKEND` on ECS Fargate, against moto's server (ECS, S3, Logs, EC2, STS) with
-every task's container command run for real as a local process (see fargate_world.py).
+every task's container command run for real: in a container through a private Docker daemon,
+or as a local process where none can run (fargate_docker.py says which and why).
 
 The project is synced to the embedded local machine first: a Fargate job's code is that
 machine's snapshot of the synced tree, shipped to S3, never the laptop's unsynced files.
@@ -22,6 +23,7 @@ import pytest
 from sidecar.app import Orchestrator
 from sidecar.errors import Conflict, NotFound, UsageError
 from tests.helpers import REPO
+from tests.integration import fargate_docker
 from tests.integration import fargate_world as world
 
 pytestmark = pytest.mark.integration
@@ -90,10 +92,19 @@ async def orch(
         await o.down()
 
 
+@pytest.fixture(scope="module")
+def tasks_in() -> Iterator[fargate_docker.Runtime]:
+    """Containers through a private dockerd where one can run, else local processes."""
+    with fargate_docker.runtime() as rt:
+        print(f"fargate tasks run as: {rt.runs_as}")
+        yield rt
+
+
 @pytest.fixture
-def runner(moto: world.Moto, aws: dict[str, Any], tmp_path: Path) -> Iterator[world.TaskRunner]:
-    r = world.TaskRunner(moto, CLUSTER, tmp_path / "tasks")
-    print(f"fargate tasks run as: {world.RUNS_AS}")
+def runner(
+    moto: world.Moto, aws: dict[str, Any], tmp_path: Path, tasks_in: fargate_docker.Runtime
+) -> Iterator[world.TaskRunner]:
+    r = world.TaskRunner(moto, CLUSTER, tmp_path / "tasks", tasks_in)
     try:
         yield r
     finally:
@@ -234,6 +245,38 @@ async def test_cli_logs_follow_status_and_failure(
         await Orchestrator(cwd=project).jobs_info("count", on="batch")
 
 
+async def test_logs_follow_shows_lines_while_the_task_still_writes(
+    orch: Orchestrator, runner: world.TaskRunner, aws: dict[str, Any]
+) -> None:
+    """`orch logs -f` (jobs_stream follow) yields each line as the task writes it: the task
+    prints, then waits for a gate the test opens only after the first line came through the
+    follow; so the follow must have read it from CloudWatch while the task ran."""
+    from sidecar.jobs.fargate_logs import Pacing
+
+    await orch.sync_now()
+    gate = runner.runtime.shared / "gate"  # seen by the task, also in a container
+    orch.jobs(None, "batch").log_pacing = Pacing(0.05, 0.2)  # type: ignore[attr-defined]
+    await orch.jobs_run(
+        "live",
+        f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second",
+        on="batch",
+    )
+    seen: list[str] = []
+    running_at_first: bool | None = None
+    async with asyncio.timeout(30):
+        async for chunk in orch.jobs_stream("live", follow=True):
+            seen += chunk.splitlines()
+            if "first" in seen and running_at_first is None:
+                running_at_first = (await orch.jobs_info("live")).state == "running"
+                (arn,) = aws["ecs"].list_tasks(cluster=CLUSTER)["taskArns"]
+                assert arn in runner.runs and arn not in runner.finished
+                gate.touch()
+    assert running_at_first is True
+    assert seen.index("first") < seen.index("second")
+    assert seen[-1] == "orch: exit 0"
+    assert (await orch.jobs_info("live")).state == "succeeded"
+
+
 async def test_stop_sends_sigterm_and_records_it(
     orch: Orchestrator, project: Path, orch_home: Path, moto: world.Moto, runner: world.TaskRunner
 ) -> None:
@@ -339,7 +382,10 @@ def test_backend_init_is_idempotent_tagged_and_destroy_removes_it(
     policy = aws["iam"].get_role_policy(RoleName="orch-proj-batch-task", PolicyName="orch")
     doc = policy["PolicyDocument"]
     doc = json.loads(doc) if isinstance(doc, str) else doc
-    assert all(a.startswith("sqs:") for s in doc["Statement"] for a in s["Action"])
+    protect, queue = doc["Statement"]  # least privilege: its queue, its cluster's tasks
+    assert all(a.startswith("sqs:") for a in queue["Action"])
+    assert protect["Action"] == ["ecs:GetTaskProtection", "ecs:UpdateTaskProtection"]
+    assert protect["Resource"] == f"arn:aws:ecs:us-east-1:{world.ACCOUNT}:task/{CLUSTER}/*"
     enc = aws["s3"].get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]
     assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     rules = aws["s3"].get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
@@ -371,6 +417,7 @@ async def test_queue_of_50_is_drained_by_workers_with_one_item_in_the_dlq(
     moto: world.Moto,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    tasks_in: fargate_docker.Runtime,
 ) -> None:
     import json
 
@@ -421,7 +468,7 @@ async def test_queue_of_50_is_drained_by_workers_with_one_item_in_the_dlq(
         assert any(m.get("Expression", "").startswith("IF(tasks > 0") for m in metrics)
 
         workers = world.worker_processes(
-            moto, CLUSTER, "orch-proj-batch-workers", 4, tmp_path / "workers"
+            moto, CLUSTER, "orch-proj-batch-workers", 4, tmp_path / "workers", tasks_in
         )
         codes = await asyncio.to_thread(world.drain, moto, "/orch/proj", workers)
         assert codes == [0, 0, 0, 0]  # each exits once the queue stayed empty

@@ -144,6 +144,29 @@ def test_run_instances_request_spot_stops_on_interruption() -> None:
     assert req["Placement"] == {"AvailabilityZone": "ap-northeast-1a"}
 
 
+def test_shutdown_behaviour_follows_stop_action() -> None:
+    assert _launch()["InstanceInitiatedShutdownBehavior"] == "stop"
+    assert _launch(shutdown_behavior="terminate")["InstanceInitiatedShutdownBehavior"] == (
+        "terminate"
+    )
+    # A throwaway spot machine is a one-time request: a persistent one would relaunch it.
+    req = _launch(spot=True, shutdown_behavior="terminate")
+    assert req["InstanceMarketOptions"]["SpotOptions"] == {  # type: ignore[index]
+        "SpotInstanceType": "one-time",
+        "InstanceInterruptionBehavior": "terminate",
+    }
+
+
+def test_idle_stop_hook_is_an_instance_initiated_shutdown() -> None:
+    hook = ec2.idle_stop_hook("terminate")
+    assert hook["kind"] == "command" and hook["argv"] == ["sudo", "-n", "shutdown", "-h", "now"]
+    assert "terminate" in hook["note"]
+    policy = ec2.iam_policy()
+    assert "ec2:ModifyInstanceAttribute" in ec2.policy_actions(policy)
+    [lifecycle] = [s for s in policy["Statement"] if s["Sid"] == "OrchLifecycle"]
+    assert "ec2:ModifyInstanceAttribute" in lifecycle["Action"] and lifecycle["Condition"]
+
+
 def test_ami_parameter_follows_architecture() -> None:
     assert ec2.ami_parameter("t3.large").endswith("x86_64")
     assert ec2.ami_parameter("m7g.large").endswith("arm64")
@@ -169,7 +192,7 @@ def test_price_table_is_dated_and_costs_add_up() -> None:
 def test_model_validates_ec2_fields() -> None:
     ok = EC2Machine(kind="ec2", ami="ssm:/aws/service/x", region="ap-northeast-1")
     assert ok.volume_type == "gp3" and ok.reach == "public-ip"
-    for bad in ({"ami": "ubuntu"}, {"region": "tokyo"}, {"tags": {"orch:project": "x"}}):
+    for bad in ({"ami": "debian"}, {"region": "tokyo"}, {"tags": {"orch:project": "x"}}):
         with pytest.raises(ValueError):
             EC2Machine(kind="ec2", **bad)  # type: ignore[arg-type]
 
@@ -289,8 +312,9 @@ def test_docs_list_exactly_the_policys_actions() -> None:
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "ec2.md").read_text()
     section = text.split("3. **Permissions**", 1)[1].split("4. **Quotas**", 1)[0]
-    documented = set(re.findall(r"`((?:ec2|ssm|iam):[A-Za-z]+)`", section))
-    policy = set(ec2.policy_actions(ec2.iam_policy("ssm", instance_profile=True)))
+    documented = set(re.findall(r"`((?:ec2|ssm|iam|logs):[A-Za-z]+)`", section))
+    full = ec2.iam_policy("ssm", instance_profile=True, create_profile=True, cloudwatch_logs=True)
+    policy = set(ec2.policy_actions(full))
     assert documented == policy
 
 

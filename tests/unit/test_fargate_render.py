@@ -184,11 +184,17 @@ def test_iam_policies_are_least_privilege() -> None:
     ]
     # Only the token call is account-wide (ECR needs it so); nothing else is "*".
     assert [a for a, r in by_action.items() if r == "*"] == ["ecr:GetAuthorizationToken"]
-    tp = fg.task_policy("arn:aws:sqs:us-east-1:1:q")
-    (stmt,) = tp["Statement"]
-    assert stmt["Resource"] == "arn:aws:sqs:us-east-1:1:q"
-    assert all(a.startswith("sqs:") for a in stmt["Action"])
+    tasks = fg.cluster_tasks_arn("us-east-1", "1", "orch-proj")
+    assert tasks == "arn:aws:ecs:us-east-1:1:task/orch-proj/*"
+    tp = fg.task_policy("arn:aws:sqs:us-east-1:1:q", tasks)
+    protect, sqs = tp["Statement"]
+    assert sqs["Resource"] == "arn:aws:sqs:us-east-1:1:q"
+    assert all(a.startswith("sqs:") for a in sqs["Action"])
+    # Scale-in protection of its own cluster's tasks only (what the ECS agent calls for it).
+    assert protect["Action"] == ["ecs:GetTaskProtection", "ecs:UpdateTaskProtection"]
+    assert protect["Resource"] == tasks
     assert not any(a.startswith(("s3:", "iam:")) for s in tp["Statement"] for a in s["Action"])
+    assert all(s["Resource"] != "*" for s in tp["Statement"])
 
 
 @given(
@@ -311,6 +317,18 @@ def test_queue_items_from_a_file_and_from_each() -> None:
         fw.items_from_each(["x"], "python t.py")
     body = fw.message_body("sweep", 7, "echo hi")
     assert '"id": "sweep-00007"' in body
+
+
+def test_worker_environment_sets_how_long_a_protection_lasts() -> None:
+    from remote_config import fargate_worker as fw
+
+    env = fw.worker_environment("us-east-1", "https://q", idle_s=5, protect_minutes=30)
+    assert (env["ORCH_IDLE_S"], env["ORCH_PROTECT_MIN"]) == ("5", "30")
+    assert fw.worker_environment("us-east-1", "https://q")["ORCH_PROTECT_MIN"] == "60"
+    assert "/task-protection/v1/state" in env["ORCH_WORKER_PY"]
+    for bad in (0, 2881):
+        with pytest.raises(ValueError, match="1 to 2880"):
+            fw.worker_environment("us-east-1", "https://q", protect_minutes=bad)
 
 
 def test_queue_cli_words() -> None:

@@ -10,6 +10,7 @@ import type {
   MachineStatus,
   OrchErrorData,
   OrchStatus,
+  QueueStatus,
   SshConfigResult,
   SyncStatus,
 } from "../protocol";
@@ -24,7 +25,7 @@ export interface ItemText {
   severity?: "error" | "warning";
 }
 
-const ENDED: ReadonlySet<string> = new Set(["succeeded", "failed", "stopped", "lost"]);
+const ENDED: ReadonlySet<string> = new Set(["succeeded", "failed", "stopped", "lost", "interrupted"]);
 
 export function isRunning(job: JobInfo): boolean {
   return job.state === "running";
@@ -183,6 +184,14 @@ export function machineItem(
     lines.push(`Cost: $${machine.price_per_hour.toFixed(2)}/h${since}`);
     cost = ` · $${machine.price_per_hour.toFixed(2)}/h`;
   }
+  if (machine.interruption) {
+    // A spot interruption notice: the machine goes away within two minutes.
+    return {
+      text: `$(warning) ${machine.name}: spot interruption at ${machine.interruption.time}${cost}`,
+      tooltip: lines.join("\n"),
+      severity: "warning",
+    };
+  }
   return {
     text: `${MACHINE_ICON[machine.state] ?? "$(vm)"} ${machine.name}: ${machine.state}${cost}`,
     tooltip: lines.join("\n"),
@@ -243,16 +252,52 @@ const END_MARK: Record<string, string> = {
   failed: "$(error)",
   stopped: "$(debug-stop)",
   lost: "$(question)",
+  interrupted: "$(zap)",
 };
 
-export function jobsItem(jobs: readonly JobInfo[] | undefined): ItemText {
+/** Items of a queue not done yet: waiting plus being run by a worker. */
+export function queueLeft(queue: QueueStatus): number {
+  return queue.depth + queue.in_flight;
+}
+
+/** A queue has work or workers: its items or its tasks still count as running. */
+export function queueActive(queue: QueueStatus): boolean {
+  return queueLeft(queue) > 0 || queue.tasks_running > 0;
+}
+
+/** "12 queued · 3 in flight · 30 done · 1 failed · 4 tasks" for a queue's tree row. */
+export function describeQueue(queue: QueueStatus): string {
+  const tasks = `${queue.tasks_running} task${queue.tasks_running === 1 ? "" : "s"}`;
+  const parts = [`${queue.depth} queued`, `${queue.in_flight} in flight`, `${queue.done} done`];
+  if (queue.failed) {
+    parts.push(`${queue.failed} failed`);
+  }
+  parts.push(queue.tasks_desired !== queue.tasks_running ? `${tasks} (${queue.tasks_desired} wanted)` : tasks);
+  return parts.join(" · ");
+}
+
+/** The queue's counts spelled out, one per line (tooltips). */
+export function queueTooltip(queue: QueueStatus): string {
+  return [
+    `Queue ${queue.queue} on backend ${queue.backend}`,
+    `Queued: ${queue.depth}`,
+    `In flight (a worker runs them): ${queue.in_flight}`,
+    `Done: ${queue.done} of ${queue.submitted} submitted`,
+    `Failed (in the dead-letter queue): ${queue.failed}`,
+    `Worker tasks: ${queue.tasks_running} running, ${queue.tasks_desired} wanted`,
+  ].join("\n");
+}
+
+export function jobsItem(jobs: readonly JobInfo[] | undefined, queues: readonly QueueStatus[] = []): ItemText {
   const all = jobs ?? [];
   const running = all.filter(isRunning);
-  const tooltip = all.length
-    ? all.map((j) => `${j.name}: ${describeJob(j)}`).join("\n")
-    : "No jobs. Run one with Orch: Run Job…";
-  if (running.length) {
-    return { text: `$(loading~spin) ${running.length} running`, tooltip };
+  const lines = all.map((j) => `${j.name}: ${describeJob(j)}`);
+  lines.push(...queues.map((q) => `queue ${q.queue} (${q.backend}): ${describeQueue(q)}`));
+  const tooltip = lines.length ? lines.join("\n") : "No jobs. Run one with Orch: Run Job…";
+  const left = queues.reduce((n, q) => n + queueLeft(q), 0);
+  if (running.length || queues.some(queueActive)) {
+    const items = left ? ` · ${left} queued` : "";
+    return { text: `$(loading~spin) ${running.length} running${items}`, tooltip };
   }
   const last = lastEnded(all);
   if (last) {
@@ -261,7 +306,7 @@ export function jobsItem(jobs: readonly JobInfo[] | undefined): ItemText {
     return {
       text: `$(check) 0 running · ${last.name} ${END_MARK[last.state]} ${last.state}${code}`,
       tooltip,
-      severity: last.state === "failed" ? "warning" : undefined,
+      severity: last.state === "failed" || last.state === "interrupted" ? "warning" : undefined,
     };
   }
   return { text: "$(check) 0 running", tooltip };
@@ -269,6 +314,9 @@ export function jobsItem(jobs: readonly JobInfo[] | undefined): ItemText {
 
 export function describeJob(job: JobInfo): string {
   const parts: string[] = [job.state];
+  if (job.backend && job.backend !== "tmux") {
+    parts[0] = `${job.state} on ${job.backend}`;
+  }
   if (job.exit_code !== null && job.exit_code !== undefined && isEnded(job)) {
     parts.push(`exit ${job.exit_code}`);
   }
@@ -284,6 +332,9 @@ export function describeJob(job: JobInfo): string {
     if (job.cpu_percent !== null && job.cpu_percent !== undefined) {
       parts.push(`${job.cpu_percent.toFixed(0)}% CPU`);
     }
+  }
+  if (job.cost_usd !== null && job.cost_usd !== undefined) {
+    parts.push(`$${job.cost_usd.toFixed(job.cost_usd < 1 ? 4 : 2)}`);
   }
   return parts.join(", ");
 }
@@ -327,6 +378,8 @@ export function jobEndedMessage(job: JobInfo): string {
       return `Job ${job.name} failed with exit code ${job.exit_code ?? "?"}${after}.`;
     case "stopped":
       return `Job ${job.name} was stopped${after}.`;
+    case "interrupted":
+      return `Job ${job.name} was interrupted${after}: AWS reclaimed its Fargate Spot capacity. Restart it to run it again.`;
     default:
       return `Job ${job.name} was lost: the machine no longer knows it.`;
   }
@@ -383,6 +436,7 @@ export function statusSummary(status: OrchStatus): string {
   const parts = [
     `Machine ${m.name} (${m.kind}) is ${m.state}${m.address ? ` at ${m.address}` : ""}.`,
     `Jobs: ${running} running, ${status.jobs.length} in all.`,
+    ...status.queues.map((q) => `Queue ${q.queue} (${q.backend}): ${describeQueue(q)}.`),
     `Sync: ${status.sync.state}${status.sync.conflicts.length ? ` (${status.sync.conflicts.length} conflicts)` : ""}.`,
     `Ports: ${status.ports.length ? status.ports.map((p) => `${p.local_port}→${p.remote_port}`).join(", ") : "none"}.`,
   ];

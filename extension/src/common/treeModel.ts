@@ -1,12 +1,22 @@
 /**
- * The Orch tree view's content as plain data: three groups (Machines, Jobs, Ports) built from
- * an OrchStatus. The VS Code tree provider only maps these nodes onto TreeItems.
+ * The Orch tree view's content as plain data: the groups (Machines, Jobs, Queues where a job
+ * backend has one, Ports) built from an OrchStatus. The VS Code tree provider only maps these
+ * nodes onto TreeItems.
  */
 
 import type { OrchStatus } from "../protocol";
-import { configHasErrors, configProblemText, describeJob, formatWhen, isRunning } from "./format";
+import {
+  configHasErrors,
+  configProblemText,
+  describeJob,
+  describeQueue,
+  formatWhen,
+  isRunning,
+  queueActive,
+  queueTooltip,
+} from "./format";
 
-export type NodeKind = "group" | "machine" | "job" | "port" | "empty" | "problem" | "step";
+export type NodeKind = "group" | "machine" | "job" | "queue" | "port" | "empty" | "problem" | "step";
 
 export interface TreeNode {
   id: string;
@@ -31,7 +41,26 @@ const JOB_ICON: Record<string, string> = {
   failed: "error",
   stopped: "debug-stop",
   lost: "question",
+  interrupted: "zap",
 };
+
+function queuesGroup(status: OrchStatus): TreeNode[] {
+  if (!status.queues.length) {
+    return []; // no backend has queued anything: no group
+  }
+  const children: TreeNode[] = status.queues.map((q) => ({
+    id: `queue:${q.backend}:${q.queue}`,
+    kind: "queue",
+    label: q.queue,
+    description: describeQueue(q),
+    tooltip: queueTooltip(q),
+    icon: queueActive(q) ? "loading~spin" : q.failed ? "warning" : "pass",
+    contextValue: "queue",
+    key: q.backend,
+  }));
+  const busy = status.queues.filter(queueActive).length;
+  return [{ id: "group:queues", kind: "group", label: "Queues", description: `${busy} busy`, children }];
+}
 
 function empty(id: string, label: string): TreeNode {
   return { id, kind: "empty", label };
@@ -119,7 +148,8 @@ export function buildTree(status: OrchStatus | undefined): TreeNode[] {
     description: describeJob(j),
     tooltip: `${j.name}: ${describeJob(j)}${j.started ? `\nStarted ${formatWhen(j.started)}` : ""}${j.ended ? `\nEnded ${formatWhen(j.ended)}` : ""}`,
     icon: JOB_ICON[j.state] ?? "circle-outline",
-    contextValue: isRunning(j) ? "job.running" : "job.ended",
+    // Jobs of a cloud backend cannot be attached to (no terminal): "job.running.service".
+    contextValue: isRunning(j) ? (j.backend && j.backend !== "tmux" ? "job.running.service" : "job.running") : "job.ended",
     key: j.name,
   }));
   const portNodes: TreeNode[] = status.ports.map((p) => ({
@@ -143,6 +173,7 @@ export function buildTree(status: OrchStatus | undefined): TreeNode[] {
       description: `${status.jobs.filter(isRunning).length} running`,
       children: jobNodes.length ? jobNodes : [empty("jobs:none", "No jobs yet")],
     },
+    ...queuesGroup(status),
     {
       id: "group:ports",
       kind: "group",

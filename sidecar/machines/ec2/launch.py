@@ -10,8 +10,11 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from remote_config import ec2 as render
-from sidecar.errors import CloudError, OrchError
+from remote_config import ec2_ami, ec2_iam
+from sidecar.errors import CloudConfigError, CloudError, OrchError
 from sidecar.machines.base import Progress
+from sidecar.machines.ec2 import cloudwatch
+from sidecar.machines.ec2.iam import ensure_instance_profile
 from sidecar.ssh import keys
 
 if TYPE_CHECKING:
@@ -26,6 +29,10 @@ async def create_instance(provider: EC2Provider, say: Progress) -> dict[str, Any
     say(f"image {image_id}")
     root_device = await _root_device(provider, image_id)
     groups = list(spec.security_group_ids) or [await ensure_security_group(provider, say)]
+    profile = spec.instance_profile
+    if ec2_iam.needs_profile(spec.reach, spec.cloudwatch_logs, profile):
+        group = cloudwatch.log_group(provider) if spec.cloudwatch_logs else None
+        profile = await ensure_instance_profile(provider, say, group)
     host_private, host_public = _host_key()
     user_data = render.render_user_data(
         render.UserDataSpec(
@@ -49,9 +56,10 @@ async def create_instance(provider: EC2Provider, say: Progress) -> dict[str, Any
         subnet_id=spec.subnet_id,
         security_group_ids=tuple(groups),
         availability_zone=spec.availability_zone,
-        instance_profile=spec.instance_profile,
+        instance_profile=profile,
         spot=spec.spot,
         spot_max_price=spec.spot_max_price,
+        shutdown_behavior=spec.stop_action,
     )
     inst = await run_with_capacity_retry(provider, launch, say)
     say(f"launched {inst['InstanceId']}")
@@ -93,9 +101,7 @@ async def run_with_capacity_retry(
             i += 1
             attempt = dataclasses.replace(launch, spot=spot, availability_zone=zone)
             try:
-                result = await provider.aws.call(
-                    "ec2", "run_instances", **render.run_instances_request(attempt)
-                )
+                result = await _run_instances(provider, render.run_instances_request(attempt))
                 return dict(result["Instances"][0])
             except CloudError as exc:
                 if exc.code not in CAPACITY_ERRORS:
@@ -112,6 +118,23 @@ async def run_with_capacity_retry(
     )
 
 
+# A just-created instance profile takes a few seconds to be usable by EC2 (IAM is eventually
+# consistent); RunInstances names it invalid meanwhile.
+PROFILE_WAIT_TRIES = 20
+
+
+async def _run_instances(provider: EC2Provider, request: dict[str, Any]) -> dict[str, Any]:
+    for attempt in range(PROFILE_WAIT_TRIES):
+        try:
+            return dict(await provider.aws.call("ec2", "run_instances", **request))
+        except CloudError as exc:
+            fresh = "IamInstanceProfile" in request and "instance profile" in exc.message.lower()
+            if not fresh or attempt == PROFILE_WAIT_TRIES - 1:
+                raise
+            await asyncio.sleep(provider.poll_s)
+    raise AssertionError("unreachable")
+
+
 async def _zones(provider: EC2Provider) -> list[str]:
     found = await provider.aws.call(
         "ec2",
@@ -122,11 +145,24 @@ async def _zones(provider: EC2Provider) -> list[str]:
 
 
 async def resolve_ami(provider: EC2Provider) -> str:
-    ami = provider.spec.ami
-    if ami and ami.startswith("ami-"):
-        return ami
-    name = ami[len("ssm:") :] if ami else render.ami_parameter(provider.spec.instance_type)
-    found = await provider.aws.call("ssm", "get_parameter", Name=name)
+    """The AMI id: as configured, or the latest of a named image from its public SSM
+    parameter (remote_config/ec2_ami.py)."""
+    spec = provider.spec
+    name = ec2_ami.parameter(spec.ami, spec.instance_type)
+    if name is None:
+        return str(spec.ami)
+    try:
+        found = await provider.aws.call("ssm", "get_parameter", Name=name)
+    except CloudError as exc:
+        if exc.code != "ParameterNotFound":
+            raise
+        raise CloudConfigError(
+            f"the public SSM parameter {name} does not exist in {spec.region}, so orch "
+            "cannot find the image's latest AMI there",
+            hint="set ami in orch.toml to an AMI id of that region ('ami-…'), or to another "
+            "image: " + ", ".join(ec2_ami.IMAGES),
+            code=exc.code,
+        ) from None
     return str(found["Parameter"]["Value"])
 
 

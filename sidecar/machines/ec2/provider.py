@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from remote_config import ec2 as render
+from remote_config import interruption
 from remote_config.ec2_prices import cost_so_far, describe_price, on_demand_price
 from remote_config.model import EC2Machine
 from sidecar.errors import (
@@ -36,7 +37,7 @@ from sidecar.machines.base import (
     Provider,
     SSHTarget,
 )
-from sidecar.machines.ec2 import waiting
+from sidecar.machines.ec2 import cloudwatch, iam, stopping, waiting
 from sidecar.machines.ec2.aws import Aws
 from sidecar.machines.ec2.launch import create_instance
 from sidecar.machines.ec2.pricing import instance_price
@@ -65,6 +66,7 @@ class EC2Provider(Provider):
         can_stop=True,
         can_terminate=True,
         has_cost=True,
+        has_idle_stop=True,
         reach=["direct", "proxy_command"],
     )
 
@@ -140,6 +142,10 @@ class EC2Provider(Provider):
             note = "created"
         iid = inst["InstanceId"]
         self._save(instance_id=iid, region=self.spec.region)
+        if self.spec.cloudwatch_logs:
+            await cloudwatch.ensure_log_group(self, say)
+        if note is None:  # an existing instance: SSM or logs may have been turned on since
+            await iam.ensure_attached(self, inst, say)
         state = inst["State"]["Name"]
         if state == "running" and note is None:
             note = "already running"
@@ -151,6 +157,7 @@ class EC2Provider(Provider):
             await self.aws.call("ec2", "start_instances", InstanceIds=[iid])
             note = "started"
         await self._wait(iid, "running", say)
+        await stopping.ensure_shutdown_behavior(self.aws, iid, self.spec.stop_action, say)
         inst = await self._describe(iid)
         await self._pin(iid)
         say("host key pinned from the instance's user-data (EC2 API)")
@@ -237,6 +244,20 @@ class EC2Provider(Provider):
                 hint=f"start it: orch up {self.name}",
             )
         return self._target(str(cache["host"]), self._proxy_command())
+
+    def job_setup(self, job: str) -> str:
+        return cloudwatch.job_setup(self, job)
+
+    async def archived_job_logs(self, job: str, tail: int | None = None) -> str | None:
+        if not self.spec.cloudwatch_logs:
+            return None
+        return await cloudwatch.archived_logs(self, job, tail)
+
+    def interruption_check(self) -> str | None:
+        """The spot notice check (IMDSv2, `metadata_url`) for a spot machine; None on demand."""
+        seen = self._seen[1] if self._seen is not None else None
+        spot = self.spec.spot or bool(seen and seen.get("InstanceLifecycle") == "spot")
+        return interruption.check_command(self.spec.metadata_url) if spot else None
 
     async def create_plan(self) -> CreatePlan | None:
         if await self.find() is not None:
