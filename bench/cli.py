@@ -1,9 +1,12 @@
 """Cold-start cost of the `orch` command and the idle footprint of the local machine's server.
 
 Measured, each in the same run as its floor: `orch --version` and `orch status` (a fresh
-process each time) against a bare `python -c pass`; the idle RSS of the local machine's
-server process after it has served a few sessions, against a bare interpreter's RSS.
+process each time) against a bare `python -c pass`; `orch status` both the ordinary way
+(`ORCH_NO_AGENT=1`: the CLI imports the facade and reads everything itself) and as a thin
+client of a running orch agent (answered from its watched state); the idle RSS of the local
+machine's server process after it has served a few sessions, against a bare interpreter's RSS.
 Goals (issue 2): `orch status` cold start <= 300 ms; local machine idle RSS <= 50 MB.
+Goal (issue 20): `orch status` through the agent <= 60 ms p50 and <= 5x `python -c pass`.
 
     .venv/bin/python bench/cli.py
 """
@@ -65,7 +68,13 @@ def main() -> None:
         )
         info = json.loads(up.stdout)
         try:
-            status_up = series([*orch, "status"], env, project)
+            status_up = series([*orch, "status"], {**env, "ORCH_NO_AGENT": "1"}, project)
+            agent = [sys.executable, "-m", "sidecar.agent"]
+            subprocess.run([*agent, "serve", "--detach"], env=env, cwd=project, check=True)
+            try:
+                status_agent = series([*orch, "status"], env, project)
+            finally:
+                subprocess.run([*agent, "stop"], env=env, cwd=project, capture_output=True)
             for _ in range(20):  # serve some sessions, then let it idle
                 subprocess.run(
                     [*orch, "ssh", "--", "true"],
@@ -86,12 +95,18 @@ def main() -> None:
 
     s_floor, s_ver = summary_ms(floor), summary_ms(version)
     s_down, s_up = summary_ms(status_down), summary_ms(status_up)
+    s_agent = summary_ms(status_agent)
+    agent_ratio = round(s_agent["p50_ms"] / s_floor["p50_ms"], 2)
+    agent_ok = s_agent["p50_ms"] <= 60 and agent_ratio <= 5
     results = {
         "python_floor": s_floor,
         "orch_version": s_ver,
         "orch_status_machine_stopped": s_down,
         "orch_status_machine_running": s_up,
+        "orch_status_through_agent": s_agent,
         "status_over_floor_ratio": round(s_up["p50_ms"] / s_floor["p50_ms"], 2),
+        "agent_status_over_floor_ratio": agent_ratio,
+        "agent_speedup_vs_ordinary": round(s_up["p50_ms"] / s_agent["p50_ms"], 2),
         "local_server_idle_rss_mb": round(server_rss / 1024, 1),
         "bare_python_rss_mb": round(bare_rss / 1024, 1),
     }
@@ -109,10 +124,16 @@ def main() -> None:
                 "yes" if s_down["p50_ms"] <= 300 else "NO",
             ],
             [
-                "orch status p50 (running)",
+                "orch status p50 (running, no agent)",
                 f"{s_up['p50_ms']:.0f} ms",
                 "<= 300 ms",
                 "yes" if ok else "NO",
+            ],
+            [
+                "orch status p50 (running, agent)",
+                f"{s_agent['p50_ms']:.0f} ms ({agent_ratio}x floor)",
+                "<= 60 ms, <= 5x",
+                "yes" if agent_ok else "NO",
             ],
             [
                 "local server idle RSS",

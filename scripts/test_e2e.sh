@@ -44,6 +44,8 @@ cleanup() {
     # product's way first.
     if [ -x "$root/.venv/bin/orch" ]; then
         ORCH_HOME=$work/orch-home "$root/.venv/bin/orch" -C "$work/workspace" down >/dev/null 2>&1 || true
+        # The local agent (syncs, forwards) outlives its clients for a while: stop it too.
+        ORCH_HOME=$work/orch-home "$root/.venv/bin/python" -m sidecar.agent stop >/dev/null 2>&1 || true
     fi
     if [ -n "$server_pid" ]; then
         # code-server runs in its own session (setsid): its process group holds the server,

@@ -22,7 +22,8 @@ from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
 from sidecar.errors import ConfigFileError, NotFound, OrchError, UsageError
 from sidecar.layout import Layout
-from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget
+from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget, TerminatePlan
+from sidecar.machines.overview import MachineList
 from sidecar.results import (
     ConfigProblemInfo,
     ConfigState,
@@ -233,7 +234,7 @@ class Orchestrator:
             regions = await fleet.all_regions(aws)
         return await fleet.list_fleet(aws, regions)
 
-    async def machines_overview(self, all_regions: bool = False) -> MachinesOverview:
+    async def machines_inventory(self, all_regions: bool = False) -> MachinesOverview:
         """`orch machines`: this project's machines of every kind and every orch-tagged EC2
         instance the credentials see, what each costs, and the spend today."""
         from sidecar.machines import inventory
@@ -287,6 +288,36 @@ class Orchestrator:
         aws, _ = self._fleet_aws()
         return await fleet.stop_fleet(aws, entries)
 
+    async def machines_overview(
+        self, names: Sequence[str] | None = None, timeout_s: float | None = None
+    ) -> MachineList:
+        """Every machine of orch.toml (or those `names`) with its state (and $/h where it has
+        a cost), each read concurrently within `timeout_s`: the editor's machine picker. A
+        status that fails is an "unknown" entry saying why, not an error."""
+        from sidecar.machines import overview
+
+        names = list(names) if names is not None else self.config.config.machine_names()
+        providers: list[Provider] = []
+        failed: list[MachineInfo] = []
+        for name in names:
+            try:
+                providers.append(self.provider(name))
+            except OrchError as exc:  # a kind this orch cannot drive: listed, not fatal
+                kind = self.config.machine(name)[1].kind
+                failed.append(
+                    MachineInfo(name=name, kind=kind, state="unknown", detail=exc.message)
+                )
+        infos = await overview.statuses(providers, timeout_s or overview.STATUS_TIMEOUT_S)
+        by_name = {i.name: i for i in [*infos, *failed]}
+        return MachineList(default=self.machine_name(), machines=[by_name[n] for n in names])
+
+    async def terminate_preview(self, machine: str | None = None) -> TerminatePlan:
+        """What terminating the machine destroys and what would be lost (unpushed work,
+        volumes), for a confirmation; nothing is changed."""
+        plan = await self.terminate_plan(machine)
+        warnings = await self.terminate_warnings(machine) if plan is not None else []
+        return TerminatePlan(machine=self.machine_name(machine), plan=plan, warnings=warnings)
+
     async def terminate_warnings(self, machine: str | None = None) -> list[str]:
         """What destroying the machine would lose (unpushed work), for the confirmation."""
         return await self.provider(machine).terminate_warnings()
@@ -332,7 +363,7 @@ class Orchestrator:
                 machine=MachineInfo(
                     name=machine or "?", kind="?", state="unknown", detail=exc.message
                 ),
-                config=ConfigState(file=file),
+                config=ConfigState(file=file, machines=self.config.config.machine_names()),
             )
         ports: list[PortForwardInfo] = []
         with contextlib.suppress(OrchError):  # a machine without a known alias has none
@@ -366,7 +397,7 @@ class Orchestrator:
             sync=sync,
             idle=idle,
             queues=queues,
-            config=ConfigState(file=file),
+            config=ConfigState(file=file, machines=self.config.config.machine_names()),
         )
 
     async def _interruption(self, machine: str | None, info: MachineInfo) -> None:
@@ -886,6 +917,26 @@ class Orchestrator:
         name = self.machine_name(machine)
         await remove_port(self.layout, await self._alias(name), name, port, reverse)
         return await self.ports_list(name)
+
+    def revive_agent(self) -> bool:
+        """Start the orch agent again if it died with syncs or forwards to bring back."""
+        from sidecar.agent import client
+
+        if not client.enabled():
+            return False
+        try:
+            return client.revive_if_wanted(self.layout)
+        except client.AgentUnavailable:
+            return False  # the sync's status says it ended; nothing else to do here
+
+    def poke_agent(self) -> None:
+        """Tell a running agent that something may have changed (its status reads anew)."""
+        from sidecar.agent import client
+
+        paths = client.agent_paths(self.layout)
+        if client.enabled() and client.alive(paths):
+            with contextlib.suppress(client.AgentUnavailable, OSError, ValueError):
+                client.call(paths, {"op": "poke"}, timeout=1.0)
 
     async def host_forward_owner(self, machine: str | None = None) -> bool:
         """Own the machine's forwards in this process (the sidecar does this while it runs);

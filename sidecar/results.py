@@ -17,9 +17,10 @@ from remote_config.jobs import JobInfo
 from sidecar.debug.service import DebugSession
 from sidecar.idle.service import IdleStatus
 from sidecar.jobs.fargate_queue import QueueStatus
-from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo
+from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo, TerminatePlan
 from sidecar.machines.ec2.models import FleetEntry
 from sidecar.machines.inventory import MachineEntry, MachinesOverview
+from sidecar.machines.overview import MachineList
 from sidecar.machines.spend import CostStatus
 from sidecar.profiling.service import ProfileRequest, ProfileResult
 from sidecar.ssh.config_service import SshConfigResult
@@ -47,6 +48,8 @@ class ConfigState(BaseModel):
 
     file: str | None = None  # None: no orch.toml (defaults apply)
     problems: list[ConfigProblemInfo] = Field(default_factory=list)
+    # The machines it names (`local` always): a change makes the editor list them again.
+    machines: list[str] = Field(default_factory=list)
 
 
 class ConfigInitResult(BaseModel):
@@ -96,6 +99,7 @@ __all__ = [
     "JobInfo",
     "MachineEntry",
     "MachineInfo",
+    "MachineList",
     "MachinesOverview",
     "OrchStatus",
     "PortForwardInfo",
@@ -106,4 +110,5 @@ __all__ = [
     "SshConfigResult",
     "SyncConflict",
     "SyncStatus",
+    "TerminatePlan",
 ]

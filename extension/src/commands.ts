@@ -20,6 +20,7 @@ import {
   validatePort,
 } from "./common/format";
 import { orchCliFor } from "./common/interpreter";
+import { pickItems, terminateMessage } from "./common/machines";
 import type { Settings } from "./common/settings";
 import type { TreeNode } from "./common/treeModel";
 import type { Debugger } from "./debug";
@@ -37,6 +38,10 @@ interface Context {
   settings: Settings;
   output: vscode.LogOutputChannel;
   debug: Debugger;
+  /** Remembers the picked machine for this workspace ("" = the project's default). */
+  selectMachine: (machine: string) => Promise<void>;
+  /** Reads `orch.machine.list` anew into the Orch view. */
+  refreshMachines: () => Promise<unknown>;
 }
 
 /** The user was already told (and chose not to act); nothing more to say. */
@@ -46,11 +51,25 @@ function errorData(error: unknown): OrchErrorData | undefined {
   return error instanceof ResponseError ? (error.data as OrchErrorData | undefined) : undefined;
 }
 
-async function startMachine(ctx: Context, machine: string | undefined): Promise<void> {
-  const args = machine ? { machine } : ctx.settings.machine ? { machine: ctx.settings.machine } : {};
-  await withProgress("Orch: starting the machine", (token, progress) =>
+/** The machine a command acts on: a name passed in, the clicked tree item, or the selected one. */
+function machineArg(ctx: Context, arg: unknown): { machine?: string } {
+  if (typeof arg === "string" && arg) {
+    return { machine: arg };
+  }
+  const node = arg as TreeNode | undefined;
+  if (node?.kind === "machine" && node.key) {
+    return { machine: node.key };
+  }
+  return ctx.settings.machine ? { machine: ctx.settings.machine } : {};
+}
+
+/** Up, with each step shown (a cloud machine: launch → running → SSH reachable → host key
+ * verified, as the sidecar reports them). */
+async function startMachine(ctx: Context, machine: unknown): Promise<void> {
+  const args = machineArg(ctx, machine);
+  await withProgress(`Orch: starting ${args.machine ?? "the machine"}`, (token, progress) =>
     ctx.sidecar.execute("orch.machine.up", args, { token, progress }),
-  );
+  ).then(() => ctx.refreshMachines());
 }
 
 /** Opens orch.toml at one of its problems (from the status, or from an error's data). */
@@ -306,22 +325,74 @@ async function forwardPort(ctx: Context): Promise<void> {
   );
 }
 
-/** Stop the machine; while jobs run there, only once the user confirms (a stop may end them). */
-async function stopMachine(ctx: Context, machine: { machine?: string }): Promise<unknown> {
-  const status = await ctx.sidecar.execute("orch.status", {});
-  const running = status.jobs.filter((j) => j.state === "running").map((j) => j.name);
-  if (running.length > 0) {
-    const shown = running.slice(0, 10).join(", ") + (running.length > 10 ? ", …" : "");
+/** Stop (or terminate) a machine; while jobs run there, only once the user confirms (a stop
+ * may end them): the sidecar refuses with JobsRunning, naming them, and is asked again. */
+async function downMachine(
+  ctx: Context,
+  command: "orch.machine.down" | "orch.machine.terminate",
+  args: { machine?: string },
+): Promise<unknown> {
+  const title = `Orch: ${command === "orch.machine.down" ? "stopping" : "terminating"} ${args.machine ?? "the machine"}`;
+  const send = (force: boolean) =>
+    withProgress(title, (token) => ctx.sidecar.execute(command, { ...args, force }, { token }));
+  try {
+    return await send(false);
+  } catch (error) {
+    if (errorData(error)?.kind !== "JobsRunning" || !(error instanceof ResponseError)) {
+      throw error;
+    }
     const answer = await vscode.window.showWarningMessage(
-      `${running.length} job(s) still run on the machine: ${shown}. Stopping it may end them.`,
+      `${error.message}.`,
       { modal: true },
-      "Stop Anyway",
+      command === "orch.machine.down" ? "Stop Anyway" : "Terminate Anyway",
     );
-    if (answer !== "Stop Anyway") {
+    if (!answer) {
       return undefined;
     }
+    return send(true);
+  } finally {
+    void ctx.refreshMachines();
   }
-  return ctx.sidecar.execute("orch.machine.down", { ...machine, force: true });
+}
+
+/** Terminate after a modal that names what is deleted and what would be lost. */
+async function terminateMachine(ctx: Context, arg: unknown): Promise<unknown> {
+  const args = machineArg(ctx, arg);
+  const plan = await ctx.sidecar.execute("orch.machine.terminatePlan", args);
+  const message = terminateMessage(plan);
+  if (!message) {
+    void vscode.window.showInformationMessage(`Orch: ${plan.machine} has nothing to terminate.`);
+    return undefined;
+  }
+  const answer = await vscode.window.showWarningMessage(message, { modal: true }, "Terminate");
+  return answer === "Terminate" ? downMachine(ctx, "orch.machine.terminate", args) : undefined;
+}
+
+/** Orch: Select Machine…: every machine of orch.toml with kind, state and $/h; the pick
+ * becomes the machine the editor acts on (in the running sidecar: no restart). */
+async function selectMachine(ctx: Context, arg: unknown): Promise<void> {
+  // A name (a click on a machine of the Orch view), the view's item (its context menu), or ask.
+  const node = arg as TreeNode | undefined;
+  let name = typeof arg === "string" ? arg : node?.kind === "machine" ? node.key : undefined;
+  if (name === undefined) {
+    const list = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: "Orch: reading the machines" },
+      () => ctx.sidecar.execute("orch.machine.list", {}),
+    );
+    const picked = await vscode.window.showQuickPick(pickItems(list, ctx.store.status?.machine), {
+      title: "Orch: Select Machine",
+      placeHolder: "The machine Up, Down, jobs, sync, ports and debug act on",
+      matchOnDescription: true,
+    });
+    if (!picked) {
+      return;
+    }
+    name = picked.machine;
+  }
+  const info = await ctx.sidecar.execute("orch.machine.select", { machine: name });
+  await ctx.selectMachine(name);
+  vscode.window.setStatusBarMessage(`$(vm) Orch: using ${info.name} (${info.kind}, ${info.state})`, 5_000);
+  void ctx.refreshMachines();
 }
 
 // These ids must differ from the sidecar's command names (`orch.status`, `orch.jobs.run`…):
@@ -371,16 +442,12 @@ async function profileGpu(ctx: Context): Promise<void> {
 }
 
 export function registerCommands(ctx: Context): vscode.Disposable[] {
-  const machine = ctx.settings.machine ? { machine: ctx.settings.machine } : {};
   const handlers: Record<string, [string, (...args: unknown[]) => unknown]> = {
-    "orch.up": [
-      "Up",
-      () =>
-        withProgress("Orch: starting the machine", (token, progress) =>
-          ctx.sidecar.execute("orch.machine.up", machine, { token, progress }),
-        ),
-    ],
-    "orch.down": ["Down", () => stopMachine(ctx, machine)],
+    "orch.up": ["Up", (arg) => startMachine(ctx, arg)],
+    "orch.down": ["Down", (arg) => downMachine(ctx, "orch.machine.down", machineArg(ctx, arg))],
+    "orch.terminateMachine": ["Terminate", (arg) => terminateMachine(ctx, arg)],
+    "orch.selectMachine": ["Select Machine", (arg) => selectMachine(ctx, arg)],
+    "orch.refreshMachines": ["Refresh Machines", () => ctx.refreshMachines()],
     "orch.showStatus": [
       "Status",
       async () => {

@@ -14,6 +14,7 @@ IdleStatus?: IdleStatus
 JobInfo?: JobInfo
 MachineEntry?: MachineEntry
 MachineInfo?: MachineInfo
+MachineList?: MachineList
 MachinesOverview?: MachinesOverview
 OrchStatus?: OrchStatus
 PortForwardInfo?: PortForwardInfo
@@ -24,6 +25,7 @@ QueueStatus?: QueueStatus
 SshConfigResult?: SshConfigResult
 SyncConflict?: SyncConflict
 SyncStatus?: SyncStatus
+TerminatePlan?: TerminatePlan
 }
 /**
  * What a machine kind can do; front ends show or hide actions from this, never from kind.
@@ -88,6 +90,7 @@ path: string
  */
 export interface ConfigState {
 file: (string | null)
+machines: string[]
 problems: ConfigProblemInfo[]
 }
 /**
@@ -283,6 +286,23 @@ seen_at: number
 time: string
 }
 /**
+ * `orch.machine.list`: the project's machines (`local` always), by name.
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "MachineList".
+ */
+export interface MachineList {
+/**
+ * The project's default machine (orch.toml).
+ */
+default: string
+machines: MachineInfo[]
+/**
+ * The machine the editor's commands act on (language server).
+ */
+selected: (string | null)
+}
+/**
  * `orch machines`: the rows, the spend today, and what could not be looked at.
  *
  * This interface was referenced by `OrchProtocol`'s JSON-Schema
@@ -448,5 +468,22 @@ text: (string | null)
  * the user's ssh config that includes it
  */
 user_config: string
+warnings: string[]
+}
+/**
+ * What terminating a machine would destroy and lose, for a confirmation that names it.
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "TerminatePlan".
+ */
+export interface TerminatePlan {
+machine: string
+/**
+ * What is destroyed; None: nothing exists.
+ */
+plan: (string | null)
+/**
+ * What would be lost for good.
+ */
 warnings: string[]
 }

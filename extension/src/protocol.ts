@@ -28,6 +28,10 @@ export type ConfigState = wire.ConfigState;
 export type ConfigInitResult = wire.ConfigInitResult;
 export type IdleStatus = wire.IdleStatus;
 export type CostStatus = wire.CostStatus;
+/** `orch.machine.list`: every machine of orch.toml with its state and price. */
+export type MachineList = wire.MachineList;
+/** `orch.machine.terminatePlan`: what terminating destroys and would lose. */
+export type TerminatePlan = wire.TerminatePlan;
 
 /** `orch/log`: a chunk of a followed job's log. */
 export interface LogChunk {
@@ -52,8 +56,12 @@ export interface InitializationOptions {
 
 export interface MachineArgs {
   machine?: string;
-  /** down: stop even while jobs run there. */
+  /** down, terminate: go on even while jobs run there. */
   force?: boolean;
+}
+export interface SelectMachineArgs {
+  /** "" for the project's default machine. */
+  machine: string;
 }
 export interface RunJobArgs {
   name: string;
@@ -122,6 +130,10 @@ export interface Commands {
   "orch.machine.up": [MachineArgs, MachineStatus];
   "orch.machine.down": [MachineArgs, MachineStatus];
   "orch.machine.status": [MachineArgs, MachineStatus];
+  "orch.machine.terminate": [MachineArgs, MachineStatus];
+  "orch.machine.terminatePlan": [{ machine?: string }, TerminatePlan];
+  "orch.machine.list": [NoArgs, MachineList];
+  "orch.machine.select": [SelectMachineArgs, MachineStatus];
   "orch.jobs.run": [RunJobArgs, JobInfo];
   "orch.jobs.status": [NoArgs, { jobs: JobInfo[] }];
   "orch.jobs.logs": [JobLogsArgs, LogChunk];

@@ -52,7 +52,7 @@ export class StatusBar implements vscode.Disposable {
     apply(this.machine, machine);
     const configErrors = sidecar === "running" && configHasErrors(status?.config);
     this.machine.command =
-      sidecar === "stopped" ? "orch.showOutput" : configErrors ? "orch.openConfigProblem" : "orch.showStatus";
+      sidecar === "stopped" ? "orch.showOutput" : configErrors ? "orch.openConfigProblem" : "orch.selectMachine";
     if (sidecar === "running" && status && !configErrors) {
       apply(this.jobs, jobsItem(status.jobs, status.queues));
       const sync = syncItem(status.sync);

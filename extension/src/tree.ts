@@ -2,15 +2,15 @@
 
 import * as vscode from "vscode";
 import { buildTree, type TreeNode } from "./common/treeModel";
-import type { OrchStatus } from "./protocol";
+import type { MachineList, OrchStatus } from "./protocol";
 
 export class OrchTree implements vscode.TreeDataProvider<TreeNode> {
   private roots: TreeNode[] = buildTree(undefined);
   private readonly changed = new vscode.EventEmitter<void>();
   readonly onDidChangeTreeData = this.changed.event;
 
-  update(status: OrchStatus | undefined): void {
-    this.roots = buildTree(status);
+  update(status: OrchStatus | undefined, machines?: MachineList): void {
+    this.roots = buildTree(status, machines);
     this.changed.fire();
   }
 

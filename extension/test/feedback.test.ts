@@ -21,12 +21,12 @@ const PROBLEMS = [
 
 describe("orch.toml problems", () => {
   it("turn the machine item into 'orch.toml has errors' listing them without the path", () => {
-    const item = machineItem("running", status().machine, { file: PROBLEMS[0].file, problems: PROBLEMS });
+    const item = machineItem("running", status().machine, { file: PROBLEMS[0].file, problems: PROBLEMS, machines: [] });
     assert.equal(item.text, "$(error) orch.toml has errors");
     assert.equal(item.severity, "error");
     assert.match(item.tooltip, /line 6: machines\.gpu\.hots: unknown key 'hots'; did you mean 'host'\?/);
     assert.doesNotMatch(item.tooltip, /\/home\/me/);
-    assert.equal(machineItem("running", status().machine, { file: null, problems: [] }).text, "$(vm-running) local: running");
+    assert.equal(machineItem("running", status().machine, { file: null, problems: [], machines: [] }).text, "$(vm-running) local: running");
   });
 
   it("make the error toast short: the count, the first problem, its line, no absolute path", () => {
@@ -42,7 +42,7 @@ describe("orch.toml problems", () => {
   });
 
   it("replace the tree with the problems, each opening its place", () => {
-    const roots = buildTree(status({ config: { file: PROBLEMS[0].file, problems: PROBLEMS } }));
+    const roots = buildTree(status({ config: { file: PROBLEMS[0].file, problems: PROBLEMS, machines: [] } }));
     assert.equal(roots.length, 1);
     assert.equal(roots[0].label, "orch.toml has errors");
     assert.equal(roots[0].children![1].label, "line 4: machines.gpu.host: required field is missing");
@@ -53,7 +53,7 @@ describe("orch.toml problems", () => {
 
 describe("first steps", () => {
   it("offer starting the machine and creating orch.toml when there is none", () => {
-    const stopped = status({ config: { file: null, problems: [] } });
+    const stopped = status({ config: { file: null, problems: [], machines: [] } });
     stopped.machine = { ...stopped.machine, state: "stopped" };
     const [start] = buildTree(stopped);
     assert.equal(start.label, "Get Started");

@@ -103,7 +103,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     jobs: [],
     sync: sync(),
     ports: [],
-    config: { file: "/work/project/orch.toml", problems: [] },
+    config: { file: "/work/project/orch.toml", problems: [], machines: ["local"] },
     idle: null,
     cost: null,
     queues: [],

@@ -19,7 +19,7 @@ describe("tree model", () => {
     const machine = roots[0].children![0];
     assert.equal(machine.label, "local");
     assert.equal(machine.description, "running"); // the kind only when it differs from the name
-    assert.equal(machine.contextValue, "machine.running");
+    assert.equal(machine.contextValue, "machine.running.selected");
     assert.equal(roots[1].children![0].label, "No jobs yet");
     assert.equal(roots[2].children![0].label, "No forwarded ports");
   });
@@ -134,6 +134,6 @@ describe("tree model", () => {
 
   it("marks a stopped machine so Up shows in its menu", () => {
     const roots = buildTree(status({ machine: { ...status().machine, state: "stopped" } }));
-    assert.equal(roots[0].children![0].contextValue, "machine.stopped");
+    assert.equal(roots[0].children![0].contextValue, "machine.stopped.selected");
   });
 });

@@ -12,7 +12,7 @@ import sys
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
 from sidecar.errors import OrchError, UsageError
-from sidecar.results import FleetEntry, MachineEntry, MachineInfo
+from sidecar.results import FleetEntry, MachineEntry, MachineInfo, OrchStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -238,7 +238,7 @@ def _machines_table(entries: list[MachineEntry]) -> str:
 
 
 async def cmd_machines(orch: Orchestrator, args: argparse.Namespace) -> int:
-    overview = await orch.machines_overview(all_regions=args.all_regions)
+    overview = await orch.machines_inventory(all_regions=args.all_regions)
     if args.json:
         print_json(overview)
         return 0
@@ -260,6 +260,12 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.json:
         print_json(status)
         return 0
+    print_status(status)
+    return 0
+
+
+def print_status(status: OrchStatus) -> None:
+    """`orch status`'s text (also rendered by the orch agent for its thin clients)."""
     m = status.machine
     headers = ["MACHINE", "KIND", "STATE", "ADDRESS", "UPTIME"]
     row = [
@@ -303,7 +309,6 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
 
         print()
         print(queues_table(status.queues))
-    return 0
 
 
 def _default_sigint() -> None:

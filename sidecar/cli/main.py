@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 orch.toml invalid, 4 not found (job, mach
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from sidecar import __version__
 
+STATUS_TIMEOUT_S = float(os.environ.get("ORCH_AGENT_TIMEOUT_S", "5"))
+NO_STATE = ("config", "init")  # commands that never start (or revive) the orch agent
 AREAS = (
     "machine_cmds",
     "config_cmds",
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv in (["--version"], ["-V"]):  # fast path: no imports beyond the version string
         print(f"orch {__version__}")
         return 0
+    fast = agent_status(argv)
+    if fast is not None:
+        return fast
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[..., object] | None = getattr(args, "handler", None)
@@ -65,6 +71,50 @@ def main(argv: list[str] | None = None) -> int:
         print("orch: error: a command is needed (see the list above)", file=sys.stderr)
         return 2
     return run_handler(handler, args)
+
+
+def agent_status(argv: list[str]) -> int | None:
+    """`orch status [MACHINE] [--json]` answered by the running orch agent from its watched
+    state, with no pydantic or asyncssh import; None: answer it the ordinary way (no agent
+    runs, or it did not answer in time, said on stderr)."""
+    rest, cwd = list(argv), None
+    if rest[:1] in (["-C"], ["--project-dir"]) and len(rest) >= 2:
+        cwd, rest = rest[1], rest[2:]
+    if rest[:1] != ["status"] or os.environ.get("ORCH_NO_AGENT") == "1":
+        return None
+    others = [a for a in rest[1:] if a != "--json"]
+    if len(others) > 1 or any(a.startswith("-") for a in others):
+        return None  # --help and friends: the ordinary parser
+    from sidecar.agent import client
+
+    try:
+        home = client.home_from_env()
+        paths = client.agent_paths(home)
+        if not client.alive(paths):
+            if not client.wanted(paths):
+                return None
+            client.ensure()  # it died with syncs or forwards to bring back
+        machine = others[0] if others else None
+        request = {"op": "status", "cwd": os.path.abspath(cwd or os.getcwd()), "machine": machine}
+        reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+        if client.version_key(str(reply.get("version"))) < client.version_key(__version__):
+            client.ensure()  # an older agent: replaced by this version, then asked again
+            reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+    except client.AgentUnavailable as exc:
+        print(f"orch: note: {exc}; reading the status without it", file=sys.stderr)
+        return None
+    except Exception:  # a bad $ORCH_HOME…: the ordinary path says it properly
+        return None
+    if not reply.get("ok"):
+        print(f"orch: error: {reply.get('message')}", file=sys.stderr)
+        if reply.get("hint"):
+            print(f"hint: {reply['hint']}", file=sys.stderr)
+        return int(reply.get("exit_code") or 1)
+    if "--json" in rest:
+        print(json.dumps(reply["status"], indent=2, sort_keys=False))
+    else:
+        sys.stdout.write(reply["text"])
+    return 0
 
 
 def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int:
@@ -79,10 +129,14 @@ def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int
     async def go() -> int:
         orch = Orchestrator(cwd=args.project_dir, one_shot=True)
         try:
+            if args.command not in NO_STATE:
+                orch.revive_agent()  # cheap (a stat) unless a dead agent left work
             result = await handler(orch, args)  # type: ignore[misc]
             return int(result or 0)
         finally:
             await orch.close()
+            if args.command not in NO_STATE:
+                orch.poke_agent()
 
     try:
         return asyncio.run(go())

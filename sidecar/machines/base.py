@@ -77,6 +77,14 @@ class CreatePlan(BaseModel):
     reason: str | None = None
 
 
+class TerminatePlan(BaseModel):
+    """What terminating a machine would destroy and lose, for a confirmation that names it."""
+
+    machine: str
+    plan: str | None = Field(default=None, description="What is destroyed; None: nothing exists.")
+    warnings: list[str] = Field(default_factory=list, description="What would be lost for good.")
+
+
 class SSHTarget(BaseModel):
     """Everything needed to open an SSH connection that verifies the pinned host key."""
 

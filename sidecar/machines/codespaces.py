@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from remote_config.model import CodespacesMachine
 from sidecar.errors import HostKeyMismatch, MachineNotRunning, NotFound, OrchError, UsageError
 from sidecar.layout import Layout
-from sidecar.machines import codespaces_cost
+from sidecar.machines import codespaces_cost, codespaces_idle  # noqa: F401 (registers the idle stop hook)
 from sidecar.machines.base import (
     Capabilities,
     MachineInfo,

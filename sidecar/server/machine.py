@@ -1,27 +1,42 @@
-"""Machine commands: `orch.machine.up`, `orch.machine.down`, `orch.machine.status`.
+"""Machine commands: `orch.machine.up|down|terminate|status`, the picker's
+`orch.machine.list`, `orch.machine.select` and `orch.machine.terminatePlan`.
 
 `up` is the long one: it reports each step as `$/progress` and stops when cancelled.
-Up and down of one machine are serialised by the provider's lock, taken off the event loop
-(an async file lock), so concurrent requests in this process wait instead of deadlocking.
+Up, down and terminate of one machine are serialised by the provider's lock, taken off the
+event loop (an async file lock), so concurrent requests in this process wait instead of
+deadlocking.
+
+`select` changes the machine the editor's commands act on (status, jobs, sync, ports, debug
+all read `server.options.machine`) inside the running sidecar: no restart, so nothing
+long-lived of this process (job log streams, the status watcher) is dropped by a switch.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from sidecar.results import MachineInfo
-from sidecar.server.core import OrchServer, Params, Report
+from sidecar.errors import NotFound
+from sidecar.results import MachineInfo, MachineList, TerminatePlan
+from sidecar.server.core import NoParams, OrchServer, Params, Report
 
 
 class MachineParams(Params):
     machine: str | None = None
-    force: bool = False  # down: stop even while jobs run there
+    force: bool = False  # down, terminate: go on even while jobs run there
+
+
+class SelectParams(Params):
+    machine: str  # "" for the project's default machine
+
+
+class NameParams(Params):
+    machine: str | None = None
 
 
 def register(server: OrchServer) -> None:
     lifecycle = asyncio.Lock()
 
-    def name(params: MachineParams) -> str | None:
+    def name(params: MachineParams | NameParams) -> str | None:
         return params.machine or server.options.machine
 
     @server.orch_command("orch.machine.up", MachineParams)
@@ -34,6 +49,37 @@ def register(server: OrchServer) -> None:
         async with lifecycle:
             return await server.orch.down(name(params), force=params.force)
 
+    @server.orch_command("orch.machine.terminate", MachineParams)
+    async def terminate(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
+        # The client confirms first, showing orch.machine.terminatePlan.
+        async with lifecycle:
+            return await server.orch.down(name(params), terminate=True, force=params.force)
+
+    @server.orch_command("orch.machine.terminatePlan", NameParams, read_only=True)
+    async def terminate_plan(
+        server: OrchServer, params: NameParams, report: Report
+    ) -> TerminatePlan:
+        return await server.orch.terminate_preview(name(params))
+
     @server.orch_command("orch.machine.status", MachineParams, read_only=True)
     async def status(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
         return await server.orch.machine_status(name(params))
+
+    @server.orch_command("orch.machine.list", NoParams, read_only=True)
+    async def list_(server: OrchServer, params: NoParams, report: Report) -> MachineList:
+        listed = await server.orch.machines_overview()
+        listed.selected = server.options.machine or listed.default
+        return listed
+
+    @server.orch_command("orch.machine.select", SelectParams)
+    async def select(server: OrchServer, params: SelectParams, report: Report) -> MachineInfo:
+        chosen = params.machine.strip() or None
+        known = server.orch.config.config.machine_names()
+        if chosen is not None and chosen not in known:
+            raise NotFound(
+                f"unknown machine {chosen!r}", hint=f"known machines: {', '.join(known)}"
+            )
+        server.options.machine = chosen
+        # Not read_only: the status watcher looks again at once and pushes the new machine.
+        listed = await server.orch.machines_overview([server.orch.machine_name(chosen)])
+        return listed.machines[0]

@@ -94,6 +94,8 @@ class StatusWatcher:
     async def check(self) -> dict[str, Any]:
         """Reads the status and pushes it when it changed; returns it."""
         began = time.monotonic()
+        # An orch agent that died with syncs or forwards is started again (it resumes them).
+        await asyncio.to_thread(self.server.orch.revive_agent)
         status: OrchStatus = await self.server.orch.status(self.server.options.machine)
         payload = status.model_dump(mode="json")
         self._latest = (began, payload)

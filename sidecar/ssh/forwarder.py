@@ -1,8 +1,9 @@
 """The one owner of a machine's port forwards, and how other processes talk to it.
 
 Exactly one process per machine alias owns the forwards: the one holding an flock on
-`$ORCH_HOME/forwards/<alias>/owner.lock` (the sidecar when it hosts a `ForwardOwner`, else a
-small background process started by `orch ports add`: `python -m sidecar.ssh.forwarder`).
+`$ORCH_HOME/forwards/<alias>/owner.lock` (the orch agent, `sidecar/agent/`, which hosts a
+`ForwardOwner` per machine; with `ORCH_NO_AGENT=1` a small background process started by
+`orch ports add`: `python -m sidecar.ssh.forwarder`).
 The owner keeps `state.json` beside the lock current (pid, connection state, forwards) and
 answers one-line JSON requests on a Unix socket (`add`, `remove`, `list`, `shutdown`). Every
 other process reads the state file and sends requests; it never binds a forward itself, so
@@ -59,6 +60,9 @@ class ForwardOwner:
         self.machine = machine
         self.exit_when_empty = exit_when_empty
         self.forwards = ForwardSet(pool, target, self.write_state)
+        # Forwards a crashed owner had that could not be brought back (their port was taken
+        # meanwhile): listed as dead, with why, until added again or the owner stops.
+        self.lost: list[dict[str, Any]] = []
         self.done = asyncio.Event()
         self._lock_fd: int | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -124,6 +128,7 @@ class ForwardOwner:
                     }
                     for s in ([] if stopping else self.forwards.specs())
                 ],
+                "lost": [] if stopping else self.lost,
             },
         )
 
@@ -137,6 +142,7 @@ class ForwardOwner:
                 bool(request.get("reverse", False)),
             )
             added = await self.forwards.add(spec)
+            self.lost = [x for x in self.lost if _lost_key(x) != (spec.reverse, spec.local_port)]
             return {"ok": True, "added": added, "state": self.forwards.state()}
         if op == "remove":
             removed = await self.forwards.remove(
@@ -165,6 +171,10 @@ class ForwardOwner:
             writer.close()
         if reply.get("shutdown") or (self.exit_when_empty and not self.forwards.specs()):
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
+
+
+def _lost_key(raw: dict[str, Any]) -> tuple[bool, int]:
+    return bool(raw.get("reverse")), int(raw.get("local_port", 0))
 
 
 # -- clients --------------------------------------------------------------------------------

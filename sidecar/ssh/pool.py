@@ -183,6 +183,10 @@ class ConnectionPool:
         slot = self._slots.get(alias)
         return slot.state if slot else "closed"
 
+    def connections(self) -> dict[str, ConnState]:
+        """Every alias this pool knows, with its connection's state."""
+        return {alias: slot.state for alias, slot in self._slots.items()}
+
     def last_error(self, alias: str) -> OrchError | None:
         slot = self._slots.get(alias)
         return slot.error if slot else None

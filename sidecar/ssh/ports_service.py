@@ -14,6 +14,7 @@ as "direct" (the port is already reachable as it is).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from remote_config.model import OrchConfig
@@ -168,6 +169,19 @@ def list_ports(
         elif info.state == "reconnecting" and state.get("error"):
             info.detail = str(state["error"])
         out.append(info)
+    for raw in state.get("lost", []) if alive else []:
+        spec = _spec(raw)
+        out.append(
+            PortForwardInfo(
+                local_port=spec.local_port,
+                remote_host=spec.remote_host,
+                remote_port=spec.remote_port,
+                state="dead",
+                machine=machine,
+                reverse=spec.reverse,
+                detail=str(raw.get("detail") or "the forwarder died; it could not be restarted"),
+            )
+        )
     running = {(p.reverse, p.remote_port if p.reverse else p.local_port) for p in out}
     for spec in configured:
         if spec.key not in running:
@@ -186,6 +200,21 @@ def list_ports(
     return PortsResult(ports=sorted(out, key=lambda p: (p.reverse, p.local_port, p.remote_port)))
 
 
+async def _ensure_owner(layout: Layout, target: SSHTarget, machine: str) -> None:
+    """The orch agent hosts the machine's forwards (its one connection per machine), unless
+    some process already owns them; with `ORCH_NO_AGENT=1`, a background forwarder does."""
+    from sidecar.agent import client
+
+    if owner_alive(forward_paths(layout, target.alias)):
+        return
+    if not client.enabled():
+        await spawn_owner(layout, target, machine)
+        return
+    paths, _ = await asyncio.to_thread(client.ensure, layout)
+    request = {"op": "forwards.host", "machine": machine, "target": target.model_dump_json()}
+    await client.acall(paths, request)
+
+
 async def add_port(
     layout: Layout, target: SSHTarget, machine: str, spec: LocalForwardSpec
 ) -> PortForwardInfo:
@@ -199,7 +228,7 @@ async def add_port(
         "reverse": spec.reverse,
     }
     for attempt in (1, 2):
-        await spawn_owner(layout, target, machine)
+        await _ensure_owner(layout, target, machine)
         try:
             reply = await request(paths, payload)
             break

@@ -1,9 +1,11 @@
 """Starting, stopping and asking the sync owner (what the Orchestrator's sync methods do).
 
-`start` either runs the owner in this process (`--foreground`) or spawns the background
-process (`python -m sidecar.sync.daemon`), which reports progress and readiness through a
-pipe; `stop` ends the owner by its PID; `now` asks a running owner for a full reconcile
-(SIGUSR1) or, with none running, does one here.
+`start` either runs the owner in this process (`--foreground`), or hands it to the orch agent
+(`sidecar.agent`: one process for every sync and forward, sharing one SSH connection per
+machine), or with `ORCH_NO_AGENT=1` spawns the background process (`python -m
+sidecar.sync.daemon`), which reports progress and readiness through a pipe; `stop` asks the
+agent, or ends the owner by its PID; `now` asks a running owner for a full reconcile (the
+agent by request, a sync process by SIGUSR1) or, with none running, does one here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sidecar.agent import client
 from sidecar.daemon import terminate
 from sidecar.errors import Conflict, OrchError
 from sidecar.sync.service import Owner, SyncStatus, claim, read_status, release, state_dir
@@ -48,7 +51,26 @@ async def start(
     await ctx.target()
     if foreground:
         return await run_foreground(ctx, progress, ready)
+    if client.enabled():
+        paths, _ = await asyncio.to_thread(client.ensure, ctx.layout)
+        request = {"op": "sync.start", "project": ctx.config.root, "machine": ctx.machine}
+        try:
+            await client.acall(paths, request, timeout=START_TIMEOUT_S, progress=progress)
+        except OrchError as exc:
+            raise OrchError(
+                f"sync failed to start: {exc.message}",
+                hint=exc.hint or f"see {paths.log}",
+                action="open.file",
+                target=str(paths.log),
+            ) from None
+        return read_status(ctx)
     return await _spawn(ctx, progress)
+
+
+def _agent_owned(ctx: MachineContext, pid: int) -> client.AgentPaths | None:
+    """The agent's paths when the sync's owner is the orch agent (not a process of its own)."""
+    paths = client.agent_paths(ctx.layout)
+    return paths if client.agent_pid(paths) == pid else None
 
 
 async def run_foreground(
@@ -123,7 +145,12 @@ async def stop(ctx: MachineContext) -> SyncStatus:
     if pid is None:
         status.detail = "sync was not running"
         return status
-    await terminate(pid, STOP_TIMEOUT_S)
+    agent = _agent_owned(ctx, pid)
+    if agent is not None:
+        request = {"op": "sync.stop", "project": ctx.config.root, "machine": ctx.machine}
+        await client.acall(agent, request, timeout=STOP_TIMEOUT_S + 5)
+    else:
+        await terminate(pid, STOP_TIMEOUT_S)
     status = read_status(ctx)
     status.detail = f"stopped (pid {pid})"
     return status
@@ -141,7 +168,12 @@ async def now(
         finally:
             release(fd)
     before = status.full_syncs
-    os.kill(status.owner_pid, signal.SIGUSR1)
+    agent = _agent_owned(ctx, status.owner_pid)
+    if agent is not None:
+        request = {"op": "sync.now", "project": ctx.config.root, "machine": ctx.machine}
+        await client.acall(agent, request)
+    else:
+        os.kill(status.owner_pid, signal.SIGUSR1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # the CLI waits on another process's state file
         await asyncio.sleep(0.05)

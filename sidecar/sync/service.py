@@ -1,7 +1,8 @@
 """The sync owner: one long-lived watcher per project and machine, and how others see it.
 
-Exactly one process owns a project+machine sync (the background process `orch sync start`
-spawns, or `orch sync start --foreground` in a terminal). It holds an flock on `owner.lock`
+Exactly one process owns a project+machine sync (the orch agent, which runs every sync of
+this user; with `ORCH_NO_AGENT=1` the background process `orch sync start` spawns; or
+`orch sync start --foreground` in a terminal). It holds an flock on `owner.lock`
 in `$ORCH_HOME/sync/<project>-<hash>/<machine>/` and publishes its state in `state.json`
 (pid, state, last sync, generation, conflicts), which `orch sync status` and the language
 server read. A dropped connection pauses the sync; it reconnects with bounded backoff and

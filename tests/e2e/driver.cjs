@@ -353,6 +353,7 @@ async function debugRuns(page) {
 
 async function checkContributions(page) {
   const expected = [
+    "Orch: Select Machine…",
     "Orch: Up",
     "Orch: Down",
     "Orch: Status",
@@ -553,6 +554,24 @@ async function checkTree(page) {
   await screenshot(page, "06-tree");
 }
 
+/** The machine picker: every machine of orch.toml with kind and state; picking one applies it
+ * in the running sidecar (no restart: the sidecar's pid stays). */
+async function selectMachine(page) {
+  const pid = sidecarPid();
+  await runCommand(page, "Orch: Select Machine…");
+  const widget = page.locator(".quick-input-widget");
+  const listed = await poll("the machine picker to list the local machine", () => widget.innerText(),
+    (t) => /local\s*local · running[\s\S]*project default/.test(t), 15_000);
+  log(`machine picker: ${oneLine(listed)}`);
+  await screenshot(page, "06b-machine-picker");
+  await pickQuickItem(page, "local · running");
+  const text = await waitStatusBar(page, /Orch: using local \(local, running\)/, 15_000);
+  log(`status bar after the pick: ${oneLine(text)}`);
+  if (sidecarPid() !== pid) {
+    throw new Error(`selecting a machine restarted the sidecar (pid ${pid} -> ${sidecarPid()})`);
+  }
+}
+
 async function crashAndRecover(page) {
   // Kill the sidecar: the extension says so, restarts it, and the state comes back.
   const pid = sidecarPid();
@@ -602,6 +621,7 @@ async function scenario(page) {
   await jobFlow(page);
   await attachAndStop(page);
   await checkTree(page);
+  await selectMachine(page);
   await checkDebugPicker(page);
   await debugRuns(page);
   await crashAndRecover(page);

@@ -27,7 +27,7 @@ from sidecar.errors import AuthenticationFailed, ConnectTimeout, HostKeyMismatch
 from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
 from sidecar.ssh.pool import Backoff, ConnectionPool
-from sidecar.state import pid_alive
+from sidecar.state import is_locked, pid_alive
 from tests.helpers import Sshd, free_port, http_files, run_orch, stop_pid, wait_port
 
 pytestmark = pytest.mark.integration
@@ -287,10 +287,12 @@ def test_cli_forwards_one_owner_busy_port_and_restart_of_the_local_machine(
 
         assert run_orch("ports", "remove", str(port_a), cwd=project).returncode == 0
         assert run_orch("ports", "remove", str(port_b), cwd=project).returncode == 0
+        # The owner (the orch agent) lets go of the machine's forwards with its last one.
+        lock = orch_home / "forwards" / "orch-local" / "owner.lock"
         deadline = time.monotonic() + 5
-        while pid_alive(owner) and time.monotonic() < deadline:
+        while is_locked(lock) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not pid_alive(owner)  # the background owner exits with its last forward
+        assert not is_locked(lock)
         assert _ports(project) == []
         missing = run_orch("ports", "remove", str(port_a), cwd=project)
         assert missing.returncode == 4

@@ -184,6 +184,7 @@ export function machineItem(
     lines.push(`Cost: $${machine.price_per_hour.toFixed(2)}/h${since}`);
     cost = ` · $${machine.price_per_hour.toFixed(2)}/h`;
   }
+  lines.push("Click to pick the machine (Orch: Select Machine…)");
   if (machine.interruption) {
     // A spot interruption notice: the machine goes away within two minutes.
     return {

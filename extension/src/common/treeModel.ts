@@ -4,7 +4,7 @@
  * nodes onto TreeItems.
  */
 
-import type { OrchStatus } from "../protocol";
+import type { MachineList, MachineStatus, OrchStatus } from "../protocol";
 import {
   configHasErrors,
   configProblemText,
@@ -15,6 +15,7 @@ import {
   queueActive,
   queueTooltip,
 } from "./format";
+import { machineContext, machineIcon, machineTooltip, nodeDescription, withLiveStatus } from "./machines";
 
 export type NodeKind = "group" | "machine" | "job" | "queue" | "port" | "empty" | "problem" | "step";
 
@@ -109,30 +110,37 @@ function firstSteps(status: OrchStatus): TreeNode {
   return { id: "group:start", kind: "group", label: "Get Started", children: steps };
 }
 
-export function buildTree(status: OrchStatus | undefined): TreeNode[] {
+function machineNode(m: MachineStatus, selected: boolean, several: boolean): TreeNode {
+  return {
+    id: `machine:${m.name}`,
+    kind: "machine",
+    label: m.name,
+    description: nodeDescription(m, selected && several),
+    tooltip: machineTooltip(m, selected),
+    icon: machineIcon(m),
+    contextValue: machineContext(m, selected),
+    key: m.name,
+    // Clicking another machine makes it the one the editor acts on.
+    command: selected ? undefined : { command: "orch.selectMachine", title: "Use This Machine", arguments: [m.name] },
+  };
+}
+
+/** The tree from the latest status and, once fetched, `orch.machine.list` (every machine of
+ * orch.toml; the status's machine is the selected one and the fresher read of it). */
+export function buildTree(status: OrchStatus | undefined, machines?: MachineList): TreeNode[] {
   if (!status) {
     return [empty("waiting", "Waiting for the orch sidecar…")];
   }
   if (configHasErrors(status.config)) {
     return [problemsGroup(status)];
   }
-  const m = status.machine;
-  const machines: TreeNode = {
+  const live = status.machine;
+  const listed = machines?.machines.some((m) => m.name === live.name) ? withLiveStatus(machines, live) : [live];
+  const machineGroup: TreeNode = {
     id: "group:machines",
     kind: "group",
     label: "Machines",
-    children: [
-      {
-        id: `machine:${m.name}`,
-        kind: "machine",
-        label: m.name,
-        description: m.kind === m.name ? m.state : `${m.kind} · ${m.state}`,
-        tooltip: m.address ? `${m.name} at ${m.address}` : m.name,
-        icon: m.state === "running" ? "vm-running" : m.state === "starting" ? "loading~spin" : "vm-outline",
-        contextValue: m.state === "running" ? "machine.running" : "machine.stopped",
-        key: m.name,
-      },
-    ],
+    children: listed.map((m) => machineNode(m, m.name === live.name, listed.length > 1)),
   };
   // Running jobs first, then the rest newest first.
   const jobs = [...status.jobs].sort((a, b) => {
@@ -165,7 +173,7 @@ export function buildTree(status: OrchStatus | undefined): TreeNode[] {
   const start = status.config.file === null ? [firstSteps(status)] : [];
   return [
     ...start,
-    machines,
+    machineGroup,
     {
       id: "group:jobs",
       kind: "group",

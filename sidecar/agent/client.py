@@ -1,0 +1,287 @@
+"""Talking to the local orch agent: find it, start it, replace an older one, ask it things.
+
+Standard library only (plus `sidecar.layout`/`sidecar.state`, which are too), so a thin client
+such as `orch status` pays no pydantic or asyncssh import. The agent is found through its
+state folder `$ORCH_HOME/agent/`: `agent.lock` (held by the live agent), `state.json` (pid,
+version, socket path) and the Unix socket in orch's short control folder. Every request is one
+JSON line; the agent answers with zero or more `{"progress": …}` lines and one final line
+carrying `ok`. Every wait is bounded: a dead or wedged socket is an `AgentUnavailable` with a
+clear message, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sidecar import __version__
+
+if TYPE_CHECKING:
+    from sidecar.layout import Layout
+
+PROTOCOL = 1
+CONNECT_TIMEOUT_S = 1.0
+REQUEST_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 15.0
+_MAX_SOCKET = 100  # Unix socket paths are limited to ~104 bytes
+
+
+class AgentUnavailable(Exception):
+    """The agent is not running, or did not answer in time (the message says which)."""
+
+
+class AgentPaths:
+    """Where the agent of one `$ORCH_HOME` keeps its lock, state, socket and log."""
+
+    def __init__(self, home: Path) -> None:
+        self.folder = home / "agent"
+        self.socket = self.folder / "agent.sock"
+        if len(str(self.socket)) > _MAX_SOCKET:  # a deep $ORCH_HOME: a short private folder
+            import hashlib
+            import tempfile
+
+            digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+            short = Path(tempfile.gettempdir()) / f"orch-{os.getuid()}"
+            self.socket = short / f"agent-{digest}.sock"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / "agent.lock"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state.json"
+
+    @property
+    def wanted(self) -> Path:
+        """What the agent must bring back after a crash: its syncs and forward owners."""
+        return self.folder / "wanted.json"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "agent.log"
+
+
+def home_from_env() -> Path:
+    """`$ORCH_HOME` as `sidecar.state.orch_home` reads it, without importing it."""
+    raw = os.environ.get("ORCH_HOME") or os.path.join(os.path.expanduser("~"), ".orch")
+    return Path(raw).absolute()
+
+
+def agent_paths(layout: Layout | Path) -> AgentPaths:
+    return AgentPaths(layout if isinstance(layout, Path) else layout.home)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _locked(path: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def enabled() -> bool:
+    """`ORCH_NO_AGENT=1` keeps every long-lived thing in its own process, as before the agent."""
+    return os.environ.get("ORCH_NO_AGENT") != "1"
+
+
+def agent_pid(paths: AgentPaths) -> int | None:
+    """The live agent's pid (None: none runs)."""
+    raw = _read_json(paths.state)
+    pid = raw.get("pid") if isinstance(raw, dict) else None
+    return pid if isinstance(pid, int) and alive(paths) else None
+
+
+async def acall(
+    paths: AgentPaths,
+    payload: dict[str, Any],
+    *,
+    timeout: float = REQUEST_TIMEOUT_S,
+    progress: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """`call` from async code: in a thread, progress delivered on the caller's loop; an
+    error reply raised as the OrchError class the agent named."""
+    import asyncio
+
+    from sidecar import errors
+
+    loop = asyncio.get_running_loop()
+    relay = None
+    if progress is not None:
+        callback = progress
+
+        def relay(value: Any) -> None:
+            loop.call_soon_threadsafe(callback, value)
+
+    reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
+    if not reply.get("ok"):
+        kind = getattr(errors, str(reply.get("kind")), errors.OrchError)
+        if not (isinstance(kind, type) and issubclass(kind, errors.OrchError)):
+            kind = errors.OrchError
+        raise kind(str(reply.get("message")), hint=reply.get("hint"))
+    return reply
+
+
+def alive(paths: AgentPaths) -> bool:
+    return _locked(paths.lock)
+
+
+def wanted(paths: AgentPaths) -> bool:
+    """Whether a dead agent left work to bring back (syncs, forwards)."""
+    raw = _read_json(paths.wanted)
+    return isinstance(raw, dict) and bool(raw.get("syncs") or raw.get("forwards"))
+
+
+def call(
+    paths: AgentPaths,
+    payload: dict[str, Any],
+    *,
+    timeout: float = REQUEST_TIMEOUT_S,
+    progress: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """One request; the final reply (`ok` true), or AgentUnavailable / the agent's error."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(str(paths.socket))
+        except (OSError, TimeoutError) as exc:
+            raise AgentUnavailable(
+                f"the orch agent is not answering on {paths.socket} ({exc})"
+            ) from None
+        sock.sendall((json.dumps(payload) + "\n").encode())
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        while True:
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                reply = json.loads(line)
+                if "progress" in reply and "ok" not in reply:
+                    if progress is not None:
+                        progress(reply["progress"])
+                    continue
+                return dict(reply)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AgentUnavailable(
+                    f"the orch agent did not answer {payload.get('op')!r} within {timeout:g} s",
+                )
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise AgentUnavailable(f"the orch agent dropped the request ({exc})") from None
+            if not chunk:
+                raise AgentUnavailable("the orch agent closed the connection without an answer")
+            buffer += chunk
+    finally:
+        sock.close()
+
+
+def hello(paths: AgentPaths, timeout: float = 2.0) -> dict[str, Any]:
+    return call(
+        paths, {"op": "hello", "version": __version__, "protocol": PROTOCOL}, timeout=timeout
+    )
+
+
+def spawn(layout: Layout, paths: AgentPaths) -> None:
+    import subprocess
+
+    """Start `python -m sidecar.agent serve` detached; returns once it answers (or raises)."""
+    paths.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["ORCH_HOME"] = str(layout.home)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.agent", "serve", "--detach"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AgentUnavailable(f"the orch agent did not start (see {paths.log})") from None
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if not last.startswith(("ok", "busy")):
+        raise AgentUnavailable(f"the orch agent failed to start: {last or '?'} (see {paths.log})")
+
+
+def replace(layout: Layout, paths: AgentPaths, timeout: float = 20.0) -> None:
+    """Ask an older agent to hand over (it keeps `wanted.json`), wait until it is gone."""
+    import contextlib
+
+    with contextlib.suppress(AgentUnavailable):  # already going
+        call(paths, {"op": "shutdown", "forget": False}, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while alive(paths):
+        if time.monotonic() > deadline:
+            raise AgentUnavailable(f"the old orch agent did not stop (see {paths.log})")
+        time.sleep(0.02)
+
+
+def ensure(layout: Layout | None = None) -> tuple[AgentPaths, dict[str, Any]]:
+    """The running agent (started, or an older one replaced, when needed) and its hello."""
+    if layout is None:
+        from sidecar.layout import Layout
+
+        layout = Layout.from_env()
+    paths = agent_paths(layout)
+    for _ in range(3):
+        if alive(paths):
+            try:
+                info = hello(paths)
+            except AgentUnavailable:
+                time.sleep(0.1)  # starting or stopping: look again
+                continue
+            if version_key(str(info.get("version"))) < version_key(__version__):
+                replace(layout, paths)
+                continue
+            return paths, info
+        spawn(layout, paths)
+    raise AgentUnavailable(f"could not reach the orch agent (see {paths.log})")
+
+
+def revive_if_wanted(layout: Layout) -> bool:
+    """A dead agent with work to bring back is started again (it resumes its syncs and
+    forwards); True when it was. Cheap when nothing is wanted (a stat and a lock probe)."""
+    paths = agent_paths(layout)
+    if alive(paths) or not wanted(paths):
+        return False
+    ensure(layout)
+    return True

@@ -1,0 +1,379 @@
+"""The local orch agent: one per-user process that owns the long-lived things.
+
+It holds an flock on `$ORCH_HOME/agent/agent.lock` (one agent per `$ORCH_HOME`), serves
+one-line JSON requests on a Unix socket (see `client.py`) and runs, in one event loop over one
+`ConnectionPool`, every sync loop (`sync.service.Owner`) and every machine's forward owner
+(`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine share one SSH
+connection. It also keeps a watched `orch status` per project a client asked about
+(`status.py`), so a thin client gets it from memory.
+
+What it runs is written to `wanted.json` as it changes: an agent killed with SIGKILL is
+started again by the next client (`client.revive_if_wanted`) and brings it all back (each
+sync starts with a full reconcile; forwards are re-added from their owner's last state). A
+newer client replaces an older agent with a `shutdown` that keeps `wanted.json`. With no
+sync, no forward and no request for `idle_exit_s`, the agent exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sidecar import __version__
+from sidecar.agent.client import PROTOCOL, agent_paths
+from sidecar.agent.status import StatusBoard, error_reply
+from sidecar.errors import Conflict, OrchError, UsageError
+from sidecar.layout import Layout
+from sidecar.ssh.pool import ConnectionPool
+from sidecar.state import read_json, secure_dir, write_json
+
+if TYPE_CHECKING:
+    from sidecar.context import MachineContext
+    from sidecar.ssh.forwarder import ForwardOwner
+    from sidecar.sync.service import Owner
+
+log = logging.getLogger("orch.agent")
+WATCH_INTERVAL_S = 1.0
+
+
+@dataclass
+class SyncRun:
+    project: str
+    machine: str
+    owner: Owner
+    task: asyncio.Task[None]
+    progress: list[Any] = field(default_factory=list)  # the current request's progress sink
+
+
+class Agent:
+    def __init__(self, layout: Layout, idle_exit_s: float = 600.0) -> None:
+        self.layout = layout
+        self.paths = agent_paths(layout)
+        self.pool = ConnectionPool()
+        self.idle_exit_s = idle_exit_s
+        self.forwards: dict[str, ForwardOwner] = {}
+        self.syncs: dict[str, SyncRun] = {}
+        self.board = StatusBoard(layout, self.pool)
+        self.done = asyncio.Event()
+        self.last_request = time.monotonic()
+        self._lock_fd: int | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+
+    # -- life ---------------------------------------------------------------------------------
+    async def start(self) -> bool:
+        """Become the agent; False when another one already is."""
+        secure_dir(self.paths.folder)
+        secure_dir(self.paths.socket.parent)
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.socket.unlink()  # a dead agent's socket: we hold the lock now
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.paths.socket))
+        os.chmod(self.paths.socket, 0o600)
+        write_json(
+            self.paths.state,
+            {"pid": os.getpid(), "version": __version__, "socket": str(self.paths.socket)},
+        )
+        await self._restore()
+        self._spawn(self._watch(), "orch-agent-watch")
+        return True
+
+    async def stop(self, keep_wanted: bool = True) -> None:
+        """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
+        self.stopping = True  # what ends from here on stays in wanted.json
+        if keep_wanted:
+            self._save_wanted(with_specs=True)
+        for run in list(self.syncs.values()):
+            run.owner.stop.set()
+        await asyncio.gather(*(r.task for r in self.syncs.values()), return_exceptions=True)
+        for owner in list(self.forwards.values()):
+            await owner.stop()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.socket.unlink()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.pool.close()
+        write_json(self.paths.state, {"pid": None, "version": __version__})
+        if not keep_wanted:
+            write_json(self.paths.wanted, {"syncs": [], "forwards": []})
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.done.set()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def busy(self) -> bool:
+        return bool(self.syncs or any(o.forwards.specs() for o in self.forwards.values()))
+
+    # -- wanted.json --------------------------------------------------------------------------
+    def _save_wanted(self, with_specs: bool = False) -> None:
+        forwards = []
+        for alias, owner in self.forwards.items():
+            entry: dict[str, Any] = {
+                "alias": alias,
+                "machine": owner.machine,
+                "target": owner.target.model_dump_json(),
+            }
+            if with_specs:  # a graceful stop empties the owner's state file: keep them here
+                entry["specs"] = [_spec(s) for s in owner.forwards.specs()]
+            forwards.append(entry)
+        syncs = [{"project": r.project, "machine": r.machine} for r in self.syncs.values()]
+        write_json(self.paths.wanted, {"syncs": syncs, "forwards": forwards})
+
+    async def _restore(self) -> None:
+        raw = read_json(self.paths.wanted)
+        if not isinstance(raw, dict):
+            return
+        for entry in raw.get("forwards") or []:
+            try:
+                await self._restore_forwards(entry)
+            except Exception:
+                log.exception("could not bring back the forwards of %s", entry.get("alias"))
+        for entry in raw.get("syncs") or []:
+            try:
+                await self.sync_start(str(entry["project"]), str(entry["machine"]), wait=False)
+            except Exception:
+                log.exception("could not resume the sync of %s", entry.get("project"))
+        self._save_wanted()
+
+    async def _restore_forwards(self, entry: dict[str, Any]) -> None:
+        from remote_config.ssh_config import LocalForwardSpec
+        from sidecar.machines.base import SSHTarget
+        from sidecar.ssh.ports_service import dead_forwards
+
+        target = SSHTarget.model_validate_json(entry["target"])
+        specs = dead_forwards(self.layout, target.alias)  # read before the new owner writes
+        specs += [LocalForwardSpec(*s) for s in entry.get("specs") or [] if s]
+        owner = await self.host_forwards(str(entry["machine"]), target)
+        if owner is None:
+            return
+        for spec in dict.fromkeys(specs):
+            try:
+                await owner.forwards.add(spec)
+            except OrchError as exc:
+                log.warning("forward %s not brought back: %s", spec, exc.message)
+                detail = f"the forwarder died and it could not be restarted: {exc.message}"
+                owner.lost.append({**dict(zip(_SPEC, _spec(spec), strict=True)), "detail": detail})
+        owner.write_state()
+        log.info("brought back %d forward(s) to %s", len(owner.forwards.specs()), target.alias)
+
+    # -- forwards -----------------------------------------------------------------------------
+    async def host_forwards(self, machine: str, target: Any) -> ForwardOwner | None:
+        """This agent owns the machine's forwards (None: another process already does)."""
+        from sidecar.ssh.forwarder import ForwardOwner
+
+        if target.alias in self.forwards:
+            return self.forwards[target.alias]
+        # Like the background forwarder, it lets go of a machine with its last forward.
+        owner = ForwardOwner(self.layout, self.pool, target, machine, exit_when_empty=True)
+        if not await owner.start():
+            return None
+        self.forwards[target.alias] = owner
+
+        async def gone() -> None:  # `orch down` shuts an owner down through its own socket
+            await owner.done.wait()
+            if self.forwards.get(target.alias) is owner and not self.stopping:
+                del self.forwards[target.alias]
+                self._save_wanted()
+
+        self._spawn(gone(), f"orch-agent-forwards-{target.alias}")
+        self._save_wanted()
+        return owner
+
+    # -- syncs --------------------------------------------------------------------------------
+    def _context(self, project: str, machine: str | None) -> MachineContext:
+        from sidecar.config import load_project_config
+        from sidecar.context import MachineContext
+        from sidecar.errors import NotFound
+        from sidecar.machines import registry
+
+        config = load_project_config(Path(project))
+        name = machine or config.config.project.default_machine
+        try:
+            _, spec = config.machine(name)
+        except KeyError:
+            raise NotFound(f"unknown machine {name!r}") from None
+        provider = registry.create(name, spec, self.layout, config.project_name)
+        return MachineContext(config, self.layout, self.pool, provider)
+
+    async def sync_start(
+        self, project: str, machine: str | None, *, wait: bool = True, progress: Any = None
+    ) -> dict[str, Any]:
+        from sidecar.sync.service import Owner, claim, release, state_dir
+
+        ctx = self._context(project, machine)
+        key = str(state_dir(ctx))
+        if key in self.syncs:
+            raise Conflict(
+                f"sync is already running for this project on {ctx.machine} (agent)",
+                hint="see it with `orch sync status`; stop it with `orch sync stop`",
+            )
+        fd = claim(state_dir(ctx))
+        sink: list[Any] = [progress]
+        owner = Owner(ctx, foreground=False, progress=lambda pct: sink[0] and sink[0](pct))
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_ready(_status: Any) -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        async def run() -> None:
+            try:
+                await owner.run(ready=on_ready)
+            except Exception as exc:
+                log.exception("sync of %s ended", project)
+                if not ready.done():
+                    ready.set_exception(exc)
+            finally:
+                release(fd)
+                if self.syncs.get(key) is not None and self.syncs[key].owner is owner:
+                    del self.syncs[key]
+                    if not self.stopping:
+                        self._save_wanted()
+
+        task = self._spawn(run(), f"orch-agent-sync-{ctx.machine}")
+        self.syncs[key] = SyncRun(str(ctx.config.root), ctx.machine, owner, task, sink)
+        self._save_wanted()
+        if wait:
+            try:
+                await ready
+            finally:
+                sink[0] = None
+        else:
+            sink[0] = None
+        return {"ok": True, "status": owner.status.model_dump(mode="json")}
+
+    async def _find_sync(self, project: str, machine: str | None) -> tuple[str, SyncRun | None]:
+        from sidecar.sync.service import state_dir
+
+        key = str(state_dir(self._context(project, machine)))
+        return key, self.syncs.get(key)
+
+    async def sync_stop(self, project: str, machine: str | None) -> dict[str, Any]:
+        _, run = await self._find_sync(project, machine)
+        if run is None:
+            return {"ok": True, "stopped": False}
+        run.owner.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(run.task), 10.0)
+        return {"ok": True, "stopped": True}
+
+    async def sync_now(self, project: str, machine: str | None) -> dict[str, Any]:
+        _, run = await self._find_sync(project, machine)
+        if run is None:
+            return {"ok": True, "requested": False}
+        run.owner.full_requested.set()
+        return {"ok": True, "requested": True}
+
+    # -- status -------------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        while not self.done.is_set():
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            await self.board.refresh()
+            if (
+                not self.busy()
+                and not self.board.watched
+                and time.monotonic() - self.last_request > self.idle_exit_s
+            ):
+                log.info("idle: nothing to own, exiting")
+                self._spawn(self.stop(keep_wanted=False), "orch-agent-stop")
+                return
+
+    def info(self) -> dict[str, Any]:
+        """What this agent owns: its connections, syncs and forwards (`orch agent info`)."""
+        syncs = [{"project": r.project, "machine": r.machine} for r in self.syncs.values()]
+        forwards = {a: [_spec(s) for s in o.forwards.specs()] for a, o in self.forwards.items()}
+        return {
+            "ok": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "connections": self.pool.connections(),
+            "syncs": syncs,
+            "forwards": forwards,
+            "watched": len(self.board.watched),
+        }
+
+    # -- requests -----------------------------------------------------------------------------
+    async def handle(self, request: dict[str, Any], send: Any) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "hello":
+            return {"ok": True, "version": __version__, "protocol": PROTOCOL, "pid": os.getpid()}
+        if op == "info":
+            return self.info()
+        if op == "status":
+            return await self.board.status(
+                str(request["cwd"]), request.get("machine"), bool(request.get("fresh"))
+            )
+        if op == "poke":
+            self.board.poke()
+            return {"ok": True}
+        if op == "forwards.host":
+            from sidecar.machines.base import SSHTarget
+
+            target = SSHTarget.model_validate_json(request["target"])
+            owner = await self.host_forwards(str(request["machine"]), target)
+            return {"ok": True, "hosted": owner is not None}
+        if op == "sync.start":
+            return await self.sync_start(
+                str(request["project"]), request.get("machine"),
+                progress=lambda pct: send({"progress": pct}),
+            )  # fmt: skip
+        if op == "sync.stop":
+            return await self.sync_stop(str(request["project"]), request.get("machine"))
+        if op == "sync.now":
+            return await self.sync_now(str(request["project"]), request.get("machine"))
+        if op == "shutdown":
+            keep = not request.get("forget", False)
+            asyncio.get_running_loop().call_soon(lambda: self._spawn(self.stop(keep), "stop"))
+            return {"ok": True, "shutdown": True}
+        raise UsageError(f"unknown agent request {op!r}")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.last_request = time.monotonic()
+
+        def send(message: dict[str, Any]) -> None:
+            with contextlib.suppress(Exception):
+                writer.write((json.dumps(message) + "\n").encode())
+
+        try:
+            request = json.loads(await reader.readline())
+            reply = await self.handle(request, send)
+        except OrchError as exc:
+            reply = {"ok": False, **error_reply(exc)}
+        except Exception as exc:
+            log.exception("request failed")
+            reply = {"ok": False, "kind": "OrchError", "message": f"orch agent: {exc}"}
+        send(reply)
+        with contextlib.suppress(Exception):
+            await writer.drain()
+            writer.close()
+
+
+_SPEC = ("local_port", "remote_host", "remote_port", "reverse")
+
+
+def _spec(spec: Any) -> list[Any]:
+    return [spec.local_port, spec.remote_host, spec.remote_port, spec.reverse]

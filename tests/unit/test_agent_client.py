@@ -1,0 +1,122 @@
+"""The agent client never hangs: a dead socket, a silent agent and a dropped request each end
+within their bounded timeouts with a clear message; `orch status` then answers without it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sidecar.agent import client
+from tests.helpers import run_orch
+
+
+def test_a_stale_socket_is_unavailable_at_once(tmp_path: Path) -> None:
+    paths = client.agent_paths(tmp_path)
+    paths.folder.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(paths.socket))  # bound, never listening: what a SIGKILLed agent leaves
+    stale.close()
+    started = time.monotonic()
+    with pytest.raises(client.AgentUnavailable, match="not answering"):
+        client.call(paths, {"op": "hello"})
+    assert time.monotonic() - started < client.CONNECT_TIMEOUT_S + 0.5
+
+
+def _silent_server(path: Path, answer: bytes | None) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.recv(1024)
+        if answer is not None:
+            conn.sendall(answer)
+            conn.close()
+        else:
+            time.sleep(10)  # wedged: reads the request, never answers
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_a_silent_agent_times_out(tmp_path: Path) -> None:
+    paths = client.agent_paths(tmp_path)
+    paths.folder.mkdir()
+    server = _silent_server(paths.socket, None)
+    try:
+        started = time.monotonic()
+        with pytest.raises(client.AgentUnavailable, match=r"within 0\.3 s"):
+            client.call(paths, {"op": "status"}, timeout=0.3)
+        assert time.monotonic() - started < 1.0
+    finally:
+        server.close()
+
+
+def test_progress_lines_then_the_reply(tmp_path: Path) -> None:
+    paths = client.agent_paths(tmp_path)
+    paths.folder.mkdir()
+    server = _silent_server(paths.socket, b'{"progress": 10}\n{"progress": 50}\n{"ok": true}\n')
+    seen: list[int] = []
+    try:
+        assert client.call(paths, {"op": "sync.start"}, progress=seen.append) == {"ok": True}
+        assert seen == [10, 50]
+    finally:
+        server.close()
+
+
+def test_a_dropped_request_is_said(tmp_path: Path) -> None:
+    paths = client.agent_paths(tmp_path)
+    paths.folder.mkdir()
+    server = _silent_server(paths.socket, b"")
+    try:
+        with pytest.raises(client.AgentUnavailable, match="closed the connection"):
+            client.call(paths, {"op": "hello"})
+    finally:
+        server.close()
+
+
+def test_a_deep_home_gets_a_short_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 120)
+    paths = client.agent_paths(deep)
+    assert len(str(paths.socket)) <= 104 and paths.folder == deep / "agent"
+
+
+def test_status_with_a_wedged_agent_says_so_and_answers_anyway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    project = tmp_path / "proj"
+    project.mkdir()
+    paths = client.agent_paths(home)
+    paths.folder.mkdir(parents=True)
+    lock = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # an "agent" holds the lock but never answers
+    server = _silent_server(paths.socket, None)
+    monkeypatch.setenv("ORCH_HOME", str(home))
+    try:
+        started = time.monotonic()
+        out = run_orch("status", cwd=project, env={"ORCH_AGENT_TIMEOUT_S": "1"})
+        assert out.returncode == 0, out.stderr
+        assert "orch agent did not answer" in out.stderr and "local" in out.stdout
+        assert time.monotonic() - started < 8
+    finally:
+        server.close()
+        os.close(lock)
+
+
+def test_status_starts_no_agent_when_none_is_wanted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "home"))
+    (tmp_path / "proj").mkdir()
+    out = run_orch("status", cwd=tmp_path / "proj")
+    assert out.returncode == 0, out.stderr
+    assert not client.alive(client.agent_paths(tmp_path / "home"))
+    assert not (tmp_path / "home" / "agent" / "state.json").exists()
