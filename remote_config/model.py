@@ -125,6 +125,11 @@ class LocalMachine(IdleSettings):
     port: Port | None = Field(
         default=None, description="Fixed port; by default a free port chosen once and kept."
     )
+    price_per_hour: Annotated[float, Field(ge=0, le=10_000)] | None = Field(
+        default=None,
+        description="Count this machine in the cost guard at this many USD per hour while its "
+        "server runs (e.g. to try the daily budget); default: not counted.",
+    )
 
 
 class SSHMachine(IdleSettings):
@@ -477,6 +482,16 @@ class SyncSection(Strict):
         return value
 
 
+class CostSection(Strict):
+    """The cost guard (docs/idle.md#cost): what running machines may spend per day."""
+
+    daily_budget: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Warn (status, status bar, `orch machines`) once machines have cost this "
+        "many USD today (local time); default: no budget.",
+    )
+
+
 class PortForward(Strict):
     local: Port = Field(description="Port on this computer (where a reverse forward connects).")
     remote: Port | None = Field(default=None, description="Remote port; defaults to `local`.")
@@ -553,6 +568,7 @@ class OrchConfig(Strict):
     jobs: JobsSection = Field(default_factory=JobsSection)
     debug: DebugSection = Field(default_factory=DebugSection)
     gpu: GpuSection = Field(default_factory=GpuSection)
+    cost: CostSection = Field(default_factory=CostSection)
 
     @field_validator("machines")
     @classmethod

@@ -27,11 +27,14 @@ from sidecar.machines.overview import MachineList
 from sidecar.results import (
     ConfigProblemInfo,
     ConfigState,
+    CostStatus,
     CreatePlan,
     DebugConfigResult,
     DebugSession,
     FleetEntry,
     IdleStatus,
+    MachineEntry,
+    MachinesOverview,
     OrchStatus,
     PortForwardInfo,
     PortsResult,
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from sidecar.context import MachineContext
     from sidecar.jobs.backend import JobBackend
     from sidecar.machines.ec2.aws import Aws
+    from sidecar.machines.spend import Sighting
     from sidecar.ssh.forwarder import ForwardOwner
 
 
@@ -230,6 +234,54 @@ class Orchestrator:
             regions = await fleet.all_regions(aws)
         return await fleet.list_fleet(aws, regions)
 
+    async def machines_inventory(self, all_regions: bool = False) -> MachinesOverview:
+        """`orch machines`: this project's machines of every kind and every orch-tagged EC2
+        instance the credentials see, what each costs, and the spend today."""
+        from sidecar.machines import inventory
+
+        names = self.config.config.machine_names()
+        rows = list(await asyncio.gather(*(self._inventory_row(n) for n in names)))
+        fleet: list[FleetEntry] = []
+        notes: list[str] = []
+        if all_regions or any(r.kind == "ec2" for r in rows) or inventory.aws_configured():
+            try:
+                fleet = await self.machines_list(all_regions=all_regions)
+            except OrchError as exc:
+                notes.append(f"EC2 instances not listed: {exc.message}")
+        else:
+            notes.append("EC2 instances not looked for: no AWS credentials are set up")
+        machines = inventory.merge(self.config.project_name, rows, fleet)
+        cost = await self._record_spend(inventory.sightings(machines))
+        return MachinesOverview(machines=machines, cost=cost, notes=notes)
+
+    async def _inventory_row(self, name: str) -> MachineEntry:
+        from sidecar.machines import inventory
+
+        try:
+            info = await self.machine_status(name)
+        except OrchError as exc:
+            kind = self.config.machine(name)[1].kind
+            info = MachineInfo(name=name, kind=kind, state="unknown", detail=exc.message)
+        return inventory.entry_of(self.config.project_name, info)
+
+    async def _record_spend(self, sightings: list[Sighting]) -> CostStatus | None:
+        """Record machines seen running in the cost ledger; the spend today (None: the
+        ledger cannot be written, which never fails a status)."""
+        from sidecar.machines import spend
+
+        budget = self.config.config.cost.daily_budget
+        try:
+            return await asyncio.to_thread(spend.record, self.layout.home, sightings, budget)
+        except OSError:
+            return None
+
+    async def _spend_of(self, info: MachineInfo) -> CostStatus | None:
+        from sidecar.machines import inventory, spend
+
+        key = inventory.run_key(self.config.project_name, info.name)
+        seen = spend.sighting(key, info.state, info.uptime_s, info.price_per_hour)
+        return await self._record_spend([seen] if seen else [])
+
     async def machines_stop(self, entries: list[FleetEntry]) -> list[FleetEntry]:
         from sidecar.machines.ec2 import fleet
 
@@ -339,6 +391,7 @@ class Orchestrator:
         queues = await self._queues()
         return OrchStatus(
             machine=info,
+            cost=await self._spend_of(info),
             jobs=jobs,
             ports=ports,
             sync=sync,
@@ -915,4 +968,9 @@ class Orchestrator:
 
 def _with_capabilities(info: MachineInfo, provider: Provider) -> MachineInfo:
     info.capabilities = provider.capabilities
+    price = getattr(provider.spec, "price_per_hour", None)  # a price set in orch.toml
+    if price is not None and info.price_per_hour is None:
+        info.price_per_hour = price
+        if info.state == "running" and info.uptime_s is not None:
+            info.cost_so_far = round(price * info.uptime_s / 3600.0, 4)
     return info

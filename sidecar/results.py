@@ -19,7 +19,9 @@ from sidecar.idle.service import IdleStatus
 from sidecar.jobs.fargate_queue import QueueStatus
 from sidecar.machines.base import Capabilities, CreatePlan, MachineInfo, TerminatePlan
 from sidecar.machines.ec2.models import FleetEntry
+from sidecar.machines.inventory import MachineEntry, MachinesOverview
 from sidecar.machines.overview import MachineList
+from sidecar.machines.spend import CostStatus
 from sidecar.profiling.service import ProfileRequest, ProfileResult
 from sidecar.ssh.config_service import SshConfigResult
 from sidecar.ssh.forwards import PortForwardInfo, PortsResult
@@ -77,6 +79,8 @@ class OrchStatus(BaseModel):
     queues: list[QueueStatus] = Field(default_factory=list)
     # The idle agent's latest decision ("idle 25 min · stops in 5 min"); None: no agent.
     idle: IdleStatus | None = None
+    # Spend today across every machine orch saw running, and the daily budget ([cost]).
+    cost: CostStatus | None = None
     config: ConfigState = Field(default_factory=ConfigState)
 
 
@@ -85,6 +89,7 @@ __all__ = [
     "ConfigInitResult",
     "ConfigProblemInfo",
     "ConfigState",
+    "CostStatus",
     "CreatePlan",
     "DebugConfigResult",
     "DebugSession",
@@ -92,8 +97,10 @@ __all__ = [
     "FleetEntry",
     "IdleStatus",
     "JobInfo",
+    "MachineEntry",
     "MachineInfo",
     "MachineList",
+    "MachinesOverview",
     "OrchStatus",
     "PortForwardInfo",
     "PortsResult",

@@ -6,6 +6,7 @@
 import * as vscode from "vscode";
 import { registerCommands } from "./commands";
 import { jobEndedMessage, newlyEnded } from "./common/format";
+import { type IdleNotice, IdleWarnings } from "./common/idle";
 import { effectiveMachine } from "./common/machines";
 import { readSettings } from "./common/settings";
 import { Debugger, registerDebug } from "./debug";
@@ -36,6 +37,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   sidecar = new Sidecar(output, settings, folder, String((context.extension.packageJSON as { version?: string }).version ?? "0"));
   const logs = new JobLogs(sidecar, settings.jobLogsView);
   const debug = new Debugger(sidecar, output);
+  const idleWarnings = new IdleWarnings();
   let machines: MachineList | undefined;
   const showTree = () => tree.update(store.sidecar === "running" ? store.status : undefined, machines);
   const refreshMachines = async () => {
@@ -85,6 +87,12 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       if (before && now && machinesMayDiffer(before, now)) {
         void refreshMachines();
       }
+      if (store.sidecar === "running" && store.status) {
+        const notice = idleWarnings.next(store.status.machine.name, store.status.idle);
+        if (notice) {
+          notifyIdle(notice, store.status.machine.name);
+        }
+      }
       for (const job of newlyEnded(before?.jobs, store.status?.jobs ?? [])) {
         logs.ended(job.name);
         if (settings.notifyOnJobEnd) {
@@ -119,6 +127,23 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   }
   // Not awaited: activation must not wait for Python to start.
   void sidecar.start();
+}
+
+/** The idle agent's warning: "Keep running" resets the machine's idle timer (orch.idle.keep). */
+function notifyIdle(notice: IdleNotice, machine: string): void {
+  const actions = notice.canKeep ? ["Keep running"] : [];
+  void vscode.window.showWarningMessage(notice.message, ...actions).then(async (choice) => {
+    if (choice !== "Keep running") {
+      return;
+    }
+    try {
+      const idle = await sidecar?.execute("orch.idle.keep", { machine });
+      void vscode.window.showInformationMessage(`Orch: ${machine} keeps running${idle ? ` (${idle.line})` : ""}.`);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      void vscode.window.showErrorMessage(`Orch: could not keep ${machine} running: ${message}. In a terminal: orch idle keep`);
+    }
+  });
 }
 
 /** The machine switched or changed state, or orch.toml changed (machines added, removed):

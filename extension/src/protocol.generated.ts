@@ -4,6 +4,7 @@ Capabilities?: Capabilities
 ConfigInitResult?: ConfigInitResult
 ConfigProblemInfo?: ConfigProblemInfo
 ConfigState?: ConfigState
+CostStatus?: CostStatus
 CreatePlan?: CreatePlan
 DebugConfigResult?: DebugConfigResult
 DebugSession?: DebugSession
@@ -11,8 +12,10 @@ ErrorData?: ErrorData
 FleetEntry?: FleetEntry
 IdleStatus?: IdleStatus
 JobInfo?: JobInfo
+MachineEntry?: MachineEntry
 MachineInfo?: MachineInfo
 MachineList?: MachineList
+MachinesOverview?: MachinesOverview
 OrchStatus?: OrchStatus
 PortForwardInfo?: PortForwardInfo
 PortsResult?: PortsResult
@@ -89,6 +92,25 @@ export interface ConfigState {
 file: (string | null)
 machines: string[]
 problems: ConfigProblemInfo[]
+}
+/**
+ * Spend today across every machine orch saw running (`orch status`, the status bar).
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "CostStatus".
+ */
+export interface CostStatus {
+daily_budget: (number | null)
+/**
+ * Epoch seconds of the local midnight counted from.
+ */
+day_start: number
+line: string
+over_budget: boolean
+/**
+ * USD since local midnight, all machines.
+ */
+spend_today: number
 }
 /**
  * What `up` is about to create and pay for, shown (and asked about) before it happens.
@@ -205,6 +227,31 @@ started: (string | null)
 state: ("running" | "succeeded" | "failed" | "stopped" | "lost" | "interrupted")
 }
 /**
+ * One row of `orch machines`.
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "MachineEntry".
+ */
+export interface MachineEntry {
+address: (string | null)
+/**
+ * One of this project's orch.toml machines.
+ */
+configured: boolean
+cost_so_far: (number | null)
+detail: (string | null)
+instance_id: (string | null)
+kind: string
+machine: (string | null)
+market: (string | null)
+price_per_hour: (number | null)
+project: (string | null)
+region: (string | null)
+state: string
+type: (string | null)
+uptime_s: (number | null)
+}
+/**
  * This interface was referenced by `OrchProtocol`'s JSON-Schema
  * via the `definition` "MachineInfo".
  */
@@ -256,6 +303,17 @@ machines: MachineInfo[]
 selected: (string | null)
 }
 /**
+ * `orch machines`: the rows, the spend today, and what could not be looked at.
+ *
+ * This interface was referenced by `OrchProtocol`'s JSON-Schema
+ * via the `definition` "MachinesOverview".
+ */
+export interface MachinesOverview {
+cost: (CostStatus | null)
+machines: MachineEntry[]
+notes: string[]
+}
+/**
  * Everything the status bar and `orch status` show (also the `orch/status` notification).
  *
  * This interface was referenced by `OrchProtocol`'s JSON-Schema
@@ -263,6 +321,7 @@ selected: (string | null)
  */
 export interface OrchStatus {
 config: ConfigState
+cost: (CostStatus | null)
 idle: (IdleStatus | null)
 jobs: JobInfo[]
 machine: MachineInfo

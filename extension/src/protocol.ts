@@ -26,6 +26,8 @@ export type PortState = PortForward["state"];
 export type ConfigProblem = wire.ConfigProblemInfo;
 export type ConfigState = wire.ConfigState;
 export type ConfigInitResult = wire.ConfigInitResult;
+export type IdleStatus = wire.IdleStatus;
+export type CostStatus = wire.CostStatus;
 /** `orch.machine.list`: every machine of orch.toml with its state and price. */
 export type MachineList = wire.MachineList;
 /** `orch.machine.terminatePlan`: what terminating destroys and would lose. */
@@ -153,6 +155,7 @@ export interface Commands {
   "orch.profile.run": [ProfileArgs, ProfileResult];
   "orch.status": [StatusArgs, OrchStatus];
   "orch.config.init": [NoArgs, ConfigInitResult];
+  "orch.idle.keep": [MachineArgs, IdleStatus | null];
 }
 
 export type CommandName = keyof Commands;

@@ -6,6 +6,7 @@
 
 import * as vscode from "vscode";
 import { configHasErrors, type ItemText, jobsItem, machineItem, type SidecarState, syncItem } from "./common/format";
+import { idleAndCostLines, overBudget } from "./common/idle";
 import type { OrchStatus } from "./protocol";
 
 function create(id: string, name: string, priority: number, command: string): vscode.StatusBarItem {
@@ -38,6 +39,16 @@ export class StatusBar implements vscode.Disposable {
 
   update(sidecar: SidecarState, status: OrchStatus | undefined): void {
     const machine = machineItem(sidecar, status?.machine, sidecar === "running" ? status?.config : undefined);
+    if (sidecar === "running" && status?.machine) {
+      // The idle agent's line and the spend today (with a warning colour past the budget).
+      const extra = idleAndCostLines(status);
+      if (extra.length) {
+        machine.tooltip = [machine.tooltip, ...extra].join("\n");
+      }
+      if (overBudget(status) && !machine.severity) {
+        machine.severity = "warning";
+      }
+    }
     apply(this.machine, machine);
     const configErrors = sidecar === "running" && configHasErrors(status?.config);
     this.machine.command =

@@ -105,6 +105,7 @@ export function status(overrides: Partial<OrchStatus> = {}): OrchStatus {
     ports: [],
     config: { file: "/work/project/orch.toml", problems: [], machines: ["local"] },
     idle: null,
+    cost: null,
     queues: [],
     ...overrides,
   };

@@ -12,7 +12,7 @@ import sys
 from sidecar.app import Orchestrator
 from sidecar.cli.output import Spinner, human_duration, print_json, table
 from sidecar.errors import OrchError, UsageError
-from sidecar.results import FleetEntry, MachineInfo, OrchStatus
+from sidecar.results import FleetEntry, MachineEntry, MachineInfo, OrchStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     machines = sub.add_parser(
         "machines",
-        help="list every orch EC2 machine the AWS credentials see (finds forgotten ones)",
+        help="list this project's machines of every kind and every orch EC2 machine the AWS "
+        "credentials see (finds forgotten ones), with what they cost and the spend today",
     )
     machines.add_argument(
         "--all-regions", action="store_true", help="look in every region, not only orch.toml's"
@@ -213,14 +214,41 @@ def _fleet_table(entries: list[FleetEntry]) -> str:
     )
 
 
+def _machines_table(entries: list[MachineEntry]) -> str:
+    def where(e: MachineEntry) -> str:
+        return " ".join(x for x in (e.region, e.instance_id) if x) or e.address or "-"
+
+    return table(
+        ["PROJECT", "MACHINE", "KIND", "STATE", "WHERE", "TYPE", "UPTIME", "$/H", "COST"],
+        [
+            [
+                e.project or "-",
+                e.machine or "-",
+                e.kind,
+                e.state,
+                where(e),
+                " ".join(x for x in (e.type, e.market) if x) or "-",
+                human_duration(e.uptime_s) if e.uptime_s is not None else "-",
+                _money(e.price_per_hour, "${:.4f}"),
+                _money(e.cost_so_far),
+            ]
+            for e in entries
+        ],
+    )
+
+
 async def cmd_machines(orch: Orchestrator, args: argparse.Namespace) -> int:
-    entries = await orch.machines_list(all_regions=args.all_regions)
+    overview = await orch.machines_inventory(all_regions=args.all_regions)
     if args.json:
-        print_json([e.model_dump(mode="json") for e in entries])
-    elif not entries:
-        print("no orch machines found" + ("" if args.all_regions else " (try --all-regions)"))
-    else:
-        print(_fleet_table(entries))
+        print_json(overview)
+        return 0
+    print(_machines_table(overview.machines))
+    for note in overview.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if overview.cost is not None:
+        print(f"spend: {overview.cost.line}")
+        if overview.cost.over_budget:
+            print(f"warning: the daily budget is spent ({overview.cost.line})", file=sys.stderr)
     return 0
 
 
@@ -265,6 +293,10 @@ def print_status(status: OrchStatus) -> None:
         print(cost)
     if status.idle:
         print(f"idle: {status.idle.line}")
+    if status.cost is not None and (status.cost.spend_today or status.cost.daily_budget):
+        print(f"spend: {status.cost.line}")
+        if status.cost.over_budget:
+            print(f"warning: the daily budget is spent ({status.cost.line})", file=sys.stderr)
     if status.jobs:
         from sidecar.cli.jobs_cmds import jobs_table
 

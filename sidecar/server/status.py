@@ -59,11 +59,18 @@ def _busy(status: dict[str, Any]) -> bool:
 
 def _steady(status: dict[str, Any]) -> dict[str, Any]:
     """The status without the fields that change on every read when nothing happens (the
-    idle agent's line still changes each minute, and its action at a warning)."""
+    idle agent's line still changes each minute, and its action at a warning; the spend
+    today's line each cent)."""
     idle = status.get("idle")
     if idle:
         idle = {k: v for k, v in idle.items() if k not in ("idle_s", "stops_in_s", "checked_s_ago")}
-    return {**status, "machine": {**status["machine"], "uptime_s": None}, "idle": idle}
+    # Spend grows with every read while a priced machine runs: only the cents (its line) and
+    # crossing the budget are changes worth a push.
+    cost = status.get("cost")
+    if cost:
+        cost = {k: v for k, v in cost.items() if k != "spend_today"}
+    machine = {**status["machine"], "uptime_s": None, "cost_so_far": None}
+    return {**status, "machine": machine, "idle": idle, "cost": cost}
 
 
 class StatusWatcher:

@@ -1,5 +1,6 @@
 """Idle stop through the real sidecar: the warning arrives as an `orch/status` change before
-the stop, `orch.idle.keep` ("Keep running") resets the timer, and the stop is pushed too."""
+the stop, `orch.idle.keep` ("Keep running") resets the timer, and the stop is pushed too; the
+spend today past the daily budget arrives in the same notification."""
 
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ PROJECT = HOME / "project"
 )
 async def client(lsp_client: LanguageClient):
     PROJECT.mkdir(parents=True, exist_ok=True)
-    (PROJECT / "orch.toml").write_text('[machines.local]\nkind = "local"\nidle_stop = "8s"\n')
+    # $1 a second: the daily budget is crossed before the warning (the cost guard's push).
+    (PROJECT / "orch.toml").write_text(
+        '[machines.local]\nkind = "local"\nidle_stop = "8s"\nprice_per_hour = 3600.0\n'
+        "[cost]\ndaily_budget = 2.0\n"
+    )
     status_notifications(lsp_client)
     await lsp_client.initialize_session(
         types.InitializeParams(
@@ -66,6 +71,8 @@ async def test_warning_is_pushed_keep_resets_then_the_stop_is_pushed(
     warned = await wait_for_status(client, lambda s: _idle(s).get("action") == "warn", 15)
     assert " · stops in " in _idle(warned)["line"]
     assert warned["machine"]["state"] == "running"
+    assert warned["cost"]["over_budget"] and warned["cost"]["spend_today"] >= 2.0, warned["cost"]
+    assert "over the $2.00 daily budget" in warned["cost"]["line"]
     kept = await execute(client, "orch.idle.keep", {})
     assert kept is not None
     received = client.statuses  # type: ignore[attr-defined]

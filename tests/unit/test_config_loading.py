@@ -136,7 +136,7 @@ MALFORMED = [
         "wrong type: bool",
         "[ec2]\n",
         [
-            "orch.toml:1: ec2: unknown key 'ec2' (allowed: backends, debug, gpu, jobs, "
+            "orch.toml:1: ec2: unknown key 'ec2' (allowed: backends, cost, debug, gpu, jobs, "
             "machines, ports, project, sync)"
         ],
     ),
@@ -349,6 +349,7 @@ def test_schema_is_valid_json_schema_with_descriptions() -> None:
         "jobs",
         "debug",
         "gpu",
+        "cost",
     }
     kinds = {
         d["properties"]["kind"]["const"]
