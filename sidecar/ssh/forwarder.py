@@ -66,6 +66,7 @@ class ForwardOwner:
         self.done = asyncio.Event()
         self._lock_fd: int | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._stopping = False
         pool.add_listener(self._on_connection)
 
     async def start(self) -> bool:
@@ -87,6 +88,10 @@ class ForwardOwner:
         return True
 
     async def stop(self) -> None:
+        if self._stopping:
+            await self.done.wait()
+            return
+        self._stopping = True
         await self.forwards.close()
         if self._server is not None:
             self._server.close()
@@ -159,16 +164,28 @@ class ForwardOwner:
         reply: dict[str, Any]
         try:
             request = json.loads(await reader.readline())
-            reply = await self.handle(request)
+            if self._stopping:
+                # Accepted just before this owner let go (its last forward went): the client
+                # starts a new owner (add) or finds nothing to remove, instead of waiting.
+                reply = {
+                    "ok": False,
+                    "kind": "ConnectionFailed",
+                    "message": "the port forwarder is stopping",
+                }
+            else:
+                reply = await self.handle(request)
         except OrchError as exc:
             reply = {"ok": False, "kind": exc.kind, "message": exc.message, "hint": exc.hint}
         except Exception as exc:
             log.exception("request failed")
             reply = {"ok": False, "kind": "OrchError", "message": f"forwarder: {exc}"}
+        except BaseException:
+            writer.close()  # cancelled: the client sees the request closed, never a silence
+            raise
         with contextlib.suppress(Exception):
             writer.write((json.dumps(reply) + "\n").encode())
             await writer.drain()
-            writer.close()
+        writer.close()
         if reply.get("shutdown") or (self.exit_when_empty and not self.forwards.specs()):
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
 

@@ -227,15 +227,17 @@ async def add_port(
         "remote_port": spec.remote_port,
         "reverse": spec.reverse,
     }
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         await _ensure_owner(layout, target, machine)
         try:
             reply = await request(paths, payload)
             break
         except ConnectionFailed as exc:
-            # The owner may have exited just now (its last forward was removed): start anew.
-            if attempt == 2 or type(exc) is not ConnectionFailed:
+            # The owner may be letting go just now (its last forward was removed): once it
+            # has, start anew.
+            if attempt == 3 or type(exc) is not ConnectionFailed:
                 raise
+            await asyncio.sleep(0.2 * attempt)
     state = read_state(paths)
     return PortForwardInfo(
         local_port=spec.local_port,
