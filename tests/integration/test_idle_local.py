@@ -94,8 +94,14 @@ async def test_idle_machine_warns_then_stops_within_the_timeout(orch: Orchestrat
     began = time.monotonic()
     seen: list[str] = []
     warned_at = None
-    while (await orch.machine_status()).state == "running":
-        status = await orch.status()
+    while (await asyncio.wait_for(orch.machine_status(), 10)).state == "running":
+        # A read in flight when the agent stops the machine hung once in CI (300 s, not
+        # reproduced since; see docs/idle.md): bound each read, the machine's state decides.
+        try:
+            status = await asyncio.wait_for(orch.status(), 1.5)
+        except TimeoutError:
+            seen.append("read-timeout")
+            continue
         if status.idle:
             seen.append(status.idle.action)
             if status.idle.action == "warn" and warned_at is None:
