@@ -6,6 +6,7 @@ rename) so a crash never leaves a half-written state file behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -133,6 +134,27 @@ def is_locked(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+async def serve_as_owner(
+    lock: Path, socket: Path, handler: Any
+) -> tuple[int, asyncio.AbstractServer] | None:
+    """Take `lock` without waiting and serve `handler` on the Unix socket `socket` (0600),
+    replacing a dead owner's socket; None when another process holds the lock. The returned
+    fd holds the lock until closed."""
+    secure_dir(lock.parent)
+    secure_dir(socket.parent)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        socket.unlink()  # a dead owner's socket: we hold the lock now
+    server = await asyncio.start_unix_server(handler, path=str(socket))
+    os.chmod(socket, 0o600)
+    return fd, server
 
 
 def pid_alive(pid: int) -> bool:

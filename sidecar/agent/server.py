@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from sidecar.agent.status import StatusBoard, error_reply
 from sidecar.errors import Conflict, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
-from sidecar.state import read_json, secure_dir, write_json
+from sidecar.state import read_json, serve_as_owner, write_json
 
 if TYPE_CHECKING:
     from sidecar.context import MachineContext
@@ -72,19 +71,10 @@ class Agent:
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> bool:
         """Become the agent; False when another one already is."""
-        secure_dir(self.paths.folder)
-        secure_dir(self.paths.socket.parent)
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        owned = await serve_as_owner(self.paths.lock, self.paths.socket, self._serve)
+        if owned is None:
             return False
-        self._lock_fd = fd
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.socket.unlink()  # a dead agent's socket: we hold the lock now
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.paths.socket))
-        os.chmod(self.paths.socket, 0o600)
+        self._lock_fd, self._server = owned
         write_json(
             self.paths.state,
             {"pid": os.getpid(), "version": __version__, "socket": str(self.paths.socket)},

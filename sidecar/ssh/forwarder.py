@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
 from sidecar.ssh.forwards import ForwardPaths, ForwardSet, forward_paths
 from sidecar.ssh.pool import ConnectionPool, ConnState
-from sidecar.state import is_locked, read_json, secure_dir, write_json
+from sidecar.state import is_locked, read_json, secure_dir, serve_as_owner, write_json
 
 log = logging.getLogger("orch.forwarder")
 REQUEST_TIMEOUT_S = 40.0
@@ -71,19 +70,10 @@ class ForwardOwner:
 
     async def start(self) -> bool:
         """Become the owner; False (and nothing started) when another process already is."""
-        secure_dir(self.paths.folder)
-        secure_dir(self.paths.socket.parent)
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        owned = await serve_as_owner(self.paths.lock, self.paths.socket, self._serve)
+        if owned is None:
             return False
-        self._lock_fd = fd
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.socket.unlink()  # a dead owner's socket: we hold the lock now
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.paths.socket))
-        os.chmod(self.paths.socket, 0o600)
+        self._lock_fd, self._server = owned
         self.write_state()
         return True
 

@@ -99,6 +99,18 @@ def _spec(raw: dict[str, Any]) -> LocalForwardSpec:
     )
 
 
+def _dead(spec: LocalForwardSpec, machine: str, detail: str) -> PortForwardInfo:
+    return PortForwardInfo(
+        local_port=spec.local_port,
+        remote_host=spec.remote_host,
+        remote_port=spec.remote_port,
+        state="dead",
+        machine=machine,
+        reverse=spec.reverse,
+        detail=detail,
+    )
+
+
 def dead_forwards(layout: Layout, alias: str) -> list[LocalForwardSpec]:
     """Forwards whose owner died without stopping them (killed, crashed): to be restarted."""
     paths = forward_paths(layout, alias)
@@ -121,14 +133,10 @@ async def revive(
             await add_port(layout, target, machine, spec)
         except OrchError as exc:
             failed.append(
-                PortForwardInfo(
-                    local_port=spec.local_port,
-                    remote_host=spec.remote_host,
-                    remote_port=spec.remote_port,
-                    state="dead",
-                    machine=machine,
-                    reverse=spec.reverse,
-                    detail=f"the forwarder died and it could not be restarted: {exc.message}",
+                _dead(
+                    spec,
+                    machine,
+                    f"the forwarder died and it could not be restarted: {exc.message}",
                 )
             )
     return failed
@@ -172,14 +180,10 @@ def list_ports(
     for raw in state.get("lost", []) if alive else []:
         spec = _spec(raw)
         out.append(
-            PortForwardInfo(
-                local_port=spec.local_port,
-                remote_host=spec.remote_host,
-                remote_port=spec.remote_port,
-                state="dead",
-                machine=machine,
-                reverse=spec.reverse,
-                detail=str(raw.get("detail") or "the forwarder died; it could not be restarted"),
+            _dead(
+                spec,
+                machine,
+                str(raw.get("detail") or "the forwarder died; it could not be restarted"),
             )
         )
     running = {(p.reverse, p.remote_port if p.reverse else p.local_port) for p in out}
