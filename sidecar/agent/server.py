@@ -4,8 +4,10 @@ It holds an flock on `$ORCH_HOME/agent/agent.lock` (one agent per `$ORCH_HOME`),
 one-line JSON requests on a Unix socket (see `client.py`) and runs, in one event loop over one
 `ConnectionPool`, every sync loop (`sync.service.Owner`) and every machine's forward owner
 (`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine share one SSH
-connection. It also keeps a watched `orch status` per project a client asked about
-(`status.py`), so a thin client gets it from memory.
+connection. It also watches `orch status` per project and machine a client asked about or
+subscribed to (`status.py`): `orch status` gets it from memory, and each language server
+(one per VS Code window) gets every change pushed over a `subscribe` stream, so any number of
+windows share one watch and one connection per machine.
 
 What it runs is written to `wanted.json` as it changes: an agent killed with SIGKILL is
 started again by the next client (`client.revive_if_wanted`) and brings it all back (each
@@ -27,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__
-from sidecar.agent.client import PROTOCOL, agent_paths
 from sidecar.agent.status import StatusBoard, error_reply
+from sidecar.agent_client import PROTOCOL, agent_paths
 from sidecar.errors import Conflict, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orch.agent")
 WATCH_INTERVAL_S = 1.0
+HEARTBEAT_S = 5.0  # a subscriber hears from the agent at least this often
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Agent:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
+        self.subscribers: set[asyncio.StreamWriter] = set()
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -86,6 +90,9 @@ class Agent:
     async def stop(self, keep_wanted: bool = True) -> None:
         """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
         self.stopping = True  # what ends from here on stays in wanted.json
+        for writer in list(self.subscribers):  # they subscribe again (to a successor)
+            writer.close()
+        await self.board.close()
         if keep_wanted:
             self._save_wanted(with_specs=True)
         for run in list(self.syncs.values()):
@@ -282,7 +289,7 @@ class Agent:
     async def _watch(self) -> None:
         while not self.done.is_set():
             await asyncio.sleep(WATCH_INTERVAL_S)
-            await self.board.refresh()
+            await self.board.expire()
             if (
                 not self.busy()
                 and not self.board.watched
@@ -315,8 +322,9 @@ class Agent:
             return self.info()
         if op == "status":
             return await self.board.status(
-                str(request["cwd"]), request.get("machine"), bool(request.get("fresh"))
-            )
+                str(request["cwd"]), request.get("machine"), bool(request.get("fresh")),
+                lenient=bool(request.get("lenient")),
+            )  # fmt: skip
         if op == "poke":
             self.board.poke()
             return {"ok": True}
@@ -341,6 +349,35 @@ class Agent:
             return {"ok": True, "shutdown": True}
         raise UsageError(f"unknown agent request {op!r}")
 
+    async def _subscribe(
+        self,
+        request: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        send: Any,
+    ) -> None:
+        """A client's status subscription: the current status, every change, a heartbeat
+        every `HEARTBEAT_S`; held until the client hangs up (or the agent stops)."""
+        self.subscribers.add(writer)
+        unsubscribe = self.board.subscribe(
+            str(request["cwd"]),
+            request.get("machine"),
+            lambda status: send({"event": "status", "status": status}),
+        )
+        try:
+            while not reader.at_eof():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader.read(4096), HEARTBEAT_S)
+                send({"event": "alive"})
+                self.last_request = time.monotonic()
+        except (OSError, ValueError):
+            pass  # the client went away
+        finally:
+            unsubscribe()
+            self.subscribers.discard(writer)
+            with contextlib.suppress(Exception):
+                writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.last_request = time.monotonic()
 
@@ -350,6 +387,9 @@ class Agent:
 
         try:
             request = json.loads(await reader.readline())
+            if request.get("op") == "subscribe":
+                await self._subscribe(request, reader, writer, send)
+                return
             reply = await self.handle(request, send)
         except OrchError as exc:
             reply = {"ok": False, **error_reply(exc)}
