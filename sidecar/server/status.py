@@ -79,10 +79,12 @@ class AgentStatusFeed:
         machine = self.server.options.machine
         try:
             payload = await self.server.orch.agent_status(machine, fresh=fresh)
-        except OrchError:
-            if self.last is None:
-                raise
-            return self.last  # the agent is being restarted: what it last said
+        except OrchError as exc:
+            if self.last is not None:
+                return self.last  # the agent is being restarted: what it last said
+            # No agent could be reached at all: read it here rather than answer nothing.
+            log.warning("status without the orch agent: %s", exc.message)
+            payload = (await self.server.orch.status(machine)).model_dump(mode="json")
         self._take(payload)
         return payload
 

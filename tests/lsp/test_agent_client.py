@@ -4,7 +4,8 @@ sidecar, the `orch` command beside it, the embedded local machine).
 The server subscribes to the agent's watch of its project and forwards each pushed change as
 `orch/status`: a job started from the CLI reaches it with no polling (the watch's idle
 interval is a minute here, so only the CLI's poke can make the agent read), over the agent's
-one SSH connection to the machine (the language server holds none); a SIGKILLed agent is
+one SSH connection to the machine, and a second window (another language server) sees the
+same through the same watch (neither server holds a connection); a SIGKILLed agent is
 started again by the server's subscription, and its status comes back, bounded.
 """
 
@@ -21,11 +22,18 @@ from pathlib import Path
 import pytest
 import pytest_lsp
 from lsprotocol import types
+from pygls.lsp.client import LanguageClient as PlainClient
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from tests.helpers import run_orch
 from tests.integration.test_agent import established_to, machine_port
-from tests.lsp.helpers import execute, machine_down, status_notifications, wait_for_status
+from tests.lsp.helpers import (
+    _plain,
+    execute,
+    machine_down,
+    status_notifications,
+    wait_for_status,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
 
@@ -46,8 +54,9 @@ def agent_pid() -> int | None:
     return pid if isinstance(pid, int) and Path(f"/proc/{pid}").exists() else None
 
 
-def server_pid() -> int:
-    """The language server's pid: the `python -m sidecar` of this test's $ORCH_HOME."""
+def server_pids() -> list[int]:
+    """The language servers' pids: each `python -m sidecar` of this test's $ORCH_HOME."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -57,8 +66,8 @@ def server_pid() -> int:
         except OSError:
             continue
         if cmd[1:3] == [b"-m", b"sidecar"] and f"ORCH_HOME={ENV['ORCH_HOME']}".encode() in env:
-            return int(entry.name)
-    raise AssertionError("the language server process was not found")
+            found.append(int(entry.name))
+    return found
 
 
 def orch(*args: str) -> str:
@@ -103,27 +112,50 @@ async def test_a_cli_job_is_pushed_to_the_language_server_over_the_agents_one_co
     await wait_for_status(client, lambda s: s["machine"]["state"] == "stopped")
     await asyncio.to_thread(orch, "up")
     await wait_for_status(client, lambda s: s["machine"]["state"] == "running", timeout=10)
-    began = time.monotonic()
-    await asyncio.to_thread(orch, "run", "from-cli", "--", "sleep", "60")
-    await wait_for_status(client, running("from-cli"), timeout=5)
-    assert time.monotonic() - began < 5  # the CLI's poke, not a 60 s watch interval
+    # A second VS Code window on the same project: another language server, same agent.
+    second = PlainClient("second-window", "1")
+    seconds: list[dict] = []
+    second.feature("orch/status")(lambda params: seconds.append(_plain(params)))
+    await second.start_io(
+        sys.executable, "-m", "sidecar", cwd=str(PROJECT), env={**os.environ, **ENV}
+    )
+    try:
+        await second.initialize_async(
+            types.InitializeParams(
+                capabilities=types.ClientCapabilities(), root_uri=PROJECT.as_uri()
+            )
+        )
+        second.initialized(types.InitializedParams())
+        began = time.monotonic()
+        await asyncio.to_thread(orch, "run", "from-cli", "--", "sleep", "60")
+        await wait_for_status(client, running("from-cli"), timeout=5)
+        while not any(running("from-cli")(s) for s in seconds):
+            assert time.monotonic() - began < 5, seconds[-1:]
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - began < 5  # the CLI's poke, not a 60 s watch interval
 
-    # Everything the server shows came over the agent's connection; it holds none itself.
-    agent, server = agent_pid(), server_pid()
-    assert agent is not None
-    port = machine_port(HOME / "orch-home")
-    assert established_to(agent, port) == 1
-    assert established_to(server, port) == 0
+        # Everything both windows show came over the agent's one connection; they hold none.
+        agent = agent_pid()
+        assert agent is not None
+        port = machine_port(HOME / "orch-home")
+        assert established_to(agent, port) == 1
+        servers = server_pids()
+        assert len(servers) == 2 and all(established_to(pid, port) == 0 for pid in servers)
+        info = agent_info()
+        assert info["connections"] == {"orch-local": "connected"}
+        assert info["watched"] == 1  # both windows share one watch (one read per change)
+        assert json.loads(orch("status", "--json"))["jobs"][0]["name"] == "from-cli"
+        assert agent_info()["watched"] == 1  # and so does `orch status`
+    finally:
+        await second.shutdown_async(None)
+        second.exit(None)
+        await second.stop()
+
+
+def agent_info() -> dict:
     from sidecar import agent_client
 
-    info = agent_client.call(agent_client.agent_paths(HOME / "orch-home"), {"op": "info"})
-    assert info["connections"] == {"orch-local": "connected"}
-    assert info["watched"] == 1  # the CLI's `orch status` and the server share one watch
-    assert json.loads(orch("status", "--json"))["jobs"][0]["name"] == "from-cli"
-    assert (
-        agent_client.call(agent_client.agent_paths(HOME / "orch-home"), {"op": "info"})["watched"]
-        == 1
-    )
+    return agent_client.call(agent_client.agent_paths(HOME / "orch-home"), {"op": "info"})
 
 
 async def test_kill_9_of_the_agent_the_server_subscribes_again_and_recovers(
