@@ -979,9 +979,14 @@ class Orchestrator:
 
         request = {"op": "status", "cwd": str(self.cwd), "machine": machine, "fresh": fresh}
         request["lenient"] = True  # an unknown machine is a status saying so, not an error
+        paths = agent_client.agent_paths(self.layout)
+        timeout = 4 * self.read_timeout_s
         try:
-            paths, _ = await asyncio.to_thread(agent_client.ensure, self.layout)
-            reply = await agent_client.acall(paths, request, timeout=4 * self.read_timeout_s)
+            try:
+                reply = await agent_client.acall(paths, request, timeout=timeout)
+            except agent_client.AgentUnavailable:  # not running (or dying): start it, once
+                paths, _ = await asyncio.to_thread(agent_client.ensure, self.layout)
+                reply = await agent_client.acall(paths, request, timeout=timeout)
         except agent_client.AgentUnavailable as exc:
             raise OrchError(str(exc), hint="it is started again by the next request") from None
         return dict(reply["status"])

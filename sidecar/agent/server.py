@@ -386,7 +386,11 @@ class Agent:
                 writer.write((json.dumps(message) + "\n").encode())
 
         try:
-            request = json.loads(await reader.readline())
+            line = await reader.readline()
+            if not line.strip():  # a client that hung up before asking (a closing window)
+                writer.close()
+                return
+            request = json.loads(line)
             if request.get("op") == "subscribe":
                 await self._subscribe(request, reader, writer, send)
                 return
