@@ -221,10 +221,11 @@ async def subscribe(
     even its heartbeat) for `silence_s`."""
     import asyncio
 
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+    # with its result, and a cancelled subscriber must stop (a closing window's shutdown).
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(paths.socket), limit=2**24), CONNECT_TIMEOUT_S
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(str(paths.socket), limit=2**24)
     except (OSError, TimeoutError) as exc:
         raise AgentUnavailable(
             f"the orch agent is not answering on {paths.socket} ({exc})"
@@ -234,7 +235,8 @@ async def subscribe(
         await writer.drain()
         while True:
             try:
-                line = await asyncio.wait_for(reader.readline(), silence_s)
+                async with asyncio.timeout(silence_s):
+                    line = await reader.readline()
             except TimeoutError:
                 raise AgentUnavailable(f"the orch agent was silent for {silence_s:g} s") from None
             except (OSError, ValueError) as exc:

@@ -33,6 +33,7 @@ BUSY_INTERVAL_S = 1.0
 IDLE_INTERVAL_S = 5.0
 MAX_AGE_S = 1.0  # `current()` answers from a read younger than this
 READ_TIMEOUT_S = 8.0
+STOP_WAIT_S = 2.0  # `stop` waits at most this long for the loop to end
 IDLE_ENV = "ORCH_STATUS_IDLE_S"  # overrides IDLE_INTERVAL_S (tests use a short one)
 READ_ENV = "ORCH_STATUS_READ_TIMEOUT_S"  # overrides READ_TIMEOUT_S
 
@@ -124,8 +125,7 @@ class StatusWatch:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=STOP_WAIT_S)
 
     def poke(self) -> None:
         """Something may have changed: the next answer is a fresh read, done at once."""
@@ -144,7 +144,10 @@ class StatusWatch:
         async with self._lock:  # one read at a time, however many ask
             began = time.monotonic()
             try:
-                payload = await asyncio.wait_for(self.read(), 2 * self.read_timeout_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # racing with its result, and a stopped watch must stop.
+                async with asyncio.timeout(2 * self.read_timeout_s):
+                    payload = await self.read()
             except TimeoutError:
                 message = f"no answer within {2 * self.read_timeout_s:g} s"
                 log.warning("%s: the status read gave %s", self.name, message)
@@ -181,4 +184,5 @@ class StatusWatch:
                 log.exception("status check failed")
                 interval = self.idle_interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()

@@ -367,7 +367,8 @@ class Agent:
         try:
             while not reader.at_eof():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(reader.read(4096), HEARTBEAT_S)
+                    async with asyncio.timeout(HEARTBEAT_S):
+                        await reader.read(4096)
                 send({"event": "alive"})
                 self.last_request = time.monotonic()
         except (OSError, ValueError):

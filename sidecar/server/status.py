@@ -20,7 +20,6 @@ it likes for about a millisecond; `{"fresh": true}` always reads anew.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -33,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "orch/status"
 RETRY_S = (0.1, 0.3, 1.0, 2.0)  # between attempts to (re)subscribe to the agent
+STOP_WAIT_S = 2.0  # a shutdown waits at most this long for the subscription to end
 
 
 class StatusParams(Params):
@@ -48,17 +48,18 @@ class AgentStatusFeed:
         self._latest: tuple[float, dict[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self.stopped = False
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="orch-status-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            self.stopped = True  # also ends a loop that missed its cancellation
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_WAIT_S)
 
     def poke(self) -> None:
         """A command ran: the agent reads anew (and pushes); `current` asks it afresh."""
@@ -90,9 +91,11 @@ class AgentStatusFeed:
 
     async def _run(self) -> None:
         attempt = 0
-        while True:
+        while not self.stopped:
             try:
                 async for payload in self.server.orch.status_events(self.server.options.machine):
+                    if self.stopped:
+                        return
                     self.subscribed.set()
                     attempt = 0
                     self._take(payload)
