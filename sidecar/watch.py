@@ -132,10 +132,10 @@ class StatusWatch:
         self._latest = None
         self._wake.set()
 
-    async def current(self, fresh: bool = False) -> Status:
-        """The latest read if recent enough (see MAX_AGE_S), else a new check."""
+    async def current(self, fresh: bool = False, max_age: float = MAX_AGE_S) -> Status:
+        """The latest read if under `max_age` old, else a new check."""
         latest = self._latest
-        if not fresh and latest is not None and time.monotonic() - latest[0] < MAX_AGE_S:
+        if not fresh and latest is not None and time.monotonic() - latest[0] < max_age:
             return latest[1]
         return await self.check()
 

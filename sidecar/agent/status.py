@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orch.agent")
 WATCH_FOR_S = 300.0  # a project's status is watched this long after a client last asked
+MAX_AGE_S = 2.5  # a watched status older than this is read anew on request
 
 Key = tuple[str, str | None]
 Listener = Callable[[dict[str, Any]], None]
@@ -113,11 +114,11 @@ class StatusBoard:
     async def status(
         self, project: str, machine: str | None, fresh: bool, lenient: bool = False
     ) -> dict[str, Any]:
-        """The watched status (read anew when older than a second, or `fresh`); `lenient`:
+        """The watched status (read anew when older than MAX_AGE_S, or `fresh`); `lenient`:
         a status also for an unknown machine (the language server's), not the CLI's error."""
         entry = self.entry(project, machine)
         entry.asked = time.monotonic()
-        payload = await entry.watch.current(fresh)
+        payload = await entry.watch.current(fresh, max_age=MAX_AGE_S)
         if entry.error is not None and not lenient:
             return {"ok": False, **entry.error}
         return {"ok": True, "status": payload, "text": entry.text, "version": __version__}
