@@ -49,6 +49,7 @@ class AgentStatusFeed:
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
         self.stopped = False
+        self._stale = False
 
     def start(self) -> None:
         if self._task is None:
@@ -64,6 +65,7 @@ class AgentStatusFeed:
     def poke(self) -> None:
         """A command ran: the agent reads anew (and pushes); `current` asks it afresh."""
         self._latest = None
+        self._stale = True  # the next `current` asks the agent for a fresh read
         task = asyncio.ensure_future(asyncio.to_thread(self.server.orch.poke_agent))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
@@ -78,6 +80,7 @@ class AgentStatusFeed:
         if not fresh and latest is not None and time.monotonic() - latest[0] < MAX_AGE_S:
             return latest[1]
         machine = self.server.options.machine
+        fresh, self._stale = fresh or self._stale, False
         try:
             payload = await self.server.orch.agent_status(machine, fresh=fresh)
         except OrchError as exc:
