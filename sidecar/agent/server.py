@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orch.agent")
 WATCH_INTERVAL_S = 1.0
-HEARTBEAT_S = 5.0  # a subscriber hears from the agent at least this often
 
 
 @dataclass
@@ -70,7 +69,6 @@ class Agent:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
-        self.subscribers: set[asyncio.StreamWriter] = set()
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -90,9 +88,7 @@ class Agent:
     async def stop(self, keep_wanted: bool = True) -> None:
         """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
         self.stopping = True  # what ends from here on stays in wanted.json
-        for writer in list(self.subscribers):  # they subscribe again (to a successor)
-            writer.close()
-        await self.board.close()
+        await self.board.close()  # subscribers are hung up on: they subscribe again
         if keep_wanted:
             self._save_wanted(with_specs=True)
         for run in list(self.syncs.values()):
@@ -349,36 +345,6 @@ class Agent:
             return {"ok": True, "shutdown": True}
         raise UsageError(f"unknown agent request {op!r}")
 
-    async def _subscribe(
-        self,
-        request: dict[str, Any],
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        send: Any,
-    ) -> None:
-        """A client's status subscription: the current status, every change, a heartbeat
-        every `HEARTBEAT_S`; held until the client hangs up (or the agent stops)."""
-        self.subscribers.add(writer)
-        unsubscribe = self.board.subscribe(
-            str(request["cwd"]),
-            request.get("machine"),
-            lambda status: send({"event": "status", "status": status}),
-        )
-        try:
-            while not reader.at_eof():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(HEARTBEAT_S):
-                        await reader.read(4096)
-                send({"event": "alive"})
-                self.last_request = time.monotonic()
-        except (OSError, ValueError):
-            pass  # the client went away
-        finally:
-            unsubscribe()
-            self.subscribers.discard(writer)
-            with contextlib.suppress(Exception):
-                writer.close()
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.last_request = time.monotonic()
 
@@ -393,7 +359,7 @@ class Agent:
                 return
             request = json.loads(line)
             if request.get("op") == "subscribe":
-                await self._subscribe(request, reader, writer, send)
+                await self.board.serve_subscription(request, reader, writer, send)
                 return
             reply = await self.handle(request, send)
         except OrchError as exc:

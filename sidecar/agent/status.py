@@ -15,6 +15,7 @@ would leave the job backend's persistent remote shell behind).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orch.agent")
 WATCH_FOR_S = 300.0  # a project's status is watched this long after a client last asked
+HEARTBEAT_S = 5.0  # a subscriber hears from the agent at least this often
 MAX_AGE_S = 2.5  # a watched status older than this is read anew on request
 
 Key = tuple[str, str | None]
@@ -63,6 +65,7 @@ class StatusBoard:
         self.orchs: dict[str, Orchestrator] = {}
         self._stamps: dict[str, float | None] = {}
         self.watched: dict[Key, Watched] = {}
+        self.subscribers: set[asyncio.StreamWriter] = set()
 
     def _orch(self, project: str) -> Orchestrator:
         from sidecar.app import Orchestrator
@@ -159,7 +162,38 @@ class StatusBoard:
                 if not any(k[0] == key[0] for k in self.watched):
                     self.orchs.pop(key[0], None)
 
+    async def serve_subscription(
+        self,
+        request: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        send: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """A client's `subscribe` stream: the current status, every change, a heartbeat
+        every `HEARTBEAT_S`; held until the client hangs up (or the agent stops)."""
+        self.subscribers.add(writer)
+        unsubscribe = self.subscribe(
+            str(request["cwd"]),
+            request.get("machine"),
+            lambda status: send({"event": "status", "status": status}),
+        )
+        try:
+            while not reader.at_eof():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(HEARTBEAT_S):
+                        await reader.read(4096)
+                send({"event": "alive"})
+        except (OSError, ValueError):
+            pass  # the client went away
+        finally:
+            unsubscribe()
+            self.subscribers.discard(writer)
+            with contextlib.suppress(Exception):
+                writer.close()
+
     async def close(self) -> None:
+        for writer in list(self.subscribers):  # they subscribe again (to a successor)
+            writer.close()
         for entry in list(self.watched.values()):
             await entry.watch.stop()
         self.watched.clear()
