@@ -50,10 +50,12 @@ class AgentStatusFeed:
         self.subscribed = asyncio.Event()
         self.stopped = False
         self._stale = False
+        self._machine: str | None = None  # the machine subscribed to
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="orch-status-feed")
+            self._machine = self.server.options.machine
+            self._task = asyncio.create_task(self._run(self._machine), name="orch-status-feed")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -68,6 +70,11 @@ class AgentStatusFeed:
         self._stale = True  # the next `current` asks the agent for a fresh read
         task = asyncio.ensure_future(asyncio.to_thread(self.server.orch.poke_agent))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if self._task is not None and self.server.options.machine != self._machine:
+            # `orch.machine.select` switched the window's machine: follow that one instead.
+            self._task.cancel()
+            self._task = None
+            self.start()
 
     def _take(self, payload: dict[str, Any]) -> None:
         self._latest = (time.monotonic(), payload)
@@ -92,12 +99,12 @@ class AgentStatusFeed:
         self._take(payload)
         return payload
 
-    async def _run(self) -> None:
+    async def _run(self, machine: str | None) -> None:
         attempt = 0
-        while not self.stopped:
+        while not self.stopped and machine == self._machine:
             try:
-                async for payload in self.server.orch.status_events(self.server.options.machine):
-                    if self.stopped:
+                async for payload in self.server.orch.status_events(machine):
+                    if self.stopped or machine != self._machine:
                         return
                     self.subscribed.set()
                     attempt = 0
