@@ -179,3 +179,34 @@ async def test_kill_9_of_the_agent_the_server_subscribes_again_and_recovers(
         timeout=10,
     )
     assert time.monotonic() - began < 20
+
+
+async def test_without_the_agent_a_window_reads_the_status_itself(client: LanguageClient) -> None:
+    """`ORCH_NO_AGENT=1`: the old path, the server's own watch over its own connection."""
+    window = PlainClient("no-agent-window", "1")
+    got: list[dict] = []
+    window.feature("orch/status")(lambda params: got.append(_plain(params)))
+    env = {**os.environ, **ENV, "ORCH_NO_AGENT": "1", "ORCH_STATUS_IDLE_S": "0.3"}
+    await window.start_io(sys.executable, "-m", "sidecar", cwd=str(PROJECT), env=env)
+    try:
+        await window.initialize_async(
+            types.InitializeParams(
+                capabilities=types.ClientCapabilities(), root_uri=PROJECT.as_uri()
+            )
+        )
+        window.initialized(types.InitializedParams())
+        began = time.monotonic()
+        while not any(s["machine"]["state"] == "running" for s in got):
+            assert time.monotonic() - began < 10, got[-1:]
+            await asyncio.sleep(0.05)
+        own = [pid for pid in server_pids() if b"ORCH_NO_AGENT=1" in _environ(pid)]
+        assert len(own) == 1
+        assert established_to(own[0], machine_port(HOME / "orch-home")) == 1
+    finally:
+        await window.shutdown_async(None)
+        window.exit(None)
+        await window.stop()
+
+
+def _environ(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
