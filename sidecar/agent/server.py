@@ -307,6 +307,7 @@ class Agent:
             "syncs": syncs,
             "forwards": forwards,
             "watched": len(self.board.watched),
+            "subscribers": len(self.board.subscribers),  # language servers (VS Code windows)
         }
 
     # -- requests -----------------------------------------------------------------------------

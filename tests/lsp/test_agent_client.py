@@ -144,6 +144,7 @@ async def test_a_cli_job_is_pushed_to_the_language_server_over_the_agents_one_co
         info = agent_info()
         assert info["connections"] == {"orch-local": "connected"}
         assert info["watched"] == 1  # both windows share one watch (one read per change)
+        assert info["subscribers"] == 2
         assert json.loads(orch("status", "--json"))["jobs"][0]["name"] == "from-cli"
         assert agent_info()["watched"] == 1  # and so does `orch status`
     finally:
