@@ -1,8 +1,13 @@
 """`python -m sidecar`: the orch language server on stdin/stdout (logs go to stderr)."""
 
 import logging
+import os
 
-from sidecar.server import build_server
+# As the CLI does: no scan of installed packages for pydantic plugins (importlib.metadata,
+# ~20 ms of the start); orch uses none.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+from sidecar.server import build_server  # noqa: E402
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

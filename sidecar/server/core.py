@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from lsprotocol import types
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -28,9 +28,13 @@ from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
 from sidecar import __version__
-from sidecar.app import Orchestrator
 from sidecar.errors import ConfigFileError, OrchError
-from sidecar.results import ConfigProblemInfo, ErrorData
+
+if TYPE_CHECKING:
+    # The facade and the result models (pydantic models built at import, asyncssh, the
+    # services) are imported at the first command or status read, not at start: the
+    # `initialize` reply waits only for pygls and the commands' small parameter models.
+    from sidecar.app import Orchestrator
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,9 @@ RawCommand = Callable[[list[Any], types.ProgressToken | None], Awaitable[Any]]
 class Params(BaseModel):
     """Base of every command's parameters: unknown keys are an error, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built at a command's first call, not at start: ~40 models would otherwise delay the
+    # `initialize` reply (pydantic's `defer_build`).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class NoParams(Params):
@@ -69,6 +75,8 @@ class OrchRequestError(JsonRpcException):
     """An OrchError on its way to the client: an expected failure, logged in one line."""
 
     def __init__(self, command: str, exc: OrchError) -> None:
+        from sidecar.results import ConfigProblemInfo, ErrorData
+
         data = ErrorData(kind=exc.kind, hint=exc.hint, action=exc.action, target=exc.target)
         if isinstance(exc, ConfigFileError):
             data.problems = [
@@ -134,6 +142,7 @@ class OrchServer(LanguageServer):
         )
         self.raw_commands: dict[str, RawCommand] = {}
         self._orch: Orchestrator | None = None
+        self._root: Path | None = None  # the client's workspace folder (set at initialize)
         self.options = InitOptions()
         # Called after every command that may have changed state (set by the status area).
         self.changed: Callable[[], None] = lambda: None
@@ -143,11 +152,14 @@ class OrchServer(LanguageServer):
     @property
     def orch(self) -> Orchestrator:
         if self._orch is None:
-            self._orch = Orchestrator(cwd=Path(os.getcwd()))
+            from sidecar.app import Orchestrator
+
+            self._orch = Orchestrator(cwd=self._root or Path(os.getcwd()))
         return self._orch
 
     def open_project(self, params: types.InitializeParams) -> None:
-        """Opens the Orchestrator in the client's workspace folder, with its options."""
+        """Opens the client's workspace folder, with its options; the Orchestrator is built
+        there at its first use (after the `initialize` reply)."""
         root: str | None = None
         if params.workspace_folders:
             root = to_fs_path(params.workspace_folders[0].uri)
@@ -157,23 +169,35 @@ class OrchServer(LanguageServer):
             self.options = InitOptions.model_validate(params.initialization_options or {})
         except ValidationError as exc:
             log.warning("ignoring malformed initializationOptions: %s", exc)
-        self._orch = Orchestrator(cwd=Path(root) if root else Path(os.getcwd()))
+        self._root = Path(root) if root else Path(os.getcwd())
+        self._orch = None
 
     def orch_command(
-        self, name: str, model: type[P], *, read_only: bool = False
+        self, name: str, model: type[P] | Callable[[], type[P]], *, read_only: bool = False
     ) -> Callable[[Handler], Handler]:
         """Registers `handler(server, params, report)` as the command `name` (a command that
-        is not `read_only` makes the status watcher look again at once)."""
+        is not `read_only` makes the status watcher look again at once). `model` may be a
+        function returning the parameters' model, called at the first request: for a model
+        whose import would slow the start."""
+
+        resolved: list[type[BaseModel]] = []
+        factory: Callable[[], type[P]] | None = None
+        if isinstance(model, type):
+            resolved.append(model)
+        else:
+            factory = model
 
         def decorator(handler: Handler) -> Handler:
             async def run(arguments: list[Any], token: types.ProgressToken | None) -> Any:
+                if factory is not None and not resolved:
+                    resolved.append(factory())
                 raw = arguments[0] if arguments else {}
                 if len(arguments) > 1 or not isinstance(raw, dict):
                     raise JsonRpcInvalidParams(
                         message=f"{name}: pass the arguments as one JSON object"
                     )
                 try:
-                    parsed = model.model_validate(raw)
+                    parsed = resolved[0].model_validate(raw)
                 except ValidationError as exc:
                     raise invalid_params(name, exc) from None
                 with self.progress_scope(name, token) as report:

@@ -21,11 +21,13 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecar.errors import OrchError
-from sidecar.results import OrchStatus
 from sidecar.server.core import OrchServer, Params, Report
+
+if TYPE_CHECKING:  # loaded with the facade, at the first status read
+    from sidecar.results import OrchStatus
 
 log = logging.getLogger(__name__)
 
