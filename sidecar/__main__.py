@@ -7,7 +7,7 @@ import os
 # ~20 ms of the start); orch uses none.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from sidecar.server import build_server  # noqa: E402
+from sidecar.server import build_server
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
