@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from lsprotocol import types
-from pydantic import BaseModel, ConfigDict, ValidationError
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcMethodNotFound
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
@@ -31,14 +31,28 @@ from sidecar import __version__
 from sidecar.errors import ConfigFileError, OrchError
 
 if TYPE_CHECKING:
-    # The facade and the result models (pydantic models built at import, asyncssh, the
-    # services) are imported at the first command or status read, not at start: the
-    # `initialize` reply waits only for pygls and the commands' small parameter models.
+    # Imported after the `initialize` reply, not at start: pydantic and the commands'
+    # parameter models (with the command areas), the facade and the result models (at the
+    # first command or status read). The reply waits only for pygls.
+    from pydantic import BaseModel, ValidationError
+
     from sidecar.app import Orchestrator
+    from sidecar.server.params import NoParams as NoParams
+    from sidecar.server.params import Params as Params
 
 log = logging.getLogger(__name__)
 
-P = TypeVar("P", bound=BaseModel)
+P = TypeVar("P", bound="BaseModel")
+
+
+def __getattr__(name: str) -> Any:
+    """`Params` and `NoParams` (pydantic models, in `sidecar.server.params`), loaded when a
+    command area first asks for them."""
+    if name in ("Params", "NoParams"):
+        from sidecar.server import params
+
+        return getattr(params, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Report(Protocol):
@@ -51,24 +65,32 @@ Handler = Callable[["OrchServer", Any, Report], Awaitable[Any]]
 RawCommand = Callable[[list[Any], types.ProgressToken | None], Awaitable[Any]]
 
 
-class Params(BaseModel):
-    """Base of every command's parameters: unknown keys are an error, not silently ignored."""
-
-    # Built at a command's first call, not at start: ~40 models would otherwise delay the
-    # `initialize` reply (pydantic's `defer_build`).
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-
-class NoParams(Params):
-    pass
-
-
-class InitOptions(BaseModel):
-    """`initializationOptions` the extension sends (read once at start)."""
+@dataclass
+class InitOptions:
+    """`initializationOptions` the extension sends (read once at start; the wire names are
+    camelCase). Checked by hand: `initialize` is answered before pydantic is imported."""
 
     machine: str | None = None
-    logLevel: str = "info"  # the wire names are camelCase
+    logLevel: str = "info"
     clientName: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> InitOptions:
+        """The options in `raw` (unknown keys ignored); ValueError says what is malformed."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected an object, got {type(raw).__name__}")
+        values: dict[str, str | None] = {}
+        for key, nullable in (("machine", True), ("logLevel", False), ("clientName", True)):
+            if key not in raw:
+                continue
+            value = raw[key]
+            if not (isinstance(value, str) or (nullable and value is None)):
+                kind = "a string or null" if nullable else "a string"
+                raise ValueError(f"{key}: expected {kind}, got {value!r}")
+            values[key] = value
+        return cls(**values)  # type: ignore[arg-type]
 
 
 class OrchRequestError(JsonRpcException):
@@ -124,6 +146,7 @@ class OrchProtocol(LanguageServerProtocol):
         self, params: types.ExecuteCommandParams
     ) -> Any:
         server: OrchServer = self._server  # type: ignore[assignment]
+        server.load_commands()  # at once, if a client asks before `initialized`
         command = server.raw_commands.get(params.command)
         if command is None:
             raise JsonRpcMethodNotFound(message=f"unknown command {params.command!r}")
@@ -148,6 +171,19 @@ class OrchServer(LanguageServer):
         self.changed: Callable[[], None] = lambda: None
         # Publishes the project's orch.toml problems (set by the config_doc area).
         self.check_config_file: Callable[[], None] = lambda: None
+        # Registers the command areas, once (set by `build_server`; see its module).
+        self.load_commands: Callable[[], None] = lambda: None
+
+    def advertise(self, names: tuple[str, ...]) -> None:
+        """Names commands in the `initialize` reply before their areas are loaded."""
+        for name in names:
+            if name not in self.protocol.fm.commands:
+                self.command(name)(_placeholder(name))
+
+    @property
+    def has_orch(self) -> bool:
+        """Whether the Orchestrator was built (a shutdown before any use has none to close)."""
+        return self._orch is not None
 
     @property
     def orch(self) -> Orchestrator:
@@ -166,8 +202,8 @@ class OrchServer(LanguageServer):
         elif params.root_uri:
             root = to_fs_path(params.root_uri)
         try:
-            self.options = InitOptions.model_validate(params.initialization_options or {})
-        except ValidationError as exc:
+            self.options = InitOptions.parse(params.initialization_options)
+        except ValueError as exc:
             log.warning("ignoring malformed initializationOptions: %s", exc)
         self._root = Path(root) if root else Path(os.getcwd())
         self._orch = None
@@ -189,6 +225,8 @@ class OrchServer(LanguageServer):
 
         def decorator(handler: Handler) -> Handler:
             async def run(arguments: list[Any], token: types.ProgressToken | None) -> Any:
+                from pydantic import BaseModel, ValidationError
+
                 if factory is not None and not resolved:
                     resolved.append(factory())
                 raw = arguments[0] if arguments else {}
@@ -212,7 +250,7 @@ class OrchServer(LanguageServer):
 
             self.raw_commands[name] = run
             # Registered with pygls too, so `initialize` advertises it to the client.
-            self.command(name)(_placeholder(name))
+            self.advertise((name,))
             return handler
 
         return decorator
