@@ -4,18 +4,20 @@ Measured in one run against the embedded local machine (up, with 3 running jobs)
   - start → `initialize` answered: spawn `python -m sidecar` (N times), beside the
     interpreter's own start (`python -c pass`) and a bare pygls server (a `LanguageServer`
     with no features: the floor of any pygls server, lsprotocol's types and converter
-    included) in the same run; with the RSS/PSS of each right after `initialize`;
+    included), in turn in the same rounds; RSS/PSS of each 1 s after `initialized`;
   - `orch.status` executeCommand round trip on the open server (N times), against the same
     fresh-process `orch status`;
   - idle RSS and idle CPU over IDLE_S seconds with the machine up and jobs running (the
     server pushes `orch/status` only on change; nothing polls from the client).
 Goals (issue 6): initialized <= 400 ms, status p50 <= 2 ms, idle RSS <= 60 MB, idle CPU < 0.5 %.
 
-    .venv/bin/python bench/sidecar.py [--idle 60] [--source DIR] [--label L] [--save F]
-        [--before F]
+    .venv/bin/python bench/sidecar.py [--idle 60] [--source DIR] [--baseline DIR] [--label L]
+        [--save F] [--before F]
 
-`--source` measures another checkout's `python -m sidecar` (say main's, for "before" figures)
-with this script; `--save` keeps the JSON and `--before` puts an earlier run beside this one.
+`--source` measures another checkout's `python -m sidecar` with this script; `--baseline`
+also starts another checkout's (say main's) in the same rounds, for before/after start times
+under the same load; `--save` keeps the JSON and `--before` puts an earlier run beside this
+one (its idle figures: the idle part runs one checkout at a time).
 """
 
 from __future__ import annotations
@@ -80,43 +82,60 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return rss, pss
 
 
-async def starts(project: Path, env: dict[str, str], argv: tuple[str, ...]) -> dict:
-    """Spawn → `initialize` answered, N_START times; RSS/PSS 1 s after `initialized` (the
-    last start), while nothing was asked yet."""
-    samples = []
-    for i in range(N_START):
+Variant = tuple[dict[str, str], tuple[str, ...]]  # (environment, argv after the interpreter)
+
+
+async def starts(project: Path, variants: dict[str, Variant]) -> dict:
+    """Spawn → `initialize` answered for each variant (env, argv), N_START rounds taking the
+    variants in turn (so the machine's load falls on all alike), with `python -c pass` in
+    each round; RSS/PSS of each 1 s after `initialized` in the last round (no command yet)."""
+    samples: dict[str, list[float]] = {name: [] for name in ["python -c pass", *variants]}
+    memory: dict[str, tuple[float, float]] = {}
+    for i in range(1 + N_START):  # round 0 warms the bytecode caches and is not counted
         began = time.perf_counter()
-        client = await start_client(project, env, argv)
-        samples.append(time.perf_counter() - began)
-        if i == N_START - 1:
-            await asyncio.sleep(1.0)
-            assert client._server is not None
-            rss, pss = memory_mb(client._server.pid)
-        await client.shutdown_async(None)
-        client.exit(None)
-        await client.stop()
-    return {**summary_ms(samples), "rss_mb": round(rss, 1), "pss_mb": round(pss, 1)}
+        subprocess.run([sys.executable, "-c", "pass"], env=os.environ, check=True)
+        if i:
+            samples["python -c pass"].append(time.perf_counter() - began)
+        for name, (env, argv) in variants.items():
+            began = time.perf_counter()
+            client = await start_client(project, env, argv)
+            if i:
+                samples[name].append(time.perf_counter() - began)
+            if i == N_START:
+                await asyncio.sleep(1.0)
+                assert client._server is not None
+                memory[name] = memory_mb(client._server.pid)
+            await client.shutdown_async(None)
+            client.exit(None)
+            await client.stop()
+    found: dict[str, dict] = {}
+    for name, times in samples.items():
+        found[name] = summary_ms(times)
+        if name in memory:
+            rss, pss = memory[name]
+            found[name].update(rss_mb=round(rss, 1), pss_mb=round(pss, 1))
+    return found
 
 
-def interpreter_start(env: dict[str, str]) -> dict:
-    """The interpreter's own start (`python -c pass`), the floor every Python process pays."""
-    samples = []
-    for _ in range(2 + N_START):
-        began = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
-        samples.append(time.perf_counter() - began)
-    return summary_ms(samples[2:])
-
-
-async def measure(tmp: Path, idle_s: float, source: Path) -> dict:
+async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None) -> dict:
     project = tmp / "proj"
     project.mkdir()
     env = orch_env(ORCH_HOME=str(tmp / "home"), PYTHONPATH=str(source))
     os.environ.update(ORCH_HOME=env["ORCH_HOME"])
 
-    python_start = interpreter_start(env)
-    bare = await starts(project, env, ("-c", BARE_PYGLS))
-    sidecar = await starts(project, env, ("-m", "sidecar"))
+    variants: dict[str, Variant] = {
+        "bare pygls": (env, ("-c", BARE_PYGLS)),
+        "sidecar": (env, ("-m", "sidecar")),
+    }
+    if baseline is not None:
+        base_env = {**env, "PYTHONPATH": str(baseline), "ORCH_HOME": str(tmp / "base-home")}
+        variants["baseline sidecar"] = (base_env, ("-m", "sidecar"))
+    started = await starts(project, variants)
+    python_start, bare, sidecar = (
+        started["python -c pass"],
+        started["bare pygls"],
+        started["sidecar"],
+    )
 
     client = await start_client(project, env)
     try:
@@ -159,6 +178,9 @@ async def measure(tmp: Path, idle_s: float, source: Path) -> dict:
         await client.stop()
     return {
         "source": str(source),
+        "baseline": None
+        if baseline is None
+        else {"source": str(baseline), **started["baseline sidecar"]},
         "python_start": python_start,
         "bare_pygls": bare,
         "start_to_initialized": sidecar,
@@ -199,7 +221,7 @@ def rows(r: dict) -> list[list[object]]:
         ],
         [
             label,
-            "sidecar: RSS / PSS after initialize (nothing asked)",
+            "sidecar: RSS / PSS 1 s after initialized (no command)",
             f"{s['rss_mb']} / {s['pss_mb']} MB",
             "<= 60 MB",
             ok(s["rss_mb"] <= 60),
@@ -233,12 +255,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--idle", type=float, default=60.0, help="idle window in seconds")
     parser.add_argument("--source", type=Path, default=REPO, help="the orch checkout to run")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout whose start is measured in turn with it"
+    )
     parser.add_argument("--label", default="now")
     parser.add_argument("--save", type=Path, help="keep this run's JSON here")
     parser.add_argument("--before", type=Path, help="an earlier run's --save file")
     args = parser.parse_args()
+    baseline = args.baseline.resolve() if args.baseline else None
     with tempfile.TemporaryDirectory(prefix="orch-bench-sidecar-") as tmp:
-        r = asyncio.run(measure(Path(tmp), args.idle, args.source.resolve()))
+        r = asyncio.run(measure(Path(tmp), args.idle, args.source.resolve(), baseline))
     r["label"] = args.label
     r["cli_over_roundtrip"] = round(
         r["cli_status_process"]["p50_ms"] / r["status_roundtrip"]["p50_ms"], 1
