@@ -72,7 +72,7 @@ class _Areas:
         )
 
         server = self.server
-        self.watcher = status.StatusWatcher(server)
+        self.watcher = status.LazyWatcher(server)
         status.register(server, self.watcher)
         machine.register(server)
         ssh.register(server)
