@@ -184,6 +184,10 @@ async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None)
         await client.shutdown_async(None)
         client.exit(None)
         await client.stop()
+        for home_env in (env, *(v[0] for k, v in variants.items() if k.startswith("baseline"))):
+            # the agents the windows started (else they linger until their idle exit)
+            agent = [sys.executable, "-m", "sidecar.agent", "stop"]
+            subprocess.run(agent, env=home_env, cwd=project, capture_output=True, timeout=60)
     return {
         "source": str(source),
         "baseline": None
