@@ -48,6 +48,15 @@ def _start_tree(made: list[subprocess.Popen[bytes]]) -> tuple[int, str]:
     return proc.pid, f"{proc.pid} {stat[19]} {proc.pid} 1\n"
 
 
+def _rss_pages(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[21])
+
+
+def _child(pid: int) -> int:
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(child)
+
+
 def _job(home: Path, name: str, command: str, pid_line: str, result: str | None) -> None:
     folder = home / "logs" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,12 +103,15 @@ def test_a_second_read_sends_only_what_changes_and_gives_the_same_jobs(
 
     first, jobs = _read(tmp_path, cache)
     assert "train/meta:" in first and "done/cmd.sh:echo hi" in first
-    listed = {int(line.split()[0]) for line in first.split("@proc\n")[1].splitlines()[:-1]}
-    assert pid in listed and len(listed) >= 2  # the wrapper and its child…
-    assert foreign not in listed  # …but no other process of the machine
+    (tree,) = first.split("@tree\n")[1].splitlines()[:-1]  # one line per running job…
+    root, _ppid, rss, _cpu, _start, count = tree.split()
+    assert (int(root), int(count)) == (pid, 2)  # …the wrapper and its child, summed…
+    pages = sum(_rss_pages(p) for p in (pid, _child(pid)))
+    assert abs(int(rss) - pages) <= pages // 20
+    assert str(foreign) not in first  # …and no other process of the machine
 
     second, again = _read(tmp_path, cache)
-    assert "meta:" not in second and "cmd.sh:" not in second
+    assert "meta:" not in second and "cmd.sh:" not in second and "pid:" not in second
     assert "train/same:1" in second and "done/same:1" in second
     assert len(second) < len(first) / 2
     assert _shown(again) == _shown(jobs)
