@@ -86,10 +86,8 @@ orch_code() {
   else orch_sources | awk -v gen= "$ORCH_CODE_AWK"; fi
 }
 # One snapshot of every job: its state files, the memory and CPU of each running job's
-# process tree, the current code version. Only when a job runs, every pid on the machine is
-# listed (one glob; "$*" joins it at once) and awk reads each one's stat line to find the
-# jobs' trees by ppid (see ORCH_STATUS_AWK and docs/performance.md for why not a walk down
-# /proc/PID/task/*/children).
+# process tree, the current code version. When a job runs, every pid on the machine is listed
+# too (one glob, joined at once by "$*"), for awk's fallback (see ORCH_STATUS_AWK).
 orch_status() {
   jobs=; live=
   if cd "$L" 2>/dev/null; then
@@ -120,8 +118,13 @@ END { if (!status) print code() }'
 # else (its pid, result, stop, meta and command files cannot change without changing the key;
 # the reader keeps them, see jobs.StatusCache). Each running job (a pid file and no result)
 # gets one "@tree" line: "pid ppid rss(pages) cpu% starttime processes" of its wrapper, with
-# rss and cpu summed over the whole tree (found by ppid among every process's stat line; comm
-# may hold spaces and ")", so each line is cut at its last ") "). A zombie counts as gone.
+# rss and cpu summed over the whole tree. The trees are walked down from each wrapper through
+# /proc/PID/task/PID/children, reading only the jobs' own processes; a process with several
+# threads (a child forked by another thread is listed in that thread's file only, and awk
+# cannot list a process's threads) or a kernel without these files makes it read every
+# process's stat line instead (`pids`) and find the trees by ppid. In a stat line comm may
+# hold spaces and ")", so it is cut at its last ") ". A zombie counts as gone; a wrapper pid
+# whose start time is not the recorded one (reused) is not walked.
 ORCH_STATUS_AWK='
 function slurp(p, max,   line, size) {
   while ((getline line < p) > 0) {
@@ -137,24 +140,47 @@ function whole(p,   line, s) {
 function put(tag, s,   n, i, x) {
   n = split(s, x, "\n"); for (i = 1; i < n; i++) print tag ":" x[i]
 }
-function stat(dir,   path, line, f, pid) {
-  path = dir "/stat"
+function stat(pid,   path, line, f) {
+  path = "/proc/" pid "/stat"; line = ""
   if ((getline line < path) > 0) {
     sub(/^.*\) /, "", line); split(line, f, " ")
     if (f[1] != "Z") {
-      pid = substr(dir, 7); KIDS[f[2]] = KIDS[f[2]] " " pid
       PP[pid] = f[2]; RSS[pid] = f[22]; TICKS[pid] = f[12] + f[13]; START[pid] = f[20]
+      if (f[18] > 1) SCAN = 1
     }
   }
   close(path)
 }
-function tree(root,   stack, n, pid, c, k, i, rss, cpu, count, el) {
+function walk(root, born,   stack, n, pid, path, line, c, k, i) {
+  n = 1; stack[1] = root
+  while (n && !SCAN) {
+    pid = stack[n--]
+    if (pid in PP) continue
+    stat(pid)
+    if (!(pid in PP) || (pid == root && born > 0 && START[pid] != born)) continue
+    path = "/proc/" pid "/task/" pid "/children"; line = ""
+    if ((getline line < path) < 0) SCAN = 1
+    close(path)
+    KIDS[pid] = line; k = split(line, c, " ")
+    for (i = 1; i <= k; i++) stack[++n] = c[i]
+  }
+}
+function scan(   k, i, pid) {
+  delete PP; delete KIDS
+  k = split(pids, Q, " ")
+  for (i = 1; i <= k; i++) {
+    pid = substr(Q[i], 7); stat(pid)
+    if (pid in PP) KIDS[PP[pid]] = KIDS[PP[pid]] " " pid
+  }
+}
+function tree(root, born,   stack, n, pid, c, k, i, rss, cpu, count, el) {
   if (!(root in PP)) return
   n = 1; stack[1] = root
   while (n) {
     pid = stack[n--]
-    if (pid in SEEN) continue
+    if ((pid in SEEN) || !(pid in PP)) continue
     SEEN[pid] = 1; count++; rss += RSS[pid]
+    if (pid == root && born > 0 && START[pid] != born) break
     el = up - START[pid] / 100; if (el > 0) cpu += TICKS[pid] / el
     k = split(KIDS[pid], c, " "); for (i = 1; i <= k; i++) stack[++n] = c[i]
   }
@@ -175,7 +201,7 @@ END {
   k = split(jobs, J, " ")
   for (i = 1; i <= k; i++) {
     j = J[i]; p = whole(j "/pid"); r = whole(j "/result")
-    if (p != "" && r == "") { split(p, w, " "); ROOTS = ROOTS " " w[1] }
+    if (p != "" && r == "") { split(p, w, " "); ROOTS = ROOTS " " w[1]; BORN[w[1]] = w[2] }
     if (p != "") {
       key = p "|" r; gsub(/[^A-Za-z0-9=._|-]/, ",", key)
       if (KEY[j] == key) { print j "/same:1"; continue }
@@ -187,10 +213,13 @@ END {
   print "@tree"
   if (ROOTS != "") {
     if ((getline u < "/proc/uptime") > 0) { split(u, U, " "); up = U[1] }
-    k = split(pids, Q, " ")
-    for (i = 1; i <= k; i++) stat(Q[i])
-    k = split(ROOTS, Q, " ")
-    for (i = 1; i <= k; i++) tree(Q[i])
+    k = split(ROOTS, R, " ")
+    # Reading a process in a walk costs two files, in a scan one: walk where the jobs own
+    # few of the machine processes (~7 each, the wrapper included; docs/performance.md).
+    SCAN = split(pids, Q, " ") < 12 * k
+    for (i = 1; i <= k && !SCAN; i++) walk(R[i], BORN[R[i]])
+    if (SCAN) scan()
+    for (i = 1; i <= k; i++) tree(R[i], BORN[R[i]])
   }
   print "@end"
 }'
