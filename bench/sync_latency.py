@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import shutil
@@ -116,6 +117,9 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
     from sidecar.sync.service import state_dir
 
     out: dict[str, list[float]] = {"orch": [], "rsync": []}
+    phases = _PhaseLog()
+    logging.getLogger("orch.sync").addHandler(phases)
+    logging.getLogger("orch.sync").setLevel(logging.INFO)
     orch_obj = Orchestrator(cwd=project)
     await orch_obj.write_ssh_config()
     target = await orch_obj.ssh_target()
@@ -149,7 +153,27 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
         await orch_obj.sync_now()
         out["orch"].append(time.perf_counter() - started)
         await orch_obj.close()
+    logging.getLogger("orch.sync").removeHandler(phases)
+    for name, values in phases.by_name().items():
+        out[f"phase: {name}"] = values
     return out
+
+
+class _PhaseLog(logging.Handler):
+    """Collects the engine's per-phase times (the `phases` of each full sync's log record)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[dict[str, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = getattr(record, "phases", None)
+        if isinstance(found, dict):
+            self.runs.append(found)
+
+    def by_name(self) -> dict[str, list[float]]:
+        names = dict.fromkeys(k for run in self.runs for k in run)
+        return {n: [run.get(n, 0.0) for run in self.runs] for n in names}
 
 
 async def crossover(project: Path) -> list[dict[str, object]]:
@@ -368,6 +392,12 @@ def main() -> int:
         ["initial 20k/300B rsync p50 (ms)", small_r["rsync"]["p50_ms"], "", ""],
         ["initial 20k ratio orch/rsync", round(ratio_small, 2), "<= 1.2", ratio_small <= 1.2],
     ]
+    for label, found in (("2k/50MB", init_r), ("20k/300B", small_r)):  # where orch's time goes
+        rows += [
+            [f"  {label} {k} p50 (ms)", v["p50_ms"], "", ""]
+            for k, v in found.items()
+            if k.startswith("phase: ")
+        ]
     if not args.initial_only:
         lat: Any = results["edit_latency"]
         o, nv = lat["orch"], lat["naive_rsync"]

@@ -322,10 +322,12 @@ def parse_rsync_progress(line: str) -> int | None:
 # {"root": DIR, "ops": [...], "generation": N?, "suffix": ".orch-conflict-STAMP", "hold": B};
 # the helper holds `<root>/.orch/lock` while applying (and after, while "hold" is true, so an
 # rsync batch between two requests is covered too; snapshots take the same lock). Each "put"
-# op is followed by exactly `size` bytes of content. Expectations are [size, mtime_ns, hash]
-# (what orch last wrote) or null (orch never wrote it); a delete may add "alt": hashes it may
-# also remove (content a batch cut short may have left there). The reply has one result per
-# op: {"ok": true, "stat": [size, mtime_ns, ino, ctime_ns]}, {"conflict": ASIDE, ...},
+# op is followed by exactly `size` bytes of content. Expectations are [size, mtime_ns, hash,
+# ino, ctime_ns] (what orch last wrote) or null (orch never wrote it): a file is unchanged when
+# all four stats match, else when its content hash does; with the inode unknown (a first copy
+# records no remote stat) the hash alone decides, whatever the size. A delete may add "alt":
+# hashes it may also remove (content a batch cut short may have left there). The reply has one
+# result per op: {"ok": true, "stat": [size, mtime_ns, ino, ctime_ns]}, {"conflict": ASIDE, ...},
 # {"miss": true}, {"drift": true} (a "verify" op) or {"error": TEXT}. A request with
 # "begin": TOKEN marks the folder's generation as TOKEN + "~" (being changed) before it
 # applies anything; "generation": TOKEN records the finished one, so a batch cut in half
@@ -367,9 +369,15 @@ def same(p, exp):
         return False
     ino = exp[3] if len(exp) > 4 else None
     if st.st_size == exp[0] and st.st_mtime_ns == exp[1]:
-        if ino is None or (st.st_ino == ino and st.st_ctime_ns == exp[4]):
+        if ino is None and exp[2] is None:
             return True
-    return exp[2] is None or (st.st_size == exp[0] and digest(p) == exp[2])
+        if ino is not None and st.st_ino == ino and st.st_ctime_ns == exp[4]:
+            return True
+    if exp[2] is None:
+        return True
+    if ino is not None and st.st_size != exp[0]:
+        return False
+    return digest(p) == exp[2]
 def aside(root, rel, suffix):
     n = 0
     while True:

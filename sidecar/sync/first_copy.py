@@ -1,0 +1,130 @@
+"""The first copy of a tree (no manifest yet): one rsync run of every file, and the manifest
+recorded from what rsync reported, with no per-file work before the copy and no remote stat.
+
+Where the time went before (issue 12, item 11; docs/performance.md): besides rsync itself, a
+local `lstat` of every file before the copy (to see which ones changed while rsync read them),
+a remote `stat` of every file after it (20,000 paths sent, stat'ed and sent back) and the
+manifest rows built from both. Now:
+
+- One local `lstat` per file, after rsync: a file whose ctime is older than the moment rsync
+  started (less a margin for the kernel's coarse clock) cannot have changed while rsync read
+  it, so its stat is the one of the content rsync sent and is kept as the hash cache. A newer
+  ctime (an edit during the copy) keeps no cache and the file is sent again (`retry`).
+- No remote stat: each entry holds rsync's md5 of what it sent and the size and mtime rsync
+  copied, with the remote inode and ctime unknown. The helper decides such entries by their
+  content (`same` in `remote_config/sync.py`), so no remote edit can pass for orch's own, and
+  the idle drift check or the next full sync records the remote stat (`SyncEngine._verify`).
+- A file rsync sent that is gone here by the time of the `lstat` still gets its entry (the
+  content is known), so the next batch removes it there: never an orphan on the remote.
+
+The write-ahead record (every path the copy may write, committed before rsync starts) and the
+remote sync lock held through the copy are as for every other batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from stat import S_IMODE, S_ISLNK, S_ISREG
+
+from remote_config.sync import Entry
+from sidecar.sync.engine_base import BatchResult, Progress
+from sidecar.sync.manifest import LocalStat
+from sidecar.sync.rsync_path import RsyncPath
+from sidecar.sync.scan import hash_bytes
+
+# A file whose ctime is within this of rsync's start may have changed while rsync read it.
+# ctime comes from the kernel's coarse clock (a tick behind at most); a second is ample.
+RACE_MARGIN_NS = 1_000_000_000
+
+# The local state after the copy: (size, mtime_ns, ctime_ns, ino, mode, symlink hash or None)
+After = tuple[int, int, int, int, int, str | None]
+
+
+class FirstCopy(RsyncPath):
+    async def _first_sync(
+        self, files: list[str], dirs: list[str], progress: Progress | None
+    ) -> BatchResult:
+        """No manifest yet: copy everything with rsync; its report fills the manifest."""
+        phase = self.phase
+        result = BatchResult(transport="rsync", files=len(files))
+        generation = self.manifest.generation + 1
+        self._begin = self.manifest.token(generation)
+        with phase("write-ahead record"):
+            self.manifest.add_pending(dict.fromkeys(files))
+            self.manifest.record_dirs(dirs, [])
+        with phase("remote listing"):
+            await self._precheck(files, {}, {}, result)
+        started_ns = time.time_ns()
+        with phase("rsync"):
+            sent = await self._rsync([*dirs, *files], progress)
+        with phase("local stat + end of batch"):
+            _, after = await asyncio.gather(
+                self._request([], generation=generation),
+                asyncio.to_thread(self._stat_after, files),
+            )
+        with phase("manifest write"):
+            self.manifest.record(first_rows(files, after, sent, started_ns, result.retry))
+            self.manifest.set_generation(generation)
+        return result
+
+    def _stat_after(self, files: list[str]) -> dict[str, After]:
+        """Each file's state after the copy (absent: gone or not a file or symlink)."""
+        out: dict[str, After] = {}
+        root, lstat = self.root, os.lstat
+        for path in files:
+            full = f"{root}/{path}"
+            try:
+                st = lstat(full)
+                link = None
+                if S_ISLNK(st.st_mode):
+                    link = hash_bytes(b"link:" + os.readlink(full).encode())
+                elif not S_ISREG(st.st_mode):
+                    continue
+            except OSError:
+                continue
+            mode = S_IMODE(st.st_mode)
+            out[path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, link)
+        return out
+
+
+def first_rows(
+    files: list[str],
+    after: dict[str, After],
+    sent: dict[str, str],
+    started_ns: int,
+    retry: set[str],
+) -> list[tuple[str, Entry, LocalStat | None]]:
+    """Manifest rows for a first copy (pure: see the module docstring); the paths to send
+    again are added to `retry`."""
+    rows: list[tuple[str, Entry, LocalStat | None]] = []
+    settled = started_ns - RACE_MARGIN_NS
+    for path in files:
+        found = after.get(path)
+        digest = sent.get(path)
+        if found is None:
+            if digest is not None:  # sent, then removed here: the next batch removes it there
+                rows.append((path, Entry(-1, -1, 0o644, digest), None))
+            retry.add(path)
+            continue
+        size, mtime_ns, ctime_ns, ino, mode, link = found
+        stable = ctime_ns < settled
+        if digest is None:
+            # Not a regular file rsync sent: a symlink (rsync reports no checksum for one),
+            # whose target is known only if it did not change during the copy; or a file
+            # rsync did not send (it vanished and came back, unreadable): nothing written.
+            if link is None:
+                retry.add(path)
+                continue
+            digest = link if stable else None  # None: content unknown, never a conflict
+        rows.append(
+            (
+                path,
+                Entry(size, mtime_ns, mode, digest),  # remote inode/ctime unknown: by content
+                LocalStat(size, mtime_ns, ctime_ns, ino) if stable else None,
+            )
+        )
+        if not stable:
+            retry.add(path)
+    return rows

@@ -1,0 +1,93 @@
+"""The first copy's manifest rows (`first_rows`) and how the helper checks them: recorded from
+rsync's report and one local stat after the copy, with the remote inode unknown (so the
+remote's content decides), a file edited during the copy sent again, and a file rsync sent but
+removed here since still recorded, so the next batch removes it there."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from remote_config.sync import Entry
+from sidecar.sync.first_copy import RACE_MARGIN_NS, first_rows
+from sidecar.sync.manifest import LocalStat
+from tests.unit.test_sync_pure import Helper, put
+
+START = 10**18  # when rsync started (ns)
+OLD = START - RACE_MARGIN_NS - 1  # a ctime from before the copy
+NEW = START - RACE_MARGIN_NS + 1  # a ctime that may be an edit during the copy
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def test_a_file_unchanged_since_before_the_copy_keeps_its_stat_as_the_hash_cache() -> None:
+    retry: set[str] = set()
+    after = {"a.py": (3, 111, OLD, 42, 0o644, None)}
+    [(path, entry, cache)] = first_rows(["a.py"], after, {"a.py": md5(b"abc")}, START, retry)
+    assert path == "a.py" and retry == set()
+    assert entry == Entry(3, 111, 0o644, md5(b"abc"))  # no remote stat: ino/ctime unknown
+    assert entry.ino is None and entry.ctime_ns is None
+    assert cache == LocalStat(3, 111, OLD, 42)
+
+
+def test_a_file_edited_during_the_copy_is_sent_again_without_a_hash_cache() -> None:
+    retry: set[str] = set()
+    after = {"a.py": (5, 222, NEW, 42, 0o644, None)}
+    [(_, entry, cache)] = first_rows(["a.py"], after, {"a.py": md5(b"abc")}, START, retry)
+    # The hash is of what rsync sent (what the remote holds), never of the later content.
+    assert entry.hash == md5(b"abc") and cache is None and retry == {"a.py"}
+
+
+def test_a_file_sent_then_removed_here_is_recorded_so_the_next_batch_removes_it() -> None:
+    retry: set[str] = set()
+    [(path, entry, cache)] = first_rows(["gone.py"], {}, {"gone.py": md5(b"x")}, START, retry)
+    assert path == "gone.py" and entry.hash == md5(b"x") and cache is None
+    assert retry == {"gone.py"}
+
+
+def test_a_file_rsync_did_not_send_gets_no_entry() -> None:
+    retry: set[str] = set()
+    after = {"late.py": (1, 1, OLD, 7, 0o644, None)}
+    assert first_rows(["late.py", "never.py"], after, {}, START, retry) == []
+    assert retry == {"late.py", "never.py"}
+
+
+def test_a_symlink_keeps_its_target_hash_only_when_it_did_not_change() -> None:
+    retry: set[str] = set()
+    after = {"l": (5, 1, OLD, 8, 0o777, "h-old"), "m": (5, 1, NEW, 9, 0o777, "h-new")}
+    rows = {p: (e, c) for p, e, c in first_rows(["l", "m"], after, {}, START, retry)}
+    assert rows["l"][0].hash == "h-old" and rows["l"][1] is not None
+    # Retargeted during the copy: what was sent is unknown (no hash: never a false conflict).
+    assert rows["m"][0].hash is None and rows["m"][1] is None and retry == {"m"}
+
+
+def test_helper_decides_first_copy_entries_by_content(tmp_path: Path) -> None:
+    """An entry with the inode unknown: a same-size, same-mtime edit there is drift and a
+    conflict; the unchanged file passes even when the recorded size is not the remote's (a
+    file removed here after the copy is recorded with no size), and its stat comes back."""
+    helper = Helper(tmp_path)
+    try:
+        target = tmp_path / "a.txt"
+        target.write_bytes(b"orig")
+        st = target.stat()
+        entry = Entry(st.st_size, st.st_mtime_ns, 0o640, md5(b"orig"))
+        [ok] = helper([{"op": "verify", "path": "a.txt", "expect": entry.expect()}])
+        assert ok["ok"] and ok["stat"][2] == st.st_ino
+        unknown_size = Entry(-1, -1, 0o644, md5(b"orig"))
+        [ok] = helper([{"op": "verify", "path": "a.txt", "expect": unknown_size.expect()}])
+        assert ok["ok"]
+        target.write_bytes(b"EDIT")
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        [drift] = helper([{"op": "verify", "path": "a.txt", "expect": entry.expect()}])
+        assert drift == {"drift": True}
+        [r] = helper([put("a.txt", b"new!", entry.expect())], (b"new!",))
+        assert r["conflict"] == "a.txt.orch-conflict-T"
+        (tmp_path / "b.txt").write_bytes(b"bee")
+        gone = Entry(-1, -1, 0o644, md5(b"bee"))
+        [r] = helper([{"op": "delete", "path": "b.txt", "expect": gone.expect()}])
+        assert r == {"ok": True} and not (tmp_path / "b.txt").exists()
+    finally:
+        helper.close()
