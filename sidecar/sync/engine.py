@@ -113,6 +113,7 @@ class SyncEngine(FirstCopy):
 
     async def full_sync(self, progress: Progress | None = None) -> BatchResult:
         """Reconcile the whole tree with the manifest (new, changed and deleted files)."""
+        self.connect_soon()  # the handshake and the helper's start overlap the local walk
         with self.phase("local walk"):
             files, dirs = await asyncio.to_thread(self.scanner.walk)
         entries = self.manifest.entries()

@@ -5,6 +5,7 @@ rules, conflict notes). `rsync_path.py` and `engine.py` build on it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -92,6 +93,13 @@ class EngineBase:
         self._alt: dict[str, str] = {}  # path -> content a batch cut short may have left
         self._begin: str | None = None  # the token the next request marks as being applied
         self._drift_after = ""  # where the next idle drift check goes on (a manifest path)
+        self._connecting: asyncio.Task[None] | None = None  # see connect_soon
+
+    def connect_soon(self) -> None:
+        """Start connecting (and the helper) now, while local work goes on; the next request
+        waits for it."""
+        if self.helper is None and self._connecting is None:
+            self._connecting = asyncio.create_task(self.connect())
 
     async def connect(self) -> None:
         with self.phase("connect"):
@@ -100,6 +108,11 @@ class EngineBase:
             self.helper = await RemoteHelper.start(conn)
 
     def disconnect(self) -> None:
+        task, self._connecting = self._connecting, None
+        if task is not None:
+            task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a failed early connect is no stray warning
         if self.helper is not None:
             self.helper.close()
             self.helper = None
@@ -111,6 +124,9 @@ class EngineBase:
         generation: int | None = None,
         hold: bool = False,
     ) -> list[dict[str, Any]]:
+        task, self._connecting = self._connecting, None
+        if task is not None:
+            await task
         if self.helper is None:
             await self.connect()
         assert self.helper is not None
