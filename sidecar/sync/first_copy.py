@@ -28,9 +28,8 @@ import os
 import time
 from stat import S_IMODE, S_ISLNK, S_ISREG
 
-from remote_config.sync import Entry
 from sidecar.sync.engine_base import BatchResult, Progress
-from sidecar.sync.manifest import LocalStat
+from sidecar.sync.manifest import FileRow
 from sidecar.sync.rsync_path import RsyncPath
 from sidecar.sync.scan import hash_bytes
 
@@ -52,7 +51,7 @@ class FirstCopy(RsyncPath):
         generation = self.manifest.generation + 1
         self._begin = self.manifest.token(generation)
         with phase("write-ahead record"):
-            self.manifest.add_pending(dict.fromkeys(files))
+            self.manifest.add_pending_paths(files)
             self.manifest.record_dirs(dirs, [])
         with phase("remote listing"):
             await self._precheck(files, {}, {}, result)
@@ -65,7 +64,7 @@ class FirstCopy(RsyncPath):
                 asyncio.to_thread(self._stat_after, files),
             )
         with phase("manifest write"):
-            self.manifest.record(first_rows(files, after, sent, started_ns, result.retry))
+            self.manifest.record_rows(first_rows(files, after, sent, started_ns, result.retry))
             self.manifest.set_generation(generation)
         return result
 
@@ -95,17 +94,17 @@ def first_rows(
     sent: dict[str, str],
     started_ns: int,
     retry: set[str],
-) -> list[tuple[str, Entry, LocalStat | None]]:
-    """Manifest rows for a first copy (pure: see the module docstring); the paths to send
-    again are added to `retry`."""
-    rows: list[tuple[str, Entry, LocalStat | None]] = []
+) -> list[FileRow]:
+    """Manifest rows for a first copy (pure: see the module docstring), in the table's
+    column order; the paths to send again are added to `retry`."""
+    rows: list[FileRow] = []
     settled = started_ns - RACE_MARGIN_NS
     for path in files:
         found = after.get(path)
         digest = sent.get(path)
         if found is None:
             if digest is not None:  # sent, then removed here: the next batch removes it there
-                rows.append((path, Entry(-1, -1, 0o644, digest), None))
+                rows.append((path, -1, -1, 0o644, digest, None, None, None, None, None, None))
             retry.add(path)
             continue
         size, mtime_ns, ctime_ns, ino, mode, link = found
@@ -118,13 +117,13 @@ def first_rows(
                 retry.add(path)
                 continue
             digest = link if stable else None  # None: content unknown, never a conflict
-        rows.append(
-            (
-                path,
-                Entry(size, mtime_ns, mode, digest),  # remote inode/ctime unknown: by content
-                LocalStat(size, mtime_ns, ctime_ns, ino) if stable else None,
+        # The remote side: what rsync copied (size, mtime, mode) and its checksum of what it
+        # sent; the remote inode and ctime unknown (None), so the helper goes by content.
+        if stable:
+            rows.append(
+                (path, size, mtime_ns, mode, digest, size, mtime_ns, ctime_ns, ino, None, None)
             )
-        )
-        if not stable:
+        else:
+            rows.append((path, size, mtime_ns, mode, digest, None, None, None, None, None, None))
             retry.add(path)
     return rows

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from remote_config.sync import Entry
 from sidecar.sync.first_copy import RACE_MARGIN_NS, first_rows
-from sidecar.sync.manifest import LocalStat
+from sidecar.sync.manifest import LocalStat, Manifest
 from tests.unit.test_sync_pure import Helper, put
 
 START = 10**18  # when rsync started (ns)
@@ -23,42 +23,60 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def test_a_file_unchanged_since_before_the_copy_keeps_its_stat_as_the_hash_cache() -> None:
+def recorded(
+    tmp_path: Path, files: list[str], after: dict, sent: dict[str, str]
+) -> tuple[dict[str, tuple[Entry, LocalStat | None]], set[str]]:
+    """first_rows written to a real manifest and read back (the column order is checked)."""
     retry: set[str] = set()
+    manifest = Manifest(tmp_path / "manifest.db")
+    try:
+        manifest.record_rows(first_rows(files, after, sent, START, retry))
+        entries = manifest.entries()
+        cache = manifest.cached_hashes()
+        return {p: (e, cache[p][0] if p in cache else None) for p, e in entries.items()}, retry
+    finally:
+        manifest.close()
+
+
+def test_a_file_unchanged_since_before_the_copy_keeps_its_stat_as_the_hash_cache(
+    tmp_path: Path,
+) -> None:
     after = {"a.py": (3, 111, OLD, 42, 0o644, None)}
-    [(path, entry, cache)] = first_rows(["a.py"], after, {"a.py": md5(b"abc")}, START, retry)
-    assert path == "a.py" and retry == set()
+    rows, retry = recorded(tmp_path, ["a.py"], after, {"a.py": md5(b"abc")})
+    entry, cache = rows["a.py"]
+    assert retry == set()
     assert entry == Entry(3, 111, 0o644, md5(b"abc"))  # no remote stat: ino/ctime unknown
     assert entry.ino is None and entry.ctime_ns is None
     assert cache == LocalStat(3, 111, OLD, 42)
 
 
-def test_a_file_edited_during_the_copy_is_sent_again_without_a_hash_cache() -> None:
-    retry: set[str] = set()
+def test_a_file_edited_during_the_copy_is_sent_again_without_a_hash_cache(
+    tmp_path: Path,
+) -> None:
     after = {"a.py": (5, 222, NEW, 42, 0o644, None)}
-    [(_, entry, cache)] = first_rows(["a.py"], after, {"a.py": md5(b"abc")}, START, retry)
+    rows, retry = recorded(tmp_path, ["a.py"], after, {"a.py": md5(b"abc")})
     # The hash is of what rsync sent (what the remote holds), never of the later content.
-    assert entry.hash == md5(b"abc") and cache is None and retry == {"a.py"}
+    assert rows["a.py"][0].hash == md5(b"abc") and rows["a.py"][1] is None
+    assert retry == {"a.py"}
 
 
-def test_a_file_sent_then_removed_here_is_recorded_so_the_next_batch_removes_it() -> None:
-    retry: set[str] = set()
-    [(path, entry, cache)] = first_rows(["gone.py"], {}, {"gone.py": md5(b"x")}, START, retry)
-    assert path == "gone.py" and entry.hash == md5(b"x") and cache is None
+def test_a_file_sent_then_removed_here_is_recorded_so_the_next_batch_removes_it(
+    tmp_path: Path,
+) -> None:
+    rows, retry = recorded(tmp_path, ["gone.py"], {}, {"gone.py": md5(b"x")})
+    assert rows["gone.py"][0].hash == md5(b"x") and rows["gone.py"][1] is None
     assert retry == {"gone.py"}
 
 
-def test_a_file_rsync_did_not_send_gets_no_entry() -> None:
-    retry: set[str] = set()
+def test_a_file_rsync_did_not_send_gets_no_entry(tmp_path: Path) -> None:
     after = {"late.py": (1, 1, OLD, 7, 0o644, None)}
-    assert first_rows(["late.py", "never.py"], after, {}, START, retry) == []
-    assert retry == {"late.py", "never.py"}
+    rows, retry = recorded(tmp_path, ["late.py", "never.py"], after, {})
+    assert rows == {} and retry == {"late.py", "never.py"}
 
 
-def test_a_symlink_keeps_its_target_hash_only_when_it_did_not_change() -> None:
-    retry: set[str] = set()
+def test_a_symlink_keeps_its_target_hash_only_when_it_did_not_change(tmp_path: Path) -> None:
     after = {"l": (5, 1, OLD, 8, 0o777, "h-old"), "m": (5, 1, NEW, 9, 0o777, "h-new")}
-    rows = {p: (e, c) for p, e, c in first_rows(["l", "m"], after, {}, START, retry)}
+    rows, retry = recorded(tmp_path, ["l", "m"], after, {})
     assert rows["l"][0].hash == "h-old" and rows["l"][1] is not None
     # Retargeted during the copy: what was sent is unknown (no hash: never a false conflict).
     assert rows["m"][0].hash is None and rows["m"][1] is None and retry == {"m"}
