@@ -6,10 +6,12 @@ local `lstat` of every file before the copy (to see which ones changed while rsy
 a remote `stat` of every file after it (20,000 paths sent, stat'ed and sent back) and the
 manifest rows built from both. Now:
 
-- One local `lstat` per file, after rsync: a file whose ctime is older than the moment rsync
-  started (less a margin for the kernel's coarse clock) cannot have changed while rsync read
-  it, so its stat is the one of the content rsync sent and is kept as the hash cache. A newer
-  ctime (an edit during the copy) keeps no cache and the file is sent again (`retry`).
+- One local `lstat` per file, once rsync reports it sent (it has read it by then), done with
+  the manifest row in a thread while rsync goes on (`Recorder`; rows written in chunks, so a
+  copy cut short still records what it sent). A file whose ctime is older than the moment
+  rsync started (less a margin for the kernel's coarse clock) cannot have changed while rsync
+  read it, so its stat is the one of the content rsync sent and is kept as the hash cache. A
+  newer ctime (an edit during the copy) keeps no cache and the file is sent again (`retry`).
 - No remote stat: each entry holds rsync's md5 of what it sent and the size and mtime rsync
   copied, with the remote inode and ctime unknown. The helper decides such entries by their
   content (`same` in `remote_config/sync.py`), so no remote edit can pass for orch's own, and
@@ -24,12 +26,15 @@ remote sync lock held through the copy are as for every other batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import time
+from queue import SimpleQueue
 from stat import S_IMODE, S_ISLNK, S_ISREG
 
 from sidecar.sync.engine_base import BatchResult, Progress
-from sidecar.sync.manifest import FileRow
+from sidecar.sync.manifest import FileRow, Manifest
 from sidecar.sync.rsync_path import RsyncPath
 from sidecar.sync.scan import hash_bytes
 
@@ -56,36 +61,92 @@ class FirstCopy(RsyncPath):
         with phase("remote listing"):
             await self._precheck(files, {}, {}, result)
         started_ns = time.time_ns()
-        with phase("rsync"):
-            sent = await self._rsync([*dirs, *files], progress)
-        with phase("local stat + end of batch"):
+        recorder = Recorder(self.root, self.manifest, started_ns)
+        try:
+            with phase("rsync (files recorded as rsync reports them)"):
+                sent = await self._rsync([*dirs, *files], progress, recorder.sent)
+        except BaseException:
+            with contextlib.suppress(Exception):  # what it reported sent stays recorded
+                await recorder.finish()
+            raise
+        with phase("recording the last reported"):
+            await recorder.finish()
+        result.retry |= recorder.retry
+        rest = [p for p in files if p not in recorder.seen]  # symlinks; files not sent
+        with phase("local stat of the rest + end of batch"):
             _, after = await asyncio.gather(
                 self._request([], generation=generation),
-                asyncio.to_thread(self._stat_after, files),
+                asyncio.to_thread(stat_after, self.root, rest),
             )
         with phase("manifest write"):
-            self.manifest.record_rows(first_rows(files, after, sent, started_ns, result.retry))
+            self.manifest.record_rows(first_rows(rest, after, sent, started_ns, result.retry))
             self.manifest.set_generation(generation)
         return result
 
-    def _stat_after(self, files: list[str]) -> dict[str, After]:
-        """Each file's state after the copy (absent: gone or not a file or symlink)."""
-        out: dict[str, After] = {}
-        root, lstat = self.root, os.lstat
-        for path in files:
-            full = f"{root}/{path}"
-            try:
-                st = lstat(full)
-                link = None
-                if S_ISLNK(st.st_mode):
-                    link = hash_bytes(b"link:" + os.readlink(full).encode())
-                elif not S_ISREG(st.st_mode):
-                    continue
-            except OSError:
+
+class Recorder:
+    """Records each file rsync reports sent (rsync has read it by then) in a thread of its
+    own while rsync goes on: its stat, its manifest row, written in chunks."""
+
+    CHUNK = 2000
+
+    def __init__(self, root: str, manifest: Manifest, started_ns: int) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.started_ns = started_ns
+        self.seen: set[str] = set()
+        self.retry: set[str] = set()
+        self._queue: SimpleQueue[tuple[str, str] | None] = SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="orch-first-copy", daemon=True)
+        self._thread.start()
+
+    def sent(self, path: str, digest: str) -> None:
+        self._queue.put((path, digest))
+
+    async def finish(self) -> None:
+        """Wait until every reported file is recorded (raises what the thread met)."""
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        rows: list[FileRow] = []
+        try:
+            while (item := self._queue.get()) is not None:
+                path, digest = item
+                self.seen.add(path)
+                found = stat_after(self.root, [path]).get(path)
+                row = first_row(path, found, digest, self.started_ns, self.retry)
+                if row is not None:
+                    rows.append(row)
+                if len(rows) >= self.CHUNK:
+                    self.manifest.record_rows(rows)
+                    rows = []
+            self.manifest.record_rows(rows)
+        except BaseException as exc:  # said by finish(); the rest of the queue is left
+            self._error = exc
+
+
+def stat_after(root: str, files: list[str]) -> dict[str, After]:
+    """Each file's state after rsync read it (absent: gone or not a file or symlink)."""
+    out: dict[str, After] = {}
+    lstat = os.lstat
+    for path in files:
+        full = f"{root}/{path}"
+        try:
+            st = lstat(full)
+            link = None
+            if S_ISLNK(st.st_mode):
+                link = hash_bytes(b"link:" + os.readlink(full).encode())
+            elif not S_ISREG(st.st_mode):
                 continue
-            mode = S_IMODE(st.st_mode)
-            out[path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, link)
-        return out
+        except OSError:
+            continue
+        mode = S_IMODE(st.st_mode)
+        out[path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, link)
+    return out
 
 
 def first_rows(
@@ -95,35 +156,34 @@ def first_rows(
     started_ns: int,
     retry: set[str],
 ) -> list[FileRow]:
-    """Manifest rows for a first copy (pure: see the module docstring), in the table's
-    column order; the paths to send again are added to `retry`."""
-    rows: list[FileRow] = []
-    settled = started_ns - RACE_MARGIN_NS
-    for path in files:
-        found = after.get(path)
-        digest = sent.get(path)
-        if found is None:
-            if digest is not None:  # sent, then removed here: the next batch removes it there
-                rows.append((path, -1, -1, 0o644, digest, None, None, None, None, None, None))
+    """Manifest rows for a first copy, in the table's column order; the paths to send
+    again are added to `retry`."""
+    rows = (first_row(p, after.get(p), sent.get(p), started_ns, retry) for p in files)
+    return [row for row in rows if row is not None]
+
+
+def first_row(
+    path: str, found: After | None, digest: str | None, started_ns: int, retry: set[str]
+) -> FileRow | None:
+    """The manifest row of one file of a first copy (pure: see the module docstring)."""
+    if found is None:
+        retry.add(path)
+        if digest is not None:  # sent, then removed here: the next batch removes it there
+            return (path, -1, -1, 0o644, digest, None, None, None, None, None, None)
+        return None
+    size, mtime_ns, ctime_ns, ino, mode, link = found
+    stable = ctime_ns < started_ns - RACE_MARGIN_NS
+    if digest is None:
+        # Not a regular file rsync sent: a symlink (rsync reports no checksum for one),
+        # whose target is known only if it did not change during the copy; or a file
+        # rsync did not send (it vanished and came back, unreadable): nothing written.
+        if link is None:
             retry.add(path)
-            continue
-        size, mtime_ns, ctime_ns, ino, mode, link = found
-        stable = ctime_ns < settled
-        if digest is None:
-            # Not a regular file rsync sent: a symlink (rsync reports no checksum for one),
-            # whose target is known only if it did not change during the copy; or a file
-            # rsync did not send (it vanished and came back, unreadable): nothing written.
-            if link is None:
-                retry.add(path)
-                continue
-            digest = link if stable else None  # None: content unknown, never a conflict
-        # The remote side: what rsync copied (size, mtime, mode) and its checksum of what it
-        # sent; the remote inode and ctime unknown (None), so the helper goes by content.
-        if stable:
-            rows.append(
-                (path, size, mtime_ns, mode, digest, size, mtime_ns, ctime_ns, ino, None, None)
-            )
-        else:
-            rows.append((path, size, mtime_ns, mode, digest, None, None, None, None, None, None))
-            retry.add(path)
-    return rows
+            return None
+        digest = link if stable else None  # None: content unknown, never a conflict
+    # The remote side: what rsync copied (size, mtime, mode) and its checksum of what it
+    # sent; the remote inode and ctime unknown (None), so the helper goes by content.
+    if stable:
+        return (path, size, mtime_ns, mode, digest, size, mtime_ns, ctime_ns, ino, None, None)
+    retry.add(path)
+    return (path, size, mtime_ns, mode, digest, None, None, None, None, None, None)

@@ -106,10 +106,12 @@ async def run_rsync(
     remote_dir: str,
     paths: list[str],
     progress: Callable[[int], None] | None = None,
+    on_sent: Callable[[str, str], None] | None = None,
 ) -> dict[str, str]:
     """Copy exactly `paths` (files and folders) with rsync through ControlMaster.
 
-    Returns path -> md5 of the content rsync sent, for each regular file it transferred.
+    Returns path -> md5 of the content rsync sent, for each regular file it transferred;
+    `on_sent(path, md5)` hears of each as rsync reports it (rsync has read it by then).
     """
     fd, list_file = tempfile.mkstemp(prefix="orch-sync-", suffix=".list")
     try:
@@ -126,7 +128,7 @@ async def run_rsync(
         )
         assert proc.stdout is not None and proc.stderr is not None
         errors = asyncio.create_task(proc.stderr.read())
-        sent = await _pump_output(proc.stdout, progress)
+        sent = await _pump_output(proc.stdout, progress, on_sent)
         code = await proc.wait()
         stderr = (await errors).decode(errors="replace")
     finally:
@@ -156,7 +158,9 @@ def only_vanished(stderr: str) -> bool:
 
 
 async def _pump_output(
-    stream: asyncio.StreamReader, progress: Callable[[int], None] | None
+    stream: asyncio.StreamReader,
+    progress: Callable[[int], None] | None,
+    on_sent: Callable[[str, str], None] | None = None,
 ) -> dict[str, str]:
     sent: dict[str, str] = {}
     buffer = b""
@@ -168,6 +172,8 @@ async def _pump_output(
                 item = parse_rsync_sent(line)
                 if item is not None:
                     sent[item[0]] = item[1]
+                    if on_sent is not None:
+                        on_sent(*item)
                 elif progress is not None and (pct := parse_rsync_progress(line)) is not None:
                     progress(pct)
     return sent

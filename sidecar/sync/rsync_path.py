@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from stat import S_ISLNK
 from typing import Any
 
@@ -76,7 +77,12 @@ class RsyncPath(EngineBase):
         self.manifest.forget(plan.deletes)
         self._forget_dirs(plan.rmdirs, replies[n + len(plan.deletes) :])
 
-    async def _rsync(self, paths: list[str], progress: Progress | None) -> dict[str, str]:
+    async def _rsync(
+        self,
+        paths: list[str],
+        progress: Progress | None,
+        on_sent: Callable[[str, str], None] | None = None,
+    ) -> dict[str, str]:
         """rsync `paths` while the helper holds the remote sync lock (taken by _precheck)."""
         try:
             return await run_rsync(
@@ -86,6 +92,7 @@ class RsyncPath(EngineBase):
                 self.remote_dir,
                 paths,
                 progress,
+                on_sent,
             )
         except OrchError:
             with contextlib.suppress(OrchError):

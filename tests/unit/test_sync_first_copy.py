@@ -109,3 +109,39 @@ def test_helper_decides_first_copy_entries_by_content(tmp_path: Path) -> None:
         assert r == {"ok": True} and not (tmp_path / "b.txt").exists()
     finally:
         helper.close()
+
+
+async def test_recorder_records_each_file_rsync_reports_in_its_thread(tmp_path: Path) -> None:
+    """Files reported sent are stat'ed and recorded while rsync goes on, in chunks; one
+    removed here meanwhile is recorded for removal; a failure in the thread is raised."""
+    import time
+
+    from sidecar.sync.first_copy import Recorder
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    names = [f"f{i}.py" for i in range(5)]
+    for name in names:
+        (tree / name).write_bytes(name.encode())
+    manifest = Manifest(tmp_path / "manifest.db")
+    later = time.time_ns() + 2 * RACE_MARGIN_NS  # rsync "started" well after these writes
+    recorder = Recorder(str(tree), manifest, later)
+    recorder.CHUNK = 2
+    for name in [*names, "gone.py"]:
+        recorder.sent(name, md5(name.encode()))
+    await recorder.finish()
+    entries, cache = manifest.entries(), manifest.cached_hashes()
+    assert sorted(entries) == sorted([*names, "gone.py"])
+    assert entries["f3.py"].hash == md5(b"f3.py") and entries["f3.py"].ino is None
+    assert cache["f3.py"][0].ino == (tree / "f3.py").stat().st_ino
+    assert "gone.py" not in cache and recorder.retry == {"gone.py"}
+    assert recorder.seen == {*names, "gone.py"}
+    manifest.close()
+    broken = Recorder(str(tree), manifest, later)  # a closed database: the thread fails
+    broken.sent("f0.py", md5(b"f0.py"))
+    try:
+        await broken.finish()
+    except Exception as exc:
+        assert "closed" in str(exc).lower()
+    else:
+        raise AssertionError("the recorder's failure was not raised")
