@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -121,15 +123,21 @@ async def run_rsync(
             ssh_config, alias, local_dir, remote_dir, list_file, progress=progress is not None
         )
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *_dies_with_us(argv),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None and proc.stderr is not None
         errors = asyncio.create_task(proc.stderr.read())
-        sent = await _pump_output(proc.stdout, progress, on_sent)
-        code = await proc.wait()
+        try:
+            sent = await _pump_output(proc.stdout, progress, on_sent)
+            code = await proc.wait()
+        except BaseException:  # cancelled (the sync stopping): no rsync writing on behind it
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            errors.cancel()
+            raise
         stderr = (await errors).decode(errors="replace")
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -145,6 +153,17 @@ async def run_rsync(
         f"rsync failed with exit status {code}: {stderr.strip()[-500:]}",
         hint="check free space and permissions in the remote folder",
     )
+
+
+def _dies_with_us(argv: list[str]) -> list[str]:
+    """rsync ended by the kernel if this process dies (SIGKILL included; Linux `setpriv`).
+
+    An rsync left running by a killed sync would go on writing on the machine, through the
+    ControlMaster, while the next sync (which no longer holds it under the remote lock) makes
+    its own changes there: a folder it removed made again, a file it wrote replaced.
+    """
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 _VANISHED = ("No such file or directory (2)", "file has vanished", "some files vanished")
