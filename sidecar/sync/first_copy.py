@@ -33,7 +33,7 @@ import time
 from queue import SimpleQueue
 from stat import S_IMODE, S_ISLNK, S_ISREG
 
-from sidecar.sync.engine_base import BatchResult, Progress
+from sidecar.sync.engine_base import DIR_MARK, BatchResult, Progress
 from sidecar.sync.manifest import FileRow, Manifest
 from sidecar.sync.rsync_path import RsyncPath
 from sidecar.sync.scan import hash_bytes
@@ -58,6 +58,9 @@ class FirstCopy(RsyncPath):
         with phase("write-ahead record"):
             self.manifest.add_pending_paths(files)
             self.manifest.record_dirs(dirs, [])
+            # Made there? Not sure until the copy ends (rows of a cut copy stay recorded, so
+            # the next full sync is not a first copy: it makes these folders again).
+            self.manifest.add_pending(dict.fromkeys(dirs, DIR_MARK))
         with phase("remote listing"):
             await self._precheck(files, {}, {}, result)
         started_ns = time.time_ns()
