@@ -176,7 +176,8 @@ class SyncEngine(FirstCopy):
         stats = {p: st for p, (_, st) in local.items() if st is not None}
         with self.phase("apply"):
             result = await self._apply(plan, local, stats, {}, entries, progress)
-        result.drift = sorted(p for p in drifted if p not in self._alt)
+        # A path a cut batch may have been writing differs there by orch's doing, not drift.
+        result.drift = sorted(p for p in drifted if p not in pending)
         result.conflicts += early.conflicts
         self.manifest.clear_pending()
         self._alt = {}
