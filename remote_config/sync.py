@@ -16,6 +16,7 @@ hashes files and talks to the remote; this module decides *what* to do:
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 import shlex
@@ -315,7 +316,8 @@ def rsync_argv(
         # rsync's whole-file checksum of what it actually sent, printed per file: the
         # manifest records exactly the remote's content without reading the files twice.
         "--checksum-choice=md5",
-        f"--out-format={RSYNC_OUT_PREFIX} %C %n",
+        # A symlink's line ends " -> TARGET" (%L): what it sent, without a look afterwards.
+        f"--out-format={RSYNC_OUT_PREFIX} %C %n%L",
         # The managed config: pinned host key, ControlMaster (no new handshake per call).
         "-e",
         f"ssh -F {shlex.quote(ssh_config)}",
@@ -329,14 +331,25 @@ def rsync_argv(
 
 
 def parse_rsync_sent(line: str) -> tuple[str, str] | None:
-    """(path, md5) from an `--out-format` line; None for other lines and for folders."""
+    """(path, md5) from an `--out-format` line: rsync's checksum of a regular file, or for a
+    symlink the md5 of b"link:" + its target (as orch hashes symlinks). None for other lines,
+    folders, and a symlink line that cannot be read back exactly (an escaped character, or
+    " -> " in the name or target)."""
     if not line.startswith(RSYNC_OUT_PREFIX + " "):
         return None
-    digest, _, name = line[len(RSYNC_OUT_PREFIX) + 1 :].partition(" ")
-    name = name.strip() if not digest else name
-    if not digest or len(digest) != 32 or name.endswith("/"):
+    rest = line[len(RSYNC_OUT_PREFIX) + 1 :]
+    digest, _, name = rest.partition(" ")
+    if digest:
+        if len(digest) != 32 or name.endswith("/"):
+            return None
+        return name, digest
+    if rest[:33] != " " * 33:  # no checksum: %C gives 32 spaces
         return None
-    return name, digest
+    link, arrow, target = rest[33:].partition(" -> ")
+    if not arrow or " -> " in target or "\\#" in link + target:
+        return None
+    data = b"link:" + target.encode(errors="surrogateescape")
+    return link, hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def parse_rsync_progress(line: str) -> int | None:

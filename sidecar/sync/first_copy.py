@@ -177,8 +177,8 @@ def first_row(
     size, mtime_ns, ctime_ns, ino, mode, link = found
     stable = ctime_ns < started_ns - RACE_MARGIN_NS
     if digest is None:
-        # Not a regular file rsync sent: a symlink (rsync reports no checksum for one),
-        # whose target is known only if it did not change during the copy; or a file
+        # Not reported sent: a symlink whose report line could not be read back exactly
+        # (its target then known only if it did not change during the copy), or a file
         # rsync did not send (it vanished and came back, unreadable): nothing written.
         if link is None:
             retry.add(path)

@@ -145,3 +145,32 @@ async def test_recorder_records_each_file_rsync_reports_in_its_thread(tmp_path: 
         assert "closed" in str(exc).lower()
     else:
         raise AssertionError("the recorder's failure was not raised")
+
+
+def test_rsync_report_lines_give_files_and_symlinks_exactly(tmp_path: Path) -> None:
+    """Real rsync output: a file's md5, a symlink's target hashed as orch hashes symlinks
+    (" -> " in a target or an escaped name: unreadable, left to the look afterwards)."""
+    import subprocess
+
+    from remote_config.sync import parse_rsync_sent, rsync_argv
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "f").write_bytes(b"hi\n")
+    (src / "dir").mkdir()
+    (src / "link").symlink_to("f")
+    (src / " lead").symlink_to("trail ")
+    (src / "odd").symlink_to("a -> b")
+    (src / "nl").symlink_to("x\ny")
+    listing = tmp_path / "list"
+    listing.write_bytes(b"\0".join([b"f", b"dir", b"link", b" lead", b"odd", b"nl"]) + b"\0")
+    argv = rsync_argv("/dev/null", "unused", str(src), "~/x", str(listing))
+    argv[-1] = f"{dst}/"  # a local copy: the same options and report
+    argv = [a for a in argv if a not in ("-e", "ssh -F '/dev/null'", "ssh -F /dev/null")]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    found = dict(p for line in out.splitlines() if (p := parse_rsync_sent(line)))
+    assert found == {
+        "f": md5(b"hi\n"),
+        "link": md5(b"link:f"),
+        " lead": md5(b"link:trail "),
+    }
