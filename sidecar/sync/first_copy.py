@@ -99,13 +99,13 @@ class Recorder:
         self.started_ns = started_ns
         self.seen: set[str] = set()
         self.retry: set[str] = set()
-        self._queue: SimpleQueue[tuple[str, str] | None] = SimpleQueue()
+        self._queue: SimpleQueue[list[tuple[str, str]] | None] = SimpleQueue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="orch-first-copy", daemon=True)
         self._thread.start()
 
-    def sent(self, path: str, digest: str) -> None:
-        self._queue.put((path, digest))
+    def sent(self, items: list[tuple[str, str]]) -> None:
+        self._queue.put(items)
 
     async def finish(self) -> None:
         """Wait until every reported file is recorded (raises what the thread met)."""
@@ -117,13 +117,13 @@ class Recorder:
     def _run(self) -> None:
         rows: list[FileRow] = []
         try:
-            while (item := self._queue.get()) is not None:
-                path, digest = item
-                self.seen.add(path)
-                found = stat_after(self.root, [path]).get(path)
-                row = first_row(path, found, digest, self.started_ns, self.retry)
-                if row is not None:
-                    rows.append(row)
+            while (items := self._queue.get()) is not None:
+                after = stat_after(self.root, [path for path, _ in items])
+                for path, digest in items:
+                    self.seen.add(path)
+                    row = first_row(path, after.get(path), digest, self.started_ns, self.retry)
+                    if row is not None:
+                        rows.append(row)
                 if len(rows) >= self.CHUNK:
                     self.manifest.record_rows(rows)
                     rows = []

@@ -81,7 +81,7 @@ class RsyncPath(EngineBase):
         self,
         paths: list[str],
         progress: Progress | None,
-        on_sent: Callable[[str, str], None] | None = None,
+        on_sent: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> dict[str, str]:
         """rsync `paths` while the helper holds the remote sync lock (taken by _precheck)."""
         try:

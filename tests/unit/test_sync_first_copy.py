@@ -127,8 +127,8 @@ async def test_recorder_records_each_file_rsync_reports_in_its_thread(tmp_path: 
     later = time.time_ns() + 2 * RACE_MARGIN_NS  # rsync "started" well after these writes
     recorder = Recorder(str(tree), manifest, later)
     recorder.CHUNK = 2
-    for name in [*names, "gone.py"]:
-        recorder.sent(name, md5(name.encode()))
+    recorder.sent([(name, md5(name.encode())) for name in names[:3]])
+    recorder.sent([(name, md5(name.encode())) for name in [*names[3:], "gone.py"]])
     await recorder.finish()
     entries, cache = manifest.entries(), manifest.cached_hashes()
     assert sorted(entries) == sorted([*names, "gone.py"])
@@ -138,7 +138,7 @@ async def test_recorder_records_each_file_rsync_reports_in_its_thread(tmp_path: 
     assert recorder.seen == {*names, "gone.py"}
     manifest.close()
     broken = Recorder(str(tree), manifest, later)  # a closed database: the thread fails
-    broken.sent("f0.py", md5(b"f0.py"))
+    broken.sent([("f0.py", md5(b"f0.py"))])
     try:
         await broken.finish()
     except Exception as exc:
