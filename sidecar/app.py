@@ -255,12 +255,16 @@ class Orchestrator:
         return MachinesOverview(machines=machines, cost=cost, notes=notes)
 
     async def _inventory_row(self, name: str) -> MachineEntry:
-        from sidecar.machines import inventory
+        from sidecar.machines import inventory, overview
 
+        kind = self.config.machine(name)[1].kind
+        limit = overview.STATUS_TIMEOUT_S
         try:
-            info = await self.machine_status(name)
+            info = await asyncio.wait_for(self.machine_status(name), limit)
+        except TimeoutError:
+            detail = f"no answer within {limit:.0f} s"
+            info = MachineInfo(name=name, kind=kind, state="unknown", detail=detail)
         except OrchError as exc:
-            kind = self.config.machine(name)[1].kind
             info = MachineInfo(name=name, kind=kind, state="unknown", detail=exc.message)
         return inventory.entry_of(self.config.project_name, info)
 

@@ -9,15 +9,13 @@ as `unknown` with the reason; nothing here fails the whole list.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from sidecar.errors import OrchError
-from sidecar.machines.base import MachineInfo, Provider
+from sidecar.machines.base import MachineInfo
 from sidecar.machines.ec2.models import FleetEntry
 from sidecar.machines.spend import CostStatus, Sighting, sighting
 
@@ -63,16 +61,6 @@ def aws_configured(env: dict[str, str] | None = None, home: Path | None = None) 
         return True
     aws = (home or Path.home()) / ".aws"
     return (aws / "credentials").exists() or (aws / "config").exists()
-
-
-async def configured_entry(project: str, provider: Provider) -> MachineEntry:
-    try:
-        info = await provider.status()
-    except OrchError as exc:
-        info = MachineInfo(
-            name=provider.name, kind=provider.kind, state="unknown", detail=exc.message
-        )
-    return entry_of(project, info)
 
 
 def entry_of(project: str, info: MachineInfo) -> MachineEntry:
@@ -143,7 +131,3 @@ def sightings(rows: Sequence[MachineEntry]) -> list[Sighting]:
             out.append(seen)
     # One sighting per machine (an instance listed twice, in a row of its own project too).
     return list({s.key: s for s in out}.values())
-
-
-async def configured_entries(project: str, providers: Sequence[Provider]) -> list[MachineEntry]:
-    return list(await asyncio.gather(*(configured_entry(project, p) for p in providers)))

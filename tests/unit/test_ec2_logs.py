@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 from remote_config import ec2_logs
-from sidecar.machines.ec2.log_shipper import sign_v4
+from sidecar.machines.ec2.log_shipper import Shipper, sign_v4
 
 CREDS = {"AccessKeyId": "AKIDEXAMPLE", "SecretAccessKey": "wJalr/K7MDENG", "Token": "tok=="}
 
@@ -65,3 +66,36 @@ def test_install_script_installs_once_and_writes_the_jobs_config(tmp_path: Path)
     assert shipped.read_text() == "print('shipper')\n"
     assert json.loads((job / "logship.json").read_text()) == config
     assert (tmp_path / ".orch" / "logship").stat().st_mode & 0o077 == 0
+
+
+def _follower(job: Path) -> Shipper:
+    (job / "meta").write_text("started=7\n")
+    config = {
+        "region": "us-east-1",
+        "metadata_url": "http://127.0.0.1:9",
+        "stream": "m/j/{started}",
+    }
+    return Shipper(job, config)
+
+
+def test_a_rotation_is_seen_even_when_run_log_grew_back_past_the_old_offset(
+    tmp_path: Path,
+) -> None:
+    """Copy-then-truncate, then the job writes more than was read before the rotation: the
+    size alone cannot tell, the new run.log.1 does. Every line arrives once, in order."""
+    log, old = tmp_path / "run.log", tmp_path / "run.log.1"
+    shipper = _follower(tmp_path)
+    log.write_text("a\nb\n")
+    assert shipper.read_new() == [b"a", b"b"]
+    with log.open("a") as handle:
+        handle.write("c\n")
+    shutil.copy(log, old)  # the wrapper's rotation, step 1
+    assert shipper.read_new() == []  # copied, not truncated yet: wait a round
+    log.write_text("d-is-a-long-line\ne\n")  # truncated, then longer than the old offset
+    assert shipper.read_new() == [b"c", b"d-is-a-long-line", b"e"]
+    with log.open("a") as handle:
+        handle.write("f\n")
+    assert shipper.read_new() == [b"f"]
+    shutil.copy(log, old)  # a second rotation rewrites run.log.1 in place
+    log.write_text("g\n")
+    assert shipper.read_new() == [b"g"]

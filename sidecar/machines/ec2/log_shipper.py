@@ -75,6 +75,29 @@ def sign_v4(
     return out
 
 
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the wrapper writes a new run.log.1: inode, mtime, size."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _same_tail(old_log: Path, log: Path, size: int) -> bool:
+    """Whether `log` holds `old_log`'s last bytes (up to 4 KiB) at the same offset."""
+    if size <= 0:
+        return False
+    start = max(0, size - 4096)
+    try:
+        with old_log.open("rb") as a, log.open("rb") as b:
+            a.seek(start)
+            b.seek(start)
+            return a.read(size - start) == b.read(size - start)
+    except OSError:
+        return False
+
+
 class Shipper:
     def __init__(self, job_dir: Path, config: dict[str, Any]) -> None:
         self.dir = job_dir
@@ -95,6 +118,7 @@ class Shipper:
         self.creds_until = 0.0
         self.offset = 0
         self.partial = b""
+        self.rotated = _signature(job_dir / "run.log.1")  # a run.log.1 already read (restart)
         self.stream_ready = False
 
     # -- credentials (the instance role, through IMDSv2) ------------------------------------
@@ -158,20 +182,30 @@ class Shipper:
 
     # -- following run.log -------------------------------------------------------------------
     def read_new(self) -> list[bytes]:
-        log = self.dir / "run.log"
+        """The whole lines appended to run.log since the last call, across rotations.
+
+        The wrapper rotates by copy-then-truncate (the job's `tee -a` keeps its file open), so
+        a rotation shows as a new run.log.1 — a size smaller than what was read can miss one
+        whose run.log grew back past the old offset between two reads. Between the copy and
+        the truncate run.log still ends run.log.1's bytes at the same place: then this waits a
+        round."""
+        log, old_log = self.dir / "run.log", self.dir / "run.log.1"
         try:
             size = log.stat().st_size
         except OSError:
             return []
+        old = _signature(old_log)
         chunks = b""
-        if size < self.offset:  # rotated: finish the old file, then start the new one
+        if size < self.offset or (old is not None and old != self.rotated):
+            if old is not None and old != self.rotated and _same_tail(old_log, log, old[2]):
+                return []  # copied, not truncated yet
             try:
-                with (self.dir / "run.log.1").open("rb") as old:
-                    old.seek(self.offset)
-                    chunks += old.read()
+                with old_log.open("rb") as handle:
+                    handle.seek(self.offset)
+                    chunks += handle.read()
             except OSError:
                 pass
-            self.offset = 0
+            self.offset, self.rotated = 0, old
         with log.open("rb") as current:
             current.seek(self.offset)
             data = current.read()

@@ -1,7 +1,7 @@
 """Queue mode: a 200-item queue drained by 1, 4 and 16 simulated Fargate workers, against
 running the same items one after another on one machine, in the same run.
 
-    .venv/bin/python bench/queue.py
+    .venv/bin/python bench/fargate_queue.py
 
 The workers are the real worker (`remote_config/fargate_worker.py`, stdlib SigV4 SQS client)
 as local processes against moto's SQS server on 127.0.0.1 (a queue and a dead-letter queue
@@ -14,16 +14,10 @@ has few cores: the 16-worker figure is bounded by the CPU, not by the queue.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# Run as a script, this file's folder comes first on sys.path and this module would shadow
-# the standard library's `queue`: drop that entry before anything imports it.
-if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
-    sys.path.pop(0)
-
 import json
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
