@@ -14,7 +14,7 @@ manifest rows built from both. Now:
   newer ctime (an edit during the copy) keeps no cache and the file is sent again (`retry`).
 - No remote stat: each entry holds rsync's md5 of what it sent and the size and mtime rsync
   copied, with the remote inode and ctime unknown. The helper decides such entries by their
-  content (`same` in `remote_config/sync.py`), so no remote edit can pass for orch's own, and
+  content (`same` in `remote_config/sync_helper.py`), so no remote edit can pass for orch's own, and
   the idle drift check or the next full sync records the remote stat (`SyncEngine._verify`).
 - A file rsync sent that is gone here by the time of the `lstat` still gets its entry (the
   content is known), so the next batch removes it there: never an orphan on the remote.
