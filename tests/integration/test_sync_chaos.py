@@ -182,7 +182,7 @@ def _dirs_report(proj: Project, remote: set[str], local: set[str]) -> str:
     odd = sorted(remote ^ local)
     lines = [f"only there: {sorted(remote - local)}; only here: {sorted(local - remote)}"]
     home = Path(os.environ["ORCH_HOME"])
-    for db in home.glob("sync/*/manifest.db"):
+    for db in home.glob("sync/**/manifest.db"):
         with sqlite3.connect(db) as con:
             known = {r[0] for r in con.execute("SELECT path FROM dirs")}
             pending = dict(con.execute("SELECT path, hash FROM pending").fetchall())
