@@ -20,7 +20,7 @@ from remote_config.loader import ResolvedConfig
 from remote_config.model import OrchConfig
 from remote_config.ssh_config import LocalForwardSpec, ssh_argv
 from sidecar.config import load_project_config
-from sidecar.errors import ConfigFileError, NotFound, OrchError, UsageError
+from sidecar.errors import ConfigFileError, NotFound, OrchError, Unreachable, UsageError
 from sidecar.layout import Layout
 from sidecar.machines.base import MachineInfo, Progress, Provider, SSHTarget, TerminatePlan
 from sidecar.machines.overview import MachineList
@@ -361,7 +361,7 @@ class Orchestrator:
                 config=ConfigState(file=problems[0].file if problems else None, problems=problems),
             )
         try:
-            info = await self.machine_status(machine)
+            info = await self._bounded(self.machine_status(machine), "the machine's state")
         except OrchError as exc:  # an unknown machine (the orch.machine setting)…: say it
             return OrchStatus(
                 machine=MachineInfo(
@@ -379,18 +379,21 @@ class Orchestrator:
             note = "jobs unknown until the machine is up (orch up)"
             info.detail = f"{info.detail}; {note}" if info.detail else note
         else:
-            await self._interruption(machine, info)  # before the jobs: it marks them
+            with contextlib.suppress(OrchError):  # before the jobs: it marks them
+                await self._bounded(self._interruption(machine, info), "the interruption check")
             try:
-                jobs = await self.jobs_status(machine)
+                jobs = await self._bounded(self.jobs_status(machine), "the job list")
             except OrchError as exc:  # the machine still shows; say why its jobs do not
                 info.detail = f"jobs unavailable: {exc.message}"
             else:
                 from sidecar.debug.service import drop_ended_forwards
 
-                if await drop_ended_forwards(self.context(machine), jobs, ports):
-                    ports = (await self.ports_list(machine)).ports
+                with contextlib.suppress(OrchError):
+                    ended = drop_ended_forwards(self.context(machine), jobs, ports)
+                    if await self._bounded(ended, "the debug forwards"):
+                        ports = (await self.ports_list(machine)).ports
             with contextlib.suppress(OrchError):
-                idle = await self.idle_status(machine)
+                idle = await self._bounded(self.idle_status(machine), "the idle agent's state")
         jobs += await self._backend_jobs(machine)
         queues = await self._queues()
         return OrchStatus(
@@ -403,6 +406,24 @@ class Orchestrator:
             queues=queues,
             config=ConfigState(file=file, machines=self.config.config.machine_names()),
         )
+
+    @property
+    def read_timeout_s(self) -> float:
+        from sidecar.watch import read_timeout
+
+        return read_timeout()
+
+    async def _bounded(self, coro: Any, what: str) -> Any:
+        """One remote read of `orch status`, given up after `read_timeout_s`: a machine that
+        keeps its connection open without answering is Unreachable, never a hang."""
+        timeout = self.read_timeout_s
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except TimeoutError:
+            raise Unreachable(
+                f"unreachable: no answer for {what} within {timeout:g} s",
+                hint="is the machine up and its network path open? try: orch up",
+            ) from None
 
     async def _interruption(self, machine: str | None, info: MachineInfo) -> None:
         """Check the running machine for a platform interruption notice (an EC2 spot
@@ -924,7 +945,7 @@ class Orchestrator:
 
     def revive_agent(self) -> bool:
         """Start the orch agent again if it died with syncs or forwards to bring back."""
-        from sidecar.agent import client
+        from sidecar import agent_client as client
 
         if not client.enabled():
             return False
@@ -933,9 +954,50 @@ class Orchestrator:
         except client.AgentUnavailable:
             return False  # the sync's status says it ended; nothing else to do here
 
+    # The orch agent's watched status, for the language server (a thin client of it).
+    STATUS_SILENCE_S = 15.0  # the agent sends a heartbeat every few seconds
+
+    def agent_enabled(self) -> bool:
+        from sidecar import agent_client
+
+        return agent_client.enabled()
+
+    async def status_events(self, machine: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The project's `orch status` as the agent pushes it (the current one first, then
+        every change); the agent is started (or an older one replaced) first. Ends when the
+        agent goes away; raises OrchError when it cannot be reached."""
+        from sidecar import agent_client
+
+        try:
+            paths, _ = await asyncio.to_thread(agent_client.ensure, self.layout)
+            request = {"op": "subscribe", "cwd": str(self.cwd), "machine": machine}
+            async for event in agent_client.subscribe(paths, request, self.STATUS_SILENCE_S):
+                if event.get("event") == "status":
+                    yield event["status"]
+        except agent_client.AgentUnavailable as exc:
+            raise OrchError(str(exc), hint="it is started again by the next request") from None
+
+    async def agent_status(self, machine: str | None = None, fresh: bool = False) -> dict[str, Any]:
+        """The project's status from the agent's watch (`fresh`: read anew there)."""
+        from sidecar import agent_client
+
+        request = {"op": "status", "cwd": str(self.cwd), "machine": machine, "fresh": fresh}
+        request["lenient"] = True  # an unknown machine is a status saying so, not an error
+        paths = agent_client.agent_paths(self.layout)
+        timeout = 4 * self.read_timeout_s
+        try:
+            try:
+                reply = await agent_client.acall(paths, request, timeout=timeout)
+            except agent_client.AgentUnavailable:  # not running (or dying): start it, once
+                paths, _ = await asyncio.to_thread(agent_client.ensure, self.layout)
+                reply = await agent_client.acall(paths, request, timeout=timeout)
+        except agent_client.AgentUnavailable as exc:
+            raise OrchError(str(exc), hint="it is started again by the next request") from None
+        return dict(reply["status"])
+
     def poke_agent(self) -> None:
         """Tell a running agent that something may have changed (its status reads anew)."""
-        from sidecar.agent import client
+        from sidecar import agent_client as client
 
         paths = client.agent_paths(self.layout)
         if client.enabled() and client.alive(paths):

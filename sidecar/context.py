@@ -75,7 +75,11 @@ class MachineContext:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
             )
-            out, _ = await proc.communicate()
+            try:
+                out, _ = await proc.communicate()
+            except asyncio.CancelledError:  # a bounded read given up: leave no ssh behind
+                proc.kill()
+                raise
             return out.decode(errors="replace")
         result = await self.pool.run(await self.target(), command)
         return result.stdout

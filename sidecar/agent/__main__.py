@@ -11,8 +11,8 @@ import os
 import signal
 import sys
 
+from sidecar import agent_client as client
 from sidecar import daemon
-from sidecar.agent import client
 from sidecar.layout import Layout
 
 IDLE_EXIT_S = float(os.environ.get("ORCH_AGENT_IDLE_S", "600"))

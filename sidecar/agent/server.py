@@ -4,8 +4,10 @@ It holds an flock on `$ORCH_HOME/agent/agent.lock` (one agent per `$ORCH_HOME`),
 one-line JSON requests on a Unix socket (see `client.py`) and runs, in one event loop over one
 `ConnectionPool`, every sync loop (`sync.service.Owner`) and every machine's forward owner
 (`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine share one SSH
-connection. It also keeps a watched `orch status` per project a client asked about
-(`status.py`), so a thin client gets it from memory.
+connection. It also watches `orch status` per project and machine a client asked about or
+subscribed to (`status.py`): `orch status` gets it from memory, and each language server
+(one per VS Code window) gets every change pushed over a `subscribe` stream, so any number of
+windows share one watch and one connection per machine.
 
 What it runs is written to `wanted.json` as it changes: an agent killed with SIGKILL is
 started again by the next client (`client.revive_if_wanted`) and brings it all back (each
@@ -27,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__
-from sidecar.agent.client import PROTOCOL, agent_paths
 from sidecar.agent.status import StatusBoard, error_reply
+from sidecar.agent_client import PROTOCOL, agent_paths
 from sidecar.errors import Conflict, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
@@ -86,6 +88,7 @@ class Agent:
     async def stop(self, keep_wanted: bool = True) -> None:
         """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
         self.stopping = True  # what ends from here on stays in wanted.json
+        await self.board.close()  # subscribers are hung up on: they subscribe again
         if keep_wanted:
             self._save_wanted(with_specs=True)
         for run in list(self.syncs.values()):
@@ -282,7 +285,7 @@ class Agent:
     async def _watch(self) -> None:
         while not self.done.is_set():
             await asyncio.sleep(WATCH_INTERVAL_S)
-            await self.board.refresh()
+            await self.board.expire()
             if (
                 not self.busy()
                 and not self.board.watched
@@ -304,6 +307,7 @@ class Agent:
             "syncs": syncs,
             "forwards": forwards,
             "watched": len(self.board.watched),
+            "subscribers": len(self.board.subscribers),  # language servers (VS Code windows)
         }
 
     # -- requests -----------------------------------------------------------------------------
@@ -315,8 +319,9 @@ class Agent:
             return self.info()
         if op == "status":
             return await self.board.status(
-                str(request["cwd"]), request.get("machine"), bool(request.get("fresh"))
-            )
+                str(request["cwd"]), request.get("machine"), bool(request.get("fresh")),
+                lenient=bool(request.get("lenient")),
+            )  # fmt: skip
         if op == "poke":
             self.board.poke()
             return {"ok": True}
@@ -349,7 +354,14 @@ class Agent:
                 writer.write((json.dumps(message) + "\n").encode())
 
         try:
-            request = json.loads(await reader.readline())
+            line = await reader.readline()
+            if not line.strip():  # a client that hung up before asking (a closing window)
+                writer.close()
+                return
+            request = json.loads(line)
+            if request.get("op") == "subscribe":
+                await self.board.serve_subscription(request, reader, writer, send)
+                return
             reply = await self.handle(request, send)
         except OrchError as exc:
             reply = {"ok": False, **error_reply(exc)}

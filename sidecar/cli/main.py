@@ -85,7 +85,7 @@ def agent_status(argv: list[str]) -> int | None:
     others = [a for a in rest[1:] if a != "--json"]
     if len(others) > 1 or any(a.startswith("-") for a in others):
         return None  # --help and friends: the ordinary parser
-    from sidecar.agent import client
+    from sidecar import agent_client as client
 
     try:
         home = client.home_from_env()

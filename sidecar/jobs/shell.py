@@ -49,6 +49,9 @@ class PersistentShell:
                 except TimeoutError:
                     self._reset()
                     raise ConnectTimeout(f"a job query on {target.alias} timed out") from None
+                except asyncio.CancelledError:  # given up mid-query: its output would linger
+                    self._reset()
+                    raise
                 except (asyncssh.Error, OSError, asyncio.IncompleteReadError, ValueError):
                     self._reset()
                     self.pool.drop(target.alias)
@@ -100,6 +103,9 @@ class OpenSSHShell:
         except TimeoutError:
             proc.kill()
             raise ConnectTimeout(f"a job query on {target.alias} timed out") from None
+        except asyncio.CancelledError:
+            proc.kill()
+            raise
         if proc.returncode == 255:
             raise Unreachable(
                 f"ssh to {target.alias} failed: {err.decode(errors='replace').strip()[-300:]}"

@@ -31,7 +31,7 @@ LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": loggin
 
 def build_server() -> OrchServer:
     server = OrchServer()
-    watcher = status.StatusWatcher(server)
+    watcher = status.LazyWatcher(server)
     status.register(server, watcher)
     machine.register(server)
     ssh.register(server)

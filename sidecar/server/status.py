@@ -1,152 +1,185 @@
 """`orch.status` and the `orch/status` notification.
 
-The client never polls: a watcher task here reads the Orchestrator's status and pushes
-`orch/status` whenever it differs from what was last sent. It checks every second while
-something is moving (a job running, the machine starting or stopping, a sync in progress)
-and every few seconds otherwise (`$ORCH_STATUS_IDLE_S`, 5 by default), and at once after
-any command (`OrchServer.changed`).
-The machine's uptime alone does not count as a change (it would push every check); while
-something moves, every difference is pushed, so running jobs show fresh time and memory.
-The remote stays the source of truth; this only notices changes.
+The client never polls. With the orch agent (the default) the language server is a thin
+client for status: it subscribes to the agent's watch of this project and machine
+(`Orchestrator.status_events`) and forwards every pushed change as `orch/status`; the agent
+reads the status over its one SSH connection per machine, shared with every other window and
+`orch status`, so this process runs no status loop and opens no connection for it. If the
+agent dies, the subscription ends and is opened again at once (which starts a new agent):
+a push of the current status follows, and nothing waits on a dead socket (the agent sends a
+heartbeat; a silent one is dropped after `Orchestrator.STATUS_SILENCE_S`).
 
-`orch.status` answers from the watcher's latest read when it is under `MAX_AGE_S` old and no
-command ran since (any command marks it stale), so a client may ask as often as it likes for
-about a millisecond; `{"fresh": true}` always reads anew.
+With `ORCH_NO_AGENT=1` the server watches the status itself (`sidecar.watch.StatusWatch`
+over its own Orchestrator), as before the agent.
+
+`orch.status` answers from the latest status when it is under `MAX_AGE_S` old and no command
+ran since (any command marks it stale, `OrchServer.changed`), so a client may ask as often as
+it likes for about a millisecond; `{"fresh": true}` always reads anew.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from typing import Any
 
 from sidecar.errors import OrchError
-from sidecar.results import OrchStatus
 from sidecar.server.core import OrchServer, Params, Report
+from sidecar.watch import MAX_AGE_S, StatusWatch, changed
 
 log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "orch/status"
-BUSY_INTERVAL_S = 1.0
-IDLE_INTERVAL_S = 5.0
-MAX_AGE_S = 1.0
-IDLE_ENV = "ORCH_STATUS_IDLE_S"  # overrides IDLE_INTERVAL_S (tests use a short one)
-
-
-def idle_interval() -> float:
-    """The check interval while nothing moves: IDLE_INTERVAL_S, or $ORCH_STATUS_IDLE_S."""
-    try:
-        value = float(os.environ.get(IDLE_ENV, IDLE_INTERVAL_S))
-    except ValueError:
-        return IDLE_INTERVAL_S
-    return value if value > 0 else IDLE_INTERVAL_S
+RETRY_S = (0.1, 0.3, 1.0, 2.0)  # between attempts to (re)subscribe to the agent
+STOP_WAIT_S = 2.0  # a shutdown waits at most this long for the subscription to end
 
 
 class StatusParams(Params):
     fresh: bool = False  # read anew instead of answering from a read under MAX_AGE_S old
 
 
-def _busy(status: dict[str, Any]) -> bool:
-    return (
-        status["machine"]["state"] in ("starting", "stopping")
-        or any(job.get("state") == "running" for job in status["jobs"])
-        or status["sync"].get("state") == "syncing"
-    )
+class AgentStatusFeed:
+    """The agent's pushes of this window's status, forwarded as `orch/status`."""
 
-
-def _steady(status: dict[str, Any]) -> dict[str, Any]:
-    """The status without the fields that change on every read when nothing happens (the
-    idle agent's line still changes each minute, and its action at a warning; the spend
-    today's line each cent)."""
-    idle = status.get("idle")
-    if idle:
-        idle = {k: v for k, v in idle.items() if k not in ("idle_s", "stops_in_s", "checked_s_ago")}
-    # Spend grows with every read while a priced machine runs: only the cents (its line) and
-    # crossing the budget are changes worth a push.
-    cost = status.get("cost")
-    if cost:
-        cost = {k: v for k, v in cost.items() if k != "spend_today"}
-    machine = {**status["machine"], "uptime_s": None, "cost_so_far": None}
-    return {**status, "machine": machine, "idle": idle, "cost": cost}
-
-
-class StatusWatcher:
     def __init__(self, server: OrchServer) -> None:
         self.server = server
-        self.last: dict[str, Any] | None = None
-        self._latest: tuple[float, dict[str, Any]] | None = None  # (monotonic time, payload)
-        self._wake = asyncio.Event()
+        self.last: dict[str, Any] | None = None  # what was last sent to the client
+        self._latest: tuple[float, dict[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.idle_interval_s = idle_interval()
+        self.subscribed = asyncio.Event()
+        self.stopped = False
+        self._stale = False
+        self._machine: str | None = None  # the machine subscribed to
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="orch-status-watcher")
+            self._machine = self.server.options.machine
+            self._task = asyncio.create_task(self._run(self._machine), name="orch-status-feed")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self.stopped = True  # also ends a loop that missed its cancellation
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_WAIT_S)
 
     def poke(self) -> None:
-        self._latest = None  # a command may have changed anything: the next read is fresh
-        self._wake.set()
+        """A command ran: the agent reads anew (and pushes); `current` asks it afresh."""
+        self._latest = None
+        self._stale = True  # the next `current` asks the agent for a fresh read
+        task = asyncio.ensure_future(asyncio.to_thread(self.server.orch.poke_agent))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if self._task is not None and self.server.options.machine != self._machine:
+            # `orch.machine.select` switched the window's machine: follow that one instead.
+            self._task.cancel()
+            self._task = None
+            self.start()
+
+    def _take(self, payload: dict[str, Any]) -> None:
+        self._latest = (time.monotonic(), payload)
+        if changed(self.last, payload):
+            self.last = payload
+            self.server.protocol.notify(STATUS_NOTIFICATION, payload)
 
     async def current(self, fresh: bool = False) -> dict[str, Any]:
-        """The latest read if recent enough (see MAX_AGE_S), else a new check."""
         latest = self._latest
         if not fresh and latest is not None and time.monotonic() - latest[0] < MAX_AGE_S:
             return latest[1]
-        return await self.check()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def check(self) -> dict[str, Any]:
-        """Reads the status and pushes it when it changed; returns it."""
-        began = time.monotonic()
-        # An orch agent that died with syncs or forwards is started again (it resumes them).
-        await asyncio.to_thread(self.server.orch.revive_agent)
-        status: OrchStatus = await self.server.orch.status(self.server.options.machine)
-        payload = status.model_dump(mode="json")
-        self._latest = (began, payload)
-        last = self.last
-        changed = last is None or (
-            payload != last if _busy(payload) or _busy(last) else _steady(payload) != _steady(last)
-        )
-        if changed:
-            self.last = payload
-            self.server.protocol.notify(STATUS_NOTIFICATION, payload)
-        log.debug(
-            "status read in %.0f ms (%d jobs, %d ports)%s",
-            (time.monotonic() - began) * 1000,
-            len(payload["jobs"]),
-            len(payload["ports"]),
-            "; pushed" if changed else "",
-        )
+        machine = self.server.options.machine
+        fresh, self._stale = fresh or self._stale, False
+        try:
+            payload = await self.server.orch.agent_status(machine, fresh=fresh)
+        except OrchError as exc:
+            if self.last is not None:
+                return self.last  # the agent is being restarted: what it last said
+            # No agent could be reached at all: read it here rather than answer nothing.
+            log.warning("status without the orch agent: %s", exc.message)
+            payload = (await self.server.orch.status(machine)).model_dump(mode="json")
+        self._take(payload)
         return payload
 
-    async def _run(self) -> None:
-        interval = BUSY_INTERVAL_S
-        while True:
-            # Cleared before the check, so a command finishing during it triggers another.
-            self._wake.clear()
+    async def _run(self, machine: str | None) -> None:
+        attempt = 0
+        while not self.stopped and machine == self._machine:
             try:
-                payload = await self.check()
-                interval = BUSY_INTERVAL_S if _busy(payload) else self.idle_interval_s
+                async for payload in self.server.orch.status_events(machine):
+                    if self.stopped or machine != self._machine:
+                        return
+                    self.subscribed.set()
+                    attempt = 0
+                    self._take(payload)
+                log.info("the orch agent ended the status subscription; subscribing again")
             except OrchError as exc:
-                log.warning("status check failed: %s", exc.message)
-                interval = self.idle_interval_s
+                log.warning("status from the orch agent: %s", exc.message)
             except Exception:
-                log.exception("status check failed")
-                interval = self.idle_interval_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                log.exception("status from the orch agent failed")
+            self.subscribed.clear()
+            await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
+            attempt += 1
 
 
-def register(server: OrchServer, watcher: StatusWatcher) -> None:
+class LocalStatusWatch:
+    """Without the agent: this process reads and watches the status itself."""
+
+    def __init__(self, server: OrchServer) -> None:
+        self.server = server
+        self.watch = StatusWatch(self._read, name="lsp")
+        self.watch.listeners.append(lambda p: server.protocol.notify(STATUS_NOTIFICATION, p))
+
+    async def _read(self) -> dict[str, Any]:
+        status = await self.server.orch.status(self.server.options.machine)
+        return status.model_dump(mode="json")
+
+    def start(self) -> None:
+        self.watch.start()
+
+    async def stop(self) -> None:
+        await self.watch.stop()
+
+    def poke(self) -> None:
+        self.watch.poke()
+
+    async def current(self, fresh: bool = False) -> dict[str, Any]:
+        return await self.watch.current(fresh)
+
+
+StatusWatcher = AgentStatusFeed | LocalStatusWatch
+
+
+def watcher_for(server: OrchServer) -> StatusWatcher:
+    """The agent's feed, or (`ORCH_NO_AGENT=1`) a watch of this process's own."""
+    return AgentStatusFeed(server) if server.orch.agent_enabled() else LocalStatusWatch(server)
+
+
+class LazyWatcher:
+    """Picks the watcher once the project is open (`initialized`), answers through it."""
+
+    def __init__(self, server: OrchServer) -> None:
+        self.server = server
+        self.inner: StatusWatcher | None = None
+
+    def _get(self) -> StatusWatcher:
+        if self.inner is None:
+            self.inner = watcher_for(self.server)
+        return self.inner
+
+    def start(self) -> None:
+        self._get().start()
+
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.stop()
+
+    def poke(self) -> None:
+        if self.inner is not None:
+            self.inner.poke()
+
+    async def current(self, fresh: bool = False) -> dict[str, Any]:
+        return await self._get().current(fresh)
+
+
+def register(server: OrchServer, watcher: LazyWatcher) -> None:
     server.changed = watcher.poke
 
     @server.orch_command("orch.status", StatusParams, read_only=True)

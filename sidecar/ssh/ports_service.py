@@ -207,7 +207,7 @@ def list_ports(
 async def _ensure_owner(layout: Layout, target: SSHTarget, machine: str) -> None:
     """The orch agent hosts the machine's forwards (its one connection per machine), unless
     some process already owns them; with `ORCH_NO_AGENT=1`, a background forwarder does."""
-    from sidecar.agent import client
+    from sidecar import agent_client as client
 
     if owner_alive(forward_paths(layout, target.alias)):
         return

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sidecar.agent import client
+from sidecar import agent_client as client
 from sidecar.daemon import terminate
 from sidecar.errors import Conflict, OrchError
 from sidecar.sync.service import Owner, SyncStatus, claim, read_status, release, state_dir

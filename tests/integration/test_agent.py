@@ -45,7 +45,7 @@ def agent_state(home: Path) -> dict:
 
 
 def agent_info(home: Path) -> dict:
-    from sidecar.agent import client
+    from sidecar import agent_client as client
 
     return client.call(client.agent_paths(home), {"op": "info"})
 
@@ -202,7 +202,7 @@ def _zombie(pid: int) -> bool:
 
 
 def test_an_older_agent_is_replaced_by_a_newer_client(up: Path, orch_home: Path) -> None:
-    from sidecar.agent import client
+    from sidecar import agent_client as client
 
     old = subprocess.run(
         [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.agent import client
+from sidecar import agent_client as client
 from tests.helpers import run_orch
 
 

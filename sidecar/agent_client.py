@@ -1,12 +1,16 @@
 """Talking to the local orch agent: find it, start it, replace an older one, ask it things.
 
-Standard library only (plus `sidecar.layout`/`sidecar.state`, which are too), so a thin client
-such as `orch status` pays no pydantic or asyncssh import. The agent is found through its
+A service-level module (the agent itself, `sidecar/agent/`, is a host like the CLI and the
+language server): the facade and the services that hand work to the agent (`sync.control`,
+`ssh.ports_service`) import this, never the agent's own modules. Standard library only (plus
+`sidecar.layout`, which is too), so a thin client such as `orch status` pays no pydantic or
+asyncssh import. The agent is found through its
 state folder `$ORCH_HOME/agent/`: `agent.lock` (held by the live agent), `state.json` (pid,
 version, socket path) and the Unix socket in orch's short control folder. Every request is one
 JSON line; the agent answers with zero or more `{"progress": …}` lines and one final line
-carrying `ok`. Every wait is bounded: a dead or wedged socket is an `AgentUnavailable` with a
-clear message, never a hang.
+carrying `ok`; a `subscribe` request instead stays open and streams `{"event": …}` lines
+(the watched status as it changes, and a heartbeat). Every wait is bounded: a dead or wedged
+socket is an `AgentUnavailable` with a clear message, never a hang.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +213,45 @@ def call(
         sock.close()
 
 
+async def subscribe(
+    paths: AgentPaths, payload: dict[str, Any], silence_s: float
+) -> AsyncIterator[dict[str, Any]]:
+    """The events of one `subscribe` request, as they come; ends when the agent closes the
+    stream, raises AgentUnavailable when it cannot be reached or stays silent (no event, not
+    even its heartbeat) for `silence_s`."""
+    import asyncio
+
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+    # with its result, and a cancelled subscriber must stop (a closing window's shutdown).
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(str(paths.socket), limit=2**24)
+    except (OSError, TimeoutError) as exc:
+        raise AgentUnavailable(
+            f"the orch agent is not answering on {paths.socket} ({exc})"
+        ) from None
+    try:
+        writer.write((json.dumps(payload) + "\n").encode())
+        await writer.drain()
+        while True:
+            try:
+                async with asyncio.timeout(silence_s):
+                    line = await reader.readline()
+            except TimeoutError:
+                raise AgentUnavailable(f"the orch agent was silent for {silence_s:g} s") from None
+            except (OSError, ValueError) as exc:
+                raise AgentUnavailable(f"the orch agent dropped the stream ({exc})") from None
+            if not line:
+                return
+            message = json.loads(line)
+            if "ok" in message and not message["ok"]:
+                raise AgentUnavailable(f"the orch agent refused: {message.get('message')}")
+            if "event" in message:
+                yield message
+    finally:
+        writer.close()
+
+
 def hello(paths: AgentPaths, timeout: float = 2.0) -> dict[str, Any]:
     return call(
         paths, {"op": "hello", "version": __version__, "protocol": PROTOCOL}, timeout=timeout
@@ -221,7 +264,7 @@ def spawn(layout: Layout, paths: AgentPaths) -> None:
     """Start `python -m sidecar.agent serve` detached; returns once it answers (or raises)."""
     paths.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env["ORCH_HOME"] = str(layout.home)
     proc = subprocess.Popen(
