@@ -132,7 +132,8 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
         dest = sshd_home / f"{mine}-rsync"
         # The parent too: plain rsync creates only the last folder (tests may wipe ~/work).
         parent = os.path.dirname(mine) or "."
-        wipe = f"rm -rf {mine}-rsync {mine} && mkdir -p {parent}"
+        # `sync`: the removal's writes land before the clock starts, not in the next copy.
+        wipe = f"rm -rf {mine}-rsync {mine} && mkdir -p {parent} && sync"
         subprocess.run(["ssh", "-F", cfg, target.alias, wipe], check=True)
         started = time.perf_counter()
         subprocess.run(
