@@ -11,10 +11,11 @@ RSS is the floor every Python process pays. Issue 20's goal: the whole laptop si
 sidecar, the local machine server apart) <= 120 MB RSS.
 
     .venv/bin/python bench/footprint.py [--files 20000] [--edit-s 60] [--label before]
-        [--save out.json] [--before out-of-an-earlier-run.json]
+        [--source DIR] [--save out.json] [--before out-of-an-earlier-run.json ...]
 
-`--save` keeps this run's JSON; `--before` puts an earlier run's figures beside this one's in
-the table (one table, before and after).
+`--source` runs another checkout's orch (say main's, or the one before the agent) with this
+script; `--save` keeps this run's JSON; `--before` (repeatable) puts earlier runs' figures
+beside this one's in the table (one table, before and after).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import emit, orch_env
+from bench.common import REPO, emit, orch_env
 
 LOCAL_MACHINE = "local machine server"
 
@@ -142,7 +143,9 @@ def baseline_kb() -> tuple[int, int]:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="orch-footprint-") as tmp:
         home = os.path.join(tmp, "home")
-        env = orch_env(ORCH_HOME=home, PYDANTIC_DISABLE_PLUGINS="__all__")
+        env = orch_env(
+            ORCH_HOME=home, PYDANTIC_DISABLE_PLUGINS="__all__", PYTHONPATH=str(args.source)
+        )
         project = Path(tmp) / "proj"
         project.mkdir()
         make_tree(project, args.files)
@@ -188,6 +191,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     floor_rss, floor_pss = baseline_kb()
     return {
         "label": args.label,
+        "source": str(args.source),
         "files": args.files,
         "edit_s": args.edit_s,
         "edits": edits,
@@ -226,12 +230,16 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--label", default="now")
     parser.add_argument("--save", type=Path)
-    parser.add_argument("--before", type=Path, help="an earlier run's --save file")
+    parser.add_argument("--source", type=Path, default=REPO, help="the orch checkout to run")
+    parser.add_argument(
+        "--before", type=Path, action="append", default=[], help="an earlier run's --save file"
+    )
     args = parser.parse_args()
+    args.source = args.source.resolve()
     result = asyncio.run(measure(args))
     if args.save:
         args.save.write_text(json.dumps(result, indent=2))
-    runs = [json.loads(args.before.read_text()), result] if args.before else [result]
+    runs = [*(json.loads(path.read_text()) for path in args.before), result]
     emit(
         "footprint",
         {"runs": runs},

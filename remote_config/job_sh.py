@@ -85,30 +85,23 @@ orch_code() {
   if [ -n "$gen" ]; then : | awk -v gen="$gen" "$ORCH_CODE_AWK"
   else orch_sources | awk -v gen= "$ORCH_CODE_AWK"; fi
 }
-# Sets ALL to every pid on the machine when any job runs (none otherwise): awk reads each
-# one's stat line and the parser finds each job's tree by ppid. One glob and one awk pass
-# cost about the same for 1 or 100 running jobs, where walking each job's tree in sh grew
-# by ~0.5 ms a job.
-orch_walk() {
-  ALL=
-  [ "$#" -gt 0 ] || return 0
-  for d in /proc/[0-9]*; do ALL="$ALL ${d#/proc/}"; done
-}
-# One snapshot of every job: its state files, its processes, the current code version.
+# One snapshot of every job: its state files, the memory and CPU of each running job's
+# process tree, the current code version. When a job runs, every pid on the machine is listed
+# too (one glob, joined at once by "$*"), for awk's fallback (see ORCH_STATUS_AWK).
 orch_status() {
-  jobs=; live=; roots=
+  jobs=; live=
   if cd "$L" 2>/dev/null; then
     for m in */meta; do
       [ -f "$m" ] || continue
       j=${m%/meta}; jobs="$jobs $j"
-      [ -f "$j/result" ] && continue
-      live=1; P=; [ -f "$j/pid" ] && read -r P _ < "$j/pid"; roots="$roots $P"
+      [ -f "$j/result" ] || live=1
     done
   fi
-  orch_walk $roots
+  set --
+  [ -z "$live" ] || set -- /proc/[0-9]*
   orch_gen
   if [ -n "$live" ] && [ -z "$gen" ]; then orch_sources; fi | awk -v jobs="$jobs" \
-    -v live="$live" -v gen="$gen" -v pids="$ALL" -v roots="$roots" -v known="${K:-}" \
+    -v live="$live" -v gen="$gen" -v pids="$*" -v known="${K:-}" \
     "$ORCH_CODE_AWK$ORCH_STATUS_AWK"
   if [ ! -r "/proc/$$/stat" ]; then echo "@ps"; ps -A -o pid= -o ppid= -o rss= -o pcpu=; fi
 }
@@ -120,11 +113,18 @@ function code(g) {
   g = gen; gsub(/[^A-Za-z0-9._:~-]/, "", g); return "gen:" substr(g, 1, 64)
 }
 END { if (!status) print code() }'
-# pid ppid rss(pages) cpu% starttime; comm may hold spaces and ")", so cut at the last ") ".
 # `known` holds "job/key" words from the previous read: a job whose key (its pid and result
-# files, which every start and every end rewrite) is unchanged gets "job/same:1" instead of
-# its meta and command, which cannot change without changing the key. Only the processes of
-# the jobs' trees (from `roots`) are printed.
+# files, which every start and every end rewrite) is unchanged gets "job/same:1" and nothing
+# else (its pid, result, stop, meta and command files cannot change without changing the key;
+# the reader keeps them, see jobs.StatusCache). Each running job (a pid file and no result)
+# gets one "@tree" line: "pid ppid rss(pages) cpu% starttime processes" of its wrapper, with
+# rss and cpu summed over the whole tree. The trees are walked down from each wrapper through
+# /proc/PID/task/PID/children, reading only the jobs' own processes; a process with several
+# threads (a child forked by another thread is listed in that thread's file only, and awk
+# cannot list a process's threads) or a kernel without these files makes it read every
+# process's stat line instead (`pids`) and find the trees by ppid. In a stat line comm may
+# hold spaces and ")", so it is cut at its last ") ". A zombie counts as gone; a wrapper pid
+# whose start time is not the recorded one (reused) is not walked.
 ORCH_STATUS_AWK='
 function slurp(p, max,   line, size) {
   while ((getline line < p) > 0) {
@@ -133,26 +133,58 @@ function slurp(p, max,   line, size) {
   }
   close(p)
 }
-function whole(p, tag,   line, s) {
-  while ((getline line < p) > 0) { print tag ":" line; s = s line "\n" }
+function whole(p,   line, s) {
+  while ((getline line < p) > 0) s = s line "\n"
   close(p); return s
 }
-function stat(pid,   line, s, f, el, cpu, path) {
-  path = "/proc/" pid "/stat"
+function put(tag, s,   n, i, x) {
+  n = split(s, x, "\n"); for (i = 1; i < n; i++) print tag ":" x[i]
+}
+function stat(pid,   path, line, f) {
+  path = "/proc/" pid "/stat"; line = ""
   if ((getline line < path) > 0) {
-    s = line; sub(/^.*\) /, "", s); split(s, f, " ")
-    el = up - f[20] / 100; cpu = 0; if (el > 0) cpu = (f[12] + f[13]) / el
+    sub(/^.*\) /, "", line); split(line, f, " ")
     if (f[1] != "Z") {
-      KIDS[f[2]] = KIDS[f[2]] " " pid
-      ROW[pid] = sprintf("%s %s %s %.1f %s", pid, f[2], f[22], cpu, f[20])
+      PP[pid] = f[2]; RSS[pid] = f[22]; TICKS[pid] = f[12] + f[13]; START[pid] = f[20]
+      if (f[18] > 1) SCAN = 1
     }
   }
   close(path)
 }
-function tree(pid,   k, c, i) {
-  if (!(pid in ROW) || (pid in DONE)) return
-  DONE[pid] = 1; print ROW[pid]
-  k = split(KIDS[pid], c, " "); for (i = 1; i <= k; i++) tree(c[i])
+function walk(root, born,   stack, n, pid, path, line, c, k, i) {
+  n = 1; stack[1] = root
+  while (n && !SCAN) {
+    pid = stack[n--]
+    if (pid in PP) continue
+    stat(pid)
+    if (!(pid in PP) || (pid == root && born > 0 && START[pid] != born)) continue
+    path = "/proc/" pid "/task/" pid "/children"; line = ""
+    if ((getline line < path) < 0) SCAN = 1
+    close(path)
+    KIDS[pid] = line; k = split(line, c, " ")
+    for (i = 1; i <= k; i++) stack[++n] = c[i]
+  }
+}
+function scan(   k, i, pid) {
+  delete PP; delete KIDS
+  k = split(pids, Q, " ")
+  for (i = 1; i <= k; i++) {
+    pid = substr(Q[i], 7); stat(pid)
+    if (pid in PP) KIDS[PP[pid]] = KIDS[PP[pid]] " " pid
+  }
+}
+function tree(root, born,   stack, n, pid, c, k, i, rss, cpu, count, el) {
+  if (!(root in PP)) return
+  n = 1; stack[1] = root
+  while (n) {
+    pid = stack[n--]
+    if ((pid in SEEN) || !(pid in PP)) continue
+    SEEN[pid] = 1; count++; rss += RSS[pid]
+    if (pid == root && born > 0 && START[pid] != born) break
+    el = up - START[pid] / 100; if (el > 0) cpu += TICKS[pid] / el
+    k = split(KIDS[pid], c, " "); for (i = 1; i <= k; i++) stack[++n] = c[i]
+  }
+  printf "%s %s %.0f %.1f %s %d\n", root, PP[root], rss, cpu, START[root], count
 }
 BEGIN { status = 1 }
 END {
@@ -168,21 +200,27 @@ END {
   for (i = 1; i <= k; i++) { j = KN[i]; sub(/\/.*/, "", j); KEY[j] = substr(KN[i], length(j) + 2) }
   k = split(jobs, J, " ")
   for (i = 1; i <= k; i++) {
-    p = whole(J[i] "/pid", J[i] "/pid"); r = whole(J[i] "/result", J[i] "/result")
-    slurp(J[i] "/stop")
+    j = J[i]; p = whole(j "/pid"); r = whole(j "/result")
+    if (p != "" && r == "") { split(p, w, " "); ROOTS = ROOTS " " w[1]; BORN[w[1]] = w[2] }
     if (p != "") {
       key = p "|" r; gsub(/[^A-Za-z0-9=._|-]/, ",", key)
-      if (KEY[J[i]] == key) { print J[i] "/same:1"; continue }
-      print J[i] "/key:" key
+      if (KEY[j] == key) { print j "/same:1"; continue }
+      print j "/key:" key
     }
-    slurp(J[i] "/meta"); slurp(J[i] "/cmd.sh", __SHOWN__)
+    put(j "/pid", p); put(j "/result", r); slurp(j "/stop")
+    slurp(j "/meta"); slurp(j "/cmd.sh", __SHOWN__)
   }
-  print "@proc"
-  if ((getline u < "/proc/uptime") > 0) { split(u, U, " "); up = U[1] }
-  k = split(pids, Q, " ")
-  for (i = 1; i <= k; i++) stat(Q[i])
-  k = split(roots, Q, " ")
-  for (i = 1; i <= k; i++) tree(Q[i])
+  print "@tree"
+  if (ROOTS != "") {
+    if ((getline u < "/proc/uptime") > 0) { split(u, U, " "); up = U[1] }
+    k = split(ROOTS, R, " ")
+    # Reading a process in a walk costs two files, in a scan one: walk where the jobs own
+    # few of the machine processes (~7 each, the wrapper included; docs/performance.md).
+    SCAN = split(pids, Q, " ") < 12 * k
+    for (i = 1; i <= k && !SCAN; i++) walk(R[i], BORN[R[i]])
+    if (SCAN) scan()
+    for (i = 1; i <= k; i++) tree(R[i], BORN[R[i]])
+  }
   print "@end"
 }'
 """

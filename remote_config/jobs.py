@@ -2,8 +2,10 @@
 
 A job's state lives on the remote in `~/logs/NAME/` (see `job_scripts.py` for the files and
 the scripts that write them). One status round trip prints a snapshot: the remote clock, its
-boot id, the current code version of the project folder, every job's small state files and
-one line per process (`pid ppid rss cpu starttime`). This module turns that text into
+boot id, the current code version of the project folder, every job's small state files (or
+"same" when they did not change since the last read, see `StatusCache`) and one line per
+running job with its process tree's totals (`@tree`: pid ppid rss cpu starttime processes;
+without /proc, `@ps` lists every process instead). This module turns that text into
 `JobInfo` values: the state (running, succeeded, failed, stopped, lost, or interrupted: a
 spot notice, see interruption.py), the memory and CPU of each job's whole process tree,
 durations and whether a running job's code is stale. No I/O here.
@@ -143,7 +145,8 @@ class Snapshot:
     # Platform notices (a spot interruption) by the boot they ended: see interruption.py.
     interruptions: dict[str, Interruption] = field(default_factory=dict)
     rss_in_kib: bool = False
-    procs: dict[int, Proc] = field(default_factory=dict)
+    procs: dict[int, Proc] = field(default_factory=dict)  # one per process (@proc, @ps)
+    trees: dict[int, Proc] = field(default_factory=dict)  # root -> its tree's totals (@tree)
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> file -> text
     children: dict[int, list[int]] | None = None  # ppid -> pids, built on first use
 
@@ -172,20 +175,21 @@ def parse_snapshot(text: str) -> Snapshot:
             continue
         if section == "@files":
             _add_file_line(snap.files, line)
-        elif section in ("@proc", "@ps"):
-            proc = _parse_proc(line, with_start=section == "@proc")
+        elif section in ("@proc", "@ps", "@tree"):
+            proc = _parse_proc(line, with_start=section != "@ps")
             if proc is not None:
-                snap.procs[proc.pid] = proc
+                (snap.trees if section == "@tree" else snap.procs)[proc.pid] = proc
     return snap
 
 
 class StatusCache:
-    """What a job's status read cannot change while the job's key stays the same: its meta
-    and command. The key (pid and result files, see ORCH_STATUS_AWK) changes whenever the job
-    starts, restarts or ends, so a finished job costs two small reads instead of five and
-    its lines are not sent again; a running one also skips its meta and command."""
+    """What a job's status read cannot change while the job's key stays the same: all its
+    files. The key (the pid and result files' text, see ORCH_STATUS_AWK) changes whenever the
+    job starts, restarts or ends, and the stop file is written before the result, so a job
+    whose key is unchanged is sent as one "same" line (a running one also gets its `@tree`
+    line: memory and CPU are read every time)."""
 
-    KEPT = ("meta", "cmd.sh", "cmd.sh.cut")
+    KEPT = ("pid", "result", "stop", "meta", "cmd.sh", "cmd.sh.cut")
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[str, dict[str, str]]] = {}  # job -> (key, files)
@@ -340,7 +344,8 @@ def _unfinished(
         else:
             info.detail = "the job never started (its tmux session vanished)"
         return
-    proc = snap.procs.get(pid)
+    tree = snap.trees.get(pid)
+    proc = tree or snap.procs.get(pid)
     recorded_start = _int(pid_fields[1]) if len(pid_fields) > 1 else None
     same = proc is not None and (
         proc.start is None or not recorded_start or proc.start == recorded_start
@@ -356,9 +361,12 @@ def _unfinished(
         info.detail = "orch's tmux server is gone: the job keeps running, but attach cannot work"
     if notice is not None:  # still running, but the machine goes away within two minutes
         info.state, info.detail = "interrupted", job_detail(notice, running=True)
-    if snap.children is None:  # once per snapshot, not once per job
-        snap.children = children_of(snap.procs)
-    rss, cpu = tree_usage(snap.procs, pid, snap.children)
+    if tree is not None:  # summed on the machine
+        rss, cpu = tree.rss, tree.cpu
+    else:
+        if snap.children is None:  # once per snapshot, not once per job
+            snap.children = children_of(snap.procs)
+        rss, cpu = tree_usage(snap.procs, pid, snap.children)
     page = 1024 if snap.rss_in_kib else (_int(meta.get("pagesize")) or DEFAULT_PAGE_SIZE)
     info.rss_bytes = rss * page
     info.cpu_percent = round(cpu, 1)

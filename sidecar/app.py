@@ -86,7 +86,9 @@ class Orchestrator:
         """orch.toml changed on disk: the next use reads it anew (and may fail on it)."""
         self._config = None
         self._providers.clear()
-        self._jobs.clear()  # their contexts hold the old config
+        for jobs in self._jobs.values():  # their contexts hold the old config
+            jobs.close()
+        self._jobs.clear()
 
     def reload_config(self) -> ResolvedConfig:
         self.forget_config()

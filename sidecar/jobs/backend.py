@@ -97,6 +97,10 @@ class JobBackend(abc.ABC):
     async def logs(self, name: str, tail: int | None = None) -> str:
         return "".join([chunk async for chunk in self.stream(name, tail=tail)])
 
+    def close(self) -> None:
+        """Let go of what the backend keeps open between calls (a remote shell)."""
+        return None
+
     async def attach_argv(self, name: str) -> list[str]:
         """argv of an interactive session on the job (only where `capabilities.attach`)."""
         raise OrchError(

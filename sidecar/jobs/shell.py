@@ -69,6 +69,10 @@ class PersistentShell:
         self._proc, self._conn = proc, conn
         return proc
 
+    def close(self) -> None:
+        """End the shell (the next query opens a new one)."""
+        self._reset()
+
     def _reset(self) -> None:
         proc, self._proc, self._conn = self._proc, None, None
         if proc is not None:
@@ -88,6 +92,9 @@ class OpenSSHShell:
     def __init__(self, argv_for: Any, prelude: str) -> None:
         self.argv_for = argv_for  # async (command words) -> ssh argv
         self.prelude = prelude
+
+    def close(self) -> None:
+        """Nothing stays open between queries (the master is OpenSSH's)."""
 
     async def run(self, target: SSHTarget, body: str, timeout: float = 30.0) -> tuple[int, str]:
         argv = await self.argv_for(["sh", "-s"])

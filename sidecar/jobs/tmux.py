@@ -51,6 +51,9 @@ class TmuxBackend(JobBackend):
             self._shell = PersistentShell(ctx.pool, scripts.status_prelude())
         self.status_cache = StatusCache()
 
+    def close(self) -> None:
+        self._shell.close()
+
     @property
     def workdir(self) -> str:
         return self.ctx.config.remote_dir

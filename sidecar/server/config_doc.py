@@ -14,15 +14,19 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.uris import from_fs_path, to_fs_path
 
-from remote_config.loader import CONFIG_NAME, ConfigError, ConfigProblem, load_config_text
-from remote_config.schema_help import complete, hover
-from sidecar.config import find_config
 from sidecar.server.core import OrchServer
+
+if TYPE_CHECKING:
+    from remote_config.loader import ConfigProblem
+
+# The config loader builds orch.toml's pydantic models at import: it is imported when the
+# first orch.toml is checked, not at start (`initialize` answers without it).
+CONFIG_NAME = "orch.toml"  # remote_config.loader.CONFIG_NAME (a test checks they agree)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ def is_config(uri: str) -> bool:
 
 
 def problems_of(text: str, file: str) -> list[ConfigProblem]:
+    from remote_config.loader import ConfigError, load_config_text
+
     try:
         load_config_text(text, file, str(Path(file).parent))
     except ConfigError as exc:
@@ -147,6 +153,8 @@ def register(server: OrchServer) -> None:
     ) -> types.CompletionList | None:
         if not is_config(params.text_document.uri):
             return None
+        from remote_config.schema_help import complete
+
         document = server.workspace.get_text_document(params.text_document.uri)
         found = complete(
             the_schema(), document.source, params.position.line, params.position.character
@@ -171,6 +179,8 @@ def register(server: OrchServer) -> None:
     def on_hover(server: OrchServer, params: types.HoverParams) -> types.Hover | None:
         if not is_config(params.text_document.uri):
             return None
+        from remote_config.schema_help import hover
+
         document = server.workspace.get_text_document(params.text_document.uri)
         text = hover(the_schema(), document.source, params.position.line, params.position.character)
         if text is None:
@@ -179,6 +189,8 @@ def register(server: OrchServer) -> None:
 
     def check_project_file() -> None:
         """At start: the project's orch.toml on disk, open in the editor or not."""
+        from sidecar.config import find_config
+
         found = find_config(server.orch.cwd)
         uri = from_fs_path(str(found)) if found else None
         if uri and uri not in server.workspace.text_documents:

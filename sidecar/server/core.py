@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from lsprotocol import types
-from pydantic import BaseModel, ConfigDict, ValidationError
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcMethodNotFound
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
@@ -28,13 +28,31 @@ from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
 from sidecar import __version__
-from sidecar.app import Orchestrator
 from sidecar.errors import ConfigFileError, OrchError
-from sidecar.results import ConfigProblemInfo, ErrorData
+
+if TYPE_CHECKING:
+    # Imported after the `initialize` reply, not at start: pydantic and the commands'
+    # parameter models (with the command areas), the facade and the result models (at the
+    # first command or status read). The reply waits only for pygls.
+    from pydantic import BaseModel, ValidationError
+
+    from sidecar.app import Orchestrator
+    from sidecar.server.params import NoParams as NoParams
+    from sidecar.server.params import Params as Params
 
 log = logging.getLogger(__name__)
 
-P = TypeVar("P", bound=BaseModel)
+P = TypeVar("P", bound="BaseModel")
+
+
+def __getattr__(name: str) -> Any:
+    """`Params` and `NoParams` (pydantic models, in `sidecar.server.params`), loaded when a
+    command area first asks for them."""
+    if name in ("Params", "NoParams"):
+        from sidecar.server import params
+
+        return getattr(params, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Report(Protocol):
@@ -47,28 +65,40 @@ Handler = Callable[["OrchServer", Any, Report], Awaitable[Any]]
 RawCommand = Callable[[list[Any], types.ProgressToken | None], Awaitable[Any]]
 
 
-class Params(BaseModel):
-    """Base of every command's parameters: unknown keys are an error, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class NoParams(Params):
-    pass
-
-
-class InitOptions(BaseModel):
-    """`initializationOptions` the extension sends (read once at start)."""
+@dataclass
+class InitOptions:
+    """`initializationOptions` the extension sends (read once at start; the wire names are
+    camelCase). Checked by hand: `initialize` is answered before pydantic is imported."""
 
     machine: str | None = None
-    logLevel: str = "info"  # the wire names are camelCase
+    logLevel: str = "info"
     clientName: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> InitOptions:
+        """The options in `raw` (unknown keys ignored); ValueError says what is malformed."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected an object, got {type(raw).__name__}")
+        values: dict[str, str | None] = {}
+        for key, nullable in (("machine", True), ("logLevel", False), ("clientName", True)):
+            if key not in raw:
+                continue
+            value = raw[key]
+            if not (isinstance(value, str) or (nullable and value is None)):
+                kind = "a string or null" if nullable else "a string"
+                raise ValueError(f"{key}: expected {kind}, got {value!r}")
+            values[key] = value
+        return cls(**values)  # type: ignore[arg-type]
 
 
 class OrchRequestError(JsonRpcException):
     """An OrchError on its way to the client: an expected failure, logged in one line."""
 
     def __init__(self, command: str, exc: OrchError) -> None:
+        from sidecar.results import ConfigProblemInfo, ErrorData
+
         data = ErrorData(kind=exc.kind, hint=exc.hint, action=exc.action, target=exc.target)
         if isinstance(exc, ConfigFileError):
             data.problems = [
@@ -116,6 +146,7 @@ class OrchProtocol(LanguageServerProtocol):
         self, params: types.ExecuteCommandParams
     ) -> Any:
         server: OrchServer = self._server  # type: ignore[assignment]
+        server.load_commands()  # at once, if a client asks before `initialized`
         command = server.raw_commands.get(params.command)
         if command is None:
             raise JsonRpcMethodNotFound(message=f"unknown command {params.command!r}")
@@ -134,46 +165,77 @@ class OrchServer(LanguageServer):
         )
         self.raw_commands: dict[str, RawCommand] = {}
         self._orch: Orchestrator | None = None
+        self._root: Path | None = None  # the client's workspace folder (set at initialize)
         self.options = InitOptions()
         # Called after every command that may have changed state (set by the status area).
         self.changed: Callable[[], None] = lambda: None
         # Publishes the project's orch.toml problems (set by the config_doc area).
         self.check_config_file: Callable[[], None] = lambda: None
+        # Registers the command areas, once (set by `build_server`; see its module).
+        self.load_commands: Callable[[], None] = lambda: None
+
+    def advertise(self, names: tuple[str, ...]) -> None:
+        """Names commands in the `initialize` reply before their areas are loaded."""
+        for name in names:
+            if name not in self.protocol.fm.commands:
+                self.command(name)(_placeholder(name))
+
+    @property
+    def has_orch(self) -> bool:
+        """Whether the Orchestrator was built (a shutdown before any use has none to close)."""
+        return self._orch is not None
 
     @property
     def orch(self) -> Orchestrator:
         if self._orch is None:
-            self._orch = Orchestrator(cwd=Path(os.getcwd()))
+            from sidecar.app import Orchestrator
+
+            self._orch = Orchestrator(cwd=self._root or Path(os.getcwd()))
         return self._orch
 
     def open_project(self, params: types.InitializeParams) -> None:
-        """Opens the Orchestrator in the client's workspace folder, with its options."""
+        """Opens the client's workspace folder, with its options; the Orchestrator is built
+        there at its first use (after the `initialize` reply)."""
         root: str | None = None
         if params.workspace_folders:
             root = to_fs_path(params.workspace_folders[0].uri)
         elif params.root_uri:
             root = to_fs_path(params.root_uri)
         try:
-            self.options = InitOptions.model_validate(params.initialization_options or {})
-        except ValidationError as exc:
+            self.options = InitOptions.parse(params.initialization_options)
+        except ValueError as exc:
             log.warning("ignoring malformed initializationOptions: %s", exc)
-        self._orch = Orchestrator(cwd=Path(root) if root else Path(os.getcwd()))
+        self._root = Path(root) if root else Path(os.getcwd())
+        self._orch = None
 
     def orch_command(
-        self, name: str, model: type[P], *, read_only: bool = False
+        self, name: str, model: type[P] | Callable[[], type[P]], *, read_only: bool = False
     ) -> Callable[[Handler], Handler]:
         """Registers `handler(server, params, report)` as the command `name` (a command that
-        is not `read_only` makes the status watcher look again at once)."""
+        is not `read_only` makes the status watcher look again at once). `model` may be a
+        function returning the parameters' model, called at the first request: for a model
+        whose import would slow the start."""
+
+        resolved: list[type[BaseModel]] = []
+        factory: Callable[[], type[P]] | None = None
+        if isinstance(model, type):
+            resolved.append(model)
+        else:
+            factory = model
 
         def decorator(handler: Handler) -> Handler:
             async def run(arguments: list[Any], token: types.ProgressToken | None) -> Any:
+                from pydantic import BaseModel, ValidationError
+
+                if factory is not None and not resolved:
+                    resolved.append(factory())
                 raw = arguments[0] if arguments else {}
                 if len(arguments) > 1 or not isinstance(raw, dict):
                     raise JsonRpcInvalidParams(
                         message=f"{name}: pass the arguments as one JSON object"
                     )
                 try:
-                    parsed = model.model_validate(raw)
+                    parsed = resolved[0].model_validate(raw)
                 except ValidationError as exc:
                     raise invalid_params(name, exc) from None
                 with self.progress_scope(name, token) as report:
@@ -188,7 +250,7 @@ class OrchServer(LanguageServer):
 
             self.raw_commands[name] = run
             # Registered with pygls too, so `initialize` advertises it to the client.
-            self.command(name)(_placeholder(name))
+            self.advertise((name,))
             return handler
 
         return decorator

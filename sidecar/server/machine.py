@@ -14,10 +14,13 @@ long-lived of this process (job log streams, the status watcher) is dropped by a
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from sidecar.errors import NotFound
-from sidecar.results import MachineInfo, MachineList, TerminatePlan
 from sidecar.server.core import NoParams, OrchServer, Params, Report
+
+if TYPE_CHECKING:  # the result models load with the facade, at the first command
+    from sidecar.results import MachineInfo, MachineList, TerminatePlan
 
 
 class MachineParams(Params):

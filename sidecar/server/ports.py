@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field, StrictInt
 
-from sidecar.results import PortForwardInfo, PortsResult
 from sidecar.server.core import NoParams, OrchServer, Params, Report
+
+if TYPE_CHECKING:  # the result models load with the facade, at the first command
+    from sidecar.results import PortForwardInfo, PortsResult
 
 Port = Field(ge=1, le=65535)
 

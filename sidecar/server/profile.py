@@ -7,21 +7,31 @@ local folder the trace, summary (and flame graph) were fetched into, and carries
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sidecar.results import ProfileRequest, ProfileResult
 from sidecar.server.core import OrchServer, Params, Report
 
+if TYPE_CHECKING:
+    from sidecar.results import ProfileResult
 
-class ProfileParams(ProfileRequest, Params):
-    """`orch.profile.run`: the profiling request (strict, like every command's params) plus
-    where to keep its files."""
 
-    out: str | None = None  # local folder; default <project>/profiles
+def params_model() -> type[Params]:
+    """`orch.profile.run`'s parameters: the profiling request (strict, like every command's
+    params) plus where to keep its files. Built at the first request: the request model comes
+    with `sidecar.results`, which the language server does not import at start."""
+    from sidecar.results import ProfileRequest
+
+    class ProfileParams(ProfileRequest, Params):
+        out: str | None = None  # local folder; default <project>/profiles
+
+    return ProfileParams
 
 
 def register(server: OrchServer) -> None:
-    @server.orch_command("orch.profile.run", ProfileParams)
-    async def run(server: OrchServer, params: ProfileParams, report: Report) -> ProfileResult:
+    @server.orch_command("orch.profile.run", params_model)
+    async def run(server: OrchServer, params: Any, report: Report) -> ProfileResult:
+        from sidecar.results import ProfileRequest
+
         request = ProfileRequest(**params.model_dump(exclude={"out"}))
         root = Path(params.out) if params.out else None
 

@@ -3,8 +3,12 @@ machine) and the user's Include line; the result names the file and the hosts.""
 
 from __future__ import annotations
 
-from sidecar.results import SshConfigResult
+from typing import TYPE_CHECKING
+
 from sidecar.server.core import NoParams, OrchServer, Report
+
+if TYPE_CHECKING:  # the result models load with the facade, at the first command
+    from sidecar.results import SshConfigResult
 
 
 def register(server: OrchServer) -> None:

@@ -6,9 +6,12 @@ Start and now are long (a full reconcile first) and report how far it got as `$/
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sidecar.results import SyncStatus
 from sidecar.server.core import NoParams, OrchServer, Report
+
+if TYPE_CHECKING:  # the result models load with the facade, at the first command
+    from sidecar.results import SyncStatus
 
 
 def _percent(report: Report) -> Callable[[int], None]:

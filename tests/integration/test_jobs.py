@@ -469,3 +469,18 @@ async def test_status_of_a_stopped_machine_has_no_jobs(orch_home: Path, project:
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["machine"]["state"] == "stopped" and data["jobs"] == []
+
+
+async def test_reloading_orch_toml_ends_the_old_status_shell(backend: Backend) -> None:
+    """The job backend keeps one remote shell for status reads; an orch.toml change drops the
+    backend, and with it that shell (a window editing orch.toml must not pile up shells)."""
+    orch = backend.orch
+    await orch.jobs_status()
+    shells = [getattr(j, "_shell", None) for j in orch._jobs.values()]
+    procs = [s._proc for s in shells if s is not None and getattr(s, "_proc", None) is not None]
+    if not procs:
+        pytest.skip("this machine's status reads use OpenSSH's master, no shell is kept")
+    orch.reload_config()
+    for proc in procs:
+        await asyncio.wait_for(proc.wait_closed(), 5)
+    assert await orch.jobs_status() is not None  # a new shell answers

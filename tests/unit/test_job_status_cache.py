@@ -48,6 +48,15 @@ def _start_tree(made: list[subprocess.Popen[bytes]]) -> tuple[int, str]:
     return proc.pid, f"{proc.pid} {stat[19]} {proc.pid} 1\n"
 
 
+def _rss_pages(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[21])
+
+
+def _child(pid: int) -> int:
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(child)
+
+
 def _job(home: Path, name: str, command: str, pid_line: str, result: str | None) -> None:
     folder = home / "logs" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,12 +103,15 @@ def test_a_second_read_sends_only_what_changes_and_gives_the_same_jobs(
 
     first, jobs = _read(tmp_path, cache)
     assert "train/meta:" in first and "done/cmd.sh:echo hi" in first
-    listed = {int(line.split()[0]) for line in first.split("@proc\n")[1].splitlines()[:-1]}
-    assert pid in listed and len(listed) >= 2  # the wrapper and its child…
-    assert foreign not in listed  # …but no other process of the machine
+    (tree,) = first.split("@tree\n")[1].splitlines()[:-1]  # one line per running job…
+    root, _ppid, rss, _cpu, _start, count = tree.split()
+    assert (int(root), int(count)) == (pid, 2)  # …the wrapper and its child, summed…
+    pages = sum(_rss_pages(p) for p in (pid, _child(pid)))
+    assert abs(int(rss) - pages) <= pages // 20
+    assert str(foreign) not in first  # …and no other process of the machine
 
     second, again = _read(tmp_path, cache)
-    assert "meta:" not in second and "cmd.sh:" not in second
+    assert "meta:" not in second and "cmd.sh:" not in second and "pid:" not in second
     assert "train/same:1" in second and "done/same:1" in second
     assert len(second) < len(first) / 2
     assert _shown(again) == _shown(jobs)
@@ -140,3 +152,45 @@ def test_keys_that_the_remote_does_not_recognise_get_a_full_read(tmp_path: Path)
     out, (job,) = _read(tmp_path, cache)
     assert "done/meta:" in out and job.command == "echo hi"
     assert cache.keys()["done"] != "stale-key"
+
+
+# A child forked by a thread other than the main one is listed only in that thread's
+# /proc/PID/task/TID/children: the walk down the tree gives way to reading every process.
+THREAD_FORKS = """
+import subprocess, threading
+def fork():  # stays alive: its child stays on its own list
+    kid = subprocess.Popen(["sleep", "60"])
+    print(kid.pid, flush=True)
+    threading.Event().wait()
+threading.Thread(target=fork, daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def test_a_child_forked_by_another_thread_is_counted(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", THREAD_FORKS], stdout=subprocess.PIPE, start_new_session=True
+    )
+    procs.append(proc)
+    assert proc.stdout is not None
+    kid = int(proc.stdout.readline())
+    stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    assert int(stat[17]) > 1  # several threads
+    assert str(kid) not in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+    _job(tmp_path, "fork", "python fork.py", f"{proc.pid} {stat[19]} {proc.pid} 1\n", None)
+    out, (job,) = _read(tmp_path, StatusCache())
+    (tree,) = out.split("@tree\n")[1].splitlines()[:-1]
+    assert tree.split()[0] == str(proc.pid) and tree.split()[-1] == "2"  # python and sleep
+    assert job.state == "running"
+    assert job.rss_bytes == sum(_rss_pages(p) for p in (proc.pid, kid)) * 4096
+
+
+def test_a_reused_wrapper_pid_is_lost_and_not_walked(tmp_path: Path) -> None:
+    # pid 1 with another start time: some other process now has the wrapper's pid.
+    _job(tmp_path, "old", "echo hi", "1 999999999 1 1\n", None)
+    out, (job,) = _read(tmp_path, StatusCache())
+    (tree,) = out.split("@tree\n")[1].splitlines()[:-1]
+    assert tree.split()[0] == "1" and tree.split()[-1] == "1"  # its tree was not read
+    assert job.state == "lost" and job.rss_bytes is None

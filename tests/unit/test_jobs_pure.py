@@ -13,6 +13,8 @@ import pytest
 from remote_config import job_scripts as js
 from remote_config.jobs import (
     MAX_COMMAND_BYTES,
+    Snapshot,
+    StatusCache,
     command_text,
     jobs_from_snapshot,
     parse_env_assignments,
@@ -258,6 +260,51 @@ def test_ps_fallback_reports_kib() -> None:
 
 def test_an_empty_remote_has_no_jobs() -> None:
     assert jobs_from_snapshot(parse_snapshot(f"@now {NOW}\n@boot x\n@end\n")) == []
+
+
+def test_tree_lines_are_the_whole_trees_totals() -> None:
+    # The machine sums each running job's tree: one @tree line per wrapper, no per-process lines.
+    text = (
+        f"@now {NOW}\n@boot B1\n@files\n"
+        f"run/meta:started={NOW - 5}\nrun/meta:boot=B1\nrun/meta:pagesize=16384\n"
+        "run/pid:500 9000 500 77\n"
+        f"old/meta:started={NOW - 5}\nold/meta:boot=B1\nold/pid:600 8000 600 77\n"
+        "@tree\n500 77 300 12.5 9000 7\n600 77 40 1.0 8123 1\n@end\n"
+    )
+    jobs = {j.name: j for j in jobs_from_snapshot(parse_snapshot(text))}
+    run = jobs["run"]
+    assert (run.state, run.pid, run.detail) == ("running", 500, None)
+    assert (run.rss_bytes, run.cpu_percent) == (300 * 16384, 12.5)
+    # pid 600 now belongs to a process started at another time: not the job's wrapper.
+    assert jobs["old"].state == "lost" and jobs["old"].rss_bytes is None
+
+
+def test_a_same_line_is_filled_from_the_cache_with_every_file() -> None:
+    first = (
+        f"@now {NOW}\n@boot B1\n@files\nj/key:500,9000,500,77,|\n"
+        f"j/pid:500 9000 500 77\nj/meta:started={NOW - 5}\nj/meta:boot=B1\n"
+        "j/cmd.sh:python train.py\n@tree\n500 77 10 0.0 9000 2\n@end\n"
+    )
+    cache = StatusCache()
+    snap = parse_snapshot(first)
+    cache.apply(snap)
+    (job,) = jobs_from_snapshot(snap)
+    assert cache.keys() == {"j": "500,9000,500,77,|"}
+    again = parse_snapshot(
+        first.split("@files\n")[0] + "@files\nj/same:1\n@tree\n500 77 20 0.0 9000 2\n"
+    )
+    cache.apply(again)
+    (same,) = jobs_from_snapshot(again)
+    assert (same.state, same.pid, same.command) == ("running", 500, "python train.py")
+    assert same.rss_bytes == 20 * 4096 and job.rss_bytes == 10 * 4096
+    # A "same" the cache cannot fill (a restarted reader) is no job rather than a wrong one.
+    assert jobs_from_snapshot(_filled(StatusCache(), "@files\nj/same:1\n")) == []
+
+
+def _filled(cache: StatusCache, text: str) -> Snapshot:
+    snap = parse_snapshot(text)
+    cache.apply(snap)
+    return snap
 
 
 def test_tree_usage_handles_cycles_and_missing_roots() -> None:
