@@ -10,17 +10,23 @@ hashes files and talks to the remote; this module decides *what* to do:
 - `choose_transport`: the small-batch path (the remote helper over the open asyncssh
   connection) or the large-batch path (`rsync --files-from` through ControlMaster).
 - `rsync_argv`, `remote_rsync_path`: the rsync command line, one comment per option.
-- `HELPER_SOURCE`: the remote helper (python3 on the remote, stdlib only) that applies a
-  batch atomically per file (temp name + rename) and refuses to overwrite what changed there.
+- `HELPER_SOURCE` (in `sync_helper.py`, re-exported here): the remote helper (python3 on the
+  remote, stdlib only) that applies a batch atomically per file (temp name + rename) and
+  refuses to overwrite what changed there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+
+from remote_config.sync_helper import HELPER_SOURCE as HELPER_SOURCE
+from remote_config.sync_helper import helper_command as helper_command
 
 if TYPE_CHECKING:
     import pathspec
@@ -60,6 +66,18 @@ class IgnoreRules:
     root: pathspec.PathSpec
     nested: Mapping[str, pathspec.PathSpec] = field(default_factory=dict)
     always: pathspec.PathSpec = field(default_factory=lambda: _spec(ALWAYS_EXCLUDES))
+    # One regex per spec matching wherever any of its patterns does: a path it misses (most
+    # paths) is decided by no pattern, without asking each pattern (the walk of 20,000 files).
+    _any: dict[int, re.Pattern[str] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _none_match(self, spec: pathspec.PathSpec, probe: str) -> bool:
+        key = id(spec)
+        if key not in self._any:
+            self._any[key] = _any_of(spec)
+        quick = self._any[key]
+        return quick is not None and quick.search(probe) is None
 
     @classmethod
     def build(
@@ -79,18 +97,20 @@ class IgnoreRules:
     def ignored(self, rel: str, is_dir: bool = False) -> bool:
         """Whether `rel` itself is ignored (its folders are assumed not to be)."""
         probe = rel + "/" if is_dir else rel
-        if self.always.match_file(probe):
+        if not self._none_match(self.always, probe) and self.always.match_file(probe):
             return True
-        decision = self.root.check_file(probe).include
-        folder = posixpath.dirname(rel)
+        decision = None
+        if not self._none_match(self.root, probe):
+            decision = self.root.check_file(probe).include
         if self.nested:
+            folder = posixpath.dirname(rel)
             chain = []
             while folder:
                 chain.append(folder)
                 folder = posixpath.dirname(folder)
             for base in reversed(chain):
                 spec = self.nested.get(base)
-                if spec is not None:
+                if spec is not None and not self._none_match(spec, probe[len(base) + 1 :]):
                     verdict = spec.check_file(probe[len(base) + 1 :]).include
                     if verdict is not None:
                         decision = verdict
@@ -103,6 +123,21 @@ class IgnoreRules:
             if self.ignored("/".join(parts[:i]), is_dir=True):
                 return True
         return self.ignored(rel, is_dir)
+
+
+def _any_of(spec: pathspec.PathSpec) -> re.Pattern[str] | None:
+    """The union of a spec's pattern regexes (None: not built, ask each pattern)."""
+    regexes = [p.regex for p in spec.patterns if p.include is not None and p.regex is not None]
+    if not regexes:
+        return re.compile(r"(?!)")  # no pattern: nothing matches
+    if any(r.flags != regexes[0].flags or not isinstance(r.pattern, str) for r in regexes):
+        return None
+    # pathspec names a group in each regex (the folder mark); in the union they are plain.
+    parts = [re.sub(r"\(\?P<[A-Za-z_0-9]+>", "(?:", r.pattern) for r in regexes]
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in parts), regexes[0].flags)
+    except re.error:
+        return None
 
 
 def is_ignore_file(rel: str) -> bool:
@@ -285,7 +320,8 @@ def rsync_argv(
         # rsync's whole-file checksum of what it actually sent, printed per file: the
         # manifest records exactly the remote's content without reading the files twice.
         "--checksum-choice=md5",
-        f"--out-format={RSYNC_OUT_PREFIX} %C %n",
+        # A symlink's line ends " -> TARGET" (%L): what it sent, without a look afterwards.
+        f"--out-format={RSYNC_OUT_PREFIX} %C %n%L",
         # The managed config: pinned host key, ControlMaster (no new handshake per call).
         "-e",
         f"ssh -F {shlex.quote(ssh_config)}",
@@ -299,14 +335,25 @@ def rsync_argv(
 
 
 def parse_rsync_sent(line: str) -> tuple[str, str] | None:
-    """(path, md5) from an `--out-format` line; None for other lines and for folders."""
+    """(path, md5) from an `--out-format` line: rsync's checksum of a regular file, or for a
+    symlink the md5 of b"link:" + its target (as orch hashes symlinks). None for other lines,
+    folders, and a symlink line that cannot be read back exactly (an escaped character, or
+    " -> " in the name or target)."""
     if not line.startswith(RSYNC_OUT_PREFIX + " "):
         return None
-    digest, _, name = line[len(RSYNC_OUT_PREFIX) + 1 :].partition(" ")
-    name = name.strip() if not digest else name
-    if not digest or len(digest) != 32 or name.endswith("/"):
+    rest = line[len(RSYNC_OUT_PREFIX) + 1 :]
+    digest, _, name = rest.partition(" ")
+    if digest:
+        if len(digest) != 32 or name.endswith("/"):
+            return None
+        return name, digest
+    if rest[:33] != " " * 33:  # no checksum: %C gives 32 spaces
         return None
-    return name, digest
+    link, arrow, target = rest[33:].partition(" -> ")
+    if not arrow or " -> " in target or "\\#" in link + target:
+        return None
+    data = b"link:" + target.encode(errors="surrogateescape")
+    return link, hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def parse_rsync_progress(line: str) -> int | None:
@@ -317,238 +364,7 @@ def parse_rsync_progress(line: str) -> int | None:
     return None
 
 
-# -- the remote helper ------------------------------------------------------------------------
-# Protocol: requests and replies are frames: 4-byte big-endian length + JSON. A request is
-# {"root": DIR, "ops": [...], "generation": N?, "suffix": ".orch-conflict-STAMP", "hold": B};
-# the helper holds `<root>/.orch/lock` while applying (and after, while "hold" is true, so an
-# rsync batch between two requests is covered too; snapshots take the same lock). Each "put"
-# op is followed by exactly `size` bytes of content. Expectations are [size, mtime_ns, hash]
-# (what orch last wrote) or null (orch never wrote it); a delete may add "alt": hashes it may
-# also remove (content a batch cut short may have left there). The reply has one result per
-# op: {"ok": true, "stat": [size, mtime_ns, ino, ctime_ns]}, {"conflict": ASIDE, ...},
-# {"miss": true}, {"drift": true} (a "verify" op) or {"error": TEXT}. A request with
-# "begin": TOKEN marks the folder's generation as TOKEN + "~" (being changed) before it
-# applies anything; "generation": TOKEN records the finished one, so a batch cut in half
-# never leaves a label that a snapshot could trust.
-HELPER_SOURCE = r"""
-import hashlib, json, os, stat, struct, sys
-R, W = sys.stdin.buffer, sys.stdout.buffer
-def readn(n):
-    b = bytearray()
-    while len(b) < n:
-        c = R.read(n - len(b))
-        if not c:
-            sys.exit(0)
-        b += c
-    return bytes(b)
-def send(obj):
-    data = json.dumps(obj).encode()
-    W.write(struct.pack(">I", len(data)) + data)
-    W.flush()
-def md5(data=b""):
-    try:
-        return hashlib.md5(data, usedforsecurity=False)
-    except TypeError:
-        return hashlib.md5(data)
-def digest(p):
-    if os.path.islink(p):
-        return md5(b"link:" + os.readlink(p).encode()).hexdigest()
-    h = md5()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-def same(p, exp):
-    try:
-        st = os.lstat(p)
-    except FileNotFoundError:
-        return exp is None
-    if exp is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-        return False
-    ino = exp[3] if len(exp) > 4 else None
-    if st.st_size == exp[0] and st.st_mtime_ns == exp[1]:
-        if ino is None or (st.st_ino == ino and st.st_ctime_ns == exp[4]):
-            return True
-    return exp[2] is None or (st.st_size == exp[0] and digest(p) == exp[2])
-def aside(root, rel, suffix):
-    n = 0
-    while True:
-        name = rel + suffix + ("-%d" % n if n else "")
-        if not os.path.lexists(os.path.join(root, name)):
-            os.rename(os.path.join(root, rel), os.path.join(root, name))
-            return name
-        n += 1
-def stat_of(p):
-    st = os.lstat(p)
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-def check(root, rel, exp, suffix, new_hash=None, alt=None):
-    p = os.path.join(root, rel)
-    if same(p, exp):
-        return None, False
-    if not os.path.lexists(p):
-        return None, False
-    if (new_hash is not None or alt) and not os.path.isdir(p):
-        d = digest(p)
-        if d == new_hash or d in (alt or ()):
-            return None, d == new_hash
-    return aside(root, rel, suffix), False
-def put(root, op, data, suffix):
-    rel = op["path"]
-    p = os.path.join(root, rel)
-    d = os.path.dirname(p)
-    os.makedirs(d, exist_ok=True)
-    moved, _ = check(root, rel, op.get("expect"), suffix, op.get("hash"), op.get("alt"))
-    tmp = os.path.join(d, "." + os.path.basename(p)[:200] + ".orch-tmp")
-    if op.get("link"):
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(data.decode(), tmp)
-        os.replace(tmp, p)
-        return {"ok": True, "stat": stat_of(p), "conflict": moved}
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, op["mode"] & 0o7777)
-    finally:
-        os.close(fd)
-    os.utime(tmp, ns=(op["mtime_ns"], op["mtime_ns"]))
-    os.replace(tmp, p)
-    out = {"ok": True, "stat": stat_of(p)}
-    if moved:
-        out["conflict"] = moved
-    return out
-def delete(root, op, suffix):
-    rel = op["path"]
-    p = os.path.join(root, rel)
-    if not os.path.lexists(p):
-        return {"ok": True}
-    if same(p, op.get("expect")) or (op.get("alt") and digest(p) in op["alt"]):
-        os.unlink(p)
-        return {"ok": True}
-    return {"ok": True, "conflict": aside(root, rel, suffix)}
-def verify(root, op):
-    p = os.path.join(root, op["path"])
-    if not os.path.lexists(p):
-        return {"drift": True, "gone": True}
-    if same(p, op["expect"]):
-        return {"ok": True, "stat": stat_of(p)}
-    return {"drift": True}
-def move(root, op):
-    src, dst = os.path.join(root, op["src"]), os.path.join(root, op["path"])
-    if not os.path.lexists(src) or not same(src, op.get("expect")):
-        return {"miss": True}
-    if os.path.lexists(dst) and not same(dst, op.get("expect_dst")):
-        return {"miss": True}
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    os.replace(src, dst)
-    return {"ok": True, "stat": stat_of(dst)}
-def generation(root, token):
-    d = os.path.join(root, ".orch")
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, ".generation.tmp")
-    with open(tmp, "w") as f:
-        f.write("%s\n" % token)
-    os.replace(tmp, os.path.join(d, "generation"))
-LOCK = [None]
-def lock(root, hold):
-    if hold and LOCK[0] is None:
-        import fcntl
-        os.makedirs(os.path.join(root, ".orch"), exist_ok=True)
-        fd = os.open(os.path.join(root, ".orch", "lock"), os.O_WRONLY | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        LOCK[0] = fd
-    elif not hold and LOCK[0] is not None:
-        os.close(LOCK[0])
-        LOCK[0] = None
-def handle(req):
-    root = os.path.expanduser(req["root"])
-    os.makedirs(root, exist_ok=True)
-    lock(root, True)
-    if req.get("begin"):
-        generation(root, req["begin"] + "~")
-    suffix = req.get("suffix", ".orch-conflict")
-    results = []
-    for op in req["ops"]:
-        data = readn(op["size"]) if op["op"] == "put" else b""
-        try:
-            kind = op["op"]
-            if kind == "put":
-                results.append(put(root, op, data, suffix))
-            elif kind == "delete":
-                results.append(delete(root, op, suffix))
-            elif kind == "move":
-                results.append(move(root, op))
-            elif kind == "check":
-                moved, _ = check(
-                    root, op["path"], op.get("expect"), suffix, op.get("hash"), op.get("alt")
-                )
-                results.append({"ok": True, "conflict": moved} if moved else {"ok": True})
-            elif kind == "mkdir":
-                os.makedirs(os.path.join(root, op["path"]), exist_ok=True)
-                results.append({"ok": True})
-            elif kind == "rmdir":  # only when empty; "gone" says whether it is
-                p = os.path.join(root, op["path"])
-                try:
-                    os.rmdir(p)
-                except OSError:
-                    pass
-                results.append({"ok": True, "gone": not os.path.lexists(p)})
-            elif kind == "stats":  # compact: [[size, mtime_ns, ino, ctime_ns] or null, ...]
-                out = []
-                for rel in op["paths"]:
-                    p = os.path.join(root, rel)
-                    out.append(stat_of(p) if os.path.lexists(p) else None)
-                results.append({"ok": True, "stats": out})
-            elif kind == "list":  # every file and symlink under the root, .orch/ left out
-                found = []
-                for d, dirs, files in os.walk(root):
-                    rel = os.path.relpath(d, root)
-                    rel = "" if rel == "." else rel + "/"
-                    if not rel:
-                        dirs[:] = [x for x in dirs if x != ".orch"]
-                    found += [rel + f for f in files]
-                    found += [rel + x for x in dirs if os.path.islink(os.path.join(d, x))]
-                results.append({"ok": True, "paths": found})
-            elif kind == "sweep":  # temp files of writes cut short (a killed helper)
-                gone = 0
-                for d, dirs, files in os.walk(root):
-                    if d == root:
-                        dirs[:] = [x for x in dirs if x != ".orch"]
-                    for f in files:
-                        if f.startswith(".") and f.endswith(".orch-tmp"):
-                            os.unlink(os.path.join(d, f))
-                            gone += 1
-                results.append({"ok": True, "removed": gone})
-            elif kind == "verify":
-                results.append(verify(root, op))
-            elif kind == "stat":
-                p = os.path.join(root, op["path"])
-                results.append({"ok": True, "stat": stat_of(p) if os.path.lexists(p) else None})
-            else:
-                results.append({"error": "unknown op %r" % kind})
-        except OSError as e:
-            results.append({"error": "%s: %s" % (op.get("path"), e.strerror or e)})
-    if req.get("generation") is not None:
-        generation(root, req["generation"])
-    lock(root, bool(req.get("hold")))
-    return {"results": results}
-send({"hello": 1})
-while True:
-    hdr = R.read(4)
-    if len(hdr) < 4:
-        break
-    req = json.loads(readn(struct.unpack(">I", hdr)[0]))
-    send(handle(req))
-"""
-
-
-def helper_command(python: str = "python3") -> str:
-    """The remote command starting the helper (no login shell, no file left on the remote)."""
-    return f"{shlex.quote(python)} -u -c {shlex.quote(HELPER_SOURCE)}"
-
-
+# -- the remote helper: remote_config/sync_helper.py ------------------------------------------
 SNAPSHOTS_KEPT = 3  # besides the one being used and those running jobs use
 
 

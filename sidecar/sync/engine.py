@@ -29,11 +29,12 @@ from sidecar.sync.engine_base import (
     BatchResult,
     Conflict,
     Progress,
+    log,
     parent_dirs,
     read_bytes,
 )
+from sidecar.sync.first_copy import FirstCopy
 from sidecar.sync.manifest import LocalStat
-from sidecar.sync.rsync_path import RsyncPath
 from sidecar.sync.scan import hash_bytes
 
 __all__ = ["BatchResult", "Conflict", "SyncEngine"]
@@ -41,7 +42,7 @@ __all__ = ["BatchResult", "Conflict", "SyncEngine"]
 DRIFT_PAGE = 2000  # files verified per idle drift check (see SyncEngine.check_drift)
 
 
-class SyncEngine(RsyncPath):
+class SyncEngine(FirstCopy):
     """One project+machine sync: batches of dirty paths and full reconciles."""
 
     # -- batches -----------------------------------------------------------------------------
@@ -112,7 +113,9 @@ class SyncEngine(RsyncPath):
 
     async def full_sync(self, progress: Progress | None = None) -> BatchResult:
         """Reconcile the whole tree with the manifest (new, changed and deleted files)."""
-        files, dirs = await asyncio.to_thread(self.scanner.walk)
+        self.connect_soon()  # the handshake and the helper's start overlap the local walk
+        with self.phase("local walk"):
+            files, dirs = await asyncio.to_thread(self.scanner.walk)
         entries = self.manifest.entries()
         present = set(files)
         # Paths a batch cut short may have written: what they may hold is no conflict, and
@@ -136,8 +139,10 @@ class SyncEngine(RsyncPath):
             self.manifest.clear_pending(orphans)
         if not entries:
             result = await self._first_sync(files, dirs, progress)
-            self.manifest.clear_pending()
+            with self.phase("manifest write"):
+                self.manifest.clear_pending()
             result.conflicts += early.conflicts
+            self._log_phases(result, "first copy")
             return result
         cache = self.manifest.cached_hashes()
         local: dict[str, tuple[LocalFile | None, LocalStat | None]] = {}
@@ -147,10 +152,12 @@ class SyncEngine(RsyncPath):
                 found = self.scanner.state(path, cache)
                 local[path] = (found[0], found[1]) if found else (None, None)
 
-        await asyncio.to_thread(hash_all)
-        drifted = await self._verify(
-            entries, [p for p in entries if p in local and local[p][0] is not None]
-        )
+        with self.phase("local hash"):
+            await asyncio.to_thread(hash_all)
+        with self.phase("remote verify"):
+            drifted = await self._verify(
+                entries, [p for p in entries if p in local and local[p][0] is not None]
+            )
         for path in entries:
             if path not in present and not self.rules.ignored_path(path):
                 local[path] = (None, None)
@@ -167,8 +174,10 @@ class SyncEngine(RsyncPath):
         )
         plan.puts += sorted(p for p in drifted if p not in plan.puts and local[p][0] is not None)
         stats = {p: st for p, (_, st) in local.items() if st is not None}
-        result = await self._apply(plan, local, stats, {}, entries, progress)
-        result.drift = sorted(p for p in drifted if p not in self._alt)
+        with self.phase("apply"):
+            result = await self._apply(plan, local, stats, {}, entries, progress)
+        # A path a cut batch may have been writing differs there by orch's doing, not drift.
+        result.drift = sorted(p for p in drifted if p not in pending)
         result.conflicts += early.conflicts
         self.manifest.clear_pending()
         self._alt = {}
@@ -176,7 +185,14 @@ class SyncEngine(RsyncPath):
         stale = [p for p in entries if self.rules.ignored_path(p)]
         if stale:
             self.manifest.forget(stale)
+        self._log_phases(result, "full sync")
         return result
+
+    def _log_phases(self, result: BatchResult, what: str) -> None:
+        result.phases = self.phase.take()
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in result.phases.items())
+        extra = {"phases": result.phases}
+        log.info("sync: %s of %d file(s), seconds: %s", what, result.files, shown, extra=extra)
 
     async def check_drift(self, limit: int = DRIFT_PAGE) -> list[str]:
         """Verify the next `limit` files orch wrote there, in path order, wrapping around (so

@@ -5,8 +5,11 @@ rules, conflict notes). `rsync_path.py` and `engine.py` build on it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,28 @@ from sidecar.sync.scan import Scanner, load_rules
 
 Progress = Callable[[int], None]
 DIR_MARK = "<dir>"  # a folder in the pending (write-ahead) record
+log = logging.getLogger("orch.sync")
+
+
+class Phases:
+    """Wall time per phase of the sync step in progress (seconds, summed per name): logged
+    after each full sync and reported by `bench/sync_latency.py` (where the time goes)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - started
+
+    def take(self) -> dict[str, float]:
+        """The times so far, and start again."""
+        times, self.times = self.times, {}
+        return {k: round(v, 4) for k, v in times.items()}
 
 
 @dataclass
@@ -41,6 +66,7 @@ class BatchResult:
     retry: set[str] = field(default_factory=set)  # changed while being sent: send again
     errors: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)  # remote files changed behind orch's back
+    phases: dict[str, float] = field(default_factory=dict)  # full syncs: seconds per phase
 
 
 class EngineBase:
@@ -59,18 +85,34 @@ class EngineBase:
         self.manifest = manifest
         self.root = config.local_dir
         self.remote_dir = config.remote_dir
-        self.rules: IgnoreRules = load_rules(self.root, config.config.sync)
+        self.phase = Phases()
+        with self.phase("ignore rules"):
+            self.rules: IgnoreRules = load_rules(self.root, config.config.sync)
         self.scanner = Scanner(self.root, self.rules)
         self.helper: RemoteHelper | None = None
         self._alt: dict[str, str] = {}  # path -> content a batch cut short may have left
         self._begin: str | None = None  # the token the next request marks as being applied
         self._drift_after = ""  # where the next idle drift check goes on (a manifest path)
+        self._connecting: asyncio.Task[None] | None = None  # see connect_soon
+
+    def connect_soon(self) -> None:
+        """Start connecting (and the helper) now, while local work goes on; the next request
+        waits for it."""
+        if self.helper is None and self._connecting is None:
+            self._connecting = asyncio.create_task(self.connect())
 
     async def connect(self) -> None:
-        conn = await self.pool.connection(self.target)
-        self.helper = await RemoteHelper.start(conn)
+        with self.phase("connect"):
+            conn = await self.pool.connection(self.target)
+        with self.phase("helper start"):
+            self.helper = await RemoteHelper.start(conn)
 
     def disconnect(self) -> None:
+        task, self._connecting = self._connecting, None
+        if task is not None:
+            task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a failed early connect is no stray warning
         if self.helper is not None:
             self.helper.close()
             self.helper = None
@@ -82,6 +124,9 @@ class EngineBase:
         generation: int | None = None,
         hold: bool = False,
     ) -> list[dict[str, Any]]:
+        task, self._connecting = self._connecting, None
+        if task is not None:
+            await task
         if self.helper is None:
             await self.connect()
         assert self.helper is not None

@@ -36,6 +36,13 @@ CREATE TABLE IF NOT EXISTS pending (path TEXT PRIMARY KEY, hash TEXT);
 """
 
 
+# A `files` row: path, the remote side (size, mtime_ns, mode, hash), the local stat the hash
+# was computed for (size, mtime_ns, ctime_ns, ino) and the remote inode and ctime.
+FileRow = tuple[
+    str, int, int, int, str | None, int | None, int | None, int | None, int | None, None, None
+]
+
+
 @dataclass(frozen=True)
 class LocalStat:
     """The local stat a hash was computed for."""
@@ -160,6 +167,22 @@ class Manifest:
                     )
                     for path, e, s in rows
                 ],
+            )
+
+    def record_rows(self, rows: Iterable[FileRow]) -> None:
+        """`record` for rows already in the table's column order (the first copy's 20,000)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def add_pending_paths(self, paths: Iterable[str]) -> None:
+        """`add_pending` for paths whose content is not known before they are sent."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO pending VALUES (?, NULL)", ((p,) for p in paths)
             )
 
     def add_pending(self, rows: dict[str, str | None]) -> None:

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -106,10 +108,12 @@ async def run_rsync(
     remote_dir: str,
     paths: list[str],
     progress: Callable[[int], None] | None = None,
+    on_sent: Callable[[list[tuple[str, str]]], None] | None = None,
 ) -> dict[str, str]:
     """Copy exactly `paths` (files and folders) with rsync through ControlMaster.
 
-    Returns path -> md5 of the content rsync sent, for each regular file it transferred.
+    Returns path -> md5 of the content rsync sent, for each regular file it transferred;
+    `on_sent([(path, md5), ...])` hears of them as rsync reports them (it has read them).
     """
     fd, list_file = tempfile.mkstemp(prefix="orch-sync-", suffix=".list")
     try:
@@ -119,15 +123,21 @@ async def run_rsync(
             ssh_config, alias, local_dir, remote_dir, list_file, progress=progress is not None
         )
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *_dies_with_us(argv),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None and proc.stderr is not None
         errors = asyncio.create_task(proc.stderr.read())
-        sent = await _pump_output(proc.stdout, progress)
-        code = await proc.wait()
+        try:
+            sent = await _pump_output(proc.stdout, progress, on_sent)
+            code = await proc.wait()
+        except BaseException:  # cancelled (the sync stopping): no rsync writing on behind it
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            errors.cancel()
+            raise
         stderr = (await errors).decode(errors="replace")
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -145,6 +155,19 @@ async def run_rsync(
     )
 
 
+def _dies_with_us(argv: list[str]) -> list[str]:
+    """rsync ended by the kernel if this process dies (SIGKILL included; Linux `setpriv`).
+
+    An rsync left running by a killed sync would go on writing on the machine, through the
+    ControlMaster, while the next sync (which no longer holds it under the remote lock) makes
+    its own changes there: a folder it removed made again, a file it wrote replaced.
+    """
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+
+
+_GATHER_S = 0.005
+
 _VANISHED = ("No such file or directory (2)", "file has vanished", "some files vanished")
 
 
@@ -156,18 +179,27 @@ def only_vanished(stderr: str) -> bool:
 
 
 async def _pump_output(
-    stream: asyncio.StreamReader, progress: Callable[[int], None] | None
+    stream: asyncio.StreamReader,
+    progress: Callable[[int], None] | None,
+    on_sent: Callable[[list[tuple[str, str]]], None] | None = None,
 ) -> dict[str, str]:
     sent: dict[str, str] = {}
     buffer = b""
     while chunk := await stream.read(65536):
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
+        items = []
         for raw in lines:
             for line in raw.decode(errors="surrogateescape").split("\r"):
                 item = parse_rsync_sent(line)
                 if item is not None:
-                    sent[item[0]] = item[1]
+                    items.append(item)
                 elif progress is not None and (pct := parse_rsync_progress(line)) is not None:
                     progress(pct)
+        sent.update(items)
+        if on_sent is not None and items:
+            on_sent(items)
+        # rsync writes a line per file: let them gather (20,000 files are not 20,000 wake-ups
+        # of this loop, competing with rsync for the CPU).
+        await asyncio.sleep(_GATHER_S)
     return sent

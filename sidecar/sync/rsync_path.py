@@ -1,5 +1,6 @@
-"""The rsync path of the sync engine: the first copy of a tree, batches too large for the
-helper, and the manifest rows recorded from rsync's own checksums and the remote's stats.
+"""The rsync path of the sync engine: batches too large for the helper, and the manifest rows
+recorded from rsync's own checksums and the remote's stats (the first copy of a tree builds on
+it in `first_copy.py`).
 
 The remote sync lock is taken by the precheck (which moves aside remote files changed since
 orch wrote them) and held while rsync runs; the request that ends the batch releases it.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from stat import S_ISLNK
 from typing import Any
 
@@ -18,43 +20,10 @@ from sidecar.errors import OrchError
 from sidecar.sync.engine_base import BatchResult, EngineBase, Progress, stats_by_path
 from sidecar.sync.manifest import LocalStat
 from sidecar.sync.remote import run_rsync
-from sidecar.sync.scan import Scanner, hash_bytes, local_stat
+from sidecar.sync.scan import hash_bytes, local_stat
 
 
 class RsyncPath(EngineBase):
-    async def _first_sync(
-        self, files: list[str], dirs: list[str], progress: Progress | None
-    ) -> BatchResult:
-        """No manifest yet: copy everything with rsync; its checksums fill the manifest."""
-        local = await asyncio.to_thread(self._lstat_all, files)
-        plan = Plan(puts=sorted(local), mkdirs=dirs)
-        result = BatchResult(transport="rsync", files=len(plan.puts))
-        generation = self.manifest.generation + 1
-        self._begin = self.manifest.token(generation)
-        self.manifest.add_pending(dict.fromkeys(plan.puts))
-        self.manifest.record_dirs(dirs, [])
-        await self._precheck(plan.puts, {}, {}, result)
-        sent = await self._rsync([*dirs, *plan.puts], progress)
-        # The remote's stats and the local re-check after the copy, at the same time.
-        [reply], now = await asyncio.gather(
-            self._request([{"op": "stats", "paths": plan.puts}], generation=generation),
-            asyncio.to_thread(self._restat, plan.puts),
-        )
-        stats = {p: st for p, st in zip(plan.puts, reply["stats"], strict=True) if st}
-        self._record_rsync(plan.puts, local, sent, stats, result, now)
-        self.manifest.set_generation(generation)
-        return result
-
-    def _lstat_all(self, files: list[str]) -> dict[str, tuple[LocalFile | None, LocalStat | None]]:
-        """Each file's state before a first copy (its hash comes from rsync afterwards)."""
-        local: dict[str, tuple[LocalFile | None, LocalStat | None]] = {}
-        join, root = os.path.join, self.root
-        for path in files:
-            with contextlib.suppress(OSError):
-                st = os.lstat(join(root, path))
-                local[path] = (Scanner.file_of(st, ""), local_stat(st))
-        return local
-
     def _restat(self, paths: list[str]) -> dict[str, tuple[LocalStat, str | None] | None]:
         """Each file's stat after rsync ran (None: gone), with a symlink's hash."""
         out: dict[str, tuple[LocalStat, str | None] | None] = {}
@@ -108,7 +77,12 @@ class RsyncPath(EngineBase):
         self.manifest.forget(plan.deletes)
         self._forget_dirs(plan.rmdirs, replies[n + len(plan.deletes) :])
 
-    async def _rsync(self, paths: list[str], progress: Progress | None) -> dict[str, str]:
+    async def _rsync(
+        self,
+        paths: list[str],
+        progress: Progress | None,
+        on_sent: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> dict[str, str]:
         """rsync `paths` while the helper holds the remote sync lock (taken by _precheck)."""
         try:
             return await run_rsync(
@@ -118,6 +92,7 @@ class RsyncPath(EngineBase):
                 self.remote_dir,
                 paths,
                 progress,
+                on_sent,
             )
         except OrchError:
             with contextlib.suppress(OrchError):
@@ -177,7 +152,6 @@ class RsyncPath(EngineBase):
         sent: dict[str, str],
         remote: dict[str, list[int]],
         result: BatchResult,
-        now: dict[str, tuple[LocalStat, str | None] | None] | None = None,
     ) -> None:
         """Manifest rows for what rsync sent: its own checksum of the bytes it transferred,
         with the remote file's stat after the transfer.
@@ -185,16 +159,20 @@ class RsyncPath(EngineBase):
         A file that changed while rsync ran is sent again (`retry`); its hash cache is not
         kept, so the next look reads it afresh.
         """
-        rows = []
-        after = now if now is not None else self._restat(paths)
+        rows: list[tuple[str, Entry, LocalStat | None]] = []
+        after = self._restat(paths)
         for path in paths:
             state, before = local[path]
             found = after.get(path)
+            there = remote.get(path)
             if found is None:
+                # Gone here since rsync sent it: recorded with what rsync wrote there, so the
+                # next batch removes it (the record of the batch is cleared when it ends).
+                if state is not None and there is not None and path in sent:
+                    rows.append((path, Entry.written(there, state.mode, sent[path]), None))
                 result.retry.add(path)
                 continue
             digest = sent.get(path) or found[1]
-            there = remote.get(path)
             if state is None or digest is None or there is None:
                 result.retry.add(path)
                 continue

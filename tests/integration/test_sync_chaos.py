@@ -167,8 +167,27 @@ def test_two_thousand_operations_with_kills_end_identical(
     proj.wait_synced(120)
     rules = proj.rules()
     local_dirs = {d for d in dirs_of(proj.root) if not rules.ignored_path(d, is_dir=True)}
-    assert dirs_of(proj.remote) == local_dirs  # no orphaned folder either
+    remote_dirs = dirs_of(proj.remote)
+    assert remote_dirs == local_dirs, _dirs_report(proj, remote_dirs, local_dirs)  # no orphan
     assert tree(proj.root, rules) == tree(proj.remote)
     status = proj.status()
     assert status["conflicts"] == [] and conflict_copies(proj.remote) == [], status
     assert status["state"] == "idle", status
+
+
+def _dirs_report(proj: Project, remote: set[str], local: set[str]) -> str:
+    """What the sync state says about folders on one side only (to find why, when it fails)."""
+    import sqlite3
+
+    odd = sorted(remote ^ local)
+    lines = [f"only there: {sorted(remote - local)}; only here: {sorted(local - remote)}"]
+    home = Path(os.environ["ORCH_HOME"])
+    for db in home.glob("sync/**/manifest.db"):
+        with sqlite3.connect(db) as con:
+            known = {r[0] for r in con.execute("SELECT path FROM dirs")}
+            pending = dict(con.execute("SELECT path, hash FROM pending").fetchall())
+        lines += [f"{d}: known={d in known} pending={pending.get(d, '-')}" for d in odd]
+        log = db.parent / "sync.log"
+        if log.exists():
+            lines.append("sync.log tail:\n" + "\n".join(log.read_text().splitlines()[-40:]))
+    return "\n".join(lines)

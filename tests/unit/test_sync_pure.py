@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -200,6 +201,10 @@ def put(path: str, data: bytes, expect: list | None = None) -> dict:
     }
 
 
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
 def test_helper_writes_atomically_and_keeps_both_on_conflict(tmp_path: Path) -> None:
     helper = Helper(tmp_path)
     try:
@@ -234,7 +239,8 @@ def test_helper_writes_atomically_and_keeps_both_on_conflict(tmp_path: Path) -> 
                 {
                     "op": "delete",
                     "path": "e/b.txt",
-                    "expect": [stat.st_size, stat.st_mtime_ns, "x"],
+                    # The inode unknown (an entry of a first copy): the content decides.
+                    "expect": [stat.st_size, stat.st_mtime_ns, md5(b"v2")],
                 },
                 {"op": "rmdir", "path": "e"},
             ]
@@ -309,3 +315,32 @@ def test_rsync_exit_23_for_vanished_sources_only(tmp_path: Path) -> None:
     assert (dst / "kept.txt").exists()
     assert not only_vanished("rsync: mkstemp failed: Permission denied (13)\nrsync error: x")
     assert not only_vanished("")
+
+
+def test_ignore_prefilter_gives_pathspecs_answers() -> None:
+    """`IgnoreRules` skips specs whose union regex misses a path; for every path and rule
+    (negations, anchors, folders only, `**`, nested files) it answers as asking each pattern
+    would."""
+    import itertools
+
+    def build() -> IgnoreRules:
+        return IgnoreRules.build(
+            exclude=["*.log", "/build/", "!keep.log", "docs/**/tmp", "a?c", "[0-9]*.bin"],
+            ignore_files={"": "out/\n*.pyc\n!important.pyc\n", "pkg": "/local\n*.tmp\n!x.tmp"},
+        )
+
+    fast, slow = build(), build()
+    for spec in (slow.root, slow.always, *slow.nested.values()):
+        slow._any[id(spec)] = None  # no union: each pattern asked in turn
+    names = ["keep.log", "a.log", "build", "out", "m.pyc", "important.pyc", "abc", "x.tmp"]
+    names += ["y.tmp", "local", "tmp", "1.bin", "b.bin", ".orch", "f.orch-conflict-1", "ok.py"]
+    folders = ["", "pkg/", "docs/a/", "src/build/", "pkg/local/", "node_modules/"]
+    verdicts = set()
+    for folder, name, is_dir in itertools.product(folders, names, (False, True)):
+        rel = folder + name
+        assert fast.ignored(rel, is_dir) == slow.ignored(rel, is_dir), rel
+        assert fast.ignored_path(rel, is_dir) == slow.ignored_path(rel, is_dir), rel
+        verdicts.add(fast.ignored(rel, is_dir))
+    assert verdicts == {True, False}
+    assert fast.ignored("pkg/local", is_dir=True) and not fast.ignored("pkg/x.tmp")
+    assert fast.ignored("a.log") and not fast.ignored("keep.log")

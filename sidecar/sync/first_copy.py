@@ -1,0 +1,192 @@
+"""The first copy of a tree (no manifest yet): one rsync run of every file, and the manifest
+recorded from what rsync reported, with no per-file work before the copy and no remote stat.
+
+Where the time went before (issue 12, item 11; docs/performance.md): besides rsync itself, a
+local `lstat` of every file before the copy (to see which ones changed while rsync read them),
+a remote `stat` of every file after it (20,000 paths sent, stat'ed and sent back) and the
+manifest rows built from both. Now:
+
+- One local `lstat` per file, once rsync reports it sent (it has read it by then), done with
+  the manifest row in a thread while rsync goes on (`Recorder`; rows written in chunks, so a
+  copy cut short still records what it sent). A file whose ctime is older than the moment
+  rsync started (less a margin for the kernel's coarse clock) cannot have changed while rsync
+  read it, so its stat is the one of the content rsync sent and is kept as the hash cache. A
+  newer ctime (an edit during the copy) keeps no cache and the file is sent again (`retry`).
+- No remote stat: each entry holds rsync's md5 of what it sent and the size and mtime rsync
+  copied, with the remote inode and ctime unknown. The helper decides such entries by their
+  content (`same` in `remote_config/sync_helper.py`), so no remote edit can pass for orch's own, and
+  the idle drift check or the next full sync records the remote stat (`SyncEngine._verify`).
+- A file rsync sent that is gone here by the time of the `lstat` still gets its entry (the
+  content is known), so the next batch removes it there: never an orphan on the remote.
+
+The write-ahead record (every path the copy may write, committed before rsync starts) and the
+remote sync lock held through the copy are as for every other batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from queue import SimpleQueue
+from stat import S_IMODE, S_ISLNK, S_ISREG
+
+from sidecar.sync.engine_base import DIR_MARK, BatchResult, Progress
+from sidecar.sync.manifest import FileRow, Manifest
+from sidecar.sync.rsync_path import RsyncPath
+from sidecar.sync.scan import hash_bytes
+
+# A file whose ctime is within this of rsync's start may have changed while rsync read it.
+# ctime comes from the kernel's coarse clock (a tick behind at most); a second is ample.
+RACE_MARGIN_NS = 1_000_000_000
+
+# The local state after the copy: (size, mtime_ns, ctime_ns, ino, mode, symlink hash or None)
+After = tuple[int, int, int, int, int, str | None]
+
+
+class FirstCopy(RsyncPath):
+    async def _first_sync(
+        self, files: list[str], dirs: list[str], progress: Progress | None
+    ) -> BatchResult:
+        """No manifest yet: copy everything with rsync; its report fills the manifest."""
+        phase = self.phase
+        result = BatchResult(transport="rsync", files=len(files))
+        generation = self.manifest.generation + 1
+        self._begin = self.manifest.token(generation)
+        with phase("write-ahead record"):
+            self.manifest.add_pending_paths(files)
+            self.manifest.record_dirs(dirs, [])
+            # Made there? Not sure until the copy ends (rows of a cut copy stay recorded, so
+            # the next full sync is not a first copy: it makes these folders again).
+            self.manifest.add_pending(dict.fromkeys(dirs, DIR_MARK))
+        with phase("remote listing"):
+            await self._precheck(files, {}, {}, result)
+        started_ns = time.time_ns()
+        recorder = Recorder(self.root, self.manifest, started_ns)
+        try:
+            with phase("rsync (files recorded as rsync reports them)"):
+                sent = await self._rsync([*dirs, *files], progress, recorder.sent)
+        except BaseException:
+            with contextlib.suppress(Exception):  # what it reported sent stays recorded
+                await recorder.finish()
+            raise
+        with phase("recording the last reported"):
+            await recorder.finish()
+        result.retry |= recorder.retry
+        rest = [p for p in files if p not in recorder.seen]  # symlinks; files not sent
+        with phase("local stat of the rest + end of batch"):
+            _, after = await asyncio.gather(
+                self._request([], generation=generation),
+                asyncio.to_thread(stat_after, self.root, rest),
+            )
+        with phase("manifest write"):
+            self.manifest.record_rows(first_rows(rest, after, sent, started_ns, result.retry))
+            self.manifest.set_generation(generation)
+        return result
+
+
+class Recorder:
+    """Records each file rsync reports sent (rsync has read it by then) in a thread of its
+    own while rsync goes on: its stat, its manifest row, written in chunks."""
+
+    CHUNK = 2000
+
+    def __init__(self, root: str, manifest: Manifest, started_ns: int) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.started_ns = started_ns
+        self.seen: set[str] = set()
+        self.retry: set[str] = set()
+        self._queue: SimpleQueue[list[tuple[str, str]] | None] = SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="orch-first-copy", daemon=True)
+        self._thread.start()
+
+    def sent(self, items: list[tuple[str, str]]) -> None:
+        self._queue.put(items)
+
+    async def finish(self) -> None:
+        """Wait until every reported file is recorded (raises what the thread met)."""
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        rows: list[FileRow] = []
+        try:
+            while (items := self._queue.get()) is not None:
+                after = stat_after(self.root, [path for path, _ in items])
+                for path, digest in items:
+                    self.seen.add(path)
+                    row = first_row(path, after.get(path), digest, self.started_ns, self.retry)
+                    if row is not None:
+                        rows.append(row)
+                if len(rows) >= self.CHUNK:
+                    self.manifest.record_rows(rows)
+                    rows = []
+            self.manifest.record_rows(rows)
+        except BaseException as exc:  # said by finish(); the rest of the queue is left
+            self._error = exc
+
+
+def stat_after(root: str, files: list[str]) -> dict[str, After]:
+    """Each file's state after rsync read it (absent: gone or not a file or symlink)."""
+    out: dict[str, After] = {}
+    lstat = os.lstat
+    for path in files:
+        full = f"{root}/{path}"
+        try:
+            st = lstat(full)
+            link = None
+            if S_ISLNK(st.st_mode):
+                link = hash_bytes(b"link:" + os.readlink(full).encode())
+            elif not S_ISREG(st.st_mode):
+                continue
+        except OSError:
+            continue
+        mode = S_IMODE(st.st_mode)
+        out[path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, link)
+    return out
+
+
+def first_rows(
+    files: list[str],
+    after: dict[str, After],
+    sent: dict[str, str],
+    started_ns: int,
+    retry: set[str],
+) -> list[FileRow]:
+    """Manifest rows for a first copy, in the table's column order; the paths to send
+    again are added to `retry`."""
+    rows = (first_row(p, after.get(p), sent.get(p), started_ns, retry) for p in files)
+    return [row for row in rows if row is not None]
+
+
+def first_row(
+    path: str, found: After | None, digest: str | None, started_ns: int, retry: set[str]
+) -> FileRow | None:
+    """The manifest row of one file of a first copy (pure: see the module docstring)."""
+    if found is None:
+        retry.add(path)
+        if digest is not None:  # sent, then removed here: the next batch removes it there
+            return (path, -1, -1, 0o644, digest, None, None, None, None, None, None)
+        return None
+    size, mtime_ns, ctime_ns, ino, mode, link = found
+    stable = ctime_ns < started_ns - RACE_MARGIN_NS
+    if digest is None:
+        # Not reported sent: a symlink whose report line could not be read back exactly
+        # (its target then known only if it did not change during the copy), or a file
+        # rsync did not send (it vanished and came back, unreadable): nothing written.
+        if link is None:
+            retry.add(path)
+            return None
+        digest = link if stable else None  # None: content unknown, never a conflict
+    # The remote side: what rsync copied (size, mtime, mode) and its checksum of what it
+    # sent; the remote inode and ctime unknown (None), so the helper goes by content.
+    if stable:
+        return (path, size, mtime_ns, mode, digest, size, mtime_ns, ctime_ns, ino, None, None)
+    retry.add(path)
+    return (path, size, mtime_ns, mode, digest, None, None, None, None, None, None)
