@@ -5,8 +5,8 @@ the agent kept ~14 MB of empty pools after a 20,000-file initial sync (arenas wi
 objects left stay mapped), 74 MB RSS against 56 MB on a 100-file tree. So the agent runs with
 `PYTHONMALLOC=malloc` (set by `agent_client.spawn`) and asks glibc to return free pages with
 `malloc_trim(0)` every few seconds (~0.6 ms when idle): 70.0 MB against 74.7 MB in
-`bench/footprint.py` (62.0 against 67.0 MB with issue 12's sync). Nothing here changes what the agent does; where glibc (or ctypes) is
-absent, `trim` is a no-op.
+`bench/footprint.py` (62.0 against 67.0 MB with issue 12's sync). Nothing here changes what
+the agent does; where glibc (or ctypes) is absent, `trim` is a no-op.
 """
 
 from __future__ import annotations
