@@ -267,6 +267,7 @@ def spawn(layout: Layout, paths: AgentPaths) -> None:
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env["ORCH_HOME"] = str(layout.home)
+    env.setdefault("PYTHONMALLOC", "malloc")  # with agent.memory's trims: -4.7 MB RSS (issue 20)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar.agent", "serve", "--detach"],
         stdin=subprocess.DEVNULL,

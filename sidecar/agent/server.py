@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__
+from sidecar.agent import memory
 from sidecar.agent.status import StatusBoard, error_reply
 from sidecar.agent_client import PROTOCOL, agent_paths
 from sidecar.errors import Conflict, OrchError, UsageError
@@ -283,9 +284,13 @@ class Agent:
 
     # -- status -------------------------------------------------------------------------------
     async def _watch(self) -> None:
+        trimmed = time.monotonic()
         while not self.done.is_set():
             await asyncio.sleep(WATCH_INTERVAL_S)
             await self.board.expire()
+            if time.monotonic() - trimmed >= memory.TRIM_EVERY_S:
+                trimmed = time.monotonic()
+                memory.trim()  # freed memory back to the system (issue 20's RSS goal)
             if (
                 not self.busy()
                 and not self.board.watched
