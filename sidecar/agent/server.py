@@ -351,6 +351,37 @@ class Agent:
             return {"ok": True, "shutdown": True}
         raise UsageError(f"unknown agent request {op!r}")
 
+    async def _call(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, send: Any
+    ) -> dict[str, Any] | None:
+        """A client's facade call (`calls.py`), cancelled when the client hangs up (a
+        cancelled editor request); None then. Every watch reads anew after it."""
+        from sidecar.agent import calls
+
+        project = request.get("project")
+        if not isinstance(project, str) or not os.path.isabs(project):
+            raise UsageError(f"call: project must be an absolute folder, got {project!r}")
+        orch = self.board.orch(project)
+        work = asyncio.ensure_future(
+            calls.run(orch, request, lambda message: send({"progress": message}))
+        )
+        hangup = asyncio.ensure_future(reader.read())  # the client sends nothing more
+        try:
+            await asyncio.wait({work, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the agent is stopping
+            work.cancel()
+            raise
+        finally:
+            hangup.cancel()
+        self.board.poke()
+        if work.done():
+            return work.result()
+        work.cancel()
+        log.info("%s cancelled: the client hung up", request.get("method"))
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        return None
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.last_request = time.monotonic()
 
@@ -367,7 +398,13 @@ class Agent:
             if request.get("op") == "subscribe":
                 await self.board.serve_subscription(request, reader, writer, send)
                 return
-            reply = await self.handle(request, send)
+            if request.get("op") == "call":
+                reply = await self._call(request, reader, send)
+                if reply is None:  # the client hung up: the call was cancelled
+                    writer.close()
+                    return
+            else:
+                reply = await self.handle(request, send)
         except OrchError as exc:
             reply = {"ok": False, **error_reply(exc)}
         except Exception as exc:
