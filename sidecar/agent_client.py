@@ -298,9 +298,10 @@ def call(
 async def subscribe(
     paths: AgentPaths, payload: dict[str, Any], silence_s: float
 ) -> AsyncIterator[dict[str, Any]]:
-    """The events of one `subscribe` request, as they come; ends when the agent closes the
-    stream, raises AgentUnavailable when it cannot be reached or stays silent (no event, not
-    even its heartbeat) for `silence_s`."""
+    """The events of one streamed request (`subscribe`, `follow`), as they come; ends when
+    the agent closes the stream, raises AgentUnavailable when it cannot be reached or stays
+    silent (no event, not even its heartbeat) for `silence_s`, and an error line as its
+    OrchError. Closing the generator hangs up (the agent then ends the stream's work)."""
     import asyncio
 
     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
@@ -327,6 +328,8 @@ async def subscribe(
                 return
             message = json.loads(line)
             if "ok" in message and not message["ok"]:
+                if message.get("kind"):  # an OrchError of the stream: raised as its class
+                    raise_reply(message)
                 raise AgentUnavailable(f"the orch agent refused: {message.get('message')}")
             if "event" in message:
                 yield message

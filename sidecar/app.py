@@ -1031,6 +1031,26 @@ class Orchestrator:
             ) from None
         return reply.get("result")
 
+    async def agent_follow(
+        self, name: str, tail: int | None = None, machine: str | None = None
+    ) -> AsyncIterator[str]:
+        """`jobs_follow` run in the orch agent: the job's log as text chunks until it ends,
+        over the agent's connection (the language server's `orch/log`)."""
+        from sidecar import agent_client as client
+
+        request: dict[str, Any] = {"op": "follow", "project": str(self.cwd), "machine": machine}
+        request |= {"name": name, "tail": tail}
+        try:
+            paths, _ = await asyncio.to_thread(client.ensure, self.layout)
+            async for event in client.subscribe(paths, request, self.STATUS_SILENCE_S):
+                if event.get("event") == "log":
+                    yield str(event["text"])
+                elif event.get("event") == "end":
+                    return
+        except client.AgentUnavailable as exc:
+            raise OrchError(str(exc), hint=f"follow it again: orch logs -f {name}") from None
+        raise OrchError("the orch agent ended the log stream", hint="follow it again")
+
     def poke_agent(self) -> None:
         """Tell a running agent that something may have changed (its status reads anew)."""
         from sidecar import agent_client as client

@@ -1,4 +1,5 @@
-"""Facade operations run by the agent for a client: the `{"op": "call"}` request.
+"""Facade operations run by the agent for a client: the `{"op": "call"}` request, and the
+`{"op": "follow"}` stream of a job's log.
 
 A client (the language server of a VS Code window) names a project, a machine, one method of
 an allow-list and its parameters; the agent runs it on that project's Orchestrator, which
@@ -8,20 +9,30 @@ jobs opens no SSH connection and never imports asyncssh. Only the methods in `CA
 `getattr` of a client's string); each is bounded by `agent_client.CALL_TIMEOUTS_S`, and
 `up`'s steps are streamed back as progress lines. Bad parameters are a UsageError; an
 OrchError of the operation goes back whole (kind, message, hint, action, target) and the
-client raises the same class (`agent_client.raise_reply`).
+client raises the same class (`agent_client.raise_reply`). A client that hangs up (a
+cancelled editor request, a closed window) cancels what it asked for.
+
+`follow` streams `{"event": "log", "text": …}` lines until the job ends (then `{"event":
+"end"}`), a heartbeat `{"event": "alive"}` every `HEARTBEAT_S` while the job is quiet, and an
+error as the final `{"ok": false, …}` line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from sidecar.agent.status import HEARTBEAT_S, error_reply
 from sidecar.agent_client import CALL_TIMEOUTS_S
 from sidecar.errors import OrchError, UsageError
 
 if TYPE_CHECKING:
     from sidecar.app import Orchestrator
+
+log = logging.getLogger("orch.agent")
 
 Params = dict[str, Any]
 Progress = Callable[[str], None]
@@ -131,3 +142,66 @@ async def run(orch: Orchestrator, request: dict[str, Any], progress: Progress) -
             hint="see the agent's log (orch agent info) and try again",
         ) from None
     return {"ok": True, "result": as_json(result)}
+
+
+async def until_hangup(work: asyncio.Future[Any], reader: asyncio.StreamReader) -> bool:
+    """Wait for `work`; False (and `work` cancelled) when the client hangs up first."""
+    hangup = asyncio.ensure_future(reader.read())  # the client sends nothing more
+    try:
+        await asyncio.wait({work, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the agent is stopping
+        work.cancel()
+        raise
+    finally:
+        hangup.cancel()
+    if work.done():
+        return True
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await work
+    return False
+
+
+async def serve_follow(
+    orch: Orchestrator,
+    request: dict[str, Any],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    send: Callable[[dict[str, Any]], None],
+) -> None:
+    """A client's `follow` stream of one job's log (see the module docstring)."""
+    machine = request.get("machine")
+    try:
+        name = _str(request, "name")
+        tail = _tail(request)
+        if not (machine is None or isinstance(machine, str)):
+            raise UsageError("follow: machine must be a string or null")
+    except OrchError as exc:
+        send({"ok": False, **error_reply(exc)})
+        return
+
+    async def pump() -> None:
+        async for chunk in orch.jobs_follow(name, tail=tail, machine=machine):
+            send({"event": "log", "text": chunk})
+            await writer.drain()
+        send({"event": "end"})
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            send({"event": "alive"})
+
+    work = asyncio.ensure_future(pump())
+    beat = asyncio.ensure_future(heartbeat())
+    try:
+        if not await until_hangup(work, reader):
+            log.info("follow of %s ended: the client hung up", name)
+            return
+    finally:
+        beat.cancel()
+    failure = work.exception()
+    if isinstance(failure, OrchError):
+        send({"ok": False, **error_reply(failure)})
+    elif failure is not None:
+        log.error("follow of %s failed", name, exc_info=failure)
+        send({"ok": False, "kind": "OrchError", "message": f"orch agent: {failure}"})

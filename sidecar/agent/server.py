@@ -70,6 +70,7 @@ class Agent:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
+        self.follows = 0  # job log streams being served
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -120,7 +121,8 @@ class Agent:
         return task
 
     def busy(self) -> bool:
-        return bool(self.syncs or any(o.forwards.specs() for o in self.forwards.values()))
+        forwarding = any(o.forwards.specs() for o in self.forwards.values())
+        return bool(self.syncs or forwarding or self.follows)
 
     # -- wanted.json --------------------------------------------------------------------------
     def _save_wanted(self, with_specs: bool = False) -> None:
@@ -365,22 +367,28 @@ class Agent:
         work = asyncio.ensure_future(
             calls.run(orch, request, lambda message: send({"progress": message}))
         )
-        hangup = asyncio.ensure_future(reader.read())  # the client sends nothing more
-        try:
-            await asyncio.wait({work, hangup}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the agent is stopping
-            work.cancel()
-            raise
-        finally:
-            hangup.cancel()
+        finished = await calls.until_hangup(work, reader)
         self.board.poke()
-        if work.done():
-            return work.result()
-        work.cancel()
-        log.info("%s cancelled: the client hung up", request.get("method"))
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await work
-        return None
+        if not finished:
+            log.info("%s cancelled: the client hung up", request.get("method"))
+            return None
+        return work.result()
+
+    async def _follow(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: Any, send: Any
+    ) -> None:
+        """A client's stream of a job's log (`calls.serve_follow`)."""
+        from sidecar.agent import calls
+
+        project = request.get("project")
+        if not isinstance(project, str) or not os.path.isabs(project):
+            raise UsageError(f"follow: project must be an absolute folder, got {project!r}")
+        self.follows += 1
+        try:
+            await calls.serve_follow(self.board.orch(project), request, reader, writer, send)
+        finally:
+            self.follows -= 1
+            self.last_request = time.monotonic()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.last_request = time.monotonic()
@@ -397,6 +405,12 @@ class Agent:
             request = json.loads(line)
             if request.get("op") == "subscribe":
                 await self.board.serve_subscription(request, reader, writer, send)
+                return
+            if request.get("op") == "follow":
+                await self._follow(request, reader, writer, send)
+                with contextlib.suppress(Exception):
+                    await writer.drain()
+                    writer.close()
                 return
             if request.get("op") == "call":
                 reply = await self._call(request, reader, send)

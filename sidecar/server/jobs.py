@@ -1,8 +1,8 @@
 """Job commands: `orch.jobs.run|status|logs|follow|unfollow|stop|restart|rm`.
 
-With the orch agent (the default) every command but `follow` runs there
-(`Orchestrator.agent_call`, over its one connection per machine); `ORCH_NO_AGENT=1` runs
-them in this process. Jobs act on the machine the client named at start
+With the orch agent (the default) every command runs there (`Orchestrator.agent_call`, and
+`agent_follow` for the log stream, over its one connection per machine); `ORCH_NO_AGENT=1`
+runs them in this process. Jobs act on the machine the client named at start
 (`initializationOptions.machine`, else the project's default). `follow` streams a job's log
 as `orch/log` notifications from a task per job, which ends with the job, on `unfollow`, or
 when the same job is followed again.
@@ -55,7 +55,11 @@ class Followers:
 
     async def follow(self, name: str, tail: int | None) -> None:
         await self.unfollow(name)
-        stream = self.server.orch.jobs_follow(name, tail=tail, machine=self.server.options.machine)
+        machine = self.server.options.machine
+        if self.server.via_agent:  # streamed by the agent, over its one connection
+            stream = self.server.orch.agent_follow(name, tail, machine)
+        else:
+            stream = self.server.orch.jobs_follow(name, tail=tail, machine=machine)
         self.tasks[name] = asyncio.create_task(self._pump(name, stream), name=f"follow-{name}")
 
     async def unfollow(self, name: str) -> bool:
@@ -115,7 +119,10 @@ def register(server: OrchServer, followers: Followers) -> None:
     async def follow(server: OrchServer, params: LogsParams, report: Report) -> dict[str, Any]:
         # Unknown jobs fail here, as a JSON-RPC error, rather than later in the stream.
         # (jobs_info finds the job on the machine or on the backend that ran it.)
-        await server.orch.jobs_info(params.name, machine())
+        if server.via_agent:
+            await server.orch.agent_call("jobs_info", machine(), {"name": params.name})
+        else:
+            await server.orch.jobs_info(params.name, machine())
         await followers.follow(params.name, params.tail)
         return {"name": params.name}
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_lsp
@@ -88,6 +90,10 @@ async def client(lsp_client: LanguageClient):
     PROJECT.mkdir(parents=True, exist_ok=True)
     (PROJECT / "orch.toml").write_text("[jobs]\nsnapshot = false\n")
     status_notifications(lsp_client)
+    lsp_client.logs = []  # type: ignore[attr-defined]
+    lsp_client.feature("orch/log")(
+        lambda params: lsp_client.logs.append((params.name, params.text))  # type: ignore[attr-defined]
+    )
     await lsp_client.initialize_session(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(),
@@ -184,6 +190,13 @@ async def test_kill_9_of_the_agent_the_server_subscribes_again_and_recovers(
     assert time.monotonic() - began < 20
 
 
+async def _until(test: Any, timeout: float = 10.0) -> None:
+    began = time.monotonic()
+    while not test():
+        assert time.monotonic() - began < timeout, "not within the timeout"
+        await asyncio.sleep(0.05)
+
+
 def _maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
@@ -191,8 +204,8 @@ def _maps(pid: int) -> str:
 async def test_a_window_runs_machines_and_jobs_in_the_agent_and_never_loads_asyncssh(
     client: LanguageClient,
 ) -> None:
-    """machine.down/up, jobs.run/stop/rm, machine.list, idle.status and ssh.writeConfig
-    through the window run in the agent: the server holds no connection to the machine and
+    """machine.down/up, jobs.run/follow/stop/rm, machine.list, idle.status and
+    ssh.writeConfig through the window run in the agent: the server holds no connection to the machine and
     never imports asyncssh (which loads cryptography's Rust extension: seen in its maps)."""
     (server,) = server_pids()
     down = await execute(client, "orch.machine.down", {"force": True})
@@ -204,9 +217,22 @@ async def test_a_window_runs_machines_and_jobs_in_the_agent_and_never_loads_asyn
     steps = [getattr(r, "message", None) for r in client.progress_reports[token]]  # type: ignore[attr-defined]
     assert any(m and "starting the local machine" in m for m in steps), steps  # streamed
 
-    job = await execute(client, "orch.jobs.run", {"name": "win", "command": ["sleep", "60"]})
+    gate = HOME / "gate"  # the job writes its second line once the test creates this file
+    gate.unlink(missing_ok=True)
+    command = (
+        f"echo first-line; while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.05; done; "
+        "echo second-line; sleep 60"
+    )
+    job = await execute(client, "orch.jobs.run", {"name": "win", "command": command})
     assert job["name"] == "win" and job["state"] == "running"
     await wait_for_status(client, running("win"), timeout=10)
+    # orch/log: the agent streams the log while the job writes (a line after the follow).
+    assert await execute(client, "orch.jobs.follow", {"name": "win"}) == {"name": "win"}
+    logs = client.logs  # type: ignore[attr-defined]
+    await _until(lambda: "first-line" in "".join(t for n, t in logs if n == "win"))
+    gate.touch()
+    await _until(lambda: "second-line" in "".join(t for n, t in logs if n == "win"))
+    assert agent_info()["connections"] == {"orch-local": "connected"}
     listed = await execute(client, "orch.machine.list", {})
     assert listed["selected"] == "local"
     assert [(m["name"], m["state"]) for m in listed["machines"]] == [("local", "running")]
