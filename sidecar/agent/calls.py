@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from sidecar.agent_client import CALL_TIMEOUTS_S
 from sidecar.errors import OrchError, UsageError
 
 if TYPE_CHECKING:
+    from sidecar.agent.status import StatusBoard
     from sidecar.app import Orchestrator
 
 log = logging.getLogger("orch.agent")
@@ -142,6 +144,29 @@ async def run(orch: Orchestrator, request: dict[str, Any], progress: Progress) -
             hint="see the agent's log (orch agent info) and try again",
         ) from None
     return {"ok": True, "result": as_json(result)}
+
+
+def project_of(request: dict[str, Any]) -> str:
+    project = request.get("project")
+    if not isinstance(project, str) or not os.path.isabs(project):
+        raise UsageError(f"project must be an absolute folder, got {project!r}")
+    return project
+
+
+async def serve_call(
+    board: StatusBoard, request: dict[str, Any], reader: asyncio.StreamReader, send: Any
+) -> dict[str, Any] | None:
+    """A client's `call`, on the project's Orchestrator of the status board (the agent's
+    pool); cancelled when the client hangs up (None then). Every watch reads anew after."""
+    orch = board.orch(project_of(request))
+    work = asyncio.ensure_future(run(orch, request, lambda message: send({"progress": message})))
+    finished = await until_hangup(work, reader)
+    board.poke()
+    if not finished:
+        log.info("%s cancelled: the client hung up", request.get("method"))
+        return None
+    result: dict[str, Any] = work.result()
+    return result
 
 
 async def until_hangup(work: asyncio.Future[Any], reader: asyncio.StreamReader) -> bool:

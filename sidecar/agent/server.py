@@ -356,23 +356,10 @@ class Agent:
     async def _call(
         self, request: dict[str, Any], reader: asyncio.StreamReader, send: Any
     ) -> dict[str, Any] | None:
-        """A client's facade call (`calls.py`), cancelled when the client hangs up (a
-        cancelled editor request); None then. Every watch reads anew after it."""
+        """A client's facade call (`calls.serve_call`); None: it hung up (cancelled)."""
         from sidecar.agent import calls
 
-        project = request.get("project")
-        if not isinstance(project, str) or not os.path.isabs(project):
-            raise UsageError(f"call: project must be an absolute folder, got {project!r}")
-        orch = self.board.orch(project)
-        work = asyncio.ensure_future(
-            calls.run(orch, request, lambda message: send({"progress": message}))
-        )
-        finished = await calls.until_hangup(work, reader)
-        self.board.poke()
-        if not finished:
-            log.info("%s cancelled: the client hung up", request.get("method"))
-            return None
-        return work.result()
+        return await calls.serve_call(self.board, request, reader, send)
 
     async def _follow(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: Any, send: Any
@@ -380,12 +367,10 @@ class Agent:
         """A client's stream of a job's log (`calls.serve_follow`)."""
         from sidecar.agent import calls
 
-        project = request.get("project")
-        if not isinstance(project, str) or not os.path.isabs(project):
-            raise UsageError(f"follow: project must be an absolute folder, got {project!r}")
+        orch = self.board.orch(calls.project_of(request))
         self.follows += 1
         try:
-            await calls.serve_follow(self.board.orch(project), request, reader, writer, send)
+            await calls.serve_follow(orch, request, reader, writer, send)
         finally:
             self.follows -= 1
             self.last_request = time.monotonic()
