@@ -40,6 +40,35 @@ class AgentUnavailable(Exception):
     """The agent is not running, or did not answer in time (the message says which)."""
 
 
+class AgentDown(AgentUnavailable):
+    """Nothing answered on the agent's socket: the request was not sent (safe to retry)."""
+
+
+# The facade operations a client may run in the agent (`{"op": "call"}`), each with the
+# longest it may take there (seconds): the agent ends it with an error past that bound, the
+# client waits `CALL_GRACE_S` more. A dead agent is noticed at once (its socket closes); the
+# bound is for a wedged one. `sidecar.agent.calls` implements exactly these (a unit test).
+CALL_TIMEOUTS_S: dict[str, float] = {
+    "up": 1800.0,  # a cloud machine: launch, boot, bootstrap (progress is streamed)
+    "down": 900.0,
+    "terminate": 900.0,
+    "terminate_preview": 120.0,
+    "machine_status": 60.0,
+    "machines_overview": 60.0,
+    "jobs_run": 900.0,  # includes the snapshot of the synced tree
+    "jobs_restart": 900.0,
+    "jobs_stop": 120.0,
+    "jobs_rm": 120.0,
+    "jobs_status": 60.0,
+    "jobs_logs": 120.0,
+    "jobs_info": 60.0,
+    "idle_status": 60.0,
+    "idle_keep": 60.0,
+    "ssh_config_write": 120.0,
+}
+CALL_GRACE_S = 10.0
+
+
 class AgentPaths:
     """Where the agent of one `$ORCH_HOME` keeps its lock, state, socket and log."""
 
@@ -136,8 +165,6 @@ async def acall(
     error reply raised as the OrchError class the agent named."""
     import asyncio
 
-    from sidecar import errors
-
     loop = asyncio.get_running_loop()
     relay = None
     if progress is not None:
@@ -147,12 +174,67 @@ async def acall(
             loop.call_soon_threadsafe(callback, value)
 
     reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
-    if not reply.get("ok"):
-        kind = getattr(errors, str(reply.get("kind")), errors.OrchError)
-        if not (isinstance(kind, type) and issubclass(kind, errors.OrchError)):
-            kind = errors.OrchError
-        raise kind(str(reply.get("message")), hint=reply.get("hint"))
+    raise_reply(reply)
     return reply
+
+
+def raise_reply(reply: dict[str, Any]) -> None:
+    """An error reply of the agent raised as the OrchError class it named (same message,
+    hint, action and target); any other reply is left alone."""
+    if reply.get("ok"):
+        return
+    from sidecar import errors
+
+    kind = getattr(errors, str(reply.get("kind")), errors.OrchError)
+    if not (isinstance(kind, type) and issubclass(kind, errors.OrchError)):
+        kind = errors.OrchError
+    exc = kind(str(reply.get("message")), hint=reply.get("hint"))
+    exc.action, exc.target = reply.get("action"), reply.get("target")
+    raise exc
+
+
+async def arequest(
+    paths: AgentPaths,
+    payload: dict[str, Any],
+    *,
+    timeout: float,
+    progress: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """One request from async code, on the caller's loop (no thread): progress lines go to
+    `progress`, the final reply is returned (an error reply raised as its OrchError). A
+    cancelled caller closes the socket, and the agent cancels the work (an `op: call`).
+    AgentDown: nothing answered (not sent); AgentUnavailable: lost after it was sent."""
+    import asyncio
+
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(str(paths.socket), limit=2**24)
+    except (OSError, TimeoutError) as exc:
+        raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
+    try:
+        writer.write((json.dumps(payload) + "\n").encode())
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise AgentUnavailable("the orch agent closed the connection without an answer")
+                reply = json.loads(line)
+                if "progress" in reply and "ok" not in reply:
+                    if progress is not None:
+                        progress(reply["progress"])
+                    continue
+                raise_reply(reply)
+                return dict(reply)
+    except TimeoutError:
+        raise AgentUnavailable(
+            f"the orch agent did not answer {payload.get('method') or payload.get('op')!r} "
+            f"within {timeout:g} s"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise AgentUnavailable(f"the orch agent dropped the request ({exc})") from None
+    finally:
+        writer.close()
 
 
 def alive(paths: AgentPaths) -> bool:
@@ -216,9 +298,10 @@ def call(
 async def subscribe(
     paths: AgentPaths, payload: dict[str, Any], silence_s: float
 ) -> AsyncIterator[dict[str, Any]]:
-    """The events of one `subscribe` request, as they come; ends when the agent closes the
-    stream, raises AgentUnavailable when it cannot be reached or stays silent (no event, not
-    even its heartbeat) for `silence_s`."""
+    """The events of one streamed request (`subscribe`, `follow`), as they come; ends when
+    the agent closes the stream, raises AgentUnavailable when it cannot be reached or stays
+    silent (no event, not even its heartbeat) for `silence_s`, and an error line as its
+    OrchError. Closing the generator hangs up (the agent then ends the stream's work)."""
     import asyncio
 
     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
@@ -245,6 +328,8 @@ async def subscribe(
                 return
             message = json.loads(line)
             if "ok" in message and not message["ok"]:
+                if message.get("kind"):  # an OrchError of the stream: raised as its class
+                    raise_reply(message)
                 raise AgentUnavailable(f"the orch agent refused: {message.get('message')}")
             if "event" in message:
                 yield message

@@ -997,6 +997,60 @@ class Orchestrator:
             raise OrchError(str(exc), hint="it is started again by the next request") from None
         return dict(reply["status"])
 
+    async def agent_call(
+        self,
+        method: str,
+        machine: str | None = None,
+        params: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> Any:
+        """Run facade `method` in the orch agent, over its one connection per machine (the
+        language server's commands); its result as JSON, its OrchError raised here as the
+        same class. The agent is started when none answers (the request was not sent then);
+        one lost after it was sent is an error, not sent twice (it may have run)."""
+        from sidecar import agent_client as client
+
+        request = {
+            "op": "call",
+            "project": str(self.cwd),
+            "machine": machine,
+            "method": method,
+            "params": params or {},
+        }
+        timeout = client.CALL_TIMEOUTS_S[method] + client.CALL_GRACE_S
+        paths = client.agent_paths(self.layout)
+        try:
+            try:
+                reply = await client.arequest(paths, request, timeout=timeout, progress=progress)
+            except client.AgentDown:  # not running (or dying): start it, once
+                paths, _ = await asyncio.to_thread(client.ensure, self.layout)
+                reply = await client.arequest(paths, request, timeout=timeout, progress=progress)
+        except client.AgentUnavailable as exc:
+            raise OrchError(
+                f"{method}: {exc}", hint="see `orch status` for what happened, then try again"
+            ) from None
+        return reply.get("result")
+
+    async def agent_follow(
+        self, name: str, tail: int | None = None, machine: str | None = None
+    ) -> AsyncIterator[str]:
+        """`jobs_follow` run in the orch agent: the job's log as text chunks until it ends,
+        over the agent's connection (the language server's `orch/log`)."""
+        from sidecar import agent_client as client
+
+        request: dict[str, Any] = {"op": "follow", "project": str(self.cwd), "machine": machine}
+        request |= {"name": name, "tail": tail}
+        try:
+            paths, _ = await asyncio.to_thread(client.ensure, self.layout)
+            async for event in client.subscribe(paths, request, self.STATUS_SILENCE_S):
+                if event.get("event") == "log":
+                    yield str(event["text"])
+                elif event.get("event") == "end":
+                    return
+        except client.AgentUnavailable as exc:
+            raise OrchError(str(exc), hint=f"follow it again: orch logs -f {name}") from None
+        raise OrchError("the orch agent ended the log stream", hint="follow it again")
+
     def poke_agent(self) -> None:
         """Tell a running agent that something may have changed (its status reads anew)."""
         from sidecar import agent_client as client

@@ -70,6 +70,7 @@ class Agent:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
+        self.follows = 0  # job log streams being served
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -120,7 +121,8 @@ class Agent:
         return task
 
     def busy(self) -> bool:
-        return bool(self.syncs or any(o.forwards.specs() for o in self.forwards.values()))
+        forwarding = any(o.forwards.specs() for o in self.forwards.values())
+        return bool(self.syncs or forwarding or self.follows)
 
     # -- wanted.json --------------------------------------------------------------------------
     def _save_wanted(self, with_specs: bool = False) -> None:
@@ -351,6 +353,28 @@ class Agent:
             return {"ok": True, "shutdown": True}
         raise UsageError(f"unknown agent request {op!r}")
 
+    async def _call(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, send: Any
+    ) -> dict[str, Any] | None:
+        """A client's facade call (`calls.serve_call`); None: it hung up (cancelled)."""
+        from sidecar.agent import calls
+
+        return await calls.serve_call(self.board, request, reader, send)
+
+    async def _follow(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: Any, send: Any
+    ) -> None:
+        """A client's stream of a job's log (`calls.serve_follow`)."""
+        from sidecar.agent import calls
+
+        orch = self.board.orch(calls.project_of(request))
+        self.follows += 1
+        try:
+            await calls.serve_follow(orch, request, reader, writer, send)
+        finally:
+            self.follows -= 1
+            self.last_request = time.monotonic()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.last_request = time.monotonic()
 
@@ -367,7 +391,19 @@ class Agent:
             if request.get("op") == "subscribe":
                 await self.board.serve_subscription(request, reader, writer, send)
                 return
-            reply = await self.handle(request, send)
+            if request.get("op") == "follow":
+                await self._follow(request, reader, writer, send)
+                with contextlib.suppress(Exception):
+                    await writer.drain()
+                    writer.close()
+                return
+            if request.get("op") == "call":
+                reply = await self._call(request, reader, send)
+                if reply is None:  # the client hung up: the call was cancelled
+                    writer.close()
+                    return
+            else:
+                reply = await self.handle(request, send)
         except OrchError as exc:
             reply = {"ok": False, **error_reply(exc)}
         except Exception as exc:

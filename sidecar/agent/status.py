@@ -55,7 +55,14 @@ class Watched:
 
 
 def error_reply(exc: OrchError) -> dict[str, Any]:
-    return {"kind": exc.kind, "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+    return {
+        "kind": exc.kind,
+        "message": exc.message,
+        "hint": exc.hint,
+        "exit_code": exc.exit_code,
+        "action": exc.action,
+        "target": exc.target,
+    }
 
 
 class StatusBoard:
@@ -67,7 +74,8 @@ class StatusBoard:
         self.watched: dict[Key, Watched] = {}
         self.subscribers: set[asyncio.StreamWriter] = set()
 
-    def _orch(self, project: str) -> Orchestrator:
+    def orch(self, project: str) -> Orchestrator:
+        """The project's Orchestrator on the agent's pool (config re-read when it changed)."""
         from sidecar.app import Orchestrator
 
         orch = self.orchs.get(project)
@@ -101,7 +109,7 @@ class StatusBoard:
         """`orch status` as the CLI prints it (text and JSON), and the CLI's error, if any."""
         from sidecar.cli.machine_cmds import print_status
 
-        orch = self._orch(entry.project)
+        orch = self.orch(entry.project)
         try:
             orch.provider(entry.machine)
             entry.error = None

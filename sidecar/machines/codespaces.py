@@ -14,10 +14,12 @@ since orch saw the codespace start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import shlex
 import shutil
 import time
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from remote_config.model import CodespacesMachine
@@ -98,6 +100,7 @@ class CodespacesProvider(Provider):
         super().__init__(name, spec, layout, project)
         self.spec: CodespacesMachine = spec
         self.client = client or GitHubClient()
+        self._calls = 0  # Provider calls in flight (see `_session`)
 
     # --- what orch remembers about the codespace (no secrets) ------------------------------
 
@@ -313,35 +316,38 @@ class CodespacesProvider(Provider):
 
     # --- the Provider interface: each call closes its HTTP connections when done -----------
 
-    async def up(self, progress: Progress | None = None) -> MachineInfo:
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[None]:
+        """One Provider call; the client's connections are closed when the last call in
+        flight ends, not under another one (the orch agent reads a machine's status while a
+        window's command runs on the same provider)."""
+        self._calls += 1
         try:
-            return await self._up(progress)
+            yield
         finally:
-            await self.client.aclose()
+            self._calls -= 1
+            if self._calls == 0:
+                await self.client.aclose()
+
+    async def up(self, progress: Progress | None = None) -> MachineInfo:
+        async with self._session():
+            return await self._up(progress)
 
     async def down(self) -> MachineInfo:
-        try:
+        async with self._session():
             return await self._down()
-        finally:
-            await self.client.aclose()
 
     async def status(self) -> MachineInfo:
-        try:
+        async with self._session():
             return await self._status()
-        finally:
-            await self.client.aclose()
 
     async def terminate_warnings(self) -> list[str]:
-        try:
+        async with self._session():
             return await self._terminate_warnings()
-        finally:
-            await self.client.aclose()
 
     async def terminate_plan(self) -> str | None:
-        try:
+        async with self._session():
             cs = await self.find()
-        finally:
-            await self.client.aclose()
         return (
             None
             if cs is None
@@ -349,10 +355,8 @@ class CodespacesProvider(Provider):
         )
 
     async def terminate(self) -> MachineInfo:
-        try:
+        async with self._session():
             return await self._terminate()
-        finally:
-            await self.client.aclose()
 
     # --- reach ----------------------------------------------------------------------------
 

@@ -193,6 +193,12 @@ class OrchServer(LanguageServer):
             self._orch = Orchestrator(cwd=self._root or Path(os.getcwd()))
         return self._orch
 
+    @property
+    def via_agent(self) -> bool:
+        """Whether commands that need a connection run in the orch agent (the default), not
+        in this process (`ORCH_NO_AGENT=1`): see `Orchestrator.agent_call`."""
+        return self.orch.agent_enabled()
+
     def open_project(self, params: types.InitializeParams) -> None:
         """Opens the client's workspace folder, with its options; the Orchestrator is built
         there at its first use (after the `initialize` reply)."""

@@ -1,6 +1,8 @@
 """Machine commands: `orch.machine.up|down|terminate|status`, the picker's
 `orch.machine.list`, `orch.machine.select` and `orch.machine.terminatePlan`.
 
+With the orch agent (the default) each runs there (`Orchestrator.agent_call`: its one
+connection per machine, no asyncssh in this process); `ORCH_NO_AGENT=1` runs them here.
 `up` is the long one: it reports each step as `$/progress` and stops when cancelled.
 Up, down and terminate of one machine are serialised by the provider's lock, taken off the
 event loop (an async file lock), so concurrent requests in this process wait instead of
@@ -14,7 +16,7 @@ long-lived of this process (job log streams, the status watcher) is dropped by a
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sidecar.errors import NotFound
 from sidecar.server.core import NoParams, OrchServer, Params, Report
@@ -45,31 +47,48 @@ def register(server: OrchServer) -> None:
     @server.orch_command("orch.machine.up", MachineParams)
     async def up(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
         async with lifecycle:
+            if server.via_agent:  # each step of `up` comes back as a progress line
+                return await server.orch.agent_call("up", name(params), progress=report)
             return await server.orch.up(name(params), progress=report)
 
     @server.orch_command("orch.machine.down", MachineParams)
     async def down(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
         async with lifecycle:
+            if server.via_agent:
+                force = {"force": params.force}
+                return await server.orch.agent_call("down", name(params), force)
             return await server.orch.down(name(params), force=params.force)
 
     @server.orch_command("orch.machine.terminate", MachineParams)
     async def terminate(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
         # The client confirms first, showing orch.machine.terminatePlan.
         async with lifecycle:
+            if server.via_agent:
+                force = {"force": params.force}
+                return await server.orch.agent_call("terminate", name(params), force)
             return await server.orch.down(name(params), terminate=True, force=params.force)
 
     @server.orch_command("orch.machine.terminatePlan", NameParams, read_only=True)
     async def terminate_plan(
         server: OrchServer, params: NameParams, report: Report
     ) -> TerminatePlan:
+        if server.via_agent:
+            return await server.orch.agent_call("terminate_preview", name(params))
         return await server.orch.terminate_preview(name(params))
 
     @server.orch_command("orch.machine.status", MachineParams, read_only=True)
     async def status(server: OrchServer, params: MachineParams, report: Report) -> MachineInfo:
+        if server.via_agent:
+            return await server.orch.agent_call("machine_status", name(params))
         return await server.orch.machine_status(name(params))
 
     @server.orch_command("orch.machine.list", NoParams, read_only=True)
-    async def list_(server: OrchServer, params: NoParams, report: Report) -> MachineList:
+    async def list_(
+        server: OrchServer, params: NoParams, report: Report
+    ) -> MachineList | dict[str, Any]:
+        if server.via_agent:
+            raw = await server.orch.agent_call("machines_overview")
+            return {**raw, "selected": server.options.machine or raw["default"]}
         listed = await server.orch.machines_overview()
         listed.selected = server.options.machine or listed.default
         return listed
@@ -84,5 +103,9 @@ def register(server: OrchServer) -> None:
             )
         server.options.machine = chosen
         # Not read_only: the status watcher looks again at once and pushes the new machine.
-        listed = await server.orch.machines_overview([server.orch.machine_name(chosen)])
+        names = [server.orch.machine_name(chosen)]
+        if server.via_agent:
+            raw = await server.orch.agent_call("machines_overview", None, {"names": names})
+            return raw["machines"][0]
+        listed = await server.orch.machines_overview(names)
         return listed.machines[0]

@@ -14,4 +14,6 @@ if TYPE_CHECKING:  # the result models load with the facade, at the first comman
 def register(server: OrchServer) -> None:
     @server.orch_command("orch.ssh.writeConfig", NoParams)
     async def write_config(server: OrchServer, _: NoParams, report: Report) -> SshConfigResult:
+        if server.via_agent:
+            return await server.orch.agent_call("ssh_config_write")
         return await server.orch.ssh_config_write()

@@ -14,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.client import LanguageClient as PlainClient
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from sidecar.errors import NotFound
 from tests.helpers import run_orch
 from tests.integration.test_agent import established_to, machine_port
 from tests.lsp.helpers import (
@@ -86,6 +90,10 @@ async def client(lsp_client: LanguageClient):
     PROJECT.mkdir(parents=True, exist_ok=True)
     (PROJECT / "orch.toml").write_text("[jobs]\nsnapshot = false\n")
     status_notifications(lsp_client)
+    lsp_client.logs = []  # type: ignore[attr-defined]
+    lsp_client.feature("orch/log")(
+        lambda params: lsp_client.logs.append((params.name, params.text))  # type: ignore[attr-defined]
+    )
     await lsp_client.initialize_session(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(),
@@ -180,6 +188,74 @@ async def test_kill_9_of_the_agent_the_server_subscribes_again_and_recovers(
         timeout=10,
     )
     assert time.monotonic() - began < 20
+
+
+async def _until(test: Any, timeout: float = 10.0) -> None:
+    began = time.monotonic()
+    while not test():
+        assert time.monotonic() - began < timeout, "not within the timeout"
+        await asyncio.sleep(0.05)
+
+
+def _maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+async def test_a_window_runs_machines_and_jobs_in_the_agent_and_never_loads_asyncssh(
+    client: LanguageClient,
+) -> None:
+    """machine.down/up, jobs.run/follow/stop/rm, machine.list, idle.status and
+    ssh.writeConfig through the window run in the agent: the server holds no connection to the machine and
+    never imports asyncssh (which loads cryptography's Rust extension: seen in its maps)."""
+    (server,) = server_pids()
+    down = await execute(client, "orch.machine.down", {"force": True})
+    assert down["state"] == "stopped"
+    token = "up-via-agent"
+    client.progress_reports.setdefault(token, [])  # type: ignore[attr-defined]
+    up = await execute(client, "orch.machine.up", {}, token=token)
+    assert up["state"] == "running" and up["address"].startswith("127.0.0.1:")
+    steps = [getattr(r, "message", None) for r in client.progress_reports[token]]  # type: ignore[attr-defined]
+    assert any(m and "starting the local machine" in m for m in steps), steps  # streamed
+
+    gate = HOME / "gate"  # the job writes its second line once the test creates this file
+    gate.unlink(missing_ok=True)
+    command = (
+        f"echo first-line; while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.05; done; "
+        "echo second-line; sleep 60"
+    )
+    job = await execute(client, "orch.jobs.run", {"name": "win", "command": command})
+    assert job["name"] == "win" and job["state"] == "running"
+    await wait_for_status(client, running("win"), timeout=10)
+    # orch/log: the agent streams the log while the job writes (a line after the follow).
+    assert await execute(client, "orch.jobs.follow", {"name": "win"}) == {"name": "win"}
+    logs = client.logs  # type: ignore[attr-defined]
+    await _until(lambda: "first-line" in "".join(t for n, t in logs if n == "win"))
+    gate.touch()
+    await _until(lambda: "second-line" in "".join(t for n, t in logs if n == "win"))
+    assert agent_info()["connections"] == {"orch-local": "connected"}
+    listed = await execute(client, "orch.machine.list", {})
+    assert listed["selected"] == "local"
+    assert [(m["name"], m["state"]) for m in listed["machines"]] == [("local", "running")]
+    written = await execute(client, "orch.ssh.writeConfig", {})
+    assert written["path"]
+    # No [idle] in this orch.toml: no idle agent on the machine, so no idle status (None).
+    assert await execute(client, "orch.idle.status", {}) is None
+
+    # An OrchError in the agent reaches the editor as the same error: kind, code, hint.
+    with pytest.raises(JsonRpcException) as caught:
+        await execute(client, "orch.jobs.stop", {"name": "no-such-job"})
+    assert caught.value.data["kind"] == "NotFound"
+    assert caught.value.code == NotFound.exit_code
+    stopped = await execute(client, "orch.jobs.stop", {"name": "win"})
+    assert stopped["state"] != "running"
+    assert (await execute(client, "orch.jobs.rm", {"name": "win"})) == {"name": "win"}
+
+    assert "cryptography" not in _maps(server)  # asyncssh was never imported
+    port = machine_port(HOME / "orch-home")
+    assert established_to(server, port) == 0
+    agent = agent_pid()
+    assert agent is not None and established_to(agent, port) == 1
+    assert "cryptography" in _maps(agent)  # (the check can see it where it is loaded)
 
 
 async def test_without_the_agent_a_window_reads_the_status_itself(client: LanguageClient) -> None:

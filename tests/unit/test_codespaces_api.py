@@ -238,3 +238,21 @@ async def test_ssh_target_proxies_through_gh_and_says_how_to_install_it(
         f"{gh} codespace ssh -c proj-1-abc --stdio -- -i {provider.layout.client_key}"
     )
     assert target.user == "codespace" and target.host_key_alias == provider.alias
+
+
+async def test_concurrent_calls_on_one_provider_do_not_close_each_others_client(
+    github_api: Any, orch_home: Path
+) -> None:
+    """The orch agent reads a machine's status while a window's command runs on the same
+    provider: the first call to end must not close the HTTP client under the others."""
+    import asyncio
+
+    cs = github_api._create("octo/proj", {"display_name": "orch proj cs"})
+    cs["state"] = "Available"
+    provider = _provider(orch_home)
+    statuses = await asyncio.gather(
+        *(provider.status() for _ in range(4)), provider.terminate_plan()
+    )
+    assert all(s.state == "running" for s in statuses[:4])
+    assert cs["name"] in str(statuses[4])
+    assert provider._calls == 0 and provider.client._http is None  # closed after the last
