@@ -285,8 +285,9 @@ class ConnectionPool:
                 return conn
             if slot.kept == 0:
                 return await self.connection(slot.target)
-            try:
-                await asyncio.wait_for(slot.up.wait(), timeout)
+            try:  # asyncio.timeout: 3.11's wait_for can swallow a racing cancellation
+                async with asyncio.timeout(timeout):
+                    await slot.up.wait()
             except TimeoutError:
                 error = slot.error
                 raise Unreachable(
@@ -372,7 +373,8 @@ class ConnectionPool:
         for slot in slots:
             if slot.conn is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(slot.conn.wait_closed(), timeout=2)
+                    async with asyncio.timeout(2):
+                        await slot.conn.wait_closed()
             self._set(slot, "closed")
 
 
