@@ -255,10 +255,12 @@ class SyncEngine(FirstCopy):
                 **{d: (s.hash if (s := local[d][0]) else None) for _, d in plan.moves},
             }
         )
-        # Every folder the batch may create, the parents rsync and the helper make on their own
-        # included: a folder orch made is removed there once it is gone here.
-        made = {d for p in [*plan.puts, *(d for _, d in plan.moves)] for d in parent_dirs(p)}
-        folders = sorted({*plan.mkdirs, *made})
+        # Every folder the batch may create: those it makes, and the parents the helper
+        # (makedirs) and rsync (implied folders) make on their own for each file, rename and
+        # folder, so a folder orch made is removed there once it is gone here. A batch may
+        # name a new folder only by a deeper path (its parent's event went to another batch).
+        sent = [*plan.puts, *(d for _, d in plan.moves), *plan.mkdirs]
+        folders = sorted({*plan.mkdirs, *(d for p in sent for d in parent_dirs(p))})
         self.manifest.record_dirs(folders, [])
         self.manifest.add_pending(dict.fromkeys(folders, DIR_MARK))  # made there? not sure yet
         if plan.moves:
