@@ -263,6 +263,7 @@ class SyncEngine(FirstCopy):
         folders = sorted({*plan.mkdirs, *(d for p in sent for d in parent_dirs(p))})
         self.manifest.record_dirs(folders, [])
         self.manifest.add_pending(dict.fromkeys(folders, DIR_MARK))  # made there? not sure yet
+        self.kept_dirs = []
         if plan.moves:
             await self._moves(plan, local, entries)
         states = {p: local[p][0] for p in plan.puts}
@@ -273,7 +274,11 @@ class SyncEngine(FirstCopy):
         else:
             await self._rsync_batch(plan, local, stats, entries, generation, result, progress)
         self.manifest.set_generation(generation)
-        self.manifest.clear_pending([*plan.puts, *(d for _, d in plan.moves), *folders])
+        self.manifest.clear_pending([*sent, *folders])  # (`_moves` emptied plan.moves)
+        # A folder gone here that this batch itself filled there (walked here just before it
+        # went: the tree changed while the batch was planned) is looked at again next batch,
+        # so it is removed there without waiting for a full sync.
+        result.retry |= {d for d in self.kept_dirs if any(p.startswith(d + "/") for p in sent)}
         return result
 
     async def _moves(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_config.sync import SMALL_FILE_MAX_BYTES
+from remote_config.sync import SMALL_FILE_MAX_BYTES, Plan
 from sidecar.sync.engine import SyncEngine
 from sidecar.sync.manifest import Manifest
 from sidecar.sync.service import state_dir
@@ -78,3 +78,24 @@ async def test_a_folder_made_only_as_a_parent_is_removed_once_gone_here(
     await engine.full_sync()
     assert dirs_of(remote) == dirs_of(root)  # no orphan `a` there
     assert tree(remote) == tree(root)
+
+
+async def test_a_folder_the_batch_filled_just_as_it_went_here_is_removed_next_batch(
+    engine: SyncEngine, orch_home: Path
+) -> None:
+    """The tree changed while the batch was planned: `a/b` was walked (to make) and then `a`
+    was gone (to remove). The remote `a` holds what the batch just made, so it stays; the
+    next batch removes it without waiting for a full sync. A folder kept because it holds
+    the machine's own files (a job's outputs) is not retried (no busy loop)."""
+    root, remote = Path(engine.root), _remote(engine, orch_home)
+    (remote / "out").mkdir()
+    (remote / "out" / "result.txt").write_text("a job's output\n")
+    engine.manifest.record_dirs(["out"], [])  # orch made `out`, a job wrote in it
+    plan = Plan(mkdirs=["a/b"], rmdirs=["a", "out"])
+    result = await engine._apply(plan, {}, {}, {}, {})
+    assert (remote / "a" / "b").is_dir()
+    assert result.retry == {"a"}
+    await engine.sync_paths(result.retry)
+    assert not (remote / "a").exists()
+    assert dirs_of(remote) == dirs_of(root) | {"out"}
+    assert (remote / "out" / "result.txt").exists()  # the machine's own: left alone
