@@ -50,12 +50,15 @@ class RemoteHelper:
         except (asyncssh.Error, OSError) as exc:
             raise HelperGone(f"cannot start the sync helper: {exc}") from exc
         helper = cls(process)
-        try:
-            hello = await asyncio.wait_for(helper._read(), timeout=20)
+        try:  # asyncio.timeout, not wait_for: 3.11's can swallow a racing cancellation (and
+            # this runs in the sync's reconnect loop)
+            async with asyncio.timeout(20):
+                hello = await helper._read()
         except (HelperGone, TimeoutError) as exc:
             stderr = b""
             with contextlib.suppress(Exception):
-                stderr = await asyncio.wait_for(process.stderr.read(4000), timeout=1)
+                async with asyncio.timeout(1):
+                    stderr = await process.stderr.read(4000)
             text = stderr.decode(errors="replace").strip()
             if "not found" in text:
                 raise OrchError(
