@@ -258,7 +258,8 @@ class SyncEngine(FirstCopy):
         # Every folder the batch may create: those it makes, and the parents the helper
         # (makedirs) and rsync (implied folders) make on their own for each file, rename and
         # folder, so a folder orch made is removed there once it is gone here. A batch may
-        # name a new folder only by a deeper path (its parent's event went to another batch).
+        # name a new folder only by a deeper path (the tree changed while it was planned: the
+        # parent was gone when the batch looked at it, or its event went to another batch).
         sent = [*plan.puts, *(d for _, d in plan.moves), *plan.mkdirs]
         folders = sorted({*plan.mkdirs, *(d for p in sent for d in parent_dirs(p))})
         self.manifest.record_dirs(folders, [])

@@ -106,7 +106,7 @@ class EngineBase:
         with self.phase("connect"):
             conn = await self.pool.connection(self.target)
         with self.phase("helper start"):
-            self.helper = await RemoteHelper.start(conn)
+            self.helper = await RemoteHelper.start(conn, self.manifest.sync_id)
 
     def disconnect(self) -> None:
         task, self._connecting = self._connecting, None

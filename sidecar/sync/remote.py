@@ -42,11 +42,13 @@ class RemoteHelper:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls, conn: asyncssh.SSHClientConnection) -> RemoteHelper:
+    async def start(cls, conn: asyncssh.SSHClientConnection, sync_id: str = "") -> RemoteHelper:
+        """Start the helper; with `sync_id`, it first ends older helpers of the same sync
+        (left over from a killed sync or a dropped connection: no stale batch after this)."""
         import asyncssh
 
         try:
-            process = await conn.create_process(helper_command(), encoding=None)
+            process = await conn.create_process(helper_command(sync_id=sync_id), encoding=None)
         except (asyncssh.Error, OSError) as exc:
             raise HelperGone(f"cannot start the sync helper: {exc}") from exc
         helper = cls(process)

@@ -1,6 +1,7 @@
 """The write-ahead record of folders: every folder a batch may create on the machine is
 recorded before the batch is sent, so a folder gone here later is removed there (issue 12,
-item 4: no orphan after a cut, a race or a lost event).
+item 4: no orphan after a cut, a race or a lost event); and a batch of a session that was cut
+is never applied after the next session's reconcile (no stale batch).
 
 These drive the real sync engine against the embedded local machine (real OpenSSH rsync and
 the helper over SSH) with crafted batches of dirty paths, which is how the races of the
@@ -11,6 +12,9 @@ time the next batch looks.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -22,6 +26,7 @@ from remote_config.sync import SMALL_FILE_MAX_BYTES, Plan
 from sidecar.sync.engine import SyncEngine
 from sidecar.sync.manifest import Manifest
 from sidecar.sync.service import state_dir
+from tests.helpers import _alive
 from tests.integration.test_sync import dirs_of, tree
 
 pytestmark = pytest.mark.integration
@@ -99,3 +104,58 @@ async def test_a_folder_the_batch_filled_just_as_it_went_here_is_removed_next_ba
     assert not (remote / "a").exists()
     assert dirs_of(remote) == dirs_of(root) | {"out"}
     assert (remote / "out" / "result.txt").exists()  # the machine's own: left alone
+
+
+async def _helper_waiting_for_the_lock(sync_id: str) -> int:
+    """The PID of this sync's helper once it waits for the remote lock (this machine's)."""
+    tail = b"\0" + sync_id.encode() + b"\0"
+    for _ in range(500):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if cmd.endswith(tail) and "lock" in Path(f"/proc/{pid}/wchan").read_text():
+                    return int(pid)
+        await asyncio.sleep(0.02)
+    raise AssertionError("the helper never waited for the lock")
+
+
+async def test_a_batch_left_waiting_by_a_cut_session_is_never_applied_later(
+    engine: SyncEngine, orch_home: Path
+) -> None:
+    """A batch was sent, then the session was cut (its connection half-open, as after a
+    network drop: the machine does not know yet) while the machine's helper waited for the
+    lock (held by a snapshot). The next session's helper ends that one, so the old batch is
+    never applied after the next session's reconcile."""
+    root, remote = Path(engine.root), _remote(engine, orch_home)
+    with open(remote / ".orch" / "lock", "w") as snapshot:
+        fcntl.flock(snapshot, fcntl.LOCK_EX)
+        (root / "stale").mkdir()
+        batch = asyncio.create_task(engine.sync_paths({"stale"}))
+        old = await _helper_waiting_for_the_lock(engine.manifest.sync_id)
+        batch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await batch
+        cut, engine.helper = engine.helper, None  # nobody reads that session any more
+        (root / "stale").rmdir()
+        await engine.connect()  # the next session
+    try:
+        for _ in range(500):  # the lock is free: a helper left waiting would apply the
+            # batch now, then wait for the next request on its input pipe
+            if not _alive(old) or "pipe" in _wchan(old):
+                break
+            await asyncio.sleep(0.02)
+        assert not (remote / "stale").exists()  # the old batch was not applied...
+        assert not _alive(old)  # ...and never will be
+        await engine.full_sync()
+        assert dirs_of(remote) == dirs_of(root)
+        assert tree(remote) == tree(root)
+    finally:
+        if cut is not None:
+            cut.close()
+
+
+def _wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return ""
