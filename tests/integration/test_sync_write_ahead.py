@@ -6,8 +6,8 @@ is never applied after the next session's reconcile (no stale batch).
 These drive the real sync engine against the embedded local machine (real OpenSSH rsync and
 the helper over SSH) with crafted batches of dirty paths, which is how the races of the
 chaos test (`test_sync_chaos.py`) reach the engine: a batch may name a new folder only by a
-deeper path (its parent's event went to another batch), and the folder may be gone by the
-time the next batch looks.
+deeper path (the tree changed while it was planned), and the folder may be gone by the time
+the next batch looks.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sidecar.sync.engine import SyncEngine
 from sidecar.sync.manifest import Manifest
 from sidecar.sync.service import state_dir
 from tests.helpers import _alive
-from tests.integration.test_sync import dirs_of, tree
+from tests.integration.test_sync import _close_masters, dirs_of, tree
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,7 @@ async def engine(orch_home: Path, project: Path) -> AsyncIterator[SyncEngine]:
     finally:
         manifest.close()
         await orch.close()
+        _close_masters(orch_home)
         await orch.down()
 
 
