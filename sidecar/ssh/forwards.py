@@ -240,9 +240,8 @@ class ForwardSet:
         for task in self._streams.pop(local_port, set()):
             task.cancel()
         self.pool.release(self.target.alias)
-        with contextlib.suppress(Exception):  # not wait_for: it can swallow a cancellation (3.11)
-            async with asyncio.timeout(2):
-                await server.wait_closed()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), timeout=2)
         self.on_change()
         return True
 
