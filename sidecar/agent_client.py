@@ -50,11 +50,14 @@ class AgentDown(AgentUnavailable):
 # bound is for a wedged one. `sidecar.agent.calls` implements exactly these (a unit test).
 CALL_TIMEOUTS_S: dict[str, float] = {
     "up": 1800.0,  # a cloud machine: launch, boot, bootstrap (progress is streamed)
+    "up_plan": 120.0,
     "down": 900.0,
+    "down_check": 120.0,
     "terminate": 900.0,
     "terminate_preview": 120.0,
     "machine_status": 60.0,
     "machines_overview": 60.0,
+    "machines_inventory": 120.0,  # every region's EC2 machines with --all-regions
     "jobs_run": 900.0,  # includes the snapshot of the synced tree
     "jobs_restart": 900.0,
     "jobs_stop": 120.0,
@@ -62,9 +65,12 @@ CALL_TIMEOUTS_S: dict[str, float] = {
     "jobs_status": 60.0,
     "jobs_logs": 120.0,
     "jobs_info": 60.0,
+    "attach_argv": 120.0,
     "idle_status": 60.0,
     "idle_keep": 60.0,
     "ssh_config_write": 120.0,
+    "ssh_argv": 120.0,
+    "probe": 60.0,
 }
 CALL_GRACE_S = 10.0
 
@@ -190,7 +196,23 @@ def raise_reply(reply: dict[str, Any]) -> None:
         kind = errors.OrchError
     exc = kind(str(reply.get("message")), hint=reply.get("hint"))
     exc.action, exc.target = reply.get("action"), reply.get("target")
+    if isinstance(exc, errors.ConfigFileError) and isinstance(reply.get("problems"), list):
+        exc.problems = _problems(reply["problems"])
     raise exc
+
+
+def _problems(raw: list[Any]) -> list[Any]:
+    """orch.toml's problems as the agent sent them, back as `ConfigProblem`s."""
+    from remote_config.loader import ConfigProblem
+
+    problems = []
+    for item in raw:
+        if isinstance(item, dict):
+            try:
+                problems.append(ConfigProblem(**item))
+            except TypeError:  # a newer agent's field: keep what is readable
+                continue
+    return problems
 
 
 async def arequest(

@@ -643,9 +643,14 @@ class Orchestrator:
         return "".join([c async for c in self.jobs_stream(name, tail, False, machine)])
 
     def jobs_follow(
-        self, name: str, tail: int | None = None, machine: str | None = None
+        self,
+        name: str,
+        tail: int | None = None,
+        machine: str | None = None,
+        offset: int | None = None,
     ) -> AsyncIterator[str]:
-        return self.jobs(machine, self.job_backend_of(name)).stream(name, tail=tail, follow=True)
+        jobs = self.jobs(machine, self.job_backend_of(name))
+        return jobs.stream(name, tail=tail, follow=True, offset=offset)
 
     def jobs_stream(
         self,
@@ -654,13 +659,15 @@ class Orchestrator:
         follow: bool = False,
         machine: str | None = None,
         on: str | None = None,
+        offset: int | None = None,
     ) -> AsyncIterator[str]:
         """The job's log as text chunks (with `follow`, until the job ends); from the
-        machine's archive (EC2: CloudWatch Logs) when the machine is not running."""
+        machine's archive (EC2: CloudWatch Logs) when the machine is not running. `offset`:
+        go on from a byte an earlier stream's chunk reported (`jobs.follow.LogText`)."""
         backend_name = self.job_backend_of(name, on)
         jobs = self.jobs(machine, backend_name)
-        stream = jobs.stream(name, tail=tail, follow=follow)
-        if backend_name is not None:
+        stream = jobs.stream(name, tail=tail, follow=follow, offset=offset)
+        if backend_name is not None or offset is not None:  # (a resumed stream: no archive)
             return stream
         return self._or_archived(stream, name, tail, machine)
 
@@ -1031,25 +1038,69 @@ class Orchestrator:
             ) from None
         return reply.get("result")
 
+    async def run_call(
+        self,
+        method: str,
+        machine: str | None = None,
+        params: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> Any:
+        """One method of the orch agent's allow-list (`sidecar.agent.calls.CALLS`, checked
+        parameters, bounded): run in the agent (its result as JSON) or, with
+        `ORCH_NO_AGENT=1`, here (as the facade returns it). The CLI's one switch
+        (`sidecar.cli.dispatch` turns either into the same result model)."""
+        if self.agent_enabled():
+            return await self.agent_call(method, machine, params, progress)
+        from sidecar.agent.calls import invoke
+
+        return await invoke(self, method, machine, params or {}, progress or (lambda _m: None))
+
+    FOLLOW_RETRIES = 3  # agent restarts in a row, with no log line between, before giving up
+
     async def agent_follow(
-        self, name: str, tail: int | None = None, machine: str | None = None
+        self,
+        name: str,
+        tail: int | None = None,
+        machine: str | None = None,
+        *,
+        follow: bool = True,
+        on: str | None = None,
+        archived: bool = False,
     ) -> AsyncIterator[str]:
-        """`jobs_follow` run in the orch agent: the job's log as text chunks until it ends,
-        over the agent's connection (the language server's `orch/log`)."""
+        """`jobs_follow` (with `archived`: `jobs_stream`, as `orch logs` reads) run in the orch
+        agent: the job's log as text chunks until it ends, over the agent's connection (the
+        language server's `orch/log`, `orch logs`). If the agent dies mid-stream a new one is
+        started and the stream goes on from the byte the last chunk ended at (each chunk of
+        a job on a machine says it), so no line is lost or repeated."""
         from sidecar import agent_client as client
 
         request: dict[str, Any] = {"op": "follow", "project": str(self.cwd), "machine": machine}
-        request |= {"name": name, "tail": tail}
-        try:
-            paths, _ = await asyncio.to_thread(client.ensure, self.layout)
-            async for event in client.subscribe(paths, request, self.STATUS_SILENCE_S):
-                if event.get("event") == "log":
-                    yield str(event["text"])
-                elif event.get("event") == "end":
-                    return
-        except client.AgentUnavailable as exc:
-            raise OrchError(str(exc), hint=f"follow it again: orch logs -f {name}") from None
-        raise OrchError("the orch agent ended the log stream", hint="follow it again")
+        request |= {"name": name, "tail": tail, "follow": follow, "on": on, "archived": archived}
+        offset: int | None = None
+        started = False  # a chunk without an offset was shown: a restart cannot go on
+        failures = 0
+        why = "the orch agent ended the log stream"
+        while failures <= self.FOLLOW_RETRIES:
+            if offset is not None:
+                request["offset"] = offset
+            try:
+                paths, _ = await asyncio.to_thread(client.ensure, self.layout)
+                async for event in client.subscribe(paths, request, self.STATUS_SILENCE_S):
+                    if event.get("event") == "log":
+                        failures = 0
+                        at = event.get("offset")
+                        offset = at if isinstance(at, int) else None
+                        started = started or offset is None
+                        yield str(event["text"])
+                    elif event.get("event") == "end":
+                        return
+            except client.AgentUnavailable as exc:
+                why = str(exc)
+            if started:  # nothing to go on from (a backend's CloudWatch stream)
+                break
+            failures += 1  # the agent died (or went silent): start a new one, go on
+        hint = f"follow it again: orch logs -f {name}"
+        raise OrchError(f"{why} (following job {name})", hint=hint)
 
     def poke_agent(self) -> None:
         """Tell a running agent that something may have changed (its status reads anew)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import time
@@ -55,7 +56,7 @@ class Watched:
 
 
 def error_reply(exc: OrchError) -> dict[str, Any]:
-    return {
+    reply: dict[str, Any] = {
         "kind": exc.kind,
         "message": exc.message,
         "hint": exc.hint,
@@ -63,6 +64,13 @@ def error_reply(exc: OrchError) -> dict[str, Any]:
         "action": exc.action,
         "target": exc.target,
     }
+    if isinstance(exc, ConfigFileError):  # each problem with its line, for an editor
+        reply["problems"] = [
+            dataclasses.asdict(p)
+            for p in exc.problems
+            if dataclasses.is_dataclass(p) and not isinstance(p, type)
+        ]
+    return reply
 
 
 class StatusBoard:
