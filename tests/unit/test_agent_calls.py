@@ -169,3 +169,21 @@ async def test_a_lost_answer_is_unavailable_not_down(tmp_path: Path) -> None:
     finally:
         server.close()
     assert not isinstance(caught.value, client.AgentDown)  # sent: never sent twice
+
+
+def test_a_config_error_keeps_its_per_line_problems_over_the_wire() -> None:
+    from remote_config.loader import ConfigProblem
+    from sidecar.agent.status import error_reply
+    from sidecar.errors import ConfigFileError
+
+    problems = [
+        ConfigProblem("/p/orch.toml", 2, "jobs.snapshot", "Input should be a valid boolean", 1),
+        ConfigProblem("/p/orch.toml", 4, "nope", "unknown key 'nope'"),
+    ]
+    sent = json.loads(
+        json.dumps({"ok": False, **error_reply(ConfigFileError("2", problems=problems))})
+    )
+    with pytest.raises(ConfigFileError) as caught:
+        client.raise_reply(sent)
+    assert caught.value.problems == problems
+    assert caught.value.exit_code == 3
