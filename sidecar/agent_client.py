@@ -71,6 +71,10 @@ CALL_TIMEOUTS_S: dict[str, float] = {
     "ssh_config_write": 120.0,
     "ssh_argv": 120.0,
     "probe": 60.0,
+    "debug_start": 900.0,  # a snapshot, the job, debugpy listening, the forward
+    "debug_attach": 120.0,
+    "debug_config": 120.0,
+    "profile": 3600.0,  # the profiled workload (its output is streamed), then the fetch
 }
 CALL_GRACE_S = 10.0
 

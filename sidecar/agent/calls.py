@@ -115,6 +115,23 @@ def _argv(params: Params) -> list[str] | None:
     raise UsageError(f"command: expected a list of strings or null, got {command!r}")
 
 
+def _profile(orch: Orchestrator, machine: str | None, params: Params, say: Progress) -> Any:
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from sidecar.results import ProfileRequest
+
+    try:
+        request = ProfileRequest.model_validate(params.get("request") or {})
+    except ValidationError as exc:
+        raise UsageError(f"request: {exc.errors()[0]['msg']}") from None
+    out = _opt_str(params, "out")
+    if out is not None and not os.path.isabs(out):
+        raise UsageError(f"out: expected an absolute folder, got {out!r}")
+    return orch.profile(request, Path(out) if out else None, machine, on_output=say)
+
+
 def _names(params: Params) -> list[str] | None:
     names = params.get("names")
     if names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)):
@@ -156,6 +173,18 @@ CALLS: dict[str, Call] = {
     "ssh_config_write": lambda o, m, p, _: o.ssh_config_write(),
     "ssh_argv": lambda o, m, p, _: o.ssh_argv(m, _argv(p), tty=_bool(p, "tty")),
     "probe": lambda o, m, p, _: o.probe(m),
+    "debug_start": lambda o, m, p, say: o.debug_start(
+        _str(p, "name"),
+        _argv(p) or [],
+        machine=m,
+        env=_env(p),
+        replace=_bool(p, "replace"),
+        snapshot=_opt_bool(p, "snapshot"),
+        say=say,
+    ),
+    "debug_attach": lambda o, m, p, _: o.debug_attach(_str(p, "name"), m),
+    "debug_config": lambda o, m, p, _: o.debug_config(_opt_str(p, "name"), m),
+    "profile": _profile,
 }
 
 

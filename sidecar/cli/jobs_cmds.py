@@ -168,15 +168,10 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
     run = parse_run_args(args)
     name, command, env = run.name, run.command, run.environment()
     if run.debug:
-        session = await orch.debug_start(
-            name,
-            as_argv(command),
-            machine=run.machine,
-            env=env,
-            replace=run.replace,
-            snapshot=run.snapshot,
-            say=lambda m: print(f"orch: {m}", file=sys.stderr),
-        )
+        from sidecar.cli.debug_cmds import debug_job
+
+        argv = as_argv(command)
+        session = await debug_job(orch, name, argv, run.machine, env, run.replace, run.snapshot)
         print_json(session) if run.json else print_session(session)
         return 0
     if run.debug and run.on:
