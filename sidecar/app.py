@@ -1085,6 +1085,9 @@ class Orchestrator:
                 request["offset"] = offset
             try:
                 paths, _ = await asyncio.to_thread(client.ensure, self.layout)
+            except client.AgentUnavailable as exc:  # (it could not be started: say so now)
+                raise OrchError(str(exc), hint=f"follow it again: orch logs -f {name}") from None
+            try:
                 async for event in client.subscribe(paths, request, self.STATUS_SILENCE_S):
                     if event.get("event") == "log":
                         failures = 0

@@ -21,42 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_orch
+from tests.helpers import REPO, run_orch, run_orch_checked
 from tests.integration.test_agent import established_to, machine_port
 
 pytestmark = pytest.mark.integration
 
-# Runs the CLI as `orch` does, then says on stderr which heavy modules it had imported.
-_THIN = (
-    "import runpy, sys\n"
-    "sys.argv = ['orch', *sys.argv[1:]]\n"
-    "try:\n"
-    "    runpy.run_module('sidecar.cli.main', run_name='__main__')\n"
-    "finally:\n"
-    "    heavy = [m for m in ('asyncssh', 'cryptography') if m in sys.modules]\n"
-    "    sys.stderr.write('\\norch-test-heavy: ' + ' '.join(heavy) + '\\n')\n"
-)
-_MARK = "\norch-test-heavy: "
-
 
 def orch(project: Path, *args: str, agent: bool = True, rc: int = 0) -> tuple[str, str]:
     """One CLI command; (stdout, stderr). Through the agent it must not import asyncssh."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    if not agent:
-        env["ORCH_NO_AGENT"] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", _THIN, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=project,
-        timeout=60,
-    )
-    stderr, _, heavy = done.stderr.rpartition(_MARK)
-    assert done.returncode == rc, f"orch {' '.join(args)}: {done.stdout}{stderr}"
+    done, heavy = run_orch_checked(*args, cwd=project, env={} if agent else {"ORCH_NO_AGENT": "1"})
+    assert done.returncode == rc, f"orch {' '.join(args)}: {done.stdout}{done.stderr}"
     if agent:
-        assert heavy.strip() == "", f"orch {' '.join(args)} imported {heavy.strip()}"
-    return done.stdout, stderr
+        assert heavy == [], f"orch {' '.join(args)} imported {heavy}"
+    return done.stdout, done.stderr
 
 
 def agent_pid(home: Path) -> int:
