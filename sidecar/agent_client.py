@@ -44,6 +44,40 @@ class AgentDown(AgentUnavailable):
     """Nothing answered on the agent's socket: the request was not sent (safe to retry)."""
 
 
+class EnvDiffers(Exception):
+    """The agent runs with another environment than the client (AWS profile, orch settings…):
+    the request was not run; the client runs it itself (the CLI's `env`-checked calls)."""
+
+
+# Variables that change what an operation does (which cloud account, which ssh config…). A
+# client that sends `env_key()` with a request gets `env_differs` instead of a result from an
+# agent started with other values; variables about the client itself are left out.
+_ENV_PREFIXES = ("AWS_", "ORCH_", "GITHUB_", "GH_", "CODESPACE")
+_ENV_NAMES = ("HOME", "USER")
+_CLIENT_ONLY = (
+    "ORCH_NO_AGENT",
+    "ORCH_AGENT_TIMEOUT_S",
+    "ORCH_AGENT_IDLE_S",
+    "ORCH_DEBUG",
+    "ORCH_TEST_RUN",
+    "ORCH_HOME",  # the same agent by construction
+    "ORCH_LOG_LEVEL",
+)
+
+
+def env_key(environ: dict[str, str] | None = None) -> str:
+    """A digest of the variables that change what orch does (not their values)."""
+    import hashlib
+
+    env = os.environ if environ is None else environ
+    chosen = sorted(
+        (k, v)
+        for k, v in env.items()
+        if (k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES) and k not in _CLIENT_ONLY
+    )
+    return hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:16]
+
+
 # The facade operations a client may run in the agent (`{"op": "call"}`), each with the
 # longest it may take there (seconds): the agent ends it with an error past that bound, the
 # client waits `CALL_GRACE_S` more. A dead agent is noticed at once (its socket closes); the
@@ -250,6 +284,8 @@ async def arequest(
                     if progress is not None:
                         progress(reply["progress"])
                     continue
+                if reply.get("env_differs"):
+                    raise EnvDiffers(str(reply.get("message")))
                 raise_reply(reply)
                 return dict(reply)
     except TimeoutError:
@@ -353,6 +389,8 @@ async def subscribe(
             if not line:
                 return
             message = json.loads(line)
+            if message.get("env_differs"):
+                raise EnvDiffers(str(message.get("message")))
             if "ok" in message and not message["ok"]:
                 if message.get("kind"):  # an OrchError of the stream: raised as its class
                     raise_reply(message)

@@ -1010,20 +1010,25 @@ class Orchestrator:
         machine: str | None = None,
         params: dict[str, Any] | None = None,
         progress: Progress | None = None,
+        *,
+        env: bool = False,
     ) -> Any:
         """Run facade `method` in the orch agent, over its one connection per machine (the
         language server's commands); its result as JSON, its OrchError raised here as the
         same class. The agent is started when none answers (the request was not sent then);
-        one lost after it was sent is an error, not sent twice (it may have run)."""
+        one lost after it was sent is an error, not sent twice (it may have run). `env`:
+        only if the agent runs with this process's settings (else `EnvDiffers`)."""
         from sidecar import agent_client as client
 
-        request = {
+        request: dict[str, Any] = {
             "op": "call",
             "project": str(self.cwd),
             "machine": machine,
             "method": method,
             "params": params or {},
         }
+        if env:
+            request["env"] = client.env_key()
         timeout = client.CALL_TIMEOUTS_S[method] + client.CALL_GRACE_S
         paths = client.agent_paths(self.layout)
         try:
@@ -1050,10 +1055,41 @@ class Orchestrator:
         `ORCH_NO_AGENT=1`, here (as the facade returns it). The CLI's one switch
         (`sidecar.cli.dispatch` turns either into the same result model)."""
         if self.agent_enabled():
-            return await self.agent_call(method, machine, params, progress)
+            from sidecar import agent_client as client
+
+            try:
+                return await self.agent_call(method, machine, params, progress, env=True)
+            except client.EnvDiffers:
+                pass  # the agent has other settings (AWS_PROFILE…): run it here instead
         from sidecar.agent.calls import invoke
 
         return await invoke(self, method, machine, params or {}, progress or (lambda _m: None))
+
+    async def run_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        follow: bool = False,
+        machine: str | None = None,
+        on: str | None = None,
+    ) -> AsyncIterator[str]:
+        """`jobs_stream` as `run_call` runs a call: streamed by the orch agent (which goes on
+        after its own crash), or here with `ORCH_NO_AGENT=1` or other settings than the
+        agent's."""
+        if self.agent_enabled():
+            from sidecar import agent_client as client
+
+            stream = self.agent_follow(
+                name, tail, machine, follow=follow, on=on, archived=True, env=True
+            )
+            try:
+                async for chunk in stream:
+                    yield chunk
+                return
+            except client.EnvDiffers:  # (said before the first chunk)
+                pass
+        async for chunk in self.jobs_stream(name, tail, follow, machine, on):
+            yield chunk
 
     FOLLOW_RETRIES = 3  # agent restarts in a row, with no log line between, before giving up
 
@@ -1066,6 +1102,7 @@ class Orchestrator:
         follow: bool = True,
         on: str | None = None,
         archived: bool = False,
+        env: bool = False,
     ) -> AsyncIterator[str]:
         """`jobs_follow` (with `archived`: `jobs_stream`, as `orch logs` reads) run in the orch
         agent: the job's log as text chunks until it ends, over the agent's connection (the
@@ -1076,6 +1113,8 @@ class Orchestrator:
 
         request: dict[str, Any] = {"op": "follow", "project": str(self.cwd), "machine": machine}
         request |= {"name": name, "tail": tail, "follow": follow, "on": on, "archived": archived}
+        if env:  # only with this process's settings (else EnvDiffers, before any chunk)
+            request["env"] = client.env_key()
         offset: int | None = None
         started = False  # a chunk without an offset was shown: a restart cannot go on
         failures = 0

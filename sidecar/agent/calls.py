@@ -10,7 +10,10 @@ jobs opens no SSH connection and never imports asyncssh. Only the methods in `CA
 `up`'s steps are streamed back as progress lines. Bad parameters are a UsageError; an
 OrchError of the operation goes back whole (kind, message, hint, action, target) and the
 client raises the same class (`agent_client.raise_reply`). A client that hangs up (a
-cancelled editor request, a closed window) cancels what it asked for.
+cancelled editor request, a closed window) cancels what it asked for. A request that carries
+`env` (the CLI's: `agent_client.env_key()`, a digest of AWS_*, ORCH_*, GITHUB_*… and HOME)
+is not run when the agent was started with other values (`env_differs`): the CLI then runs it
+in its own process, so `AWS_PROFILE=other orch up` never acts with the agent's account.
 
 `follow` streams `{"event": "log", "text": …, "offset": N}` lines until the job ends (then
 `{"event": "end"}`), a heartbeat `{"event": "alive"}` every `HEARTBEAT_S` while the job is
@@ -31,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecar.agent.status import HEARTBEAT_S, error_reply
-from sidecar.agent_client import CALL_TIMEOUTS_S
+from sidecar.agent_client import CALL_TIMEOUTS_S, env_key
 from sidecar.errors import OrchError, UsageError
 
 if TYPE_CHECKING:
@@ -239,11 +242,30 @@ def project_of(request: dict[str, Any]) -> str:
     return project
 
 
+ENV_KEY = env_key()  # the agent's environment, as it was started
+
+
+def env_differs(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The reply to a request whose client runs with another environment (`env` sent and
+    not the agent's): it is not run; the client runs it itself."""
+    sent = request.get("env")
+    if sent is None or sent == ENV_KEY:
+        return None
+    return {
+        "ok": False,
+        "env_differs": True,
+        "message": "the orch agent runs with other settings (AWS_*, ORCH_*, …) than this client",
+    }
+
+
 async def serve_call(
     board: StatusBoard, request: dict[str, Any], reader: asyncio.StreamReader, send: Any
 ) -> dict[str, Any] | None:
     """A client's `call`, on the project's Orchestrator of the status board (the agent's
     pool); cancelled when the client hangs up (None then). Every watch reads anew after."""
+    differs = env_differs(request)
+    if differs is not None:
+        return differs
     orch = board.orch(project_of(request))
     work = asyncio.ensure_future(run(orch, request, lambda message: send({"progress": message})))
     finished = await until_hangup(work, reader)
@@ -281,6 +303,10 @@ async def serve_follow(
     send: Callable[[dict[str, Any]], None],
 ) -> None:
     """A client's `follow` stream of one job's log (see the module docstring)."""
+    differs = env_differs(request)
+    if differs is not None:
+        send(differs)
+        return
     machine = request.get("machine")
     try:
         name = _str(request, "name")

@@ -3,7 +3,8 @@
 Every command that needs a connection or a machine's state asks for it here: `call` runs one
 method of the agent's allow-list (`Orchestrator.run_call`) in the local orch agent — over its
 one SSH connection per machine, shared with the editor's windows, so the CLI never imports
-asyncssh — or, with `ORCH_NO_AGENT=1`, on this process's Orchestrator, with the same checked
+asyncssh — or, with `ORCH_NO_AGENT=1` (or when the agent was started with other settings:
+AWS_*, ORCH_*…, `agent_client.env_key`), on this process's Orchestrator, with the same checked
 parameters. Either way the result comes back as the same result model (JSON from the agent
 is validated into it), so a command prints the same text and `--json` on both paths. `logs`
 streams a job's log the same two ways (the agent's `follow` stream, which goes on from the
@@ -29,12 +30,10 @@ async def call(
 ) -> Any:
     """Run `method` (agent or here) and return its result as `model` (a type pydantic can
     validate: a result model, `list[str]`, `X | None`…)."""
-    result = await orch.run_call(method, machine, params, progress)
-    if not orch.agent_enabled():
-        return result  # the facade's own objects
     from pydantic import TypeAdapter
 
-    return TypeAdapter(model).validate_python(result)
+    result = await orch.run_call(method, machine, params, progress)
+    return TypeAdapter(model).validate_python(result)  # (a model instance passes as it is)
 
 
 def logs(
@@ -46,6 +45,4 @@ def logs(
     on: str | None,
 ) -> AsyncIterator[str]:
     """A job's log as text chunks (`follow`: until the job ends)."""
-    if orch.agent_enabled():
-        return orch.agent_follow(name, tail, machine, follow=follow, on=on, archived=True)
-    return orch.jobs_stream(name, tail=tail, follow=follow, machine=machine, on=on)
+    return orch.run_logs(name, tail, follow, machine, on)

@@ -99,6 +99,13 @@ def test_cli_commands_run_in_the_agent_and_print_what_the_in_process_path_prints
             "removed long (its logs are kept in ~/logs/long on the machine)\n"
         )
 
+        # Other settings than the agent's (another AWS profile): run in-process, same output.
+        other, heavy = run_orch_checked(
+            "logs", "done", cwd=project, env={"AWS_PROFILE": "elsewhere"}
+        )
+        assert other.returncode == 0 and other.stdout == "one\ntwo\n", other.stderr
+        assert "asyncssh" in heavy  # it read the log itself
+
         # One agent did it all over one connection to the machine.
         assert agent_pid(orch_home) == agent
         assert established_to(agent, machine_port(orch_home)) == 1

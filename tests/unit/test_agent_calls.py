@@ -187,3 +187,15 @@ def test_a_config_error_keeps_its_per_line_problems_over_the_wire() -> None:
         client.raise_reply(sent)
     assert caught.value.problems == problems
     assert caught.value.exit_code == 3
+
+
+def test_a_client_with_other_settings_is_told_so_and_nothing_runs() -> None:
+    base = {"HOME": "/home/u", "AWS_PROFILE": "work", "PATH": "/bin", "ORCH_NO_AGENT": "1"}
+    key = client.env_key(base)
+    assert client.env_key({**base, "PATH": "/usr/bin", "ORCH_DEBUG": "1"}) == key  # client-only
+    assert client.env_key({**base, "AWS_PROFILE": "other"}) != key
+    assert client.env_key({**base, "ORCH_SSH_USER_CONFIG": "/x"}) != key
+    assert calls.env_differs({"op": "call"}) is None  # a window's request: not checked
+    assert calls.env_differs({"env": calls.ENV_KEY}) is None
+    reply = calls.env_differs({"env": "0" * 16})
+    assert reply is not None and reply["env_differs"] and not reply["ok"]
