@@ -448,8 +448,13 @@ class Orchestrator:
 
     async def probe(self, machine: str | None = None) -> None:
         """Connect once, verifying the pinned host key; raises the ConnectionFailed (exit 5)
-        that says why the machine cannot be reached, or returns when it can."""
-        await self.pool.connection(await self.ssh_target(machine))
+        that says why the machine cannot be reached, or returns when it can. A connection of
+        its own, not the pool's: a pooled one (the agent's) was checked when it was opened,
+        and the key may have changed since (`orch ssh` exiting 255 asks this)."""
+        from sidecar.ssh.pool import open_connection
+
+        conn = await open_connection(await self.ssh_target(machine))
+        conn.close()
 
     # -- OpenSSH -----------------------------------------------------------------------------
     def _forwards(self, machine: str, *, direct: bool = False) -> tuple[LocalForwardSpec, ...]:
