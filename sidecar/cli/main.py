@@ -114,6 +114,7 @@ def agent_status(argv: list[str]) -> int | None:
         print(json.dumps(reply["status"], indent=2, sort_keys=False))
     else:
         sys.stdout.write(reply["text"])
+        sys.stderr.write(reply.get("stderr") or "")  # (a warning: over the daily budget)
     return 0
 
 
