@@ -401,6 +401,71 @@ async def subscribe(
         writer.close()
 
 
+def follow_request(
+    project: str,
+    name: str,
+    tail: int | None,
+    machine: str | None,
+    *,
+    follow: bool = True,
+    on: str | None = None,
+    archived: bool = False,
+    env: bool = False,
+) -> dict[str, Any]:
+    """The agent's `follow` request for a job's log (`sidecar.agent.calls.serve_follow`);
+    `env`: with this process's `env_key()`, run only by an agent with the same settings."""
+    request: dict[str, Any] = {"op": "follow", "project": project, "machine": machine}
+    request |= {"name": name, "tail": tail, "follow": follow, "on": on, "archived": archived}
+    if env:
+        request["env"] = env_key()
+    return request
+
+
+FOLLOW_RETRIES = 3  # agent restarts in a row, with no log line between, before giving up
+FOLLOW_HINT = "follow it again: orch logs -f {name}"
+
+
+async def follow_log(
+    layout: Layout | None, request: dict[str, Any], silence_s: float
+) -> AsyncIterator[str]:
+    """A `follow` request's log text, as it comes (the agent is started first when needed).
+    If the agent dies (or goes silent) mid-stream, a new one is started and asked to go on
+    from the byte the last chunk ended at (`offset`, sent by the agent with each chunk of a
+    job on a machine), so no line is lost or repeated; a stream without offsets (a backend's
+    CloudWatch stream) cannot go on and ends with AgentUnavailable, as does an agent that
+    cannot be started. An error of the stream is raised as its OrchError; EnvDiffers when
+    the request carries `env` and the agent has other settings (before any text)."""
+    import asyncio
+
+    request = dict(request)
+    offset: int | None = None
+    started = False  # a chunk without an offset was shown: a new stream cannot go on
+    failures = 0
+    why = "the orch agent ended the log stream"
+    while failures <= FOLLOW_RETRIES:
+        if offset is not None:
+            request["offset"] = offset
+        paths, _ = await asyncio.to_thread(ensure, layout)  # (AgentUnavailable: say it now)
+        try:
+            async for event in subscribe(paths, request, silence_s):
+                if event.get("event") == "log":
+                    failures = 0
+                    at = event.get("offset")
+                    offset = at if isinstance(at, int) else None
+                    started = started or offset is None
+                    yield str(event["text"])
+                elif event.get("event") == "end":
+                    return
+        except AgentDown as exc:  # (a socket left by a dead agent) start a new one
+            why = str(exc)
+        except AgentUnavailable as exc:
+            why = str(exc)
+        if started:
+            break
+        failures += 1  # the agent died (or went silent): start a new one, go on
+    raise AgentUnavailable(f"{why} (following job {request.get('name')})")
+
+
 def hello(paths: AgentPaths, timeout: float = 2.0) -> dict[str, Any]:
     return call(
         paths, {"op": "hello", "version": __version__, "protocol": PROTOCOL}, timeout=timeout

@@ -1096,8 +1096,6 @@ class Orchestrator:
         async for chunk in self.jobs_stream(name, tail, follow, machine, on):
             yield chunk
 
-    FOLLOW_RETRIES = 3  # agent restarts in a row, with no log line between, before giving up
-
     async def agent_follow(
         self,
         name: str,
@@ -1111,43 +1109,19 @@ class Orchestrator:
     ) -> AsyncIterator[str]:
         """`jobs_follow` (with `archived`: `jobs_stream`, as `orch logs` reads) run in the orch
         agent: the job's log as text chunks until it ends, over the agent's connection (the
-        language server's `orch/log`, `orch logs`). If the agent dies mid-stream a new one is
-        started and the stream goes on from the byte the last chunk ended at (each chunk of
-        a job on a machine says it), so no line is lost or repeated."""
+        language server's `orch/log`, `orch logs`). If the agent dies mid-stream a new one
+        goes on from the byte the last chunk ended at (`agent_client.follow_log`). `env`:
+        only with this process's settings (else EnvDiffers, before any chunk)."""
         from sidecar import agent_client as client
 
-        request: dict[str, Any] = {"op": "follow", "project": str(self.cwd), "machine": machine}
-        request |= {"name": name, "tail": tail, "follow": follow, "on": on, "archived": archived}
-        if env:  # only with this process's settings (else EnvDiffers, before any chunk)
-            request["env"] = client.env_key()
-        offset: int | None = None
-        started = False  # a chunk without an offset was shown: a restart cannot go on
-        failures = 0
-        why = "the orch agent ended the log stream"
-        while failures <= self.FOLLOW_RETRIES:
-            if offset is not None:
-                request["offset"] = offset
-            try:
-                paths, _ = await asyncio.to_thread(client.ensure, self.layout)
-            except client.AgentUnavailable as exc:  # (it could not be started: say so now)
-                raise OrchError(str(exc), hint=f"follow it again: orch logs -f {name}") from None
-            try:
-                async for event in client.subscribe(paths, request, self.STATUS_SILENCE_S):
-                    if event.get("event") == "log":
-                        failures = 0
-                        at = event.get("offset")
-                        offset = at if isinstance(at, int) else None
-                        started = started or offset is None
-                        yield str(event["text"])
-                    elif event.get("event") == "end":
-                        return
-            except client.AgentUnavailable as exc:
-                why = str(exc)
-            if started:  # nothing to go on from (a backend's CloudWatch stream)
-                break
-            failures += 1  # the agent died (or went silent): start a new one, go on
-        hint = f"follow it again: orch logs -f {name}"
-        raise OrchError(f"{why} (following job {name})", hint=hint)
+        request = client.follow_request(
+            str(self.cwd), name, tail, machine, follow=follow, on=on, archived=archived, env=env
+        )
+        try:
+            async for text in client.follow_log(self.layout, request, self.STATUS_SILENCE_S):
+                yield text
+        except client.AgentUnavailable as exc:
+            raise OrchError(str(exc), hint=client.FOLLOW_HINT.format(name=name)) from None
 
     def poke_agent(self) -> None:
         """Tell a running agent that something may have changed (its status reads anew)."""

@@ -54,7 +54,7 @@ _THIN = (
     "try:\n"
     "    runpy.run_module('sidecar.cli.main', run_name='__main__')\n"
     "finally:\n"
-    "    heavy = [m for m in ('asyncssh', 'cryptography') if m in sys.modules]\n"
+    "    heavy = [m for m in ('asyncssh', 'cryptography', 'pydantic') if m in sys.modules]\n"
     f"    sys.stderr.write({_HEAVY!r} + ' '.join(heavy) + '\\n')\n"
 )
 
@@ -62,8 +62,9 @@ _THIN = (
 def run_orch_checked(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """`run_orch`, and which of asyncssh/cryptography the CLI process had imported at its
-    end (a thin client of the orch agent imports neither); stderr comes back without it."""
+    """`run_orch`, and which of asyncssh/cryptography/pydantic the CLI process had imported
+    at its end (a thin client of the orch agent imports no asyncssh; `orch status` and
+    `orch logs` answered by it no pydantic either); stderr comes back without the list."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(REPO)
