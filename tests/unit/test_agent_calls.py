@@ -51,6 +51,11 @@ async def test_only_allow_listed_methods_run(orch: Orchestrator, method: Any) ->
         ("jobs_logs", {"name": "a", "tail": -1}, "tail"),
         ("jobs_rm", {"name": "a", "purge": "yes"}, "purge"),
         ("machines_overview", {"names": "local"}, "names"),
+        ("jobs_stop", {"name": "a", "on": 3}, "on"),
+        ("jobs_run", {"name": "a", "command": "x", "snapshot": "no"}, "snapshot"),
+        ("ssh_argv", {"command": "ls"}, "command"),
+        ("profile", {"request": {"model": "nope"}}, "request"),
+        ("profile", {"out": "relative/folder"}, "out"),
     ],
 )
 async def test_bad_parameters_are_a_usage_error(
