@@ -71,10 +71,8 @@ def test_cli_commands_run_in_the_agent_and_print_what_the_in_process_path_prints
         for args, rc in [
             (("logs", "done"), 0),
             (("logs", "done", "-f"), 0),
-            (("logs", "done", "--tail", "1"), 0),
             (("stop", "done"), 0),
             (("stop", "done", "--json"), 0),
-            (("idle", "status"), 0),
             (("idle", "status", "--json"), 0),
             (("stop", "no-such-job"), 4),
             (("logs", "no-such-job"), 4),

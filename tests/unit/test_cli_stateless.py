@@ -13,13 +13,10 @@ from tests.helpers import run_orch
     "args",
     [
         ("--help",),
-        ("--version",),
         ("logs", "--help"),
         ("logs", "--tail=x", "job"),  # a usage error of the fast path's words: the parser's
-        ("run", "--help"),
         ("config", "schema"),
         ("config", "show"),
-        ("config", "path"),
     ],
 )
 def test_a_stateless_command_starts_no_agent(
