@@ -147,8 +147,11 @@ class LocalStatusWatch:
 StatusWatcher = AgentStatusFeed | LocalStatusWatch
 
 
-def watcher_for(server: OrchServer) -> StatusWatcher:
-    """The agent's feed, or (`ORCH_NO_AGENT=1`) a watch of this process's own."""
+def watcher_for(server: OrchServer) -> Any:
+    """Hosted in the agent: its in-process subscription (`Host.status_watcher`); else the
+    agent's feed, or (`ORCH_NO_AGENT=1`) a watch of this process's own."""
+    if server.host is not None:
+        return server.host.status_watcher(server)
     return AgentStatusFeed(server) if server.orch.agent_enabled() else LocalStatusWatch(server)
 
 
@@ -157,9 +160,9 @@ class LazyWatcher:
 
     def __init__(self, server: OrchServer) -> None:
         self.server = server
-        self.inner: StatusWatcher | None = None
+        self.inner: Any = None  # a StatusWatcher, or the host's
 
-    def _get(self) -> StatusWatcher:
+    def _get(self) -> Any:
         if self.inner is None:
             self.inner = watcher_for(self.server)
         return self.inner
