@@ -9,8 +9,9 @@ one-line answer, and from then on pumps LSP messages both ways: a thread reads t
 stdin into the socket, the main thread the socket into stdout.
 
 It reads the messages as it pumps them, to survive an agent that dies (kill -9, a crash): it
-keeps the client's `initialize` request, its `initialized` notification and the text of the
-documents it has open (orch.toml files), and which requests are unanswered. When the socket
+keeps the client's `initialize` request, its `initialized` notification, its last
+successful `orch.machine.select` (the window's machine), the text of the documents it has
+open (orch.toml files), and which requests are unanswered. When the socket
 ends without the client having said `exit`, every unanswered request is answered with a
 JSON-RPC error (the client may try again), a new agent is started, and the kept messages are
 replayed to it (`initialize` under an id of its own, whose answer is swallowed): the window
@@ -92,6 +93,8 @@ class Bridge:
         self.documents: dict[str, dict[str, Any]] = {}  # uri -> textDocument of didOpen
         self.pending: dict[Any, str] = {}  # the client's unanswered requests: id -> method
         self.swallow: set[Any] = set()  # ids of replayed requests whose answer is dropped
+        self.selecting: dict[Any, bytes] = {}  # `orch.machine.select` requests in flight
+        self.selected: bytes | None = None  # the last one that succeeded (the window's machine)
         self.shutdown_sent = False
         self.exit_sent = False
         self.stdin_done = threading.Event()
@@ -143,6 +146,8 @@ class Bridge:
             self.pending[message["id"]] = method
         if method == "initialize":
             self.initialize = message
+        elif method == "workspace/executeCommand" and _command(message) == "orch.machine.select":
+            self.selecting[message.get("id")] = body
         elif method == "initialized":
             self.initialized = body
         elif method == "shutdown":
@@ -231,6 +236,9 @@ class Bridge:
                 self.swallow.discard(message["id"])
                 return False
             self.pending.pop(message["id"], None)
+            select = self.selecting.pop(message["id"], None)
+            if select is not None and "error" not in message:
+                self.selected = select
         return True
 
     # -- an agent that died -------------------------------------------------------------------
@@ -283,9 +291,19 @@ class Bridge:
         self._send(json.dumps(message).encode())
         if self.initialized is not None:
             self._send(self.initialized)
+        if self.selected is not None:  # the window's machine, as it chose it
+            select = json.loads(self.selected)
+            select["id"] = f"orch-bridge-select-{len(self.restarts)}"
+            self.swallow.add(select["id"])
+            self._send(json.dumps(select).encode())
         for doc in self.documents.values():
             note = {"jsonrpc": "2.0", "method": "textDocument/didOpen"}
             self._send(json.dumps({**note, "params": {"textDocument": doc}}).encode())
+
+
+def _command(message: dict[str, Any]) -> Any:
+    params = message.get("params")
+    return params.get("command") if isinstance(params, dict) else None
 
 
 def _reply(request_id: Any, result: Any) -> bytes:

@@ -66,6 +66,10 @@ COMMAND_TIMEOUTS_S = {  # the longest a window's command may run in the agent
 # with the environment of the client that started it; a window is told what differs).
 _ENV_IGNORED = ("ORCH_HOME", "ORCH_NO_AGENT", "ORCH_LSP_HOSTED", "ORCH_AGENT_IDLE_S")
 
+# pygls logs every message it sends at INFO: not in the agent's log (a window's "debug"
+# level is its own `window/logMessage` records, not pygls's trace).
+logging.getLogger("pygls").setLevel(logging.WARNING)
+
 _window: contextvars.ContextVar[WindowHost | None] = contextvars.ContextVar(
     "orch_window", default=None
 )

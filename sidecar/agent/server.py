@@ -272,7 +272,8 @@ class Agent:
             "syncs": syncs,
             "forwards": forwards,
             "watched": len(self.board.watched),
-            "subscribers": len(self.board.subscribers),  # language servers (VS Code windows)
+            "subscribers": len(self.board.subscribers),  # thin clients' status streams
+            "windows": len(self.windows),  # language servers hosted here (VS Code windows)
         }
 
     # -- requests -----------------------------------------------------------------------------

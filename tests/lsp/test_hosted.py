@@ -1,0 +1,216 @@
+"""The language server hosted in the orch agent, behind the standard-library bridge that
+`python -m sidecar` is (the real bridge, the real agent, no machine needed).
+
+Two windows (two bridges) share one agent and get the same status pushes; one window's
+`exit` ends its bridge and nothing else; the bridge loads none of the heavy modules; a
+SIGKILLed agent is replaced under a window that goes on (a request in flight gets an error,
+the next one an answer, on the same stdio connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.client import LanguageClient
+
+from sidecar import agent_client
+from tests.lsp.helpers import _plain
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
+
+HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-hosted-{os.getpid()}"
+PROJECT = HOME / "project"
+ORCH_HOME = HOME / "orch-home"
+HEAVY = ("pydantic", "pydantic_core", "pygls", "lsprotocol", "cattrs", "asyncssh", "asyncio")
+# Runs the bridge as `python -m sidecar` does and writes, at its exit, which heavy modules
+# it had loaded (the bridge must have none).
+PROBE = (
+    "import atexit, runpy, sys\n"
+    "out = sys.argv[1]\n"
+    "def seen():\n"
+    f"    heavy = {HEAVY!r}\n"
+    "    found = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
+    "    open(out, 'w').write(' '.join(found))\n"
+    "atexit.register(seen)\n"
+    "sys.argv = sys.argv[:1]\n"
+    "runpy.run_module('sidecar', run_name='__main__')\n"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home() -> Iterator[None]:
+    PROJECT.mkdir(parents=True, exist_ok=True)
+    (PROJECT / "orch.toml").unlink(missing_ok=True)
+    yield
+    pid = agent_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "ORCH_HOME": str(ORCH_HOME), "ORCH_STATUS_IDLE_S": "60"}
+
+
+def agent_pid() -> int | None:
+    return agent_client.agent_pid(agent_client.agent_paths(ORCH_HOME))
+
+
+def agent_info() -> dict[str, Any]:
+    return agent_client.call(agent_client.agent_paths(ORCH_HOME), {"op": "info"})
+
+
+class Window:
+    """A VS Code window: a pygls client over `python -m sidecar` (the bridge)."""
+
+    def __init__(self, name: str) -> None:
+        self.client = LanguageClient(name, "1")
+        self.statuses: list[dict[str, Any]] = []
+        self.client.feature("orch/status")(lambda p: self.statuses.append(_plain(p)))
+        self.probe = HOME / f"{name}.modules"
+
+    async def open(self) -> Window:
+        self.probe.unlink(missing_ok=True)
+        await self.client.start_io(
+            sys.executable, "-c", PROBE, str(self.probe), cwd=str(PROJECT), env=env()
+        )
+        await self.client.initialize_async(
+            types.InitializeParams(
+                capabilities=types.ClientCapabilities(),
+                root_uri=PROJECT.as_uri(),
+                initialization_options={"clientName": "pytest"},
+            )
+        )
+        self.client.initialized(types.InitializedParams())
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.client._server is not None
+        return self.client._server.pid
+
+    async def run(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        params = types.ExecuteCommandParams(command=command, arguments=[arguments or {}])
+        return await asyncio.wait_for(self.client.workspace_execute_command_async(params), 20)
+
+    async def until(self, test: Any, timeout: float = 10.0) -> dict[str, Any]:
+        began = time.monotonic()
+        while True:
+            for status in self.statuses:
+                if test(status):
+                    return status
+            assert time.monotonic() - began < timeout, self.statuses[-1:]
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> int | None:
+        """shutdown + exit, as VS Code does; the bridge's exit code."""
+        await asyncio.wait_for(self.client.shutdown_async(None), 10)
+        self.client.exit(None)
+        assert self.client._server is not None
+        code = await asyncio.wait_for(self.client._server.wait(), 10)
+        await self.client.stop()
+        return code
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def windows() -> AsyncIterator[tuple[Window, Window]]:
+    first = await Window("first").open()
+    second = await Window("second").open()
+    yield first, second
+    for window in (first, second):
+        if not window.client.stopped:
+            await window.close()
+
+
+def configured(status: dict[str, Any]) -> bool:
+    return bool(status["config"]["file"])
+
+
+async def test_two_windows_share_one_agent_and_get_the_same_pushes(
+    windows: tuple[Window, Window],
+) -> None:
+    first, second = windows
+    await first.until(lambda s: not configured(s))
+    await second.until(lambda s: not configured(s))
+    info = agent_info()
+    assert info["windows"] == 2 and info["watched"] == 1  # one watch for both windows
+    # A command in one window (it writes orch.toml) is pushed to both by the one watch.
+    began = time.monotonic()
+    created = await first.run("orch.config.init")
+    assert created["created"] is True
+    pushed = [await w.until(configured, timeout=5) for w in (first, second)]
+    assert pushed[0] == pushed[1] and pushed[0]["config"]["file"] == created["path"]
+    assert time.monotonic() - began < 5
+    assert (await second.run("orch.status"))["config"]["file"] == created["path"]
+
+
+async def test_the_bridge_loads_nothing_heavy(windows: tuple[Window, Window]) -> None:
+    first, _ = windows
+    assert await first.run("orch.machine.status") is not None  # commands ran through it
+    maps = Path(f"/proc/{first.pid}/maps").read_text()
+    assert "pydantic_core" not in maps and "cryptography" not in maps
+    assert "pydantic_core" in Path(f"/proc/{agent_pid()}/maps").read_text()  # seen where loaded
+    rss_kb = int(Path(f"/proc/{first.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+    assert rss_kb < 30_000, rss_kb  # ~10 MB: a bare interpreter and the bridge
+
+
+async def test_a_window_that_exits_stops_nothing_else(windows: tuple[Window, Window]) -> None:
+    first, second = windows
+    agent = agent_pid()
+    assert await first.close() == 0  # shutdown then exit: 0, as LSP says
+    assert first.probe.read_text() == ""  # the bridge loaded none of HEAVY, to its end
+    began = time.monotonic()
+    while agent_info()["windows"] != 1:
+        assert time.monotonic() - began < 5
+        await asyncio.sleep(0.05)
+    assert agent_pid() == agent
+    assert configured(await second.run("orch.status", {"fresh": True}))
+
+
+async def test_kill_9_of_the_agent_the_window_goes_on(windows: tuple[Window, Window]) -> None:
+    _, window = windows
+    # A machine whose SSH port accepts and then says nothing: a jobs request hangs there.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    (PROJECT / "orch.toml").write_text(
+        f'[machines.mute]\nkind = "ssh"\nhost = "127.0.0.1"\nport = {port}\nhost_key = "{key}"\n'
+    )
+    try:
+        old = agent_pid()
+        assert old is not None
+        await window.run("orch.machine.select", {"machine": "mute"})
+        await window.run("orch.machine.up")  # orch's client key; the host key pinned
+        hanging = asyncio.ensure_future(window.run("orch.jobs.status"))
+        await asyncio.sleep(0.5)
+        assert not hanging.done()
+        os.kill(old, signal.SIGKILL)
+        began = time.monotonic()
+        with pytest.raises(JsonRpcException) as caught:  # answered, not left hanging
+            await hanging
+        assert "stopped while running" in caught.value.message
+        assert time.monotonic() - began < 5
+        # The same stdio connection goes on, still on the machine the window selected.
+        assert (await window.run("orch.sync.status"))["machine"] == "mute"
+        await window.run("orch.machine.select", {"machine": ""})
+        status = await window.run("orch.status", {"fresh": True})
+        assert status["machine"]["name"] == "local" and configured(status)
+        new = agent_pid()
+        assert new not in (None, old)
+        assert agent_info()["windows"] == 1  # the window was replayed into the new agent
+        assert time.monotonic() - began < 10
+    finally:
+        silent.close()
