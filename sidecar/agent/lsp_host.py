@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from sidecar.server.core import OrchServer
 
 log = logging.getLogger("orch.agent")
+window_log = logging.getLogger(__name__)  # under `sidecar`: also sent to the window (WindowLog)
 STATUS_NOTIFICATION = "orch/status"
 MAX_BUFFER = 32 * 2**20  # bytes waiting for a window that does not read: it is cut off
 DEFAULT_TIMEOUT_S = 120.0
@@ -227,7 +228,7 @@ class WindowHost:
         _window.set(self)  # this task's context: every handler task inherits it
         differ = self.env_differences()
         if differ:
-            log.warning(
+            window_log.warning(
                 "this window's environment differs from the orch agent's in %s; the agent's "
                 "values apply (stop the agent, `python -m sidecar.agent stop`, to start it "
                 "with this window's)",
