@@ -1,6 +1,8 @@
 """`orch.status` and the `orch/status` notification.
 
-The client never polls. With the orch agent (the default) the language server is a thin
+The client never polls. Hosted in the orch agent (the default: `sidecar.agent.lsp_host`),
+the server's watcher is the host's in-process subscription to the agent's status board
+(`Host.status_watcher`). In the window's own process (`ORCH_LSP_HOSTED=0`) the server is a
 client for status: it subscribes to the agent's watch of this project and machine
 (`Orchestrator.status_events`) and forwards every pushed change as `orch/status`; the agent
 reads the status over its one SSH connection per machine, shared with every other window and
