@@ -196,11 +196,18 @@ class Bridge:
                     break
         finally:
             self.stdin_done.set()
-            with self.lock:
-                if self.sock is not None and not self.exit_sent:
-                    # The editor is gone without `exit`: end the window in the agent too.
-                    with contextlib.suppress(OSError):
-                        self.sock.shutdown(socket.SHUT_RDWR)
+            if self.exit_sent:  # the agent ends the connection; if it does not, so do we
+                timer = threading.Timer(SHUTDOWN_WAIT_S, self.hang_up)
+                timer.daemon = True  # never holds the process's exit
+                timer.start()
+            else:  # the editor is gone without `exit`: end the window in the agent too
+                self.hang_up()
+
+    def hang_up(self) -> None:
+        with self.lock:
+            if self.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
 
     def pump_out(self) -> int:
         """The agent's messages to stdout (the main thread); the process's exit code."""
