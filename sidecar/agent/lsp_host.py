@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,9 @@ _ENV_IGNORED = ("ORCH_HOME", "ORCH_NO_AGENT", "ORCH_LSP_HOSTED", "ORCH_AGENT_IDL
 # level is its own `window/logMessage` records, not pygls's trace).
 logging.getLogger("pygls").setLevel(logging.WARNING)
 
-_window: contextvars.ContextVar[WindowHost | None] = contextvars.ContextVar(
+# The window being served, as a weak reference: a task started while serving one (a shared
+# status watch, a connection) keeps its context alive, and must not keep the window with it.
+_window: contextvars.ContextVar[weakref.ref[WindowHost] | None] = contextvars.ContextVar(
     "orch_window", default=None
 )
 _LSP_LEVELS = {logging.ERROR: 1, logging.WARNING: 2, logging.INFO: 3}
@@ -82,7 +85,8 @@ class WindowLog(logging.Handler):
     when at or above its level: what the server's stderr showed when it was its own process."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        window = _window.get()
+        ref = _window.get()
+        window = ref() if ref is not None else None
         if window is None or window.closed or record.levelno < window.level:
             return
         with contextlib.suppress(Exception):
@@ -227,7 +231,7 @@ class WindowHost:
         return sorted(n for n in names - set(_ENV_IGNORED) if self.env.get(n) != os.environ.get(n))
 
     async def run(self, reader: asyncio.StreamReader) -> None:
-        _window.set(self)  # this task's context: every handler task inherits it
+        _window.set(weakref.ref(self))  # this task's context: every handler task inherits it
         differ = self.env_differences()
         if differ:
             window_log.warning(

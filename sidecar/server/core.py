@@ -21,6 +21,7 @@ the process).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Generator
@@ -163,7 +164,21 @@ def invalid_params(command: str, exc: ValidationError) -> JsonRpcInvalidParams:
     return JsonRpcInvalidParams(message=f"{command}: {problems}")
 
 
+@functools.cache
+def _message_types(method: str) -> tuple[Any, Any]:
+    found = types.METHOD_TO_TYPES.get(method, (None, None))
+    return found[0], found[1]
+
+
 class OrchProtocol(LanguageServerProtocol):
+    # pygls caches these two with `lru_cache` on the method, whose global cache keys hold
+    # `self`: it would keep the last ~20 protocols (hosted windows long closed) alive.
+    def get_message_type(self, method: str) -> Any:  # type: ignore[override]
+        return _message_types(method)[0]
+
+    def get_result_type(self, method: str) -> Any:  # type: ignore[override]
+        return _message_types(method)[1]
+
     def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
         # pygls logs every failed request with a traceback at ERROR; an OrchError is an
         # expected outcome (the machine is not running…): one line, no traceback.

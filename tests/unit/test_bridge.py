@@ -84,3 +84,19 @@ def test_the_bridge_imports_only_the_standard_library() -> None:
 def test_the_agent_loads_the_language_server_only_for_a_window() -> None:
     loaded = _loaded("import sidecar.agent.server")
     assert not [m for m in loaded if m.startswith(("pygls", "lsprotocol", "cattrs", "sidecar."))]
+
+
+def test_a_closed_windows_server_can_be_freed() -> None:
+    """pygls caches message types in a global `lru_cache` keyed by the protocol: hosted in the
+    agent, that kept the last ~20 windows' servers alive; OrchProtocol's own cache does not."""
+    import gc
+    import weakref
+
+    from sidecar.server import build_server
+
+    server = build_server()
+    assert server.protocol.get_message_type("initialize") is not None
+    gone = weakref.ref(server)
+    del server
+    gc.collect()
+    assert gone() is None
