@@ -36,6 +36,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lsprotocol import types
 from pygls.io_ import run_async
 
 from sidecar import __version__
@@ -223,7 +224,8 @@ class WindowHost:
     # -- the window ---------------------------------------------------------------------------
     def log_message(self, kind: int, text: str) -> None:
         if not self.closed:
-            self.server.protocol.notify("window/logMessage", {"type": kind, "message": text})
+            params = types.LogMessageParams(type=types.MessageType(kind), message=text)
+            self.server.protocol.notify(types.WINDOW_LOG_MESSAGE, params)
 
     def env_differences(self) -> list[str]:
         """The ORCH_* variables this window has otherwise than the agent (names only)."""
