@@ -11,6 +11,7 @@ the next one an answer, on the same stdio connection).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -185,6 +186,21 @@ async def test_a_window_that_exits_stops_nothing_else(windows: tuple[Window, Win
         await asyncio.sleep(0.05)
     assert agent_pid() == agent
     assert configured(await second.run("orch.status", {"fresh": True}))
+
+
+async def test_a_killed_bridge_frees_its_window_in_the_agent(
+    windows: tuple[Window, Window],
+) -> None:
+    third = await Window("third").open()
+    await third.until(lambda s: True)
+    assert agent_info()["windows"] == 2
+    os.kill(third.pid, signal.SIGKILL)  # the window's process dies without a word
+    began = time.monotonic()
+    while agent_info()["windows"] != 1:
+        assert time.monotonic() - began < 5
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(Exception):
+        await third.client.stop()
 
 
 @pytest.fixture(scope="module")
