@@ -331,7 +331,7 @@ def main() -> int:
     bridge = Bridge(client.home_from_env(), sys.stdin.buffer, sys.stdout.buffer)
     try:
         bridge.connect()
-    except client.AgentUnavailable as exc:
+    except (client.AgentUnavailable, OSError) as exc:
         _say(f"{exc}; running the language server in this process")
         return run_in_process()
     bridge.connected.set()
