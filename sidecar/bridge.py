@@ -41,6 +41,7 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 120.0
 REQUEST_FAILED = -32803  # LSP's RequestFailed: the request was valid, it could not finish
 SHUTDOWN_WAIT_S = 5.0
+RECONNECT_S = 30.0  # an agent being replaced stops its syncs and forwards first
 # The agent runs with the environment of the client that started it; a window sends its
 # own ORCH_* values so that the agent can say which ones differ (not the secrets' values:
 # only whether they differ matters, and the socket is the user's own, 0700).
@@ -279,7 +280,7 @@ class Bridge:
         with self.lock:
             _say(f"the orch agent (pid {self.agent_pid}) went away: starting a new one")
             try:
-                self.connect()
+                self._reconnect()
                 self._replay(init_pending)
             except (client.AgentUnavailable, OSError) as exc:
                 _say(f"could not reconnect to the orch agent: {exc}")
@@ -287,6 +288,19 @@ class Bridge:
             self.connected.set()
         _say(f"reconnected to the orch agent (pid {self.agent_pid})")
         return True
+
+    def _reconnect(self) -> None:
+        """Connect again, waiting out an agent that is still stopping (a newer client
+        replacing it closes the windows first), up to `RECONNECT_S`."""
+        deadline = time.monotonic() + RECONNECT_S
+        while True:
+            try:
+                self.connect()
+                return
+            except (client.AgentUnavailable, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _replay(self, init_pending: bool) -> None:
         if self.initialize is None:

@@ -203,6 +203,22 @@ async def test_a_killed_bridge_frees_its_window_in_the_agent(
         await third.client.stop()
 
 
+async def test_an_agent_that_hands_over_takes_the_window_along(
+    windows: tuple[Window, Window],
+) -> None:
+    """A newer client replacing the agent (`shutdown`, keeping what it runs) closes the
+    windows' connections; each bridge reconnects to the successor and goes on."""
+    _, window = windows
+    old = agent_pid()
+    agent_client.call(agent_client.agent_paths(ORCH_HOME), {"op": "shutdown", "forget": False})
+    began = time.monotonic()
+    while agent_pid() in (None, old) or agent_info()["windows"] != 1:  # the bridge reconnects
+        assert time.monotonic() - began < 10
+        await asyncio.sleep(0.05)
+    status = await window.run("orch.status", {"fresh": True})
+    assert status["machine"]["name"] == "local"
+
+
 @pytest.fixture(scope="module")
 def mute() -> Iterator[None]:
     """A machine whose SSH port accepts and then says nothing: a jobs request hangs there."""
