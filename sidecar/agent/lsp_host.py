@@ -91,7 +91,8 @@ class WindowLog(logging.Handler):
         if window is None or window.closed or record.levelno < window.level:
             return
         with contextlib.suppress(Exception):
-            kind = next((v for k, v in sorted(_LSP_LEVELS.items()) if record.levelno <= k), 4)
+            # LSP's MessageType: 1 error, 2 warning, 3 info, 4 log (debug).
+            kind = next((v for k, v in _LSP_LEVELS.items() if record.levelno >= k), 4)
             text = self.format(record)
             window.loop.call_soon_threadsafe(window.log_message, kind, text)
 
@@ -129,9 +130,9 @@ class BoardFeed:
     def start(self) -> None:
         if self._unsubscribe is None:
             self._machine = self.server.options.machine
-            self._unsubscribe = self.board.subscribe(
-                str(self.server.root), self._machine, self._take
-            )
+            # Outside the window's context: the watch it may start is shared and outlives it.
+            project, shared = str(self.server.root), contextvars.Context()
+            self._unsubscribe = shared.run(self.board.subscribe, project, self._machine, self._take)
 
     async def stop(self) -> None:
         unsubscribe, self._unsubscribe = self._unsubscribe, None
