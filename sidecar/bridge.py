@@ -10,8 +10,10 @@ stdin into the socket, the main thread the socket into stdout.
 
 It reads the messages as it pumps them, to survive an agent that dies (kill -9, a crash): it
 keeps the client's `initialize` request, its `initialized` notification, its last
-successful `orch.machine.select` (the window's machine), the text of the documents it has
-open (orch.toml files), and which requests are unanswered. When the socket
+successful `orch.machine.select` (the window's machine) and `orch.jobs.follow` of each job
+it follows (replayed with `tail: 0`: the log goes on from where it is, lines written while
+no agent ran are not shown), the text of the documents it has open (orch.toml files), and
+which requests are unanswered. When the socket
 ends without the client having said `exit`, every unanswered request is answered with a
 JSON-RPC error (the client may try again), a new agent is started, and the kept messages are
 replayed to it (`initialize` under an id of its own, whose answer is swallowed): the window
@@ -94,8 +96,11 @@ class Bridge:
         self.documents: dict[str, dict[str, Any]] = {}  # uri -> textDocument of didOpen
         self.pending: dict[Any, str] = {}  # the client's unanswered requests: id -> method
         self.swallow: set[Any] = set()  # ids of replayed requests whose answer is dropped
-        self.selecting: dict[Any, bytes] = {}  # `orch.machine.select` requests in flight
-        self.selected: bytes | None = None  # the last one that succeeded (the window's machine)
+        # Commands whose effect lives in the server, kept to be run again in a new agent: the
+        # window's machine (`orch.machine.select`, the last that succeeded) and each job log
+        # it follows (`orch.jobs.follow` until `unfollow`/`rm`), keyed "select" / "follow:NAME".
+        self.keeping: dict[Any, tuple[str, bytes]] = {}  # such requests in flight, by id
+        self.kept: dict[str, bytes] = {}
         self.shutdown_sent = False
         self.exit_sent = False
         self.stdin_done = threading.Event()
@@ -147,8 +152,8 @@ class Bridge:
             self.pending[message["id"]] = method
         if method == "initialize":
             self.initialize = message
-        elif method == "workspace/executeCommand" and _command(message) == "orch.machine.select":
-            self.selecting[message.get("id")] = body
+        elif method == "workspace/executeCommand":
+            self._keep_command(message, body)
         elif method == "initialized":
             self.initialized = body
         elif method == "shutdown":
@@ -244,10 +249,20 @@ class Bridge:
                 self.swallow.discard(message["id"])
                 return False
             self.pending.pop(message["id"], None)
-            select = self.selecting.pop(message["id"], None)
-            if select is not None and "error" not in message:
-                self.selected = select
+            keeping = self.keeping.pop(message["id"], None)
+            if keeping is not None and "error" not in message:
+                self.kept[keeping[0]] = keeping[1]
         return True
+
+    def _keep_command(self, message: dict[str, Any], body: bytes) -> None:
+        command, arguments = _command(message)
+        name = arguments.get("name")
+        if command == "orch.machine.select":
+            self.keeping[message.get("id")] = ("select", body)
+        elif command == "orch.jobs.follow" and isinstance(name, str):
+            self.keeping[message.get("id")] = (f"follow:{name}", body)
+        elif command in ("orch.jobs.unfollow", "orch.jobs.rm") and isinstance(name, str):
+            self.kept.pop(f"follow:{name}", None)
 
     # -- an agent that died -------------------------------------------------------------------
     def restart(self) -> bool:
@@ -312,19 +327,27 @@ class Bridge:
         self._send(json.dumps(message).encode())
         if self.initialized is not None:
             self._send(self.initialized)
-        if self.selected is not None:  # the window's machine, as it chose it
-            select = json.loads(self.selected)
-            select["id"] = f"orch-bridge-select-{len(self.restarts)}"
-            self.swallow.add(select["id"])
-            self._send(json.dumps(select).encode())
+        # The machine first: the follows act on it.
+        for n, (key, body) in enumerate(sorted(self.kept.items(), key=lambda k: k[0] != "select")):
+            again = json.loads(body)
+            again["id"] = f"orch-bridge-{key}-{len(self.restarts)}-{n}"
+            if key.startswith("follow:"):  # from where the log is now: no lines twice
+                again["params"]["arguments"][0]["tail"] = 0
+            self.swallow.add(again["id"])
+            self._send(json.dumps(again).encode())
         for doc in self.documents.values():
             note = {"jsonrpc": "2.0", "method": "textDocument/didOpen"}
             self._send(json.dumps({**note, "params": {"textDocument": doc}}).encode())
 
 
-def _command(message: dict[str, Any]) -> Any:
+def _command(message: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """An executeCommand's name and its arguments object."""
     params = message.get("params")
-    return params.get("command") if isinstance(params, dict) else None
+    if not isinstance(params, dict):
+        return None, {}
+    arguments = params.get("arguments") or [{}]
+    first = arguments[0] if isinstance(arguments, list) and arguments else {}
+    return params.get("command"), first if isinstance(first, dict) else {}
 
 
 def _reply(request_id: Any, result: Any) -> bytes:

@@ -50,8 +50,17 @@ def test_the_bridge_keeps_what_a_replay_needs() -> None:
     # Answers: the first select failed, the second succeeded (that one is replayed).
     assert bridge._passes(json.dumps({"jsonrpc": "2.0", "id": 2, "error": {}}).encode())
     assert bridge._passes(json.dumps({"jsonrpc": "2.0", "id": 3, "result": {}}).encode())
-    assert bridge.selected is not None and json.loads(bridge.selected)["id"] == 3
+    assert json.loads(bridge.kept["select"])["id"] == 3
     assert bridge.pending == {1: "initialize"}
+    # A followed job's log is kept until it is unfollowed (or removed).
+    for n, command in enumerate(("orch.jobs.follow", "orch.jobs.follow", "orch.jobs.unfollow")):
+        params = {"command": command, "arguments": [{"name": f"job{min(n, 1)}", "tail": 50}]}
+        message = {"jsonrpc": "2.0", "id": 10 + n, "method": "workspace/executeCommand"}
+        bridge._keep(
+            {**message, "params": params}, json.dumps({**message, "params": params}).encode()
+        )
+        bridge._passes(json.dumps({"jsonrpc": "2.0", "id": 10 + n, "result": {}}).encode())
+    assert sorted(bridge.kept) == ["follow:job0", "select"]  # job1 was unfollowed
     # The answer to a replayed request is swallowed; a server's own request passes.
     bridge.swallow.add("orch-bridge-replay-1")
     replayed = {"jsonrpc": "2.0", "id": "orch-bridge-replay-1", "result": {}}
@@ -100,3 +109,35 @@ def test_a_closed_windows_server_can_be_freed() -> None:
     del server
     gc.collect()
     assert gone() is None
+
+
+def test_a_replay_sends_the_session_again_in_order() -> None:
+    import socket
+
+    bridge = _bridge()
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    follow = {"command": "orch.jobs.follow", "arguments": [{"name": "train", "tail": 100}]}
+    select = {"command": "orch.machine.select", "arguments": [{"machine": "gpu"}]}
+    bridge.initialize, bridge.initialized = init, b'{"method": "initialized"}'
+    for key, params in (("follow:train", follow), ("select", select)):
+        request = {"jsonrpc": "2.0", "id": 5, "method": "workspace/executeCommand"}
+        bridge.kept[key] = json.dumps({**request, "params": params}).encode()
+    bridge.documents["file:///p/orch.toml"] = {"uri": "file:///p/orch.toml", "text": "x"}
+    ours, theirs = socket.socketpair()
+    bridge.sock = ours
+    bridge.restarts = [0.0]
+    bridge._replay(init_pending=False)
+    ours.close()
+    stream = theirs.makefile("rb")
+    sent = []
+    while (body := read_message(stream)) is not None:
+        sent.append(json.loads(body))
+    theirs.close()
+    assert [m["method"] for m in sent] == [
+        "initialize", "initialized", "workspace/executeCommand", "workspace/executeCommand",
+        "textDocument/didOpen",
+    ]  # fmt: skip
+    assert sent[0]["id"] != 1 and sent[0]["id"] in bridge.swallow  # its answer is dropped
+    assert sent[2]["params"]["command"] == "orch.machine.select"  # the machine first
+    assert sent[3]["params"]["arguments"] == [{"name": "train", "tail": 0}]  # no line twice
+    assert {sent[2]["id"], sent[3]["id"]} <= bridge.swallow
