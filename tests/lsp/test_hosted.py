@@ -5,7 +5,7 @@ Two windows (two bridges) share one agent and get the same status pushes; one wi
 `exit` ends its bridge and nothing else; the bridge loads none of the heavy modules; a
 command stuck on a silent machine fails at its bound while the agent answers the rest; a
 SIGKILLed agent is replaced under a window that goes on (a request in flight gets an error,
-the next one an answer, on the same stdio connection).
+the next one an answer, on the same stdio connection, and a followed job log goes on).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pygls.exceptions import JsonRpcException
 from pygls.lsp.client import LanguageClient
 
 from sidecar import agent_client
+from tests.conftest import _kill_tmux_servers
 from tests.lsp.helpers import _plain
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
@@ -59,6 +60,7 @@ def home() -> Iterator[None]:
     pid = agent_pid()
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
+    _kill_tmux_servers(HOME)  # a job a failed test left running
 
 
 BOUND_S = 3.0  # every command's bound in the agent (ORCH_LSP_TIMEOUT_S), short for the test
@@ -88,6 +90,8 @@ class Window:
         self.client = LanguageClient(name, "1")
         self.statuses: list[dict[str, Any]] = []
         self.client.feature("orch/status")(lambda p: self.statuses.append(_plain(p)))
+        self.logs: list[str] = []
+        self.client.feature("orch/log")(lambda p: self.logs.append(_plain(p)["text"]))
         self.probe = HOME / f"{name}.modules"
 
     async def open(self) -> Window:
@@ -275,3 +279,38 @@ async def test_kill_9_of_the_agent_the_window_goes_on(
     assert new not in (None, old)
     assert agent_info()["windows"] == 1  # the window was replayed into the new agent
     assert time.monotonic() - began < 10
+
+
+async def test_a_followed_log_goes_on_in_a_new_agent(windows: tuple[Window, Window]) -> None:
+    """The job runs on the local machine (its own process: it outlives the agent); the
+    window follows its log, the agent is killed, and the lines written after the new agent
+    came up still reach the window, none twice."""
+    _, window = windows
+    gate = HOME / "gate"
+    gate.unlink(missing_ok=True)
+    command = f"echo first-line; while [ ! -e {gate} ]; do sleep 0.05; done; echo second-line"
+    try:
+        await window.run("orch.machine.up")
+        await window.run("orch.jobs.run", {"name": "tail", "command": command + "; sleep 30"})
+        await window.run("orch.jobs.follow", {"name": "tail"})
+        began = time.monotonic()
+        while "first-line" not in "".join(window.logs):
+            assert time.monotonic() - began < 10, window.logs
+            await asyncio.sleep(0.05)
+        old = agent_pid()
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        while agent_pid() in (None, old) or agent_info()["windows"] != 1:
+            assert time.monotonic() - began < 15
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the replayed follow is reading the log
+        gate.touch()
+        while "second-line" not in "".join(window.logs):
+            assert time.monotonic() - began < 20, window.logs
+            await asyncio.sleep(0.05)
+        assert "".join(window.logs).count("first-line") == 1
+    finally:
+        with contextlib.suppress(Exception):
+            await window.run("orch.jobs.stop", {"name": "tail"})
+        with contextlib.suppress(Exception):
+            await window.run("orch.machine.down", {"force": True})
