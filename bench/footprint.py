@@ -14,7 +14,9 @@ sidecar, the local machine server apart) <= 120 MB RSS.
         [--source DIR] [--save out.json] [--before out-of-an-earlier-run.json ...]
 
 `--source` runs another checkout's orch (say main's, or the one before the agent) with this
-script; `--save` keeps this run's JSON; `--before` (repeatable) puts earlier runs' figures
+script; `--in-window` runs the language server in the window's own process
+(`ORCH_LSP_HOSTED=0`, as before issue 20 hosted it in the agent: the same code's "before");
+`--save` keeps this run's JSON; `--before` (repeatable) puts earlier runs' figures
 beside this one's in the table (one table, before and after).
 """
 
@@ -55,7 +57,7 @@ def role(cmdline: list[str]) -> str | None:
         ("sidecar.sync.daemon", "sync process"),
         ("sidecar.ssh.forwarder", "port forwarder"),
         ("sidecar.machines.local", LOCAL_MACHINE),
-        ("-m sidecar", "sidecar (language server)"),
+        ("-m sidecar", "sidecar (window: bridge, or its own server)"),
     ):
         if needle in text:
             return name
@@ -146,6 +148,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         env = orch_env(
             ORCH_HOME=home, PYDANTIC_DISABLE_PLUGINS="__all__", PYTHONPATH=str(args.source)
         )
+        if args.in_window:
+            env["ORCH_LSP_HOSTED"] = "0"
         project = Path(tmp) / "proj"
         project.mkdir()
         make_tree(project, args.files)
@@ -229,6 +233,7 @@ def main() -> None:
     parser.add_argument("--edit-s", type=float, default=60.0)
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--label", default="now")
+    parser.add_argument("--in-window", action="store_true", help="ORCH_LSP_HOSTED=0")
     parser.add_argument("--save", type=Path)
     parser.add_argument("--source", type=Path, default=REPO, help="the orch checkout to run")
     parser.add_argument(

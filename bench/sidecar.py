@@ -4,7 +4,11 @@ Measured in one run against the embedded local machine (up, with 3 running jobs)
   - start → `initialize` answered: spawn `python -m sidecar` (N times), beside the
     interpreter's own start (`python -c pass`) and a bare pygls server (a `LanguageServer`
     with no features: the floor of any pygls server, lsprotocol's types and converter
-    included), in turn in the same rounds; RSS/PSS of each 1 s after `initialized`;
+    included), in turn in the same rounds; RSS/PSS of each 1 s after `initialized`.
+    `python -m sidecar` is the bridge to the language server hosted in the orch agent
+    (issue 20): measured with the agent running ("warm agent") and with the agent stopped
+    before each start ("cold agent": the bridge starts it), beside the server in the
+    window's own process (`ORCH_LSP_HOSTED=0`, what every window ran before);
   - `orch.status` executeCommand round trip on the open server (N times), against the same
     fresh-process `orch status`;
   - idle RSS and idle CPU over IDLE_S seconds with the machine up and jobs running (the
@@ -82,7 +86,13 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return rss, pss
 
 
-Variant = tuple[dict[str, str], tuple[str, ...]]  # (environment, argv after the interpreter)
+# (environment, argv after the interpreter, stop the agent before each start)
+Variant = tuple[dict[str, str], tuple[str, ...], bool]
+
+
+def stop_agent(env: dict[str, str]) -> None:
+    agent = [sys.executable, "-m", "sidecar.agent", "stop"]
+    subprocess.run(agent, env=env, capture_output=True, timeout=60, check=False)
 
 
 async def starts(project: Path, variants: dict[str, Variant]) -> dict:
@@ -98,7 +108,9 @@ async def starts(project: Path, variants: dict[str, Variant]) -> dict:
         subprocess.run([sys.executable, "-c", "pass"], env=os.environ, check=True)
         if i:
             samples["python -c pass"].append(time.perf_counter() - began)
-        for name, (env, argv) in variants.items():
+        for name, (env, argv, cold) in variants.items():
+            if cold:
+                stop_agent(env)
             began = time.perf_counter()
             client = await start_client(project, env, argv)
             if i:
@@ -131,13 +143,16 @@ async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None)
     env = orch_env(ORCH_HOME=str(tmp / "home"), PYTHONPATH=str(source))
     os.environ.update(ORCH_HOME=env["ORCH_HOME"])
 
+    in_window = {**env, "ORCH_LSP_HOSTED": "0"}
     variants: dict[str, Variant] = {
-        "bare pygls": (env, ("-c", BARE_PYGLS)),
-        "sidecar": (env, ("-m", "sidecar")),
+        "bare pygls": (env, ("-c", BARE_PYGLS), False),
+        "sidecar": (env, ("-m", "sidecar"), False),
+        "sidecar cold agent": (env, ("-m", "sidecar"), True),
+        "sidecar in-window": (in_window, ("-m", "sidecar"), False),
     }
     if baseline is not None:
         base_env = {**env, "PYTHONPATH": str(baseline), "ORCH_HOME": str(tmp / "base-home")}
-        variants["baseline sidecar"] = (base_env, ("-m", "sidecar"))
+        variants["baseline sidecar"] = (base_env, ("-m", "sidecar"), False)
     started = await starts(project, variants)
     python_start, bare, sidecar = (
         started["python -c pass"],
@@ -177,6 +192,7 @@ async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None)
         await asyncio.sleep(idle_s)
         idle_cpu = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - began)
         rss, pss = memory_mb(pid)
+        agent_rss, agent_pss = memory_mb(agent_pid(env))
     finally:
         for i in range(3):
             await execute(client, "orch.jobs.stop", {"name": f"idle{i}"})
@@ -185,9 +201,7 @@ async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None)
         client.exit(None)
         await client.stop()
         for home_env in (env, *(v[0] for k, v in variants.items() if k.startswith("baseline"))):
-            # the agents the windows started (else they linger until their idle exit)
-            agent = [sys.executable, "-m", "sidecar.agent", "stop"]
-            subprocess.run(agent, env=home_env, cwd=project, capture_output=True, timeout=60)
+            stop_agent(home_env)  # the agents the windows started (else they linger)
     return {
         "source": str(source),
         "baseline": None
@@ -198,6 +212,10 @@ async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None)
             "first_status": started["baseline sidecar first status"],
         },
         "first_status": started["sidecar first status"],
+        "cold_agent": started["sidecar cold agent"],
+        "cold_agent_first_status": started["sidecar cold agent first status"],
+        "in_window": started["sidecar in-window"],
+        "in_window_first_status": started["sidecar in-window first status"],
         "python_start": python_start,
         "bare_pygls": bare,
         "start_to_initialized": sidecar,
@@ -205,9 +223,61 @@ async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None)
         "cli_status_process": summary_ms(cli),
         "idle_rss_mb": round(rss, 1),
         "idle_pss_mb": round(pss, 1),
+        "agent_idle_rss_mb": round(agent_rss, 1),
+        "agent_idle_pss_mb": round(agent_pss, 1),
         "idle_cpu_percent": round(100 * idle_cpu, 3),
         "idle_seconds": idle_s,
     }
+
+
+def agent_pid(env: dict[str, str]) -> int:
+    state = Path(env["ORCH_HOME"]) / "agent" / "state.json"
+    return int(json.loads(state.read_text())["pid"])
+
+
+def hosted_rows(r: dict, label: str) -> list[list[object]]:
+    """The hosted bridge with a cold agent, and the server in the window's own process."""
+    if "cold_agent" not in r:
+        return []
+    cold, own = r["cold_agent"], r["in_window"]
+    return [
+        [
+            label,
+            "sidecar, cold agent (the bridge starts it): start → initialize p50",
+            f"{cold['p50_ms']:.0f} ms",
+            "<= 400 ms",
+            "yes" if cold["p50_ms"] <= 400 else "NO",
+        ],
+        [
+            label,
+            "sidecar, cold agent: start → first orch.status answered p50",
+            f"{r['cold_agent_first_status']['p50_ms']:.0f} ms",
+            "",
+            "",
+        ],
+        [
+            label,
+            "server in the window's process (ORCH_LSP_HOSTED=0): start → initialize p50",
+            f"{own['p50_ms']:.0f} ms (first orch.status "
+            f"{r['in_window_first_status']['p50_ms']:.0f} ms)",
+            "",
+            "",
+        ],
+        [
+            label,
+            "server in the window's process: RSS / PSS 1 s after initialized",
+            f"{own['rss_mb']} / {own['pss_mb']} MB",
+            "",
+            "",
+        ],
+        [
+            label,
+            "the agent (hosting every window): idle RSS / PSS (machine up, 3 jobs)",
+            f"{r['agent_idle_rss_mb']} / {r['agent_idle_pss_mb']} MB",
+            "",
+            "",
+        ],
+    ]
 
 
 def rows(r: dict) -> list[list[object]]:
@@ -249,7 +319,7 @@ def rows(r: dict) -> list[list[object]]:
         [label, "bare pygls server: start → initialize p50", f"{bare['p50_ms']:.0f} ms", "", ""],
         [
             label,
-            "sidecar: start → initialize p50",
+            "sidecar (the bridge, agent running): start → initialize p50",
             f"{s['p50_ms']:.0f} ms ({s['p50_ms'] / py['p50_ms']:.0f}x python, "
             f"{s['p50_ms'] / bare['p50_ms']:.2f}x bare pygls)",
             "<= 400 ms",
@@ -277,7 +347,7 @@ def rows(r: dict) -> list[list[object]]:
         ],
         [
             label,
-            "sidecar: RSS / PSS 1 s after initialized (no command)",
+            "sidecar (the bridge): RSS / PSS 1 s after initialized (no command)",
             f"{s['rss_mb']} / {s['pss_mb']} MB",
             "<= 60 MB",
             ok(s["rss_mb"] <= 60),
@@ -292,7 +362,7 @@ def rows(r: dict) -> list[list[object]]:
         [label, "fresh `orch status` process p50 (naive)", f"{cli['p50_ms']:.0f} ms", "", ""],
         [
             label,
-            "sidecar: idle RSS / PSS (machine up, 3 jobs)",
+            "window process (the bridge): idle RSS / PSS (machine up, 3 jobs)",
             f"{r['idle_rss_mb']} / {r.get('idle_pss_mb', '-')} MB",
             "<= 60 MB",
             ok(r["idle_rss_mb"] <= 60),
@@ -305,7 +375,7 @@ def rows(r: dict) -> list[list[object]]:
             ok(r["idle_cpu_percent"] < 0.5),
         ],
     ]
-    return [*base, *table]
+    return [*base, *table, *hosted_rows(r, label)]
 
 
 def main() -> None:

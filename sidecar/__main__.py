@@ -1,17 +1,12 @@
-"""`python -m sidecar`: the orch language server on stdin/stdout (logs go to stderr)."""
+"""`python -m sidecar`: the orch language server on stdin/stdout (logs go to stderr).
 
-import logging
-import os
+By default a standard-library bridge to the language server hosted in the orch agent
+(`sidecar.bridge`); with `ORCH_NO_AGENT=1` or `ORCH_LSP_HOSTED=0` the server runs in this
+process."""
 
-# As the CLI does: no scan of installed packages for pydantic plugins (importlib.metadata,
-# ~20 ms of the start); orch uses none.
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+import sys
 
-from sidecar.server import build_server
+from sidecar import bridge
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # pygls logs every message at INFO; the "debug" log level (initializationOptions) shows it.
-    logging.getLogger("pygls").setLevel(logging.WARNING)
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    build_server().start_io()
+    sys.exit(bridge.main() if bridge.hosted() else bridge.run_in_process())

@@ -112,6 +112,11 @@ CALL_TIMEOUTS_S: dict[str, float] = {
 }
 CALL_GRACE_S = 10.0
 
+# Set by the agent on itself (`sidecar.agent.server`): a request a service makes from inside
+# the agent (a hosted language server's `sync.start`, `forwards.host`…) is handled there
+# directly, `await in_process(payload, progress)`, not over the agent's own socket.
+in_process: Callable[[dict[str, Any], Callable[[Any], None] | None], Any] | None = None
+
 
 class AgentPaths:
     """Where the agent of one `$ORCH_HOME` keeps its lock, state, socket and log."""
@@ -209,6 +214,9 @@ async def acall(
     error reply raised as the OrchError class the agent named."""
     import asyncio
 
+    if in_process is not None:
+        async with asyncio.timeout(timeout):
+            return dict(await in_process(payload, progress))
     loop = asyncio.get_running_loop()
     relay = None
     if progress is not None:
@@ -266,6 +274,9 @@ async def arequest(
     AgentDown: nothing answered (not sent); AgentUnavailable: lost after it was sent."""
     import asyncio
 
+    if in_process is not None:
+        async with asyncio.timeout(timeout):
+            return dict(await in_process(payload, progress))
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             reader, writer = await asyncio.open_unix_connection(str(paths.socket), limit=2**24)
@@ -472,15 +483,15 @@ def hello(paths: AgentPaths, timeout: float = 2.0) -> dict[str, Any]:
     )
 
 
-def spawn(layout: Layout, paths: AgentPaths) -> None:
+def spawn(layout: Layout | Path, paths: AgentPaths) -> None:
+    """Start `python -m sidecar.agent serve` detached; returns once it answers (or raises)."""
     import subprocess
 
-    """Start `python -m sidecar.agent serve` detached; returns once it answers (or raises)."""
     paths.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env["ORCH_HOME"] = str(layout.home)
+    env["ORCH_HOME"] = str(layout if isinstance(layout, Path) else layout.home)
     env.setdefault("PYTHONMALLOC", "malloc")  # with agent.memory's trims: -4.7 MB RSS (issue 20)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar.agent", "serve", "--detach"],
@@ -500,7 +511,7 @@ def spawn(layout: Layout, paths: AgentPaths) -> None:
         raise AgentUnavailable(f"the orch agent failed to start: {last or '?'} (see {paths.log})")
 
 
-def replace(layout: Layout, paths: AgentPaths, timeout: float = 20.0) -> None:
+def replace(layout: Layout | Path, paths: AgentPaths, timeout: float = 20.0) -> None:
     """Ask an older agent to hand over (it keeps `wanted.json`), wait until it is gone."""
     import contextlib
 
@@ -513,13 +524,17 @@ def replace(layout: Layout, paths: AgentPaths, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def ensure(layout: Layout | None = None) -> tuple[AgentPaths, dict[str, Any]]:
-    """The running agent (started, or an older one replaced, when needed) and its hello."""
+def ensure(layout: Layout | Path | None = None) -> tuple[AgentPaths, dict[str, Any]]:
+    """The running agent (started, or an older one replaced, when needed) and its hello.
+    `layout` may be `$ORCH_HOME` itself (the bridge: no `sidecar.layout`, which imports
+    asyncio)."""
     if layout is None:
         from sidecar.layout import Layout
 
         layout = Layout.from_env()
     paths = agent_paths(layout)
+    if in_process is not None:  # asked from inside the agent: it is this process
+        return paths, {"ok": True, "version": __version__, "pid": os.getpid()}
     for _ in range(3):
         if alive(paths):
             try:

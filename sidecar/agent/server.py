@@ -28,14 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar import __version__
-from sidecar.agent import memory
+from sidecar import __version__, agent_client
+from sidecar.agent import memory, wanted
 from sidecar.agent.status import StatusBoard, error_reply
+from sidecar.agent.wanted import spec
 from sidecar.agent_client import PROTOCOL, agent_paths
 from sidecar.errors import Conflict, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
-from sidecar.state import read_json, serve_as_owner, write_json
+from sidecar.state import serve_as_owner, write_json
 
 if TYPE_CHECKING:
     from sidecar.context import MachineContext
@@ -71,6 +72,7 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
         self.follows = 0  # job log streams being served
+        self.windows: set[Any] = set()  # VS Code windows' hosted language servers (lsp_host)
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -83,7 +85,8 @@ class Agent:
             self.paths.state,
             {"pid": os.getpid(), "version": __version__, "socket": str(self.paths.socket)},
         )
-        await self._restore()
+        agent_client.in_process = self._in_process  # its own requests: no socket round trip
+        await wanted.restore(self)
         self._spawn(self._watch(), "orch-agent-watch")
         return True
 
@@ -91,6 +94,8 @@ class Agent:
         """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
         self.stopping = True  # what ends from here on stays in wanted.json
         await self.board.close()  # subscribers are hung up on: they subscribe again
+        for window in list(self.windows):  # their bridges connect to a successor
+            window.close()
         if keep_wanted:
             self._save_wanted(with_specs=True)
         for run in list(self.syncs.values()):
@@ -112,6 +117,7 @@ class Agent:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        agent_client.in_process = None
         self.done.set()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -122,59 +128,11 @@ class Agent:
 
     def busy(self) -> bool:
         forwarding = any(o.forwards.specs() for o in self.forwards.values())
-        return bool(self.syncs or forwarding or self.follows)
+        return bool(self.syncs or forwarding or self.follows or self.windows)
 
-    # -- wanted.json --------------------------------------------------------------------------
+    # -- wanted.json (sidecar/agent/wanted.py) ---------------------------------------------
     def _save_wanted(self, with_specs: bool = False) -> None:
-        forwards = []
-        for alias, owner in self.forwards.items():
-            entry: dict[str, Any] = {
-                "alias": alias,
-                "machine": owner.machine,
-                "target": owner.target.model_dump_json(),
-            }
-            if with_specs:  # a graceful stop empties the owner's state file: keep them here
-                entry["specs"] = [_spec(s) for s in owner.forwards.specs()]
-            forwards.append(entry)
-        syncs = [{"project": r.project, "machine": r.machine} for r in self.syncs.values()]
-        write_json(self.paths.wanted, {"syncs": syncs, "forwards": forwards})
-
-    async def _restore(self) -> None:
-        raw = read_json(self.paths.wanted)
-        if not isinstance(raw, dict):
-            return
-        for entry in raw.get("forwards") or []:
-            try:
-                await self._restore_forwards(entry)
-            except Exception:
-                log.exception("could not bring back the forwards of %s", entry.get("alias"))
-        for entry in raw.get("syncs") or []:
-            try:
-                await self.sync_start(str(entry["project"]), str(entry["machine"]), wait=False)
-            except Exception:
-                log.exception("could not resume the sync of %s", entry.get("project"))
-        self._save_wanted()
-
-    async def _restore_forwards(self, entry: dict[str, Any]) -> None:
-        from remote_config.ssh_config import LocalForwardSpec
-        from sidecar.machines.base import SSHTarget
-        from sidecar.ssh.ports_service import dead_forwards
-
-        target = SSHTarget.model_validate_json(entry["target"])
-        specs = dead_forwards(self.layout, target.alias)  # read before the new owner writes
-        specs += [LocalForwardSpec(*s) for s in entry.get("specs") or [] if s]
-        owner = await self.host_forwards(str(entry["machine"]), target)
-        if owner is None:
-            return
-        for spec in dict.fromkeys(specs):
-            try:
-                await owner.forwards.add(spec)
-            except OrchError as exc:
-                log.warning("forward %s not brought back: %s", spec, exc.message)
-                detail = f"the forwarder died and it could not be restarted: {exc.message}"
-                owner.lost.append({**dict(zip(_SPEC, _spec(spec), strict=True)), "detail": detail})
-        owner.write_state()
-        log.info("brought back %d forward(s) to %s", len(owner.forwards.specs()), target.alias)
+        wanted.save(self, with_specs)
 
     # -- forwards -----------------------------------------------------------------------------
     async def host_forwards(self, machine: str, target: Any) -> ForwardOwner | None:
@@ -305,7 +263,7 @@ class Agent:
     def info(self) -> dict[str, Any]:
         """What this agent owns: its connections, syncs and forwards (`orch agent info`)."""
         syncs = [{"project": r.project, "machine": r.machine} for r in self.syncs.values()]
-        forwards = {a: [_spec(s) for s in o.forwards.specs()] for a, o in self.forwards.items()}
+        forwards = {a: [spec(s) for s in o.forwards.specs()] for a, o in self.forwards.items()}
         return {
             "ok": True,
             "pid": os.getpid(),
@@ -314,7 +272,8 @@ class Agent:
             "syncs": syncs,
             "forwards": forwards,
             "watched": len(self.board.watched),
-            "subscribers": len(self.board.subscribers),  # language servers (VS Code windows)
+            "subscribers": len(self.board.subscribers),  # thin clients' status streams
+            "windows": len(self.windows),  # language servers hosted here (VS Code windows)
         }
 
     # -- requests -----------------------------------------------------------------------------
@@ -353,13 +312,14 @@ class Agent:
             return {"ok": True, "shutdown": True}
         raise UsageError(f"unknown agent request {op!r}")
 
-    async def _call(
-        self, request: dict[str, Any], reader: asyncio.StreamReader, send: Any
-    ) -> dict[str, Any] | None:
-        """A client's facade call (`calls.serve_call`); None: it hung up (cancelled)."""
-        from sidecar.agent import calls
+    async def _in_process(self, payload: dict[str, Any], progress: Any) -> dict[str, Any]:
+        """A request made from inside this process (`agent_client.in_process`)."""
 
-        return await calls.serve_call(self.board, request, reader, send)
+        def send(message: dict[str, Any]) -> None:
+            if progress is not None and "progress" in message:
+                progress(message["progress"])
+
+        return await self.handle(payload, send)
 
     async def _follow(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: Any, send: Any
@@ -397,8 +357,15 @@ class Agent:
                     await writer.drain()
                     writer.close()
                 return
+            if request.get("op") == "lsp":  # a VS Code window's language server, bridged
+                from sidecar.agent import lsp_host
+
+                await lsp_host.serve(self, request, reader, writer, send)
+                return
             if request.get("op") == "call":
-                reply = await self._call(request, reader, send)
+                from sidecar.agent import calls
+
+                reply = await calls.serve_call(self.board, request, reader, send)
                 if reply is None:  # the client hung up: the call was cancelled
                     writer.close()
                     return
@@ -413,10 +380,3 @@ class Agent:
         with contextlib.suppress(Exception):
             await writer.drain()
             writer.close()
-
-
-_SPEC = ("local_port", "remote_host", "remote_port", "reverse")
-
-
-def _spec(spec: Any) -> list[Any]:
-    return [spec.local_port, spec.remote_host, spec.remote_port, spec.reverse]

@@ -19,7 +19,7 @@ from typing import Any
 from lsprotocol import types
 
 from sidecar.server import config_doc
-from sidecar.server.core import OrchServer
+from sidecar.server.core import Host, OrchServer
 
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
 
@@ -92,17 +92,22 @@ class _Areas:
             await self.followers.close()
 
 
-def build_server() -> OrchServer:
-    server = OrchServer()
+def build_server(host: Host | None = None) -> OrchServer:
+    """The language server: the process's own, or (`host`) one hosted in the orch agent."""
+    server = OrchServer(host)
     config_doc.register(server)  # its textDocument features are advertised at `initialize`
     server.advertise(COMMANDS)
     areas = _Areas(server)
     server.load_commands = areas.load
+    server.stop_areas = areas.stop
 
     @server.feature(types.INITIALIZE)
     def initialize(server: OrchServer, params: types.InitializeParams) -> None:
         server.open_project(params)
         level = LOG_LEVELS.get(server.options.logLevel, logging.DEBUG)
+        if server.host is not None:  # one window of many: its own level, not the process's
+            server.host.set_level(level)
+            return
         logging.getLogger("sidecar").setLevel(level)
         if level == logging.DEBUG:
             logging.getLogger("pygls").setLevel(logging.DEBUG)

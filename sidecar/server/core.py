@@ -9,13 +9,22 @@ OrchError becomes a JSON-RPC error whose `data` carries `kind` and `hint` (docs/
 `workspace/executeCommand` is dispatched here rather than by pygls' generic handler so that
 the handler runs as the request's own asyncio task (so `$/cancelRequest` really cancels it)
 and sees the request's `workDoneToken` (so it can report `$/progress`).
+
+A server is either the process's own (`python -m sidecar` with `ORCH_NO_AGENT=1` or
+`ORCH_LSP_HOSTED=0`) or one of many hosted in the orch agent, one per VS Code window
+(`sidecar.agent.lsp_host`, given as `host`): the host supplies the project's Orchestrator
+(the agent's own, on its one connection pool), the window's working folder, a bound per
+command, the window's log level, and what `exit` does (end this window's connection, not
+the process).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -53,6 +62,33 @@ def __getattr__(name: str) -> Any:
 
         return getattr(params, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class Host(Protocol):
+    """What the orch agent gives a language server it hosts (`sidecar.agent.lsp_host`)."""
+
+    cwd: Path  # the bridge's working folder: the project when the client names no folder
+
+    def orch(self, root: Path) -> Orchestrator:
+        """The project's Orchestrator (shared by every window and the agent: never closed
+        by a window)."""
+        ...
+
+    def timeout(self, command: str) -> float:
+        """The longest `command` may run before it fails (so a stuck one frees its window)."""
+        ...
+
+    def set_level(self, level: int) -> None:
+        """The window's log level (`initializationOptions.logLevel`)."""
+        ...
+
+    def status_watcher(self, server: OrchServer) -> Any:
+        """The window's status watcher (`sidecar.server.status.LazyWatcher`'s inner)."""
+        ...
+
+    def close(self) -> None:
+        """The window said `exit`: end its connection (the agent goes on)."""
+        ...
 
 
 class Report(Protocol):
@@ -128,7 +164,21 @@ def invalid_params(command: str, exc: ValidationError) -> JsonRpcInvalidParams:
     return JsonRpcInvalidParams(message=f"{command}: {problems}")
 
 
+@functools.cache
+def _message_types(method: str) -> tuple[Any, Any]:
+    found = types.METHOD_TO_TYPES.get(method, (None, None))
+    return found[0], found[1]
+
+
 class OrchProtocol(LanguageServerProtocol):
+    # pygls caches these two with `lru_cache` on the method, whose global cache keys hold
+    # `self`: it would keep the last ~20 protocols (hosted windows long closed) alive.
+    def get_message_type(self, method: str) -> Any:  # type: ignore[override]
+        return _message_types(method)[0]
+
+    def get_result_type(self, method: str) -> Any:  # type: ignore[override]
+        return _message_types(method)[1]
+
     def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
         # pygls logs every failed request with a traceback at ERROR; an OrchError is an
         # expected outcome (the machine is not running…): one line, no traceback.
@@ -139,6 +189,14 @@ class OrchProtocol(LanguageServerProtocol):
             self._send_response(msg_id, error=exc.to_response_error())
             return
         super()._send_handler_result(future, msg_id=msg_id)
+
+    @lsp_method(types.EXIT)
+    def lsp_exit(self, *args: Any) -> Generator[Any, Any, None]:
+        host = self._server.host  # type: ignore[attr-defined]
+        if host is None:  # the process's own server: pygls ends the process
+            yield from super().lsp_exit(*args)
+            return
+        host.close()  # a hosted one: only this window's connection ends, never the agent
 
     # An async override of pygls' generator on purpose (see the module docstring).
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
@@ -154,7 +212,7 @@ class OrchProtocol(LanguageServerProtocol):
 
 
 class OrchServer(LanguageServer):
-    def __init__(self) -> None:
+    def __init__(self, host: Host | None = None) -> None:
         super().__init__(
             "orch-sidecar",
             __version__,
@@ -163,6 +221,7 @@ class OrchServer(LanguageServer):
             # text on each change is simplest and cannot drift from the editor's.
             text_document_sync_kind=types.TextDocumentSyncKind.Full,
         )
+        self.host = host
         self.raw_commands: dict[str, RawCommand] = {}
         self._orch: Orchestrator | None = None
         self._root: Path | None = None  # the client's workspace folder (set at initialize)
@@ -173,6 +232,8 @@ class OrchServer(LanguageServer):
         self.check_config_file: Callable[[], None] = lambda: None
         # Registers the command areas, once (set by `build_server`; see its module).
         self.load_commands: Callable[[], None] = lambda: None
+        # Ends the areas' background work: status watch, log follows (set by `build_server`).
+        self.stop_areas: Callable[[], Awaitable[None]] = _nothing
 
     def advertise(self, names: tuple[str, ...]) -> None:
         """Names commands in the `initialize` reply before their areas are loaded."""
@@ -182,22 +243,34 @@ class OrchServer(LanguageServer):
 
     @property
     def has_orch(self) -> bool:
-        """Whether the Orchestrator was built (a shutdown before any use has none to close)."""
+        """Whether this server built an Orchestrator of its own, to close at shutdown (a
+        hosted one uses the agent's, which outlives the window)."""
         return self._orch is not None
 
     @property
+    def root(self) -> Path:
+        """The project folder: the client's workspace folder, else the working folder."""
+        if self._root is not None:
+            return self._root
+        return self.host.cwd if self.host is not None else Path(os.getcwd())
+
+    @property
     def orch(self) -> Orchestrator:
+        if self.host is not None:
+            return self.host.orch(self.root)
         if self._orch is None:
             from sidecar.app import Orchestrator
 
-            self._orch = Orchestrator(cwd=self._root or Path(os.getcwd()))
+            self._orch = Orchestrator(cwd=self.root)
         return self._orch
 
     @property
     def via_agent(self) -> bool:
-        """Whether commands that need a connection run in the orch agent (the default), not
-        in this process (`ORCH_NO_AGENT=1`): see `Orchestrator.agent_call`."""
-        return self.orch.agent_enabled()
+        """Whether commands that need a connection are sent to the orch agent (the default
+        for the process's own server), not run here (`ORCH_NO_AGENT=1`, or a server hosted
+        in the agent, which runs them on the agent's own objects): see
+        `Orchestrator.agent_call`."""
+        return self.host is None and self.orch.agent_enabled()
 
     def open_project(self, params: types.InitializeParams) -> None:
         """Opens the client's workspace folder, with its options; the Orchestrator is built
@@ -211,7 +284,7 @@ class OrchServer(LanguageServer):
             self.options = InitOptions.parse(params.initialization_options)
         except ValueError as exc:
             log.warning("ignoring malformed initializationOptions: %s", exc)
-        self._root = Path(root) if root else Path(os.getcwd())
+        self._root = Path(root) if root else None
         self._orch = None
 
     def orch_command(
@@ -246,7 +319,7 @@ class OrchServer(LanguageServer):
                     raise invalid_params(name, exc) from None
                 with self.progress_scope(name, token) as report:
                     try:
-                        result = await handler(self, parsed, report)
+                        result = await self._bounded(name, handler(self, parsed, report))
                     except OrchError as exc:
                         raise orch_error(exc, name) from None
                     finally:
@@ -261,8 +334,27 @@ class OrchServer(LanguageServer):
 
         return decorator
 
+    async def _bounded(self, name: str, work: Awaitable[Any]) -> Any:
+        """`work`, within the host's bound for `name` (hosted in the agent, a stuck command
+        must not hold its window's resources forever); unbounded in the process's own."""
+        if self.host is None:
+            return await work
+        bound = self.host.timeout(name)
+        try:
+            async with asyncio.timeout(bound):
+                return await work
+        except TimeoutError:
+            raise OrchError(
+                f"{name} did not finish within {bound:g} s in the orch agent",
+                hint="see the agent's log (`orch agent info` names it) and try again",
+            ) from None
+
     def progress_scope(self, title: str, token: types.ProgressToken | None) -> _Progress:
         return _Progress(self, title, token)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _placeholder(name: str) -> Callable[..., Awaitable[None]]:

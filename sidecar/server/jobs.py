@@ -1,8 +1,9 @@
 """Job commands: `orch.jobs.run|status|logs|follow|unfollow|stop|restart|rm`.
 
-With the orch agent (the default) every command runs there (`Orchestrator.agent_call`, and
-`agent_follow` for the log stream, over its one connection per machine); `ORCH_NO_AGENT=1`
-runs them in this process. Jobs act on the machine the client named at start
+Every command runs in the orch agent: directly when the server is hosted there (the default),
+else sent there (`server.via_agent`: `Orchestrator.agent_call`, and `agent_follow` for the log
+stream, over its one connection per machine); `ORCH_NO_AGENT=1` runs them in this process.
+Jobs act on the machine the client named at start
 (`initializationOptions.machine`, else the project's default). `follow` streams a job's log
 as `orch/log` notifications from a task per job, which ends with the job, on `unfollow`, or
 when the same job is followed again.

@@ -1,8 +1,9 @@
 """Machine commands: `orch.machine.up|down|terminate|status`, the picker's
 `orch.machine.list`, `orch.machine.select` and `orch.machine.terminatePlan`.
 
-With the orch agent (the default) each runs there (`Orchestrator.agent_call`: its one
-connection per machine, no asyncssh in this process); `ORCH_NO_AGENT=1` runs them here.
+Each runs in the orch agent: directly when the server is hosted there (the default), else
+sent there (`server.via_agent`, `Orchestrator.agent_call`: its one connection per machine, no
+asyncssh in the window's process); `ORCH_NO_AGENT=1` runs them in the server's process.
 `up` is the long one: it reports each step as `$/progress` and stops when cancelled.
 Up, down and terminate of one machine are serialised by the provider's lock, taken off the
 event loop (an async file lock), so concurrent requests in this process wait instead of

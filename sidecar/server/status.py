@@ -1,6 +1,8 @@
 """`orch.status` and the `orch/status` notification.
 
-The client never polls. With the orch agent (the default) the language server is a thin
+The client never polls. Hosted in the orch agent (the default: `sidecar.agent.lsp_host`),
+the server's watcher is the host's in-process subscription to the agent's status board
+(`Host.status_watcher`). In the window's own process (`ORCH_LSP_HOSTED=0`) the server is a
 client for status: it subscribes to the agent's watch of this project and machine
 (`Orchestrator.status_events`) and forwards every pushed change as `orch/status`; the agent
 reads the status over its one SSH connection per machine, shared with every other window and
@@ -147,8 +149,11 @@ class LocalStatusWatch:
 StatusWatcher = AgentStatusFeed | LocalStatusWatch
 
 
-def watcher_for(server: OrchServer) -> StatusWatcher:
-    """The agent's feed, or (`ORCH_NO_AGENT=1`) a watch of this process's own."""
+def watcher_for(server: OrchServer) -> Any:
+    """Hosted in the agent: its in-process subscription (`Host.status_watcher`); else the
+    agent's feed, or (`ORCH_NO_AGENT=1`) a watch of this process's own."""
+    if server.host is not None:
+        return server.host.status_watcher(server)
     return AgentStatusFeed(server) if server.orch.agent_enabled() else LocalStatusWatch(server)
 
 
@@ -157,9 +162,9 @@ class LazyWatcher:
 
     def __init__(self, server: OrchServer) -> None:
         self.server = server
-        self.inner: StatusWatcher | None = None
+        self.inner: Any = None  # a StatusWatcher, or the host's
 
-    def _get(self) -> StatusWatcher:
+    def _get(self) -> Any:
         if self.inner is None:
             self.inner = watcher_for(self.server)
         return self.inner

@@ -1,12 +1,14 @@
-"""The language server as a thin client of the orch agent (pytest-lsp against the real
-sidecar, the `orch` command beside it, the embedded local machine).
+"""The language server hosted in the orch agent (pytest-lsp against the real sidecar: the
+bridge `python -m sidecar`, the agent, the `orch` command beside it, the embedded local
+machine).
 
-The server subscribes to the agent's watch of its project and forwards each pushed change as
+Each window's server subscribes to the agent's watch of its project and sends each change as
 `orch/status`: a job started from the CLI reaches it with no polling (the watch's idle
 interval is a minute here, so only the CLI's poke can make the agent read), over the agent's
-one SSH connection to the machine, and a second window (another language server) sees the
-same through the same watch (neither server holds a connection); a SIGKILLed agent is
-started again by the server's subscription, and its status comes back, bounded.
+one SSH connection to the machine, and a second window (another bridge) sees the same
+through the same watch (neither bridge holds a connection); a SIGKILLed agent is started
+again by the bridge, and its status comes back, bounded. `ORCH_NO_AGENT=1` keeps the server
+in the window's process.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ async def test_a_cli_job_is_pushed_to_the_language_server_over_the_agents_one_co
         info = agent_info()
         assert info["connections"] == {"orch-local": "connected"}
         assert info["watched"] == 1  # both windows share one watch (one read per change)
-        assert info["subscribers"] == 2
+        assert info["windows"] == 2  # both servers hosted in the agent
         assert json.loads(orch("status", "--json"))["jobs"][0]["name"] == "from-cli"
         assert agent_info()["watched"] == 1  # and so does `orch status`
     finally:
@@ -176,7 +178,7 @@ async def test_kill_9_of_the_agent_the_server_subscribes_again_and_recovers(
     assert old is not None
     os.kill(old, signal.SIGKILL)
     began = time.monotonic()
-    while agent_pid() in (None, old):  # the server's subscription starts a new agent
+    while agent_pid() in (None, old):  # the window's bridge starts a new agent
         assert time.monotonic() - began < 15, "no new agent"
         await asyncio.sleep(0.05)
     status = await asyncio.wait_for(execute(client, "orch.status", {"fresh": True}), 15)
