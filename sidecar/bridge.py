@@ -20,6 +20,16 @@ replayed to it (`initialize` under an id of its own, whose answer is swallowed):
 goes on without a restart. After `MAX_RESTARTS` within `RESTART_WINDOW_S` it gives up and
 exits non-zero (VS Code then restarts the server).
 
+A window that starts while no agent runs would wait for the agent's start and then its
+language-server imports before `initialize` is answered (~0.7 s quiet, over 1 s loaded). The
+bridge keeps the agent's last `initialize` answer (`lsp-initialize.json` in the agent's folder,
+0600), keyed by orch's version and the client's capabilities and initialization options —
+all the answer depends on — and with no agent running answers a matching `initialize` from it
+at once, then starts the agent and sends it the `initialize` (its answer swallowed, as in a
+replay). The window's next requests wait for the agent as before; only the handshake is
+early. If the agent then cannot be started, the answer is forgotten and the bridge exits 1:
+the editor starts the server again, which then runs in this process.
+
 With `ORCH_NO_AGENT=1` or `ORCH_LSP_HOSTED=0`, or when no agent can be started, the language
 server runs in this process instead (`sidecar.server`, as before the agent hosted it).
 """
@@ -44,6 +54,8 @@ RESTART_WINDOW_S = 120.0
 REQUEST_FAILED = -32803  # LSP's RequestFailed: the request was valid, it could not finish
 SHUTDOWN_WAIT_S = 5.0
 RECONNECT_S = 30.0  # an agent being replaced stops its syncs and forwards first
+INITIALIZE_CACHE = "lsp-initialize.json"
+REPLAY_ID = "orch-bridge-replay-"
 # The agent runs with the environment of the client that started it; a window sends its
 # own ORCH_* values so that the agent can say which ones differ (not the secrets' values:
 # only whether they differ matters, and the socket is the user's own, 0700).
@@ -110,6 +122,9 @@ class Bridge:
     # -- the agent's end ----------------------------------------------------------------------
     def connect(self) -> None:
         """A connection to the (started, current) agent, its answer read."""
+        self.sock, self.rfile, self.agent_pid = self._open()
+
+    def _open(self) -> tuple[socket.socket, BinaryIO, int | None]:
         paths, _ = client.ensure(self.home)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -132,8 +147,7 @@ class Bridge:
         except BaseException:
             sock.close()
             raise
-        self.sock, self.rfile = sock, rfile
-        self.agent_pid = reply.get("pid")
+        return sock, rfile, reply.get("pid")
 
     def _send(self, body: bytes) -> None:
         assert self.sock is not None
@@ -245,6 +259,11 @@ class Bridge:
         if not isinstance(message, dict) or "method" in message or "id" not in message:
             return True
         with self.lock:
+            # The answer to the window's `initialize`, or to its replay: kept for next time.
+            answer = self.initialize is not None and "result" in message
+            init_ids = (self.initialize or {}).get("id"), f"{REPLAY_ID}{len(self.restarts)}"
+            if answer and message["id"] in init_ids:
+                self._store_answer(message["result"])
             if message["id"] in self.swallow:
                 self.swallow.discard(message["id"])
                 return False
@@ -263,6 +282,58 @@ class Bridge:
             self.keeping[message.get("id")] = (f"follow:{name}", body)
         elif command in ("orch.jobs.unfollow", "orch.jobs.rm") and isinstance(name, str):
             self.kept.pop(f"follow:{name}", None)
+
+    # -- the handshake before the agent is up -------------------------------------------------
+    def _cache_path(self) -> Path:
+        return client.agent_paths(self.home).folder / INITIALIZE_CACHE
+
+    def _store_answer(self, result: Any) -> None:
+        """Keep the agent's answer to this window's `initialize` (call with `lock` held)."""
+        assert self.initialize is not None
+        entry = {"key": _initialize_key(self.initialize), "result": result}
+        path = self._cache_path()
+        with contextlib.suppress(OSError):
+            if path.exists() and json.loads(path.read_text()) == entry:
+                return
+        with contextlib.suppress(OSError, ValueError):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(entry, out)
+            os.replace(tmp, path)
+
+    def forget_answer(self) -> None:
+        with contextlib.suppress(OSError):
+            self._cache_path().unlink()
+
+    def answer_early(self) -> tuple[bool, bytes | None]:
+        """With no agent running: read the editor's first message and answer an `initialize`
+        that matches the kept answer at once. (whether there is anything to do, the message
+        still to be sent to the agent or None)."""
+        try:
+            if client.alive(client.agent_paths(self.home)):
+                return True, None
+            kept = json.loads(self._cache_path().read_text())
+        except (OSError, ValueError):
+            return True, None
+        body = read_message(self.stdin)
+        if body is None:
+            return False, None
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return True, body
+        if (
+            isinstance(message, dict)
+            and message.get("method") == "initialize"
+            and isinstance(kept, dict)
+            and kept.get("key") == _initialize_key(message)
+            and "result" in kept
+        ):
+            self.initialize = message
+            self.write_out(_reply(message.get("id"), kept["result"]))
+            return True, None
+        return True, body
 
     # -- an agent that died -------------------------------------------------------------------
     def restart(self) -> bool:
@@ -322,7 +393,7 @@ class Bridge:
             return
         message = dict(self.initialize)
         if not init_pending:
-            message["id"] = f"orch-bridge-replay-{len(self.restarts)}"
+            message["id"] = f"{REPLAY_ID}{len(self.restarts)}"
             self.swallow.add(message["id"])
         self._send(json.dumps(message).encode())
         if self.initialized is not None:
@@ -350,6 +421,19 @@ def _command(message: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     return params.get("command"), first if isinstance(first, dict) else {}
 
 
+def _initialize_key(message: dict[str, Any]) -> str:
+    """What the agent's `initialize` answer depends on besides its code: orch's version and
+    the client's capabilities and initialization options."""
+    params = message.get("params") if isinstance(message.get("params"), dict) else {}
+    assert isinstance(params, dict)
+    what = {
+        "version": __version__,
+        "capabilities": params.get("capabilities"),
+        "options": params.get("initializationOptions"),
+    }
+    return json.dumps(what, sort_keys=True)
+
+
 def _reply(request_id: Any, result: Any) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}).encode()
 
@@ -366,11 +450,29 @@ def _say(message: str) -> None:
 def main() -> int:
     """Bridge the window to the agent's language server; 0 after the client's `exit`."""
     bridge = Bridge(client.home_from_env(), sys.stdin.buffer, sys.stdout.buffer)
+    go_on, first = bridge.answer_early()
+    if not go_on:
+        return 0  # the editor closed before saying anything
+    early = bridge.initialize is not None or first is not None
     try:
         bridge.connect()
     except (client.AgentUnavailable, OSError) as exc:
+        if early:  # the editor's first messages are read: start over without the shortcut
+            bridge.forget_answer()
+            _say(f"{exc}; exiting so that the editor starts the server again")
+            return 1
         _say(f"{exc}; running the language server in this process")
         return run_in_process()
+    with bridge.lock:
+        if first is not None:
+            try:
+                parsed = json.loads(first)
+            except ValueError:
+                parsed = None
+            bridge._keep(parsed if isinstance(parsed, dict) else {}, first)
+            bridge._send(first)
+        elif bridge.initialize is not None:
+            bridge._replay(init_pending=False)  # answered already: the agent's answer dropped
     bridge.connected.set()
     threading.Thread(target=bridge.pump_in, name="orch-bridge-stdin", daemon=True).start()
     return bridge.pump_out()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -94,16 +95,16 @@ class Window:
         self.client.feature("orch/log")(lambda p: self.logs.append(_plain(p)["text"]))
         self.probe = HOME / f"{name}.modules"
 
-    async def open(self) -> Window:
+    async def open(self, client_name: str = "pytest") -> Window:
         self.probe.unlink(missing_ok=True)
         await self.client.start_io(
             sys.executable, "-c", PROBE, str(self.probe), cwd=str(PROJECT), env=env()
         )
-        await self.client.initialize_async(
+        self.initialize_result = await self.client.initialize_async(
             types.InitializeParams(
                 capabilities=types.ClientCapabilities(),
                 root_uri=PROJECT.as_uri(),
-                initialization_options={"clientName": "pytest"},
+                initialization_options={"clientName": client_name},
             )
         )
         self.client.initialized(types.InitializedParams())
@@ -314,3 +315,51 @@ async def test_a_followed_log_goes_on_in_a_new_agent(windows: tuple[Window, Wind
             await window.run("orch.jobs.stop", {"name": "tail"})
         with contextlib.suppress(Exception):
             await window.run("orch.machine.down", {"force": True})
+
+
+def stop_the_agent() -> None:
+    pid = agent_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    began = time.monotonic()
+    while agent_client.alive(agent_client.agent_paths(ORCH_HOME)):
+        assert time.monotonic() - began < 15
+        time.sleep(0.05)
+
+
+async def test_with_no_agent_initialize_is_answered_from_the_agents_last_answer(
+    windows: tuple[Window, Window],
+) -> None:
+    """The bridge keeps the agent's `initialize` answer; with no agent running it answers a
+    matching `initialize` at once (marked here, to tell it from the agent's), starts the agent,
+    and the window then works as any other. Other initialization options: no shortcut."""
+    kept_file = agent_client.agent_paths(ORCH_HOME).folder / "lsp-initialize.json"
+    kept = json.loads(kept_file.read_text())  # written by the windows before
+    assert kept_file.stat().st_mode & 0o077 == 0
+    real_version = kept["result"]["serverInfo"]["version"]
+    for window in windows:
+        if not window.client.stopped:
+            await window.close()
+    stop_the_agent()
+    kept["result"]["serverInfo"]["version"] = "the-kept-answer"
+    kept_file.write_text(json.dumps(kept))
+    early = await Window("early").open()
+    try:
+        assert early.initialize_result.server_info is not None
+        assert early.initialize_result.server_info.version == "the-kept-answer"
+        assert configured(await early.run("orch.status", {"fresh": True}))  # the agent is up
+        assert agent_info()["windows"] == 1
+        # The agent's own answer (swallowed on the way) replaced the marked one.
+        replaced = json.loads(kept_file.read_text())["result"]["serverInfo"]["version"]
+        assert replaced == real_version
+    finally:
+        await early.close()
+    stop_the_agent()
+    kept_file.write_text(json.dumps(kept))  # marked again: must not be used this time
+    other = await Window("other").open(client_name="another editor")
+    try:
+        assert other.initialize_result.server_info is not None
+        assert other.initialize_result.server_info.version == real_version
+        assert configured(await other.run("orch.status", {"fresh": True}))
+    finally:
+        await other.close()
