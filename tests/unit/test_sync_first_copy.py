@@ -149,7 +149,7 @@ async def test_recorder_records_each_file_rsync_reports_in_its_thread(tmp_path: 
 
 def test_rsync_report_lines_give_files_and_symlinks_exactly(tmp_path: Path) -> None:
     """Real rsync output: a file's md5, a symlink's target hashed as orch hashes symlinks
-    (" -> " in a target or an escaped name: unreadable, left to the look afterwards)."""
+    (" -> " in a target: unreadable, left to the look afterwards; escaped bytes read back)."""
     import subprocess
 
     from remote_config.sync import parse_rsync_sent, rsync_argv
@@ -173,4 +173,5 @@ def test_rsync_report_lines_give_files_and_symlinks_exactly(tmp_path: Path) -> N
         "f": md5(b"hi\n"),
         "link": md5(b"link:f"),
         " lead": md5(b"link:trail "),
+        "nl": md5(b"link:x\ny"),
     }
