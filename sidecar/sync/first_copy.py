@@ -65,15 +65,21 @@ class FirstCopy(RsyncPath):
         result = BatchResult(transport="rsync", files=len(files))
         generation = self.manifest.generation + 1
         self._begin = self.manifest.token(generation)
-        with phase("write-ahead record"):
+
+        def write_ahead() -> list[str] | None:
             self.manifest.add_pending_paths(files)
             self.manifest.record_dirs(dirs, [])
             # Made there? Not sure until the copy ends (rows of a cut copy stay recorded, so
             # the next full sync is not a first copy: it makes these folders again).
             self.manifest.add_pending(dict.fromkeys(dirs, DIR_MARK))
-            excludes = None if ignored is None else rsync_excludes([*files, *dirs], ignored)
-        with phase("remote listing"):
-            await self._precheck(files, {}, {}, result)
+            return None if ignored is None else rsync_excludes([*files, *dirs], ignored)
+
+        # The record is written (in a thread) while the helper starts and lists the remote
+        # folder; both are done before rsync starts.
+        with phase("write-ahead record + remote listing"):
+            excludes, _ = await asyncio.gather(
+                asyncio.to_thread(write_ahead), self._precheck(files, {}, {}, result)
+            )
         started_ns = time.time_ns()
         walked = None if excludes is None else (set(files), set(dirs))
         recorder = Recorder(self.root, self.manifest, started_ns, walked, self.rules)
