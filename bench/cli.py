@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import emit, orch_env, summary_ms
 
 N = 20
+ROUNDS = 10
+JOB = ["sleep", "60"]
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: str) -> float:
@@ -38,6 +40,22 @@ def series(argv: list[str], env: dict[str, str], cwd: str) -> list[float]:
     for _ in range(2):
         timed(argv, env, cwd)
     return [timed(argv, env, cwd) for _ in range(N)]
+
+
+def job_cycles(orch: list[str], env: dict[str, str], cwd: str) -> dict[str, list[float]]:
+    """`orch run --replace bench -- sleep 60`, `orch logs bench`, `orch stop bench`, timed each,
+    ROUNDS times after one untimed cycle (the agent's connection is open after it)."""
+    times: dict[str, list[float]] = {"run": [], "logs": [], "stop": []}
+    for round_ in range(ROUNDS + 1):
+        for verb, argv in (
+            ("run", [*orch, "run", "--replace", "bench", "--", *JOB]),
+            ("logs", [*orch, "logs", "bench"]),
+            ("stop", [*orch, "stop", "bench"]),
+        ):
+            took = timed(argv, env, cwd)
+            if round_:
+                times[verb].append(took)
+    return times
 
 
 def rss_kb(pid: int) -> int:
@@ -58,9 +76,10 @@ def main() -> None:
         floor = series([sys.executable, "-c", "pass"], env, project)
         version = series([*orch, "--version"], env, project)
         status_down = series([*orch, "status"], env, project)
+        plain = {**env, "ORCH_NO_AGENT": "1"}  # nothing below starts an agent by itself
         up = subprocess.run(
             [*orch, "up", "--json"],
-            env=env,
+            env=plain,
             cwd=project,
             check=True,
             capture_output=True,
@@ -68,17 +87,19 @@ def main() -> None:
         )
         info = json.loads(up.stdout)
         try:
-            status_up = series([*orch, "status"], {**env, "ORCH_NO_AGENT": "1"}, project)
+            status_up = series([*orch, "status"], plain, project)
+            jobs_plain = job_cycles(orch, plain, project)
             agent = [sys.executable, "-m", "sidecar.agent"]
             subprocess.run([*agent, "serve", "--detach"], env=env, cwd=project, check=True)
             try:
                 status_agent = series([*orch, "status"], env, project)
+                jobs_agent = job_cycles(orch, env, project)
             finally:
                 subprocess.run([*agent, "stop"], env=env, cwd=project, capture_output=True)
             for _ in range(20):  # serve some sessions, then let it idle
                 subprocess.run(
                     [*orch, "ssh", "--", "true"],
-                    env=env,
+                    env=plain,
                     cwd=project,
                     check=True,
                     capture_output=True,
@@ -86,7 +107,7 @@ def main() -> None:
             time.sleep(2)
             server_rss = rss_kb(info["pid"])
         finally:
-            subprocess.run([*orch, "down"], env=env, cwd=project, capture_output=True)
+            subprocess.run([*orch, "down", "--force"], env=plain, cwd=project, capture_output=True)
         bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
         time.sleep(1)
         bare_rss = rss_kb(bare.pid)
@@ -107,10 +128,23 @@ def main() -> None:
         "status_over_floor_ratio": round(s_up["p50_ms"] / s_floor["p50_ms"], 2),
         "agent_status_over_floor_ratio": agent_ratio,
         "agent_speedup_vs_ordinary": round(s_up["p50_ms"] / s_agent["p50_ms"], 2),
+        "jobs_in_process": {verb: summary_ms(t) for verb, t in jobs_plain.items()},
+        "jobs_through_agent": {verb: summary_ms(t) for verb, t in jobs_agent.items()},
         "local_server_idle_rss_mb": round(server_rss / 1024, 1),
         "bare_python_rss_mb": round(bare_rss / 1024, 1),
     }
     ok = s_up["p50_ms"] <= 300
+    job_rows: list[list[object]] = []
+    for verb in ("run", "logs", "stop"):
+        thin, fat = summary_ms(jobs_agent[verb])["p50_ms"], summary_ms(jobs_plain[verb])["p50_ms"]
+        job_rows.append(
+            [
+                f"orch {verb} p50 (warm): agent / in-process",
+                f"{thin:.0f} / {fat:.0f} ms",
+                f"agent {thin / s_floor['p50_ms']:.1f}x floor",
+                f"{fat / thin:.1f}x faster",
+            ]
+        )
     emit(
         "cli",
         results,
@@ -135,6 +169,7 @@ def main() -> None:
                 "<= 60 ms, <= 5x",
                 "yes" if agent_ok else "NO",
             ],
+            *job_rows,
             [
                 "local server idle RSS",
                 f"{server_rss / 1024:.1f} MB",

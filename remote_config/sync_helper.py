@@ -21,9 +21,10 @@ import shlex
 # {"miss": true}, {"drift": true} (a "verify" op) or {"error": TEXT}. A request with
 # "begin": TOKEN marks the folder's generation as TOKEN + "~" (being changed) before it
 # applies anything; "generation": TOKEN records the finished one, so a batch cut in half
-# never leaves a label that a snapshot could trust.
+# never leaves a label that a snapshot could trust. Started with the sync's id as its argument,
+# the helper first ends older helpers of the same sync still alive (`fence`).
 HELPER_SOURCE = r"""
-import hashlib, json, os, stat, struct, sys
+import hashlib, json, os, stat, struct, sys, time
 R, W = sys.stdin.buffer, sys.stdout.buffer
 def readn(n):
     b = bytearray()
@@ -232,6 +233,37 @@ def handle(req):
         generation(root, req["generation"])
     lock(root, bool(req.get("hold")))
     return {"results": results}
+def fence(me):
+    # orch-sync-helper: the mark another helper finds in this process's command line.
+    # End older helpers of this same sync before doing anything. The laptop side runs one
+    # owner per sync, so another one alive is left over from a killed sync or a dropped
+    # connection, and a request it still holds (waiting for the lock) must never be applied
+    # after this session's reconcile (a stale batch: orphan folders, stale files).
+    if not me or not os.path.isdir("/proc"):
+        return
+    mark, tail = b"orch-sync-helper", b"\0" + me.encode() + b"\0"
+    ended = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read()
+            if cmd.endswith(tail) and mark in cmd:
+                os.kill(int(pid), 9)
+                ended.append(pid)
+        except OSError:
+            pass
+    for pid in ended:  # gone (or a zombie) before this helper says hello
+        for _ in range(200):
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                        break
+            except OSError:
+                break
+            time.sleep(0.01)
+fence(sys.argv[1] if len(sys.argv) > 1 else "")
 send({"hello": 1})
 while True:
     hdr = R.read(4)
@@ -242,6 +274,8 @@ while True:
 """
 
 
-def helper_command(python: str = "python3") -> str:
-    """The remote command starting the helper (no login shell, no file left on the remote)."""
-    return f"{shlex.quote(python)} -u -c {shlex.quote(HELPER_SOURCE)}"
+def helper_command(python: str = "python3", sync_id: str = "") -> str:
+    """The remote command starting the helper (no login shell, no file left on the remote).
+    With `sync_id` (the manifest's), it first ends older helpers of the same sync."""
+    command = f"{shlex.quote(python)} -u -c {shlex.quote(HELPER_SOURCE)}"
+    return f"{command} {shlex.quote(sync_id)}" if sync_id else command

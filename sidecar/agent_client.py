@@ -44,17 +44,54 @@ class AgentDown(AgentUnavailable):
     """Nothing answered on the agent's socket: the request was not sent (safe to retry)."""
 
 
+class EnvDiffers(Exception):
+    """The agent runs with another environment than the client (AWS profile, orch settings…):
+    the request was not run; the client runs it itself (the CLI's `env`-checked calls)."""
+
+
+# Variables that change what an operation does (which cloud account, which ssh config…). A
+# client that sends `env_key()` with a request gets `env_differs` instead of a result from an
+# agent started with other values; variables about the client itself are left out.
+_ENV_PREFIXES = ("AWS_", "ORCH_", "GITHUB_", "GH_", "CODESPACE")
+_ENV_NAMES = ("HOME", "USER")
+_CLIENT_ONLY = (
+    "ORCH_NO_AGENT",
+    "ORCH_AGENT_TIMEOUT_S",
+    "ORCH_AGENT_IDLE_S",
+    "ORCH_DEBUG",
+    "ORCH_TEST_RUN",
+    "ORCH_HOME",  # the same agent by construction
+    "ORCH_LOG_LEVEL",
+)
+
+
+def env_key(environ: dict[str, str] | None = None) -> str:
+    """A digest of the variables that change what orch does (not their values)."""
+    import hashlib
+
+    env = os.environ if environ is None else environ
+    chosen = sorted(
+        (k, v)
+        for k, v in env.items()
+        if (k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES) and k not in _CLIENT_ONLY
+    )
+    return hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:16]
+
+
 # The facade operations a client may run in the agent (`{"op": "call"}`), each with the
 # longest it may take there (seconds): the agent ends it with an error past that bound, the
 # client waits `CALL_GRACE_S` more. A dead agent is noticed at once (its socket closes); the
 # bound is for a wedged one. `sidecar.agent.calls` implements exactly these (a unit test).
 CALL_TIMEOUTS_S: dict[str, float] = {
     "up": 1800.0,  # a cloud machine: launch, boot, bootstrap (progress is streamed)
+    "up_plan": 120.0,
     "down": 900.0,
+    "down_check": 120.0,
     "terminate": 900.0,
     "terminate_preview": 120.0,
     "machine_status": 60.0,
     "machines_overview": 60.0,
+    "machines_inventory": 120.0,  # every region's EC2 machines with --all-regions
     "jobs_run": 900.0,  # includes the snapshot of the synced tree
     "jobs_restart": 900.0,
     "jobs_stop": 120.0,
@@ -62,9 +99,16 @@ CALL_TIMEOUTS_S: dict[str, float] = {
     "jobs_status": 60.0,
     "jobs_logs": 120.0,
     "jobs_info": 60.0,
+    "attach_argv": 120.0,
     "idle_status": 60.0,
     "idle_keep": 60.0,
     "ssh_config_write": 120.0,
+    "ssh_argv": 120.0,
+    "probe": 60.0,
+    "debug_start": 900.0,  # a snapshot, the job, debugpy listening, the forward
+    "debug_attach": 120.0,
+    "debug_config": 120.0,
+    "profile": 3600.0,  # the profiled workload (its output is streamed), then the fetch
 }
 CALL_GRACE_S = 10.0
 
@@ -190,7 +234,23 @@ def raise_reply(reply: dict[str, Any]) -> None:
         kind = errors.OrchError
     exc = kind(str(reply.get("message")), hint=reply.get("hint"))
     exc.action, exc.target = reply.get("action"), reply.get("target")
+    if isinstance(exc, errors.ConfigFileError) and isinstance(reply.get("problems"), list):
+        exc.problems = _problems(reply["problems"])
     raise exc
+
+
+def _problems(raw: list[Any]) -> list[Any]:
+    """orch.toml's problems as the agent sent them, back as `ConfigProblem`s."""
+    from remote_config.loader import ConfigProblem
+
+    problems = []
+    for item in raw:
+        if isinstance(item, dict):
+            try:
+                problems.append(ConfigProblem(**item))
+            except TypeError:  # a newer agent's field: keep what is readable
+                continue
+    return problems
 
 
 async def arequest(
@@ -224,6 +284,8 @@ async def arequest(
                     if progress is not None:
                         progress(reply["progress"])
                     continue
+                if reply.get("env_differs"):
+                    raise EnvDiffers(str(reply.get("message")))
                 raise_reply(reply)
                 return dict(reply)
     except TimeoutError:
@@ -327,6 +389,8 @@ async def subscribe(
             if not line:
                 return
             message = json.loads(line)
+            if message.get("env_differs"):
+                raise EnvDiffers(str(message.get("message")))
             if "ok" in message and not message["ok"]:
                 if message.get("kind"):  # an OrchError of the stream: raised as its class
                     raise_reply(message)
@@ -335,6 +399,71 @@ async def subscribe(
                 yield message
     finally:
         writer.close()
+
+
+def follow_request(
+    project: str,
+    name: str,
+    tail: int | None,
+    machine: str | None,
+    *,
+    follow: bool = True,
+    on: str | None = None,
+    archived: bool = False,
+    env: bool = False,
+) -> dict[str, Any]:
+    """The agent's `follow` request for a job's log (`sidecar.agent.calls.serve_follow`);
+    `env`: with this process's `env_key()`, run only by an agent with the same settings."""
+    request: dict[str, Any] = {"op": "follow", "project": project, "machine": machine}
+    request |= {"name": name, "tail": tail, "follow": follow, "on": on, "archived": archived}
+    if env:
+        request["env"] = env_key()
+    return request
+
+
+FOLLOW_RETRIES = 3  # agent restarts in a row, with no log line between, before giving up
+FOLLOW_HINT = "follow it again: orch logs -f {name}"
+
+
+async def follow_log(
+    layout: Layout | None, request: dict[str, Any], silence_s: float
+) -> AsyncIterator[str]:
+    """A `follow` request's log text, as it comes (the agent is started first when needed).
+    If the agent dies (or goes silent) mid-stream, a new one is started and asked to go on
+    from the byte the last chunk ended at (`offset`, sent by the agent with each chunk of a
+    job on a machine), so no line is lost or repeated; a stream without offsets (a backend's
+    CloudWatch stream) cannot go on and ends with AgentUnavailable, as does an agent that
+    cannot be started. An error of the stream is raised as its OrchError; EnvDiffers when
+    the request carries `env` and the agent has other settings (before any text)."""
+    import asyncio
+
+    request = dict(request)
+    offset: int | None = None
+    started = False  # a chunk without an offset was shown: a new stream cannot go on
+    failures = 0
+    why = "the orch agent ended the log stream"
+    while failures <= FOLLOW_RETRIES:
+        if offset is not None:
+            request["offset"] = offset
+        paths, _ = await asyncio.to_thread(ensure, layout)  # (AgentUnavailable: say it now)
+        try:
+            async for event in subscribe(paths, request, silence_s):
+                if event.get("event") == "log":
+                    failures = 0
+                    at = event.get("offset")
+                    offset = at if isinstance(at, int) else None
+                    started = started or offset is None
+                    yield str(event["text"])
+                elif event.get("event") == "end":
+                    return
+        except AgentDown as exc:  # (a socket left by a dead agent) start a new one
+            why = str(exc)
+        except AgentUnavailable as exc:
+            why = str(exc)
+        if started:
+            break
+        failures += 1  # the agent died (or went silent): start a new one, go on
+    raise AgentUnavailable(f"{why} (following job {request.get('name')})")
 
 
 def hello(paths: AgentPaths, timeout: float = 2.0) -> dict[str, Any]:

@@ -448,8 +448,13 @@ class Orchestrator:
 
     async def probe(self, machine: str | None = None) -> None:
         """Connect once, verifying the pinned host key; raises the ConnectionFailed (exit 5)
-        that says why the machine cannot be reached, or returns when it can."""
-        await self.pool.connection(await self.ssh_target(machine))
+        that says why the machine cannot be reached, or returns when it can. A connection of
+        its own, not the pool's: a pooled one (the agent's) was checked when it was opened,
+        and the key may have changed since (`orch ssh` exiting 255 asks this)."""
+        from sidecar.ssh.pool import open_connection
+
+        conn = await open_connection(await self.ssh_target(machine))
+        conn.close()
 
     # -- OpenSSH -----------------------------------------------------------------------------
     def _forwards(self, machine: str, *, direct: bool = False) -> tuple[LocalForwardSpec, ...]:
@@ -643,9 +648,14 @@ class Orchestrator:
         return "".join([c async for c in self.jobs_stream(name, tail, False, machine)])
 
     def jobs_follow(
-        self, name: str, tail: int | None = None, machine: str | None = None
+        self,
+        name: str,
+        tail: int | None = None,
+        machine: str | None = None,
+        offset: int | None = None,
     ) -> AsyncIterator[str]:
-        return self.jobs(machine, self.job_backend_of(name)).stream(name, tail=tail, follow=True)
+        jobs = self.jobs(machine, self.job_backend_of(name))
+        return jobs.stream(name, tail=tail, follow=True, offset=offset)
 
     def jobs_stream(
         self,
@@ -654,13 +664,15 @@ class Orchestrator:
         follow: bool = False,
         machine: str | None = None,
         on: str | None = None,
+        offset: int | None = None,
     ) -> AsyncIterator[str]:
         """The job's log as text chunks (with `follow`, until the job ends); from the
-        machine's archive (EC2: CloudWatch Logs) when the machine is not running."""
+        machine's archive (EC2: CloudWatch Logs) when the machine is not running. `offset`:
+        go on from a byte an earlier stream's chunk reported (`jobs.follow.LogText`)."""
         backend_name = self.job_backend_of(name, on)
         jobs = self.jobs(machine, backend_name)
-        stream = jobs.stream(name, tail=tail, follow=follow)
-        if backend_name is not None:
+        stream = jobs.stream(name, tail=tail, follow=follow, offset=offset)
+        if backend_name is not None or offset is not None:  # (a resumed stream: no archive)
             return stream
         return self._or_archived(stream, name, tail, machine)
 
@@ -1003,20 +1015,25 @@ class Orchestrator:
         machine: str | None = None,
         params: dict[str, Any] | None = None,
         progress: Progress | None = None,
+        *,
+        env: bool = False,
     ) -> Any:
         """Run facade `method` in the orch agent, over its one connection per machine (the
         language server's commands); its result as JSON, its OrchError raised here as the
         same class. The agent is started when none answers (the request was not sent then);
-        one lost after it was sent is an error, not sent twice (it may have run)."""
+        one lost after it was sent is an error, not sent twice (it may have run). `env`:
+        only if the agent runs with this process's settings (else `EnvDiffers`)."""
         from sidecar import agent_client as client
 
-        request = {
+        request: dict[str, Any] = {
             "op": "call",
             "project": str(self.cwd),
             "machine": machine,
             "method": method,
             "params": params or {},
         }
+        if env:
+            request["env"] = client.env_key()
         timeout = client.CALL_TIMEOUTS_S[method] + client.CALL_GRACE_S
         paths = client.agent_paths(self.layout)
         try:
@@ -1031,25 +1048,80 @@ class Orchestrator:
             ) from None
         return reply.get("result")
 
-    async def agent_follow(
-        self, name: str, tail: int | None = None, machine: str | None = None
+    async def run_call(
+        self,
+        method: str,
+        machine: str | None = None,
+        params: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> Any:
+        """One method of the orch agent's allow-list (`sidecar.agent.calls.CALLS`, checked
+        parameters, bounded): run in the agent (its result as JSON) or, with
+        `ORCH_NO_AGENT=1`, here (as the facade returns it). The CLI's one switch
+        (`sidecar.cli.dispatch` turns either into the same result model)."""
+        if self.agent_enabled():
+            from sidecar import agent_client as client
+
+            try:
+                return await self.agent_call(method, machine, params, progress, env=True)
+            except client.EnvDiffers:
+                pass  # the agent has other settings (AWS_PROFILE…): run it here instead
+        from sidecar.agent.calls import invoke
+
+        return await invoke(self, method, machine, params or {}, progress or (lambda _m: None))
+
+    async def run_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        follow: bool = False,
+        machine: str | None = None,
+        on: str | None = None,
     ) -> AsyncIterator[str]:
-        """`jobs_follow` run in the orch agent: the job's log as text chunks until it ends,
-        over the agent's connection (the language server's `orch/log`)."""
+        """`jobs_stream` as `run_call` runs a call: streamed by the orch agent (which goes on
+        after its own crash), or here with `ORCH_NO_AGENT=1` or other settings than the
+        agent's."""
+        if self.agent_enabled():
+            from sidecar import agent_client as client
+
+            stream = self.agent_follow(
+                name, tail, machine, follow=follow, on=on, archived=True, env=True
+            )
+            try:
+                async for chunk in stream:
+                    yield chunk
+                return
+            except client.EnvDiffers:  # (said before the first chunk)
+                pass
+        async for chunk in self.jobs_stream(name, tail, follow, machine, on):
+            yield chunk
+
+    async def agent_follow(
+        self,
+        name: str,
+        tail: int | None = None,
+        machine: str | None = None,
+        *,
+        follow: bool = True,
+        on: str | None = None,
+        archived: bool = False,
+        env: bool = False,
+    ) -> AsyncIterator[str]:
+        """`jobs_follow` (with `archived`: `jobs_stream`, as `orch logs` reads) run in the orch
+        agent: the job's log as text chunks until it ends, over the agent's connection (the
+        language server's `orch/log`, `orch logs`). If the agent dies mid-stream a new one
+        goes on from the byte the last chunk ended at (`agent_client.follow_log`). `env`:
+        only with this process's settings (else EnvDiffers, before any chunk)."""
         from sidecar import agent_client as client
 
-        request: dict[str, Any] = {"op": "follow", "project": str(self.cwd), "machine": machine}
-        request |= {"name": name, "tail": tail}
+        request = client.follow_request(
+            str(self.cwd), name, tail, machine, follow=follow, on=on, archived=archived, env=env
+        )
         try:
-            paths, _ = await asyncio.to_thread(client.ensure, self.layout)
-            async for event in client.subscribe(paths, request, self.STATUS_SILENCE_S):
-                if event.get("event") == "log":
-                    yield str(event["text"])
-                elif event.get("event") == "end":
-                    return
+            async for text in client.follow_log(self.layout, request, self.STATUS_SILENCE_S):
+                yield text
         except client.AgentUnavailable as exc:
-            raise OrchError(str(exc), hint=f"follow it again: orch logs -f {name}") from None
-        raise OrchError("the orch agent ended the log stream", hint="follow it again")
+            raise OrchError(str(exc), hint=client.FOLLOW_HINT.format(name=name)) from None
 
     def poke_agent(self) -> None:
         """Tell a running agent that something may have changed (its status reads anew)."""

@@ -46,6 +46,41 @@ def run_orch(
     )
 
 
+# Runs the CLI as `orch` does, then says on stderr which heavy modules it had imported.
+_HEAVY = "\norch-test-heavy: "
+_THIN = (
+    "import runpy, sys\n"
+    "sys.argv = ['orch', *sys.argv[1:]]\n"
+    "try:\n"
+    "    runpy.run_module('sidecar.cli.main', run_name='__main__')\n"
+    "finally:\n"
+    "    heavy = [m for m in ('asyncssh', 'cryptography', 'pydantic') if m in sys.modules]\n"
+    f"    sys.stderr.write({_HEAVY!r} + ' '.join(heavy) + '\\n')\n"
+)
+
+
+def run_orch_checked(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`run_orch`, and which of asyncssh/cryptography/pydantic the CLI process had imported
+    at its end (a thin client of the orch agent imports no asyncssh; `orch status` and
+    `orch logs` answered by it no pydantic either); stderr comes back without the list."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", _THIN, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+    stderr, _, heavy = done.stderr.rpartition(_HEAVY)
+    done.stderr = stderr
+    return done, heavy.split()
+
+
 def stop_pid(pid: int, timeout: float = 5.0) -> None:
     """Stop a process we started: SIGTERM, then SIGKILL if it lingers."""
     with contextlib.suppress(ProcessLookupError):

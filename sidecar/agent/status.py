@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import time
@@ -51,11 +52,12 @@ class Watched:
     watch: StatusWatch = field(init=False)
     subscribers: int = 0
     text: str = ""
+    stderr: str = ""  # what `orch status` prints on stderr (an over-budget warning)
     error: dict[str, Any] | None = None  # the CLI's error (an unknown machine…), if any
 
 
 def error_reply(exc: OrchError) -> dict[str, Any]:
-    return {
+    reply: dict[str, Any] = {
         "kind": exc.kind,
         "message": exc.message,
         "hint": exc.hint,
@@ -63,6 +65,13 @@ def error_reply(exc: OrchError) -> dict[str, Any]:
         "action": exc.action,
         "target": exc.target,
     }
+    if isinstance(exc, ConfigFileError):  # each problem with its line, for an editor
+        reply["problems"] = [
+            dataclasses.asdict(p)
+            for p in exc.problems
+            if dataclasses.is_dataclass(p) and not isinstance(p, type)
+        ]
+    return reply
 
 
 class StatusBoard:
@@ -116,10 +125,10 @@ class StatusBoard:
         except OrchError as exc:
             entry.error = error_reply(exc)
         status = await orch.status(entry.machine)
-        text = io.StringIO()
-        with contextlib.redirect_stdout(text):  # no await inside: nothing else prints here
-            print_status(status)
-        entry.text = text.getvalue()
+        text, warnings = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(text), contextlib.redirect_stderr(warnings):
+            print_status(status)  # (no await inside: nothing else prints meanwhile)
+        entry.text, entry.stderr = text.getvalue(), warnings.getvalue()
         return status.model_dump(mode="json")
 
     async def status(
@@ -132,7 +141,8 @@ class StatusBoard:
         payload = await entry.watch.current(fresh, max_age=MAX_AGE_S)
         if entry.error is not None and not lenient:
             return {"ok": False, **entry.error}
-        return {"ok": True, "status": payload, "text": entry.text, "version": __version__}
+        reply = {"ok": True, "status": payload, "text": entry.text, "version": __version__}
+        return reply | ({"stderr": entry.stderr} if entry.stderr else {})
 
     def subscribe(
         self, project: str, machine: str | None, listener: Listener

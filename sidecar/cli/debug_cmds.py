@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from sidecar.app import Orchestrator
+from sidecar.cli import dispatch
 from sidecar.cli.job_options import JobOptions, as_argv, command_words, take_options
 from sidecar.cli.output import print_json, print_session
 from sidecar.errors import UsageError
+from sidecar.results import DebugConfigResult, DebugSession
 
 DEBUG_HELP = """\
   orch debug NAME [options] -- python script.py ARGS   start job NAME under debugpy
@@ -51,14 +53,19 @@ async def cmd_debug(orch: Orchestrator, args: argparse.Namespace) -> int:
         opts, rest = _options(words[1:])
         if len(rest) != 1:
             raise UsageError("usage: orch debug attach NAME")
-        session = await orch.debug_attach(rest[0], machine=opts.machine)
+        session = await dispatch.call(
+            orch, "debug_attach", DebugSession, opts.machine, name=rest[0]
+        )
         print_json(session) if opts.json else print_session(session)
         return 0
     if verb == "config":
         opts, rest = _options(words[1:])
         if len(rest) > 1:
             raise UsageError("usage: orch debug config [NAME]")
-        result = await orch.debug_config(rest[0] if rest else None, machine=opts.machine)
+        name = rest[0] if rest else None
+        result = await dispatch.call(
+            orch, "debug_config", DebugConfigResult, opts.machine, name=name
+        )
         if opts.json:
             print_json(result)
         else:
@@ -72,17 +79,36 @@ async def start_debug_job(orch: Orchestrator, name: str, words: list[str]) -> in
     argv = as_argv(command_words(rest, name, _DEBUG_HINT))
     env = opts.environment()
 
+    session = await debug_job(orch, name, argv, opts.machine, env, opts.replace, opts.snapshot)
+    print_json(session) if opts.json else print_session(session)
+    return 0
+
+
+async def debug_job(
+    orch: Orchestrator,
+    name: str,
+    argv: list[str],
+    machine: str | None,
+    env: dict[str, str],
+    replace: bool | None,
+    snapshot: bool | None,
+) -> DebugSession:
+    """Start job `name` under debugpy (`orch debug NAME`, `orch run --debug`); each step is
+    said on stderr as it happens."""
+
     def say(message: str) -> None:
         print(f"orch: {message}", file=sys.stderr)
 
-    session = await orch.debug_start(
-        name,
-        argv,
-        machine=opts.machine,
+    session: DebugSession = await dispatch.call(
+        orch,
+        "debug_start",
+        DebugSession,
+        machine,
+        say,
+        name=name,
+        command=argv,
         env=env,
-        replace=bool(opts.replace),
-        snapshot=opts.snapshot,
-        say=say,
+        replace=bool(replace),
+        snapshot=snapshot,
     )
-    print_json(session) if opts.json else print_session(session)
-    return 0
+    return session

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from sidecar.app import Orchestrator
+from sidecar.cli import dispatch
 from sidecar.cli.output import print_json
+from sidecar.results import IdleStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
-    status = await orch.idle_status(args.machine)
+    status = await dispatch.call(orch, "idle_status", IdleStatus | None, args.machine)
     if args.json:
         print_json(status)
     elif status is None:
@@ -31,7 +33,7 @@ async def cmd_status(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_keep(orch: Orchestrator, args: argparse.Namespace) -> int:
-    status = await orch.idle_keep(args.machine)
+    status = await dispatch.call(orch, "idle_keep", IdleStatus | None, args.machine)
     if args.json:
         print_json(status)
     else:

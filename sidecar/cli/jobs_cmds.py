@@ -12,6 +12,7 @@ from datetime import datetime
 
 from remote_config.jobs import JobInfo
 from sidecar.app import Orchestrator
+from sidecar.cli import dispatch
 from sidecar.cli.job_options import (
     JobOptions,
     as_argv,
@@ -167,15 +168,10 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
     run = parse_run_args(args)
     name, command, env = run.name, run.command, run.environment()
     if run.debug:
-        session = await orch.debug_start(
-            name,
-            as_argv(command),
-            machine=run.machine,
-            env=env,
-            replace=run.replace,
-            snapshot=run.snapshot,
-            say=lambda m: print(f"orch: {m}", file=sys.stderr),
-        )
+        from sidecar.cli.debug_cmds import debug_job
+
+        argv = as_argv(command)
+        session = await debug_job(orch, name, argv, run.machine, env, run.replace, run.snapshot)
         print_json(session) if run.json else print_session(session)
         return 0
     if run.debug and run.on:
@@ -184,12 +180,15 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         warning = orch.provider(run.machine).long_job_warning(run.expect_s)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
-    job = await orch.jobs_run(
-        name,
-        command,
-        env,
-        run.replace,
-        machine=run.machine,
+    job = await dispatch.call(
+        orch,
+        "jobs_run",
+        JobInfo,
+        run.machine,
+        name=name,
+        command=command,
+        env=env,
+        replace=run.replace,
         snapshot=run.snapshot,
         on=run.on,
         outputs=run.outputs,
@@ -207,9 +206,7 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
 async def cmd_logs(orch: Orchestrator, args: argparse.Namespace) -> int:
     if args.tail is not None and args.tail < 0:
         raise UsageError("--tail must be 0 or more")
-    stream = orch.jobs_stream(
-        args.name, tail=args.tail, follow=args.follow, machine=args.machine, on=args.on
-    )
+    stream = dispatch.logs(orch, args.name, args.tail, args.follow, args.machine, args.on)
     async for chunk in stream:
         sys.stdout.write(chunk)
         sys.stdout.flush()
@@ -217,15 +214,24 @@ async def cmd_logs(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_attach(orch: Orchestrator, args: argparse.Namespace) -> int:
+    """tmux in a terminal needs the user's own OpenSSH with a tty: the agent works out the
+    argv (the job's state, the managed ssh config), this process runs it in the foreground."""
     from sidecar.cli.machine_cmds import run_openssh
 
-    argv = await orch.attach_argv(args.name, machine=args.machine)
+    argv = await dispatch.call(orch, "attach_argv", list[str], args.machine, name=args.name)
     return await run_openssh(orch, argv, args.machine)
 
 
+async def _job(orch: Orchestrator, method: str, args: argparse.Namespace) -> JobInfo:
+    job: JobInfo = await dispatch.call(
+        orch, method, JobInfo, args.machine, name=args.name, on=args.on
+    )
+    return job
+
+
 async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
-    before = await orch.jobs_info(args.name, machine=args.machine, on=args.on)
-    job = await orch.jobs_stop(args.name, machine=args.machine, on=args.on)
+    before = await _job(orch, "jobs_info", args)
+    job = await _job(orch, "jobs_stop", args)
     if args.json:
         print_json(job)
     elif before.state != "running" and before.pid is None:  # (interrupted: may still run)
@@ -237,14 +243,16 @@ async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def cmd_restart(orch: Orchestrator, args: argparse.Namespace) -> int:
-    job = await orch.jobs_restart(args.name, machine=args.machine, on=args.on)
+    job = await _job(orch, "jobs_restart", args)
     print_json(job) if args.json else print(f"restarted {job.name} ({job_state_text(job)})")
     return 0
 
 
 async def cmd_rm(orch: Orchestrator, args: argparse.Namespace) -> int:
     backend = orch.job_backend_of(args.name, args.on)
-    await orch.jobs_rm(args.name, purge=args.purge, machine=args.machine, on=args.on)
+    await dispatch.call(
+        orch, "jobs_rm", None, args.machine, name=args.name, purge=args.purge, on=args.on
+    )
     where = "in CloudWatch Logs" if backend else f"in ~/logs/{args.name} on the machine"
     kept = "" if args.purge else f" (its logs are kept {where})"
     print(f"removed {args.name}{kept}")

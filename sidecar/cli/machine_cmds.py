@@ -10,9 +10,18 @@ import subprocess
 import sys
 
 from sidecar.app import Orchestrator
+from sidecar.cli import dispatch
 from sidecar.cli.output import Spinner, human_duration, print_json, table
 from sidecar.errors import OrchError, UsageError
-from sidecar.results import FleetEntry, MachineEntry, MachineInfo, OrchStatus
+from sidecar.results import (
+    CreatePlan,
+    FleetEntry,
+    MachineEntry,
+    MachineInfo,
+    MachinesOverview,
+    OrchStatus,
+    TerminatePlan,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -99,14 +108,14 @@ def _machine_line(info: MachineInfo) -> str:
 
 
 async def cmd_up(orch: Orchestrator, args: argparse.Namespace) -> int:
-    plan = await orch.up_plan(args.machine)
+    plan = await dispatch.call(orch, "up_plan", CreatePlan | None, args.machine)
     if plan is not None:
         print(f"orch: will {plan.description}", file=sys.stderr)
         if plan.ask:
             confirm(f"{plan.reason}: create it?", args.yes)
     spinner = Spinner(f"starting {orch.machine_name(args.machine)}")
     async with spinner.running():
-        info = await orch.up(args.machine, progress=spinner.update)
+        info = await dispatch.call(orch, "up", MachineInfo, args.machine, spinner.update)
     if args.json:
         print_json(info)
     elif info.detail == "already running":
@@ -142,7 +151,7 @@ async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
     force = bool(args.force or args.yes)
     if not force:
         try:
-            await orch._refuse_down_with_jobs(args.machine)
+            await dispatch.call(orch, "down_check", None, args.machine)
         except JobsRunning as exc:
             if args.json or not (sys.stdin.isatty() and sys.stderr.isatty()):
                 raise
@@ -150,16 +159,18 @@ async def cmd_down(orch: Orchestrator, args: argparse.Namespace) -> int:
             confirm("stop the machine anyway?", False)
             force = True
     if args.terminate:
-        plan = await orch.terminate_plan(name)
-        if plan is None:
+        preview = await dispatch.call(orch, "terminate_preview", TerminatePlan, name)
+        if preview.plan is None:
             print(f"{name}: nothing to terminate")
             return 0
-        for warning in await orch.terminate_warnings(name):
+        for warning in preview.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        confirm(f"terminate {name}: {plan}? Its disk and every file on it are deleted.", args.yes)
+        question = f"terminate {name}: {preview.plan}? Its disk and every file on it are deleted."
+        confirm(question, args.yes)
     spinner = Spinner(f"{'terminating' if args.terminate else 'stopping'} {name}")
+    method = "terminate" if args.terminate else "down"
     async with spinner.running():
-        info = await orch.down(args.machine, terminate=args.terminate, force=force)
+        info = await dispatch.call(orch, method, MachineInfo, args.machine, force=force)
     print_json(info) if args.json else print(_machine_line(info))
     return 0
 
@@ -238,7 +249,9 @@ def _machines_table(entries: list[MachineEntry]) -> str:
 
 
 async def cmd_machines(orch: Orchestrator, args: argparse.Namespace) -> int:
-    overview = await orch.machines_inventory(all_regions=args.all_regions)
+    overview = await dispatch.call(
+        orch, "machines_inventory", MachinesOverview, all_regions=args.all_regions
+    )
     if args.json:
         print_json(overview)
         return 0
@@ -336,7 +349,9 @@ async def cmd_ssh(orch: Orchestrator, args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    argv = await orch.ssh_argv(args.machine, command or None, tty=args.tty)
+    argv = await dispatch.call(
+        orch, "ssh_argv", list[str], args.machine, command=command or None, tty=args.tty
+    )
     return await run_openssh(orch, argv, args.machine)
 
 
@@ -353,5 +368,5 @@ async def run_openssh(orch: Orchestrator, argv: list[str], machine: str | None) 
     if code == 255:
         # Raises HostKeyMismatch, AuthenticationFailed, Unreachable… (exit 5) when ssh could
         # not connect; when it can, 255 was the remote command's own status.
-        await orch.probe(machine)
+        await dispatch.call(orch, "probe", None, machine)
     return code

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orch {__version__}")
         return 0
     fast = agent_status(argv)
+    if fast is None:
+        fast = agent_logs(argv)
     if fast is not None:
         return fast
     parser = build_parser()
@@ -114,6 +116,94 @@ def agent_status(argv: list[str]) -> int | None:
         print(json.dumps(reply["status"], indent=2, sort_keys=False))
     else:
         sys.stdout.write(reply["text"])
+        sys.stderr.write(reply.get("stderr") or "")  # (a warning: over the daily budget)
+    return 0
+
+
+def _logs_words(words: list[str]) -> tuple[str, bool, int | None, str | None, str | None] | None:
+    """`orch logs`'s words as (NAME, follow, tail, machine, on) when they are the plain
+    forms (`-f`, `-n N`, `-m M`, `--on B`…); None for anything else (`--help`, `--tail=5`,
+    a bad count…): the ordinary parser then says what it says."""
+    name, follow, tail, machine, on = None, False, None, None, None
+    values = {"-n": "tail", "--tail": "tail", "-m": "machine", "--machine": "machine"}
+    values["--on"] = "on"
+    given: dict[str, str] = {}
+    words = list(words)
+    while words:
+        word = words.pop(0)
+        if word in ("-f", "--follow"):
+            follow = True
+        elif word in values and words and not words[0].startswith("-"):
+            given[values[word]] = words.pop(0)
+        elif word.startswith("-") or name is not None:
+            return None
+        else:
+            name = word
+    if name is None:
+        return None
+    if "tail" in given:
+        if not given["tail"].isdigit():
+            return None
+        tail = int(given["tail"])
+    machine, on = given.get("machine"), given.get("on")
+    return name, follow, tail, machine, on
+
+
+def agent_logs(argv: list[str]) -> int | None:
+    """`orch logs NAME [-f] [-n N] [-m MACHINE] [--on BACKEND]` streamed by the orch agent
+    (started if needed) with no pydantic or asyncssh import: the request and its resumption
+    after an agent crash are `agent_client.follow_log`'s, as on the ordinary path
+    (`Orchestrator.run_logs`). None: answer it the ordinary way (other words,
+    `ORCH_NO_AGENT=1`, or an agent with other settings than this process's)."""
+    import asyncio
+    from pathlib import Path
+
+    rest, cwd = list(argv), None
+    if rest[:1] in (["-C"], ["--project-dir"]) and len(rest) >= 2:
+        cwd, rest = rest[1], rest[2:]
+    if rest[:1] != ["logs"] or os.environ.get("ORCH_NO_AGENT") == "1":
+        return None
+    words = _logs_words(rest[1:])
+    if words is None:
+        return None
+    name, follow, tail, machine, on = words
+    from sidecar import agent_client as client
+    from sidecar.cli.output import error
+    from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
+
+    project = str(Path(cwd or os.getcwd()).absolute())  # as the Orchestrator's cwd
+    request = client.follow_request(
+        project, name, tail, machine, follow=follow, on=on, archived=True, env=True
+    )
+
+    async def stream() -> None:
+        async for text in client.follow_log(None, request, 15.0):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    try:
+        asyncio.run(stream())
+    except client.EnvDiffers:  # (said before any text): the ordinary path runs it here
+        return None
+    except client.AgentUnavailable as exc:
+        error(str(exc), client.FOLLOW_HINT.format(name=name))
+        return EXIT_FAILED
+    except OrchError as exc:
+        error(exc.message, exc.hint)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILED
+    except Exception as exc:  # as run_handler says it
+        if os.environ.get("ORCH_DEBUG") == "1":
+            raise
+        error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in orch; rerun with ORCH_DEBUG=1 for a traceback and report it",
+        )
+        return EXIT_FAILED
     return 0
 
 

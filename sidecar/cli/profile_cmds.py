@@ -8,6 +8,7 @@ from pathlib import Path
 
 from remote_config.jobs import parse_env_assignments
 from sidecar.app import Orchestrator
+from sidecar.cli import dispatch
 from sidecar.cli.output import print_json
 from sidecar.errors import UsageError
 
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def cmd_profile(orch: Orchestrator, args: argparse.Namespace) -> int:
-    from sidecar.results import ProfileRequest
+    from sidecar.results import ProfileRequest, ProfileResult
 
     extra = list(args.extra)
     if extra and extra[0] == "--":
@@ -78,7 +79,10 @@ async def cmd_profile(orch: Orchestrator, args: argparse.Namespace) -> int:
             sys.stdout.write(chunk)
             sys.stdout.flush()
 
-    result = await orch.profile(request, args.out, args.machine, on_output=show)
+    out = str(args.out.absolute()) if args.out is not None else None  # (the agent's cwd differs)
+    result = await dispatch.call(
+        orch, "profile", ProfileResult, args.machine, show, request=request.model_dump(), out=out
+    )
     if args.json:
         print_json(result)
         return 0

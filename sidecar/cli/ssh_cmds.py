@@ -12,6 +12,7 @@ from remote_config.ports import (
     parse_port,
 )
 from sidecar.app import Orchestrator
+from sidecar.cli import dispatch
 from sidecar.cli.output import print_json, table
 from sidecar.errors import UsageError
 from sidecar.results import PortsResult, SshConfigResult
@@ -101,7 +102,7 @@ async def show(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 async def write(orch: Orchestrator, args: argparse.Namespace) -> int:
-    result = await orch.ssh_config_write()
+    result = await dispatch.call(orch, "ssh_config_write", SshConfigResult)
     print_json(result) if args.json else _print_config(result, "write")
     return 0
 

@@ -90,9 +90,16 @@ class JobBackend(abc.ABC):
 
     @abc.abstractmethod
     def stream(
-        self, name: str, *, tail: int | None = None, follow: bool = False
+        self,
+        name: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        offset: int | None = None,
     ) -> AsyncIterator[str]:
-        """The job's output as text chunks; with `follow`, until the job ends."""
+        """The job's output as text chunks; with `follow`, until the job ends. A backend
+        whose chunks carry an `offset` (tmux: `jobs.follow.LogText`) resumes at `offset`;
+        the others never hand one out and ignore it."""
 
     async def logs(self, name: str, tail: int | None = None) -> str:
         return "".join([chunk async for chunk in self.stream(name, tail=tail)])

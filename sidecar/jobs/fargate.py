@@ -319,7 +319,12 @@ class FargateJobs(JobBackend):
         self.store.remove(name)
 
     def stream(
-        self, name: str, *, tail: int | None = None, follow: bool = False
+        self,
+        name: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        offset: int | None = None,  # CloudWatch events have no byte offsets: none handed out
     ) -> AsyncIterator[str]:
         return self._stream(name, tail, follow)
 

@@ -28,6 +28,19 @@ BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 CHUNK = 65536
 
 
+class LogText(str):
+    """A chunk of a job's log that knows the byte of run.log just after it: where a new
+    stream resumes without repeating or skipping a byte (`LogStream(offset=…)`)."""
+
+    offset: int | None = None
+
+
+def _text(text: str, offset: int | None) -> LogText:
+    chunk = LogText(text)
+    chunk.offset = offset
+    return chunk
+
+
 class _Dropped(Exception):
     """The connection went away mid-stream: reconnect and resume."""
 
@@ -35,12 +48,14 @@ class _Dropped(Exception):
 class LogStream:
     reconnect_timeout_s = 300.0
 
-    def __init__(self, ctx: MachineContext, name: str, workdir: str) -> None:
+    def __init__(
+        self, ctx: MachineContext, name: str, workdir: str, offset: int | None = None
+    ) -> None:
         self.ctx = ctx
         self.machine = ctx.machine
         self.name = name
         self.workdir = workdir
-        self.offset: int | None = None  # the next byte of run.log to yield
+        self.offset: int | None = offset  # the next byte of run.log to read (None: tail's)
         self.connected = False  # a first connection worked: later failures are drops
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
@@ -64,7 +79,7 @@ class LogStream:
             if not follow:
                 tail_text = self._decoder.decode(b"", final=True)
                 if tail_text:
-                    yield tail_text
+                    yield _text(tail_text, self.offset)
                 return
             follow = False  # the job ended: one last plain read from our offset
 
@@ -98,8 +113,8 @@ class LogStream:
                 while chunk := await proc.stdout.read(CHUNK):
                     self.offset = (self.offset or 0) + len(chunk)
                     text = self._decoder.decode(chunk)
-                    if text:
-                        yield text
+                    if text:  # bytes of a character cut in half wait in the decoder
+                        yield _text(text, self.offset - len(self._decoder.getstate()[0]))
             status = (await proc.wait()).exit_status
         except (asyncssh.Error, OSError) as exc:
             self.ctx.pool.drop(target.alias)

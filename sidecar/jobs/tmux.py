@@ -165,11 +165,17 @@ class TmuxBackend(JobBackend):
         await self._run(scripts.rm_script(checked_name(name), self.workdir, purge), name)
 
     def stream(
-        self, name: str, *, tail: int | None = None, follow: bool = False
+        self,
+        name: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        offset: int | None = None,
     ) -> AsyncIterator[str]:
         """The job's log as text chunks; with `follow`, until the job ends (survives
-        reconnects: it resumes from the last byte it yielded)."""
-        stream = LogStream(self.ctx, checked_name(name), self.workdir)
+        reconnects: it resumes from the last byte it yielded). Each chunk is a `LogText`
+        whose `offset` another stream may resume from (`offset`, then `tail` is unused)."""
+        stream = LogStream(self.ctx, checked_name(name), self.workdir, offset)
         return stream.chunks(tail, follow)
 
     async def logs(self, name: str, tail: int | None = None) -> str:

@@ -285,8 +285,9 @@ class ConnectionPool:
                 return conn
             if slot.kept == 0:
                 return await self.connection(slot.target)
-            try:
-                await asyncio.wait_for(slot.up.wait(), timeout)
+            try:  # asyncio.timeout: 3.11's wait_for can swallow a racing cancellation
+                async with asyncio.timeout(timeout):
+                    await slot.up.wait()
             except TimeoutError:
                 error = slot.error
                 raise Unreachable(
@@ -371,6 +372,8 @@ class ConnectionPool:
                 slot.conn.close()
         for slot in slots:
             if slot.conn is not None:
+                # wait_for here, not asyncio.timeout: with the latter the agent's replacement
+                # of an older agent hung (test_agent.py::test_an_older_agent_is_replaced_...)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(slot.conn.wait_closed(), timeout=2)
             self._set(slot, "closed")

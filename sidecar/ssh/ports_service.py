@@ -24,7 +24,7 @@ from sidecar.errors import ConnectionFailed, NotFound, OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
 from sidecar.ssh.forwarder import owner_alive, read_state, request, spawn_owner
-from sidecar.ssh.forwards import PortForwardInfo, PortsResult, forward_paths
+from sidecar.ssh.forwards import ForwardState, PortForwardInfo, PortsResult, forward_paths
 from sidecar.ssh.local_ports import port_holders
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -76,18 +76,31 @@ def is_direct(kind: str, spec: LocalForwardSpec) -> bool:
     return kind == "local" and spec.remote_host in _LOOPBACK and spec.local_port == spec.remote_port
 
 
-def direct_info(spec: LocalForwardSpec, machine: str, from_config: bool) -> PortForwardInfo:
+def _info(
+    spec: LocalForwardSpec,
+    machine: str,
+    state: ForwardState,
+    detail: str,
+    from_config: bool = False,
+) -> PortForwardInfo:
     return PortForwardInfo(
         local_port=spec.local_port,
         remote_host=spec.remote_host,
         remote_port=spec.remote_port,
-        state="direct",
+        state=state,
         machine=machine,
         from_config=from_config,
         reverse=spec.reverse,
-        detail=f"the local machine is this computer: 127.0.0.1:{spec.local_port} is "
-        "reachable as it is; not forwarded (the port stays free for the job)",
+        detail=detail,
     )
+
+
+def direct_info(spec: LocalForwardSpec, machine: str, from_config: bool) -> PortForwardInfo:
+    detail = (
+        f"the local machine is this computer: 127.0.0.1:{spec.local_port} is "
+        "reachable as it is; not forwarded (the port stays free for the job)"
+    )
+    return _info(spec, machine, "direct", detail, from_config)
 
 
 def _spec(raw: dict[str, Any]) -> LocalForwardSpec:
@@ -100,15 +113,7 @@ def _spec(raw: dict[str, Any]) -> LocalForwardSpec:
 
 
 def _dead(spec: LocalForwardSpec, machine: str, detail: str) -> PortForwardInfo:
-    return PortForwardInfo(
-        local_port=spec.local_port,
-        remote_host=spec.remote_host,
-        remote_port=spec.remote_port,
-        state="dead",
-        machine=machine,
-        reverse=spec.reverse,
-        detail=detail,
-    )
+    return _info(spec, machine, "dead", detail)
 
 
 def dead_forwards(layout: Layout, alias: str) -> list[LocalForwardSpec]:

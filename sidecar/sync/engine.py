@@ -256,12 +256,16 @@ class SyncEngine(FirstCopy):
                 **{d: (s.hash if (s := local[d][0]) else None) for _, d in plan.moves},
             }
         )
-        # Every folder the batch may create, the parents rsync and the helper make on their own
-        # included: a folder orch made is removed there once it is gone here.
-        made = {d for p in [*plan.puts, *(d for _, d in plan.moves)] for d in parent_dirs(p)}
-        folders = sorted({*plan.mkdirs, *made})
+        # Every folder the batch may create: those it makes, and the parents the helper
+        # (makedirs) and rsync (implied folders) make on their own for each file, rename and
+        # folder, so a folder orch made is removed there once it is gone here. A batch may
+        # name a new folder only by a deeper path (the tree changed while it was planned: the
+        # parent was gone when the batch looked at it, or its event went to another batch).
+        sent = [*plan.puts, *(d for _, d in plan.moves), *plan.mkdirs]
+        folders = sorted({*plan.mkdirs, *(d for p in sent for d in parent_dirs(p))})
         self.manifest.record_dirs(folders, [])
         self.manifest.add_pending(dict.fromkeys(folders, DIR_MARK))  # made there? not sure yet
+        self.kept_dirs = []
         if plan.moves:
             await self._moves(plan, local, entries)
         states = {p: local[p][0] for p in plan.puts}
@@ -272,7 +276,11 @@ class SyncEngine(FirstCopy):
         else:
             await self._rsync_batch(plan, local, stats, entries, generation, result, progress)
         self.manifest.set_generation(generation)
-        self.manifest.clear_pending([*plan.puts, *(d for _, d in plan.moves), *folders])
+        self.manifest.clear_pending([*sent, *folders])  # (`_moves` emptied plan.moves)
+        # A folder gone here that this batch itself filled there (walked here just before it
+        # went: the tree changed while the batch was planned) is looked at again next batch,
+        # so it is removed there without waiting for a full sync.
+        result.retry |= {d for d in self.kept_dirs if any(p.startswith(d + "/") for p in sent)}
         return result
 
     async def _moves(

@@ -93,6 +93,7 @@ class EngineBase:
         self._alt: dict[str, str] = {}  # path -> content a batch cut short may have left
         self._begin: str | None = None  # the token the next request marks as being applied
         self._drift_after = ""  # where the next idle drift check goes on (a manifest path)
+        self.kept_dirs: list[str] = []  # folders the last batch could not remove there
         self._connecting: asyncio.Task[None] | None = None  # see connect_soon
 
     def connect_soon(self) -> None:
@@ -105,7 +106,7 @@ class EngineBase:
         with self.phase("connect"):
             conn = await self.pool.connection(self.target)
         with self.phase("helper start"):
-            self.helper = await RemoteHelper.start(conn)
+            self.helper = await RemoteHelper.start(conn, self.manifest.sync_id)
 
     def disconnect(self) -> None:
         task, self._connecting = self._connecting, None
@@ -147,8 +148,9 @@ class EngineBase:
 
     def _forget_dirs(self, rmdirs: list[str], replies: list[dict[str, Any]]) -> None:
         """Forget folders that are gone there; one still holding files (a job's outputs)
-        stays known, so it is removed once it is empty."""
+        stays known, so it is removed once it is empty (those are in `kept_dirs`)."""
         gone = [d for d, r in zip(rmdirs, replies, strict=False) if r.get("gone", True)]
+        self.kept_dirs += sorted(set(rmdirs) - set(gone))
         self.manifest.record_dirs([], gone)
 
     def _alts(self, path: str) -> list[str] | None:

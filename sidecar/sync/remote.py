@@ -44,20 +44,25 @@ class RemoteHelper:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls, conn: asyncssh.SSHClientConnection) -> RemoteHelper:
+    async def start(cls, conn: asyncssh.SSHClientConnection, sync_id: str = "") -> RemoteHelper:
+        """Start the helper; with `sync_id`, it first ends older helpers of the same sync
+        (left over from a killed sync or a dropped connection: no stale batch after this)."""
         import asyncssh
 
         try:
-            process = await conn.create_process(helper_command(), encoding=None)
+            process = await conn.create_process(helper_command(sync_id=sync_id), encoding=None)
         except (asyncssh.Error, OSError) as exc:
             raise HelperGone(f"cannot start the sync helper: {exc}") from exc
         helper = cls(process)
-        try:
-            hello = await asyncio.wait_for(helper._read(), timeout=20)
+        try:  # asyncio.timeout, not wait_for: 3.11's can swallow a racing cancellation (and
+            # this runs in the sync's reconnect loop)
+            async with asyncio.timeout(20):
+                hello = await helper._read()
         except (HelperGone, TimeoutError) as exc:
             stderr = b""
             with contextlib.suppress(Exception):
-                stderr = await asyncio.wait_for(process.stderr.read(4000), timeout=1)
+                async with asyncio.timeout(1):
+                    stderr = await process.stderr.read(4000)
             text = stderr.decode(errors="replace").strip()
             if "not found" in text:
                 raise OrchError(

@@ -357,8 +357,7 @@ class Owner:
                 self._failure = reason
                 log.exception("sync failed (attempt %d)", self.status.failures)
                 self.publish("failed", f"{reason}; retrying in {delay:g} s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                await pause(self.stop, delay)
                 if self.engine is not None:
                     self.engine.disconnect()
             step, kwargs = self._full, {}
@@ -378,14 +377,22 @@ class Owner:
                 delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 attempt += 1
                 self.publish("paused", f"reconnecting (attempt {attempt}): {exc}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                await pause(self.stop, delay)
 
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGUSR1, self.full_requested.set)
+
+
+async def pause(stop: asyncio.Event, delay: float) -> None:
+    """Wait `delay` seconds or until `stop` is set. asyncio.timeout, not wait_for: on Python
+    3.11 wait_for can swallow a cancellation that races the wait's end, and these waits sit
+    in retry loops (a cancelled sync would go on)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            await stop.wait()
 
 
 def _write_state(path: Path, text: str) -> None:

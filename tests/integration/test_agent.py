@@ -204,6 +204,13 @@ def _zombie(pid: int) -> bool:
 def test_an_older_agent_is_replaced_by_a_newer_client(up: Path, orch_home: Path) -> None:
     from sidecar import agent_client as client
 
+    subprocess.run(  # `orch up` ran in the agent of this version: an old one takes its place
+        [sys.executable, "-m", "sidecar.agent", "stop"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        check=True,
+    )
+    wait_until(lambda: not client.alive(client.agent_paths(orch_home)), 10, "the agent to stop")
     old = subprocess.run(
         [
             sys.executable,

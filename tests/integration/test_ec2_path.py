@@ -115,8 +115,13 @@ def _spot_notice(project: Path, service: Imds) -> None:
     assert quiet["machine"]["interruption"] is None
     assert {j["name"]: j["state"] for j in quiet["jobs"]}["long"] == "running"
     service.notice = {"action": "stop", "time": "2026-12-06T05:02:00Z"}
-    status = json.loads(run_orch("status", "--json", cwd=project).stdout)
-    notice = status["machine"]["interruption"]
+    deadline = time.monotonic() + 15  # the orch agent's watched status may be a read old
+    while True:
+        status = json.loads(run_orch("status", "--json", cwd=project).stdout)
+        notice = status["machine"]["interruption"]
+        if notice is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert (notice["action"], notice["time"]) == ("stop", "2026-12-06T05:02:00Z")
     jobs = {j["name"]: j for j in status["jobs"]}
     assert jobs["long"]["state"] == "interrupted"

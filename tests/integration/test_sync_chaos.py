@@ -6,17 +6,28 @@ are identical: no lost, stale or orphaned path and no false conflict copy.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Sshd, stop_pid
-from tests.integration.test_sync import Project, dirs_of, sync_project, tree, wait_until
+from tests.helpers import Sshd, _alive, stop_pid
+from tests.integration.test_sync import (
+    Project,
+    _close_masters,
+    _descendants,
+    dirs_of,
+    sync_project,
+    tree,
+    wait_until,
+)
 from tests.integration.test_sync_faults import MB, conflict_copies, editor_save
 
 pytestmark = pytest.mark.integration
@@ -28,6 +39,61 @@ KILLS_EVERY = 250  # alternately the sync process and the server
 @pytest.fixture
 def proj(sshd: Sshd, project: Path, orch_home: Path) -> Iterator[Project]:
     yield from sync_project(sshd, project, orch_home)
+
+
+@pytest.fixture
+def local_proj(project: Path, orch_home: Path) -> Iterator[Project]:
+    """A project syncing to the embedded local machine (no shared test user: any number of
+    these runs side by side)."""
+    name = f"t{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    (project / "orch.toml").write_text(
+        '[project]\ndefault_machine = "local"\n'
+        f'[sync]\nremote_dir = "~/work/{name}"\nexclude = ["*.log"]\n'
+        '[machines.local]\nkind = "local"\nidle_stop = "off"\n'
+    )
+    home = orch_home / "machines" / "local" / "home"
+    p = Project(project, home / "work" / name, None)  # type: ignore[arg-type]
+    up = p.orch("up", timeout=120)
+    assert up.returncode == 0, up.stderr
+    try:
+        yield p
+    finally:
+        status = p.status()
+        p.orch("sync", "stop")
+        if status.get("owner_pid"):
+            stop_pid(int(status["owner_pid"]))
+        _close_masters(orch_home)
+        p.orch("down", timeout=60)
+
+
+class Server:
+    """The machine's server, killed by its PID with every session it had, and started again."""
+
+    def __init__(self, proj: Project, orch_home: Path) -> None:
+        self.proj = proj
+        self.state = orch_home / "machines" / "local" / "state.json"
+
+    def kill(self) -> None:
+        if self.proj.sshd is not None:
+            sessions = _descendants(self.proj.sshd.proc.pid)  # type: ignore[union-attr]
+            self.proj.sshd.stop()
+            for pid in sessions:
+                stop_pid(pid)
+            return
+        pid = int(json.loads(self.state.read_text())["pid"])
+        sessions = _descendants(pid)
+        os.kill(pid, signal.SIGKILL)
+        for child in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        wait_until(lambda: not _alive(pid), 10, "the killed server to be gone")
+
+    def start(self) -> None:
+        if self.proj.sshd is not None:
+            self.proj.sshd.start()
+            return
+        out = self.proj.orch("up", timeout=120)
+        assert out.returncode == 0, out.stderr
 
 
 class Chaos:
@@ -111,20 +177,29 @@ def _sync_pid(proj: Project) -> int | None:
     return int(pid) if pid else None
 
 
-def _server_sessions(sshd: Sshd) -> list[int]:
-    from tests.integration.test_sync import _descendants
+def _cases() -> list[tuple[str, int]]:
+    """(machine, seed) to run: CI's, or with ORCH_CHAOS_SEEDS="1,2,3" each seed on both
+    machines (many runs by hand; `-k local` needs no shared test user)."""
+    raw = os.environ.get("ORCH_CHAOS_SEEDS", "")
+    seeds = [int(s) for s in raw.split(",") if s.strip()]
+    if seeds:
+        return [(machine, seed) for seed in seeds for machine in ("sshd", "local")]
+    return [("sshd", 12), ("sshd", 31), ("local", 47)]
 
-    assert sshd.proc is not None
-    return _descendants(sshd.proc.pid)
 
-
-@pytest.mark.parametrize("seed", [12, 31])
+@pytest.mark.parametrize(("machine", "seed"), _cases())
 def test_two_thousand_operations_with_kills_end_identical(
-    proj: Project, seed: int, monkeypatch: pytest.MonkeyPatch
+    machine: str,
+    seed: int,
+    request: pytest.FixtureRequest,
+    orch_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The sync runs in a process of its own here, killed and started again by hand; the orch
     # agent's kill -9 recovery (the next command resumes it) is tested in test_agent.py.
     monkeypatch.setenv("ORCH_NO_AGENT", "1")
+    proj: Project = request.getfixturevalue("proj" if machine == "sshd" else "local_proj")
+    server = Server(proj, orch_home)
     (proj.root / ".gitignore").write_text("*.tmp.swp\n")
     chaos = Chaos(proj.root, seed=seed)
     for i in range(40):
@@ -144,23 +219,19 @@ def test_two_thousand_operations_with_kills_end_identical(
                 wait_until(lambda: _sync_pid(proj) is None, 10, "the killed sync to be gone")
                 assert proj.status()["state"] == "failed"
             if server_down:
-                proj.sshd.start()
+                server.start()
                 server_down = False
             out = proj.orch("sync", "start", timeout=300)
             assert out.returncode == 0, out.stderr
+        elif server_down:
+            server.start()
+            server_down = False
         else:  # the machine's server, by its PID, and every session it had
-            if server_down:
-                proj.sshd.start()
-                server_down = False
-                continue
-            sessions = _server_sessions(proj.sshd)
-            proj.sshd.stop()
-            for pid in sessions:
-                stop_pid(pid)
+            server.kill()
             kills["server"] += 1
             server_down = True
     if server_down:
-        proj.sshd.start()
+        server.start()
     assert kills["sync"] >= 3 and kills["server"] >= 3, kills
     out = proj.orch("sync", "now", timeout=300)
     assert out.returncode == 0, out.stderr

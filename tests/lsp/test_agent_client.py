@@ -29,7 +29,7 @@ from pygls.lsp.client import LanguageClient as PlainClient
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from sidecar.errors import NotFound
-from tests.helpers import run_orch
+from tests.helpers import run_orch, run_orch_checked
 from tests.integration.test_agent import established_to, machine_port
 from tests.lsp.helpers import (
     _plain,
@@ -75,8 +75,10 @@ def server_pids() -> list[int]:
 
 
 def orch(*args: str) -> str:
-    done = run_orch(*args, cwd=PROJECT, env=ENV)
+    """A CLI command beside the windows: a thin client of the same agent (no asyncssh)."""
+    done, heavy = run_orch_checked(*args, cwd=PROJECT, env=ENV)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "asyncssh" not in heavy, f"orch {' '.join(args)} imported {heavy}"
     return done.stdout
 
 

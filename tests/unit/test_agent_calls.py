@@ -22,7 +22,9 @@ from sidecar.layout import Layout
 
 def test_the_allow_list_and_the_bounds_name_the_same_methods() -> None:
     assert set(calls.CALLS) == set(client.CALL_TIMEOUTS_S)
-    assert all(hasattr(Orchestrator, m) for m in calls.CALLS if m != "terminate")
+    assert all(
+        hasattr(Orchestrator, m) for m in calls.CALLS if m not in ("terminate", "down_check")
+    )
 
 
 @pytest.fixture
@@ -49,6 +51,11 @@ async def test_only_allow_listed_methods_run(orch: Orchestrator, method: Any) ->
         ("jobs_logs", {"name": "a", "tail": -1}, "tail"),
         ("jobs_rm", {"name": "a", "purge": "yes"}, "purge"),
         ("machines_overview", {"names": "local"}, "names"),
+        ("jobs_stop", {"name": "a", "on": 3}, "on"),
+        ("jobs_run", {"name": "a", "command": "x", "snapshot": "no"}, "snapshot"),
+        ("ssh_argv", {"command": "ls"}, "command"),
+        ("profile", {"request": {"model": "nope"}}, "request"),
+        ("profile", {"out": "relative/folder"}, "out"),
     ],
 )
 async def test_bad_parameters_are_a_usage_error(
@@ -167,3 +174,33 @@ async def test_a_lost_answer_is_unavailable_not_down(tmp_path: Path) -> None:
     finally:
         server.close()
     assert not isinstance(caught.value, client.AgentDown)  # sent: never sent twice
+
+
+def test_a_config_error_keeps_its_per_line_problems_over_the_wire() -> None:
+    from remote_config.loader import ConfigProblem
+    from sidecar.agent.status import error_reply
+    from sidecar.errors import ConfigFileError
+
+    problems = [
+        ConfigProblem("/p/orch.toml", 2, "jobs.snapshot", "Input should be a valid boolean", 1),
+        ConfigProblem("/p/orch.toml", 4, "nope", "unknown key 'nope'"),
+    ]
+    sent = json.loads(
+        json.dumps({"ok": False, **error_reply(ConfigFileError("2", problems=problems))})
+    )
+    with pytest.raises(ConfigFileError) as caught:
+        client.raise_reply(sent)
+    assert caught.value.problems == problems
+    assert caught.value.exit_code == 3
+
+
+def test_a_client_with_other_settings_is_told_so_and_nothing_runs() -> None:
+    base = {"HOME": "/home/u", "AWS_PROFILE": "work", "PATH": "/bin", "ORCH_NO_AGENT": "1"}
+    key = client.env_key(base)
+    assert client.env_key({**base, "PATH": "/usr/bin", "ORCH_DEBUG": "1"}) == key  # client-only
+    assert client.env_key({**base, "AWS_PROFILE": "other"}) != key
+    assert client.env_key({**base, "ORCH_SSH_USER_CONFIG": "/x"}) != key
+    assert calls.env_differs({"op": "call"}) is None  # a window's request: not checked
+    assert calls.env_differs({"env": calls.ENV_KEY}) is None
+    reply = calls.env_differs({"env": "0" * 16})
+    assert reply is not None and reply["env_differs"] and not reply["ok"]

@@ -120,3 +120,68 @@ def test_status_starts_no_agent_when_none_is_wanted(
     assert out.returncode == 0, out.stderr
     assert not client.alive(client.agent_paths(tmp_path / "home"))
     assert not (tmp_path / "home" / "agent" / "state.json").exists()
+
+
+async def test_a_follow_goes_on_from_the_last_offset_after_the_agent_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`follow_log` against a stand-in agent that dies after two chunks: the next one is
+    asked for the byte after them and its text follows, nothing repeated."""
+    import asyncio
+    import json
+
+    paths = client.AgentPaths(tmp_path)
+    paths.folder.mkdir()
+    asked: list[dict] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(json.loads(await reader.readline()))
+        if len(asked) == 1:  # the first agent: two chunks, then it is gone (no "end")
+            events = [{"event": "log", "text": "a\n", "offset": 2}]
+            events += [{"event": "log", "text": "bb\n", "offset": 5}]
+        else:
+            events = [{"event": "log", "text": "c\n", "offset": 7}, {"event": "end"}]
+        for event in events:
+            writer.write((json.dumps(event) + "\n").encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(serve, str(paths.socket))
+    monkeypatch.setattr(client, "ensure", lambda layout: (paths, {}))
+    try:
+        request = client.follow_request("/p", "job", 10, None, archived=True)
+        got = [t async for t in client.follow_log(None, request, 5.0)]
+    finally:
+        server.close()
+    assert got == ["a\n", "bb\n", "c\n"]
+    assert [r.get("offset") for r in asked] == [None, 5]
+    assert asked[1]["tail"] == 10 and asked[1]["archived"]  # (tail unused once there is one)
+
+
+async def test_a_follow_without_offsets_is_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    paths = client.AgentPaths(tmp_path)
+    paths.folder.mkdir()
+    calls = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        calls.append(await reader.readline())
+        writer.write(b'{"event": "log", "text": "cloudwatch\\n"}\n')  # no offset
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(serve, str(paths.socket))
+    monkeypatch.setattr(client, "ensure", lambda layout: (paths, {}))
+    got: list[str] = []
+    try:
+        with pytest.raises(client.AgentUnavailable, match="following job job"):
+            async for text in client.follow_log(
+                None, client.follow_request("/p", "job", None, None), 5.0
+            ):
+                got.append(text)
+    finally:
+        server.close()
+    assert got == ["cloudwatch\n"] and len(calls) == 1  # shown once, never asked again

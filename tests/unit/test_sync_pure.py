@@ -255,6 +255,8 @@ def test_helper_command_is_one_quoted_argument() -> None:
 
     argv = shlex.split(helper_command())
     assert argv[:3] == ["python3", "-u", "-c"] and argv[3] == HELPER_SOURCE
+    # with the sync's id, which the helper uses to end older helpers of the same sync
+    assert shlex.split(helper_command(sync_id="ab12"))[3:] == [HELPER_SOURCE, "ab12"]
 
 
 def test_helper_sees_edits_that_keep_size_and_mtime(tmp_path: Path) -> None:
