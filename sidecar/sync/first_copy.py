@@ -4,8 +4,13 @@ recorded from what rsync reported, with no per-file work before the copy and no 
 Where the time went before (issue 12, item 11; docs/performance.md): besides rsync itself, a
 local `lstat` of every file before the copy (to see which ones changed while rsync read them),
 a remote `stat` of every file after it (20,000 paths sent, stat'ed and sent back) and the
-manifest rows built from both. Now:
+manifest rows built from both; and rsync itself run with `--files-from` (twice the CPU of
+rsync walking the tree). Now:
 
+- rsync copies the tree as a root transfer (incremental recursion) with filter rules made from
+  orch's walk (`rsync_excludes` in `remote_config/rsync_cmd.py`: what the ignore rules left
+  out), the list form only when that needs too many rules. What rsync sends that the walk did
+  not see (made since) is recorded when the rules keep it, else removed there again at the end.
 - One local `lstat` per file, once rsync reports it sent (it has read it by then), done with
   the manifest row in a thread while rsync goes on (`Recorder`; rows written in chunks, so a
   copy cut short still records what it sent). A file whose ctime is older than the moment
