@@ -9,6 +9,7 @@ against plain `rsync -a` (goal <= 1.2x both), the helper-vs-rsync crossover used
 (`~/work/bench<pid>-*`) and is the only thing it removes.
 
 .venv/bin/python bench/sync_latency.py [--edits 60] [--files 20000] [--initial-only] [--rounds N]
+    [--remote-base /dev/shm]
 """
 
 from __future__ import annotations
@@ -111,9 +112,15 @@ def edit_latency(project: Path, remote: Path, files: list[Path], n: int) -> list
     return samples
 
 
-async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str, list[float]]:
+async def initial_sync(
+    project: Path, rounds: int, sshd_home: Path, base: str = ""
+) -> dict[str, list[float]]:
     """Initial sync of `project` by orch (no sync state) and by plain `rsync -a` into a
-    fresh folder, alternately in the same run."""
+    fresh folder, through the same ControlMaster, in turn in the same run.
+
+    Before each timed copy both folders are removed and `sync` run (outside the clock), so
+    neither copy pays for the other's pending disk writes; the two take turns going first.
+    `base`: an absolute remote folder (a tmpfs) holding both copies instead of the home."""
     from sidecar.app import Orchestrator
     from sidecar.sync.service import state_dir
 
@@ -128,33 +135,33 @@ async def initial_sync(project: Path, rounds: int, sshd_home: Path) -> dict[str,
     subprocess.run(["ssh", "-F", cfg, target.alias, "true"], check=True)  # warm ControlMaster
     mine = orch_obj.config.remote_dir.removeprefix("~/")
     await orch_obj.close()
-    for _ in range(rounds):
-        dest = sshd_home / f"{mine}-rsync"
-        # The parent too: plain rsync creates only the last folder (tests may wipe ~/work).
-        parent = os.path.dirname(mine) or "."
-        # `sync`: the removal's writes land before the clock starts, not in the next copy.
-        wipe = f"rm -rf {mine}-rsync {mine} && mkdir -p {parent} && sync"
+    there = f"{mine}-rsync"  # next to orch's folder (in the home, or absolute under `base`)
+    dest = Path(there) if base else sshd_home / there
+    # The parent too: plain rsync creates only the last folder (tests may wipe ~/work).
+    parent = os.path.dirname(mine) or "."
+    # `sync`: the removal's writes land before the clock starts, not in the next copy.
+    wipe = f"rm -rf {there} {mine} && mkdir -p {parent} && sync"
+
+    async def plain() -> None:
         subprocess.run(["ssh", "-F", cfg, target.alias, wipe], check=True)
         started = time.perf_counter()
-        subprocess.run(
-            [
-                "rsync",
-                "-a",
-                "-e",
-                f"ssh -F {cfg}",
-                f"{project}/",
-                f"{target.alias}:{mine}-rsync/",
-            ],
-            check=True,
-        )
+        argv = ["rsync", "-a", "-e", f"ssh -F {cfg}", f"{project}/", f"{target.alias}:{there}/"]
+        subprocess.run(argv, check=True)
         out["rsync"].append(time.perf_counter() - started)
         assert dest.is_dir()
+
+    async def by_orch() -> None:
+        subprocess.run(["ssh", "-F", cfg, target.alias, wipe], check=True)
         orch_obj = Orchestrator(cwd=project)
         shutil.rmtree(state_dir(orch_obj.context()), ignore_errors=True)
         started = time.perf_counter()
         await orch_obj.sync_now()
         out["orch"].append(time.perf_counter() - started)
         await orch_obj.close()
+
+    for i in range(rounds):
+        for step in (plain, by_orch) if i % 2 == 0 else (by_orch, plain):
+            await step()
     logging.getLogger("orch.sync").removeHandler(phases)
     for name, values in phases.by_name().items():
         out[f"phase: {name}"] = values
@@ -301,25 +308,26 @@ def _edits(work: Path, sshd: Any, known: Path, args: argparse.Namespace, results
     }
 
 
-def _initial(work: Path, sshd: Any, results: dict, rounds: int = 0) -> None:
+def _initial(work: Path, sshd: Any, results: dict, rounds: int = 0, base: str = "") -> None:
     """Initial sync of 2,000 files / 50 MB and of 20,000 x 300 B, orch vs plain rsync."""
+    where = base or "~/work"
     init = work / "init"
     init.mkdir()
     (init / "orch.toml").write_text(
         '[project]\ndefault_machine = "box"\n'
-        f'[sync]\nremote_dir = "~/work/{TAG}-init"\n' + sshd.machine_toml()
+        f'[sync]\nremote_dir = "{where}/{TAG}-init"\n' + sshd.machine_toml()
     )
     make_tree(init, 2000, 25 * 1024, seed=2)
-    times = asyncio.run(initial_sync(init, rounds or 3, sshd.home))
+    times = asyncio.run(initial_sync(init, rounds or 3, sshd.home, base))
     results["initial_sync_2000_files_50MB"] = _initial_summary(times)
     small = work / "small"
     small.mkdir()
     (small / "orch.toml").write_text(
         '[project]\ndefault_machine = "box"\n'
-        f'[sync]\nremote_dir = "~/work/{TAG}-small"\n' + sshd.machine_toml()
+        f'[sync]\nremote_dir = "{where}/{TAG}-small"\n' + sshd.machine_toml()
     )
     make_tree(small, 20_000, 300, seed=3)
-    times = asyncio.run(initial_sync(small, rounds or 2, sshd.home))
+    times = asyncio.run(initial_sync(small, rounds or 2, sshd.home, base))
     results["initial_sync_20000_files_300B"] = _initial_summary(times)
 
 
@@ -342,6 +350,12 @@ def main() -> int:
         "--initial-only", action="store_true", help="only the two initial-sync comparisons"
     )
     parser.add_argument("--rounds", type=int, default=0, help="initial-sync rounds (3 and 2)")
+    parser.add_argument(
+        "--remote-base",
+        default="",
+        help="absolute remote folder for the initial-sync copies (e.g. /dev/shm: a tmpfs, "
+        "so a disk busy with other work slows neither copy); default ~/work",
+    )
     args = parser.parse_args()
     from tests.helpers import make_sshd, sshd_available
 
@@ -361,7 +375,12 @@ def main() -> int:
     try:
         if not args.initial_only:
             _edits(work, sshd, known, args, results)
-        _initial(work, sshd, results, args.rounds)
+        if args.remote_base:
+            base = f"{args.remote_base.rstrip('/')}/{TAG}"
+            subprocess.run(["install", "-d", "-o", sshd.user, "-m", "700", base], check=True)
+        else:
+            base = ""
+        _initial(work, sshd, results, args.rounds, base)
         if not args.initial_only:
             init = work / "init"
             results["crossover"] = asyncio.run(crossover(init))
@@ -383,6 +402,8 @@ def main() -> int:
         sshd.stop()
         # Only what this run made: its remote folders and its projects' snapshots.
         subprocess.run(["sh", "-c", f"rm -rf {sshd.home}/work/{TAG}-*"])
+        if args.remote_base:
+            shutil.rmtree(f"{args.remote_base.rstrip('/')}/{TAG}", ignore_errors=True)
         for name in ("big", "init", "small"):
             subprocess.run(["rm", "-rf", str(sshd.home / ".orch" / "snapshots" / name)])
         shutil.rmtree(work, ignore_errors=True)

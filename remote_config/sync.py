@@ -9,7 +9,8 @@ hashes files and talks to the remote; this module decides *what* to do:
   wrote to the remote) and produce puts, deletes, renames (content-matched) and mkdirs.
 - `choose_transport`: the small-batch path (the remote helper over the open asyncssh
   connection) or the large-batch path (`rsync --files-from` through ControlMaster).
-- `rsync_argv`, `remote_rsync_path`: the rsync command line, one comment per option.
+- `rsync_argv`, `remote_rsync_path` (in `rsync_cmd.py`, re-exported here): the rsync command
+  line and reading rsync's report back.
 - `HELPER_SOURCE` (in `sync_helper.py`, re-exported here): the remote helper (python3 on the
   remote, stdlib only) that applies a batch atomically per file (temp name + rename) and
   refuses to overwrite what changed there.
@@ -17,7 +18,6 @@ hashes files and talks to the remote; this module decides *what* to do:
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 import shlex
@@ -25,6 +25,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from remote_config.rsync_cmd import RSYNC_OUT_PREFIX as RSYNC_OUT_PREFIX
+from remote_config.rsync_cmd import parse_rsync_progress as parse_rsync_progress
+from remote_config.rsync_cmd import parse_rsync_sent as parse_rsync_sent
+from remote_config.rsync_cmd import remote_rsync_path as remote_rsync_path
+from remote_config.rsync_cmd import rsync_argv as rsync_argv
 from remote_config.sync_helper import HELPER_SOURCE as HELPER_SOURCE
 from remote_config.sync_helper import helper_command as helper_command
 
@@ -37,7 +42,6 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (".git/", "node_modules/", "__pycache__/", "
 ALWAYS_EXCLUDES: tuple[str, ...] = ("/.orch/", "*.orch-conflict-*", ".*.orch-tmp")
 IGNORE_FILES: tuple[str, ...] = (".gitignore", ".orchignore")
 CONFLICT_MARK = ".orch-conflict-"
-RSYNC_OUT_PREFIX = "orch-sent"
 
 # Crossover between the helper (one round trip, bytes through asyncssh) and rsync
 # (--files-from through ControlMaster, ~60-80 ms fixed cost but faster bulk transfer and delta
@@ -280,88 +284,6 @@ def conflict_suffix(stamp: str) -> str:
 def conflict_name(path: str, stamp: str, attempt: int = 0) -> str:
     name = f"{path}{conflict_suffix(stamp)}"
     return name if attempt == 0 else f"{name}-{attempt}"
-
-
-# -- rsync ------------------------------------------------------------------------------------
-def remote_rsync_path(remote_dir: str) -> str:
-    """rsync's remote path: '~/x' becomes 'x' (rsync's remote side starts in the home)."""
-    if remote_dir == "~":
-        return "."
-    return remote_dir[2:] if remote_dir.startswith("~/") else remote_dir
-
-
-def rsync_argv(
-    ssh_config: str,
-    alias: str,
-    local_dir: str,
-    remote_dir: str,
-    files_from: str,
-    *,
-    progress: bool = False,
-    compress: bool = False,
-) -> list[str]:
-    """rsync of the files listed (NUL-separated) in `files_from`, through the managed config."""
-    argv = [
-        "rsync",
-        # Symlinks as symlinks, permissions, times, devices; no recursion: the list is exact.
-        "-lptD",
-        # A listed folder is created (an empty one too) without recursing into it.
-        "--dirs",
-        f"--files-from={files_from}",
-        # NUL-separated list: any file name is safe, newlines included.
-        "--from0",
-        # orch decided by content which files differ; rsync must not skip by size+mtime.
-        "--ignore-times",
-        # Each file goes to a temp name and is renamed into place: never seen half-written.
-        "--no-inplace",
-        # No group/owner games on the remote; the remote user owns what orch writes.
-        "--no-owner",
-        "--no-group",
-        # rsync's whole-file checksum of what it actually sent, printed per file: the
-        # manifest records exactly the remote's content without reading the files twice.
-        "--checksum-choice=md5",
-        # A symlink's line ends " -> TARGET" (%L): what it sent, without a look afterwards.
-        f"--out-format={RSYNC_OUT_PREFIX} %C %n%L",
-        # The managed config: pinned host key, ControlMaster (no new handshake per call).
-        "-e",
-        f"ssh -F {shlex.quote(ssh_config)}",
-    ]
-    if compress:
-        argv.append("-z")  # worth it on slow links only; loopback and LANs lose time to it
-    if progress:
-        argv.append("--info=progress2")  # one line of overall progress for the bar
-    argv += [local_dir.rstrip("/") + "/", f"{alias}:{remote_rsync_path(remote_dir)}/"]
-    return argv
-
-
-def parse_rsync_sent(line: str) -> tuple[str, str] | None:
-    """(path, md5) from an `--out-format` line: rsync's checksum of a regular file, or for a
-    symlink the md5 of b"link:" + its target (as orch hashes symlinks). None for other lines,
-    folders, and a symlink line that cannot be read back exactly (an escaped character, or
-    " -> " in the name or target)."""
-    if not line.startswith(RSYNC_OUT_PREFIX + " "):
-        return None
-    rest = line[len(RSYNC_OUT_PREFIX) + 1 :]
-    digest, _, name = rest.partition(" ")
-    if digest:
-        if len(digest) != 32 or name.endswith("/"):
-            return None
-        return name, digest
-    if rest[:33] != " " * 33:  # no checksum: %C gives 32 spaces
-        return None
-    link, arrow, target = rest[33:].partition(" -> ")
-    if not arrow or " -> " in target or "\\#" in link + target:
-        return None
-    data = b"link:" + target.encode(errors="surrogateescape")
-    return link, hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def parse_rsync_progress(line: str) -> int | None:
-    """The percentage in an `--info=progress2` line ('  1,234  45%  1.2MB/s ...'), or None."""
-    for token in line.split():
-        if token.endswith("%") and token[:-1].isdigit():
-            return int(token[:-1])
-    return None
 
 
 # -- the remote helper: remote_config/sync_helper.py ------------------------------------------

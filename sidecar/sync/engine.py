@@ -114,8 +114,9 @@ class SyncEngine(FirstCopy):
     async def full_sync(self, progress: Progress | None = None) -> BatchResult:
         """Reconcile the whole tree with the manifest (new, changed and deleted files)."""
         self.connect_soon()  # the handshake and the helper's start overlap the local walk
+        ignored: list[tuple[str, bool]] = []  # what the walk left out (a first copy's rules)
         with self.phase("local walk"):
-            files, dirs = await asyncio.to_thread(self.scanner.walk)
+            files, dirs = await asyncio.to_thread(self.scanner.walk, "", ignored)
         entries = self.manifest.entries()
         present = set(files)
         # Paths a batch cut short may have written: what they may hold is no conflict, and
@@ -138,7 +139,7 @@ class SyncEngine(FirstCopy):
                 self._note(path, reply, early)
             self.manifest.clear_pending(orphans)
         if not entries:
-            result = await self._first_sync(files, dirs, progress)
+            result = await self._first_sync(files, dirs, progress, ignored)
             with self.phase("manifest write"):
                 self.manifest.clear_pending()
             result.conflicts += early.conflicts

@@ -4,7 +4,8 @@
 pooled asyncssh connection and sends it whole batches: one round trip applies every put,
 delete, rename and mkdir of a batch, each file written to a temp name and renamed, with the
 conflict check against the manifest in the same request. `run_rsync` drives rsync
-`--files-from` through the managed OpenSSH config (ControlMaster) for large batches.
+(`--files-from`; a root transfer for a first copy) through the managed OpenSSH config
+(ControlMaster) for large batches.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from remote_config.sync import (
-    helper_command,
+from remote_config.rsync_cmd import (
+    parse_rsync_dir,
     parse_rsync_progress,
     parse_rsync_sent,
     rsync_argv,
 )
+from remote_config.sync import helper_command
 from sidecar.errors import OrchError, Unreachable
 
 if TYPE_CHECKING:
@@ -114,18 +116,31 @@ async def run_rsync(
     paths: list[str],
     progress: Callable[[int], None] | None = None,
     on_sent: Callable[[list[tuple[str, str]]], None] | None = None,
+    *,
+    excludes: list[str] | None = None,
+    on_dirs: Callable[[list[str]], None] | None = None,
 ) -> dict[str, str]:
-    """Copy exactly `paths` (files and folders) with rsync through ControlMaster.
+    """Copy exactly `paths` (files and folders) with rsync through ControlMaster; with
+    `excludes` (rsync filter rules) the whole tree less what they leave out, `paths` unused.
 
     Returns path -> md5 of the content rsync sent, for each regular file it transferred;
-    `on_sent([(path, md5), ...])` hears of them as rsync reports them (it has read them).
+    `on_sent([(path, md5), ...])` hears of them as rsync reports them (it has read them), and
+    `on_dirs` of the folders it reports.
     """
-    fd, list_file = tempfile.mkstemp(prefix="orch-sync-", suffix=".list")
+    root = excludes is not None
+    fd, list_file = tempfile.mkstemp(prefix="orch-sync-", suffix=".rules" if root else ".list")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(b"\0".join(p.encode() for p in paths) + b"\0")
+            items = excludes if excludes is not None else paths
+            handle.write(b"".join(p.encode(errors="surrogateescape") + b"\0" for p in items))
         argv = rsync_argv(
-            ssh_config, alias, local_dir, remote_dir, list_file, progress=progress is not None
+            ssh_config,
+            alias,
+            local_dir,
+            remote_dir,
+            None if root else list_file,
+            exclude_from=list_file if root else None,
+            progress=progress is not None,
         )
         proc = await asyncio.create_subprocess_exec(
             *_dies_with_us(argv),
@@ -136,7 +151,7 @@ async def run_rsync(
         assert proc.stdout is not None and proc.stderr is not None
         errors = asyncio.create_task(proc.stderr.read())
         try:
-            sent = await _pump_output(proc.stdout, progress, on_sent)
+            sent = await _pump_output(proc.stdout, progress, on_sent, on_dirs)
             code = await proc.wait()
         except BaseException:  # cancelled (the sync stopping): no rsync writing on behind it
             with contextlib.suppress(ProcessLookupError):
@@ -187,6 +202,7 @@ async def _pump_output(
     stream: asyncio.StreamReader,
     progress: Callable[[int], None] | None,
     on_sent: Callable[[list[tuple[str, str]]], None] | None = None,
+    on_dirs: Callable[[list[str]], None] | None = None,
 ) -> dict[str, str]:
     sent: dict[str, str] = {}
     buffer = b""
@@ -194,16 +210,21 @@ async def _pump_output(
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         items = []
+        dirs = []
         for raw in lines:
             for line in raw.decode(errors="surrogateescape").split("\r"):
                 item = parse_rsync_sent(line)
                 if item is not None:
                     items.append(item)
+                elif on_dirs is not None and (folder := parse_rsync_dir(line)) is not None:
+                    dirs.append(folder)
                 elif progress is not None and (pct := parse_rsync_progress(line)) is not None:
                     progress(pct)
         sent.update(items)
         if on_sent is not None and items:
             on_sent(items)
+        if on_dirs is not None and dirs:
+            on_dirs(dirs)
         # rsync writes a line per file: let them gather (20,000 files are not 20,000 wake-ups
         # of this loop, competing with rsync for the CPU).
         await asyncio.sleep(_GATHER_S)

@@ -82,8 +82,11 @@ class RsyncPath(EngineBase):
         paths: list[str],
         progress: Progress | None,
         on_sent: Callable[[list[tuple[str, str]]], None] | None = None,
+        excludes: list[str] | None = None,
+        on_dirs: Callable[[list[str]], None] | None = None,
     ) -> dict[str, str]:
-        """rsync `paths` while the helper holds the remote sync lock (taken by _precheck)."""
+        """rsync `paths` (with `excludes`: the tree less those rules) while the helper holds
+        the remote sync lock (taken by _precheck)."""
         try:
             return await run_rsync(
                 str(self.layout.ssh_config),
@@ -93,6 +96,8 @@ class RsyncPath(EngineBase):
                 paths,
                 progress,
                 on_sent,
+                excludes=excludes,
+                on_dirs=on_dirs,
             )
         except OrchError:
             with contextlib.suppress(OrchError):

@@ -102,10 +102,14 @@ class Scanner:
         self.root = root
         self.rules = rules
 
-    def walk(self, start: str = "") -> tuple[list[str], list[str]]:
-        """(files, folders) under `start` (relative), ignored ones pruned."""
+    def walk(
+        self, start: str = "", ignored: list[tuple[str, bool]] | None = None
+    ) -> tuple[list[str], list[str]]:
+        """(files, folders) under `start` (relative), ignored ones pruned; each entry left
+        out is added to `ignored` as (path, is a folder) when it is given."""
         files: list[str] = []
         dirs: list[str] = []
+        skip = ignored.append if ignored is not None else lambda _: None
         top = os.path.join(self.root, start) if start else self.root
         for folder, subdirs, names in os.walk(top):
             rel = os.path.relpath(folder, self.root)
@@ -116,11 +120,20 @@ class Scanner:
                 if os.path.islink(os.path.join(folder, d)):
                     if not self.rules.ignored(path):
                         files.append(path)  # a symlink to a folder syncs as a symlink
+                    else:
+                        skip((path, False))
                 elif not self.rules.ignored(path, is_dir=True):
                     keep.append(d)
                     dirs.append(path)
+                else:
+                    skip((path, True))
             subdirs[:] = keep
-            files.extend(p for n in names if not self.rules.ignored(p := _join(rel, n)))
+            for name in names:
+                path = _join(rel, name)
+                if not self.rules.ignored(path):
+                    files.append(path)
+                else:
+                    skip((path, False))
         return files, dirs
 
     def state(

@@ -161,8 +161,15 @@ def populate(root: Path, n: int = 200) -> None:
     (root / "empty-dir").mkdir()
 
 
+ODD_NAMES = ("a b.py", "trail ", "nl\nname.py", "ünï/çodé.py", "w[1]*?.txt", "back\\#012", "#x")
+
+
 def test_initial_sync_is_identical_and_ignore_rules_hold(proj: Project) -> None:
     populate(proj.root)
+    for name in ODD_NAMES:  # the first copy's rules and rsync's report, read back exactly
+        (proj.root / name).parent.mkdir(exist_ok=True)
+        (proj.root / name).write_text(name)
+    (proj.root / "ünï/x.tmp").write_text("ignored by .gitignore")
     out = proj.orch("sync", "now")
     assert out.returncode == 0, out.stderr
     local = tree(proj.root, proj.rules())
@@ -176,6 +183,8 @@ def test_initial_sync_is_identical_and_ignore_rules_hold(proj: Project) -> None:
     assert (proj.remote / "empty-dir").is_dir()
     assert os.readlink(proj.remote / "link") == "tool.sh"
     assert (proj.remote / "tool.sh").stat().st_mode & 0o111
+    assert all((proj.remote / n).read_text() == n for n in ODD_NAMES)
+    assert not (proj.remote / "ünï/x.tmp").exists()
     assert proj.status()["generation"] == 1
     # Nothing changed: a second full sync transfers nothing and keeps the generation.
     assert proj.orch("sync", "now").returncode == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from remote_config.sync import Entry
@@ -149,7 +150,7 @@ async def test_recorder_records_each_file_rsync_reports_in_its_thread(tmp_path: 
 
 def test_rsync_report_lines_give_files_and_symlinks_exactly(tmp_path: Path) -> None:
     """Real rsync output: a file's md5, a symlink's target hashed as orch hashes symlinks
-    (" -> " in a target or an escaped name: unreadable, left to the look afterwards)."""
+    (" -> " in a target: unreadable, left to the look afterwards; escaped bytes read back)."""
     import subprocess
 
     from remote_config.sync import parse_rsync_sent, rsync_argv
@@ -173,4 +174,33 @@ def test_rsync_report_lines_give_files_and_symlinks_exactly(tmp_path: Path) -> N
         "f": md5(b"hi\n"),
         "link": md5(b"link:f"),
         " lead": md5(b"link:trail "),
+        "nl": md5(b"link:x\ny"),
     }
+
+
+async def test_recorder_sorts_out_what_was_made_after_the_walk(tmp_path: Path) -> None:
+    """A copy of the whole tree sends what the tree holds when rsync reads it: a file or
+    folder made since the walk is recorded when the rules keep it, else left for removal."""
+    from remote_config.sync import IgnoreRules
+    from sidecar.sync.first_copy import Recorder
+
+    tree = tmp_path / "tree"
+    for rel in ("old.py", "new.py", "new.log", "fresh/x.py", "junk.log/y"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(rel.encode())
+    rules = IgnoreRules.build(exclude=["*.log"])
+    manifest = Manifest(tmp_path / "manifest.db")
+    walked = ({"old.py"}, set())
+    recorder = Recorder(str(tree), manifest, time.time_ns() + 2 * RACE_MARGIN_NS, walked, rules)
+    recorder.dirs(["fresh", "junk.log"])
+    sent = ["old.py", "new.py", "new.log", "fresh/x.py", "junk.log/y"]
+    recorder.sent([(rel, md5(rel.encode())) for rel in sent])
+    await recorder.finish()
+    assert sorted(manifest.entries()) == ["fresh/x.py", "new.py", "old.py"]
+    assert recorder.new_dirs == {"fresh"}
+    assert recorder.unwanted_ops() == [
+        {"op": "delete", "path": "junk.log/y", "expect": [-1, -1, md5(b"junk.log/y"), None, None]},
+        {"op": "delete", "path": "new.log", "expect": [-1, -1, md5(b"new.log"), None, None]},
+        {"op": "rmdir", "path": "junk.log"},
+    ]
+    manifest.close()
