@@ -33,8 +33,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from sidecar.agent.status import HEARTBEAT_S, error_reply
-from sidecar.agent_client import CALL_TIMEOUTS_S, env_key
+from sidecar.agent.status import HEARTBEAT_S, env_differs, error_reply
+from sidecar.agent_client import CALL_TIMEOUTS_S
 from sidecar.errors import OrchError, UsageError
 
 if TYPE_CHECKING:
@@ -240,22 +240,6 @@ def project_of(request: dict[str, Any]) -> str:
     if not isinstance(project, str) or not os.path.isabs(project):
         raise UsageError(f"project must be an absolute folder, got {project!r}")
     return project
-
-
-ENV_KEY = env_key()  # the agent's environment, as it was started
-
-
-def env_differs(request: dict[str, Any]) -> dict[str, Any] | None:
-    """The reply to a request whose client runs with another environment (`env` sent and
-    not the agent's): it is not run; the client runs it itself."""
-    sent = request.get("env")
-    if sent is None or sent == ENV_KEY:
-        return None
-    return {
-        "ok": False,
-        "env_differs": True,
-        "message": "the orch agent runs with other settings (AWS_*, ORCH_*, …) than this client",
-    }
 
 
 async def serve_call(

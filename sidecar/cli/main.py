@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 def agent_status(argv: list[str]) -> int | None:
     """`orch status [MACHINE] [--json]` answered by the running orch agent from its watched
     state, with no pydantic or asyncssh import; None: answer it the ordinary way (no agent
-    runs, or it did not answer in time, said on stderr)."""
+    runs, or it did not answer in time, said on stderr; or it runs with other settings,
+    AWS_*, ORCH_*…, than this process: `agent_client.env_key`)."""
     rest, cwd = list(argv), None
     if rest[:1] in (["-C"], ["--project-dir"]) and len(rest) >= 2:
         cwd, rest = rest[1], rest[2:]
@@ -98,10 +99,15 @@ def agent_status(argv: list[str]) -> int | None:
             client.ensure()  # it died with syncs or forwards to bring back
         machine = others[0] if others else None
         request = {"op": "status", "cwd": os.path.abspath(cwd or os.getcwd()), "machine": machine}
+        request["env"] = client.env_key()  # an agent with other settings does not answer
         reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+        if reply.get("env_differs"):
+            return None  # (AWS_PROFILE=other orch status): read in this process, as run
         if client.version_key(str(reply.get("version"))) < client.version_key(__version__):
             client.ensure()  # an older agent: replaced by this version, then asked again
             reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+            if reply.get("env_differs"):
+                return None
     except client.AgentUnavailable as exc:
         print(f"orch: note: {exc}; reading the status without it", file=sys.stderr)
         return None

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sidecar import agent_client as client
-from sidecar.agent import calls
+from sidecar.agent import calls, status
 from sidecar.app import Orchestrator
 from sidecar.errors import NotFound, OrchError, UsageError
 from sidecar.layout import Layout
@@ -200,7 +200,7 @@ def test_a_client_with_other_settings_is_told_so_and_nothing_runs() -> None:
     assert client.env_key({**base, "PATH": "/usr/bin", "ORCH_DEBUG": "1"}) == key  # client-only
     assert client.env_key({**base, "AWS_PROFILE": "other"}) != key
     assert client.env_key({**base, "ORCH_SSH_USER_CONFIG": "/x"}) != key
-    assert calls.env_differs({"op": "call"}) is None  # a window's request: not checked
-    assert calls.env_differs({"env": calls.ENV_KEY}) is None
-    reply = calls.env_differs({"env": "0" * 16})
+    assert status.env_differs({"op": "call"}) is None  # a window's request: not checked
+    assert status.env_differs({"env": status.ENV_KEY}) is None
+    reply = status.env_differs({"env": "0" * 16})
     assert reply is not None and reply["env_differs"] and not reply["ok"]

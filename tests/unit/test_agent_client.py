@@ -185,3 +185,30 @@ async def test_a_follow_without_offsets_is_not_resumed(
     finally:
         server.close()
     assert got == ["cloudwatch\n"] and len(calls) == 1  # shown once, never asked again
+
+
+def test_status_with_other_settings_than_the_agents_is_read_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`AWS_PROFILE=other orch status` is not the agent's view: the agent (started with this
+    test's settings) answers `env_differs`, and the CLI reads the status itself."""
+    from tests.helpers import run_orch_checked, stop_pid
+
+    home = tmp_path / "home"
+    project = tmp_path / "proj"
+    project.mkdir()
+    monkeypatch.setenv("ORCH_HOME", str(home))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    paths, info = client.ensure(home)
+    try:
+        same, heavy = run_orch_checked("status", cwd=project)
+        assert same.returncode == 0 and heavy == [], (same.stderr, heavy)  # the agent's answer
+        other, heavy = run_orch_checked("status", cwd=project, env={"AWS_PROFILE": "elsewhere"})
+        assert other.returncode == 0, other.stderr
+        assert "pydantic" in heavy  # read in this process, not asked of the agent
+        assert (other.stdout, other.stderr) == (same.stdout, same.stderr)
+        asked = {"op": "status", "cwd": str(project), "machine": None, "env": "0" * 16}
+        assert client.call(paths, asked)["env_differs"]
+        assert client.agent_pid(paths) == info["pid"]  # neither replaced nor restarted
+    finally:
+        stop_pid(int(info["pid"]))
