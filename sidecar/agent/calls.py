@@ -6,7 +6,7 @@ an allow-list and its parameters; the agent runs it on that project's Orchestrat
 uses the agent's one connection pool (`StatusBoard.orch`), and answers with the result as
 JSON (a pydantic model as `model_dump(mode="json")`). So a window that starts machines and
 jobs opens no SSH connection and never imports asyncssh. Only the methods in `CALLS` run (no
-`getattr` of a client's string); each is bounded by `agent_client.CALL_TIMEOUTS_S`, and
+`getattr` of a client's string); each is bounded by `agent_calls.CALL_TIMEOUTS_S`, and
 `up`'s steps are streamed back as progress lines. Bad parameters are a UsageError; an
 OrchError of the operation goes back whole (kind, message, hint, action, target) and the
 client raises the same class (`agent_client.raise_reply`). A client that hangs up (a
@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecar.agent.status import HEARTBEAT_S, env_differs, error_reply
-from sidecar.agent_client import CALL_TIMEOUTS_S
+from sidecar.agent_calls import CALL_TIMEOUTS_S
 from sidecar.errors import OrchError, UsageError
 
 if TYPE_CHECKING:

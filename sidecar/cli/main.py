@@ -158,7 +158,7 @@ def _logs_words(words: list[str]) -> tuple[str, bool, int | None, str | None, st
 def agent_logs(argv: list[str]) -> int | None:
     """`orch logs NAME [-f] [-n N] [-m MACHINE] [--on BACKEND]` streamed by the orch agent
     (started if needed) with no pydantic or asyncssh import: the request and its resumption
-    after an agent crash are `agent_client.follow_log`'s, as on the ordinary path
+    after an agent crash are `agent_calls.follow_log`'s, as on the ordinary path
     (`Orchestrator.run_logs`). None: answer it the ordinary way (other words,
     `ORCH_NO_AGENT=1`, or an agent with other settings than this process's)."""
     import asyncio
@@ -173,26 +173,27 @@ def agent_logs(argv: list[str]) -> int | None:
     if words is None:
         return None
     name, follow, tail, machine, on = words
+    from sidecar import agent_calls
     from sidecar import agent_client as client
     from sidecar.cli.output import error
     from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
 
     project = str(Path(cwd or os.getcwd()).absolute())  # as the Orchestrator's cwd
-    request = client.follow_request(
+    request = agent_calls.follow_request(
         project, name, tail, machine, follow=follow, on=on, archived=True, env=True
     )
 
     async def stream() -> None:
-        async for text in client.follow_log(None, request, 15.0):
+        async for text in agent_calls.follow_log(None, request, 15.0):
             sys.stdout.write(text)
             sys.stdout.flush()
 
     try:
         asyncio.run(stream())
-    except client.EnvDiffers:  # (said before any text): the ordinary path runs it here
+    except agent_calls.EnvDiffers:  # (said before any text): the ordinary path runs it here
         return None
     except client.AgentUnavailable as exc:
-        error(str(exc), client.FOLLOW_HINT.format(name=name))
+        error(str(exc), agent_calls.FOLLOW_HINT.format(name=name))
         return EXIT_FAILED
     except OrchError as exc:
         error(exc.message, exc.hint)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar import agent_calls
 from sidecar import agent_client as client
 from tests.helpers import run_orch
 
@@ -149,8 +150,8 @@ async def test_a_follow_goes_on_from_the_last_offset_after_the_agent_dies(
     server = await asyncio.start_unix_server(serve, str(paths.socket))
     monkeypatch.setattr(client, "ensure", lambda layout: (paths, {}))
     try:
-        request = client.follow_request("/p", "job", 10, None, archived=True)
-        got = [t async for t in client.follow_log(None, request, 5.0)]
+        request = agent_calls.follow_request("/p", "job", 10, None, archived=True)
+        got = [t async for t in agent_calls.follow_log(None, request, 5.0)]
     finally:
         server.close()
     assert got == ["a\n", "bb\n", "c\n"]
@@ -178,8 +179,8 @@ async def test_a_follow_without_offsets_is_not_resumed(
     got: list[str] = []
     try:
         with pytest.raises(client.AgentUnavailable, match="following job job"):
-            async for text in client.follow_log(
-                None, client.follow_request("/p", "job", None, None), 5.0
+            async for text in agent_calls.follow_log(
+                None, agent_calls.follow_request("/p", "job", None, None), 5.0
             ):
                 got.append(text)
     finally:
