@@ -56,6 +56,7 @@ CALL_TIMEOUTS_S: dict[str, float] = {
     "jobs_status": 60.0,
     "jobs_logs": 120.0,
     "jobs_info": 60.0,
+    "job_backend_of": 60.0,
     "attach_argv": 120.0,
     "idle_status": 60.0,
     "idle_keep": 60.0,

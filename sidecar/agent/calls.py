@@ -142,6 +142,10 @@ def _names(params: Params) -> list[str] | None:
     raise UsageError(f"names: expected a list of machine names, got {names!r}")
 
 
+async def _backend_of(orch: Orchestrator, name: str, on: str | None) -> str | None:
+    return orch.job_backend_of(name, on)  # (`orch rm`'s text: where the logs are kept)
+
+
 CALLS: dict[str, Call] = {
     "up": lambda o, m, p, progress: o.up(m, progress=progress),
     "up_plan": lambda o, m, p, _: o.up_plan(m),
@@ -170,6 +174,7 @@ CALLS: dict[str, Call] = {
     "jobs_status": lambda o, m, p, _: o.jobs_status(m),
     "jobs_logs": lambda o, m, p, _: o.jobs_logs(_str(p, "name"), _tail(p), m, on=_opt_str(p, "on")),
     "jobs_info": lambda o, m, p, _: o.jobs_info(_str(p, "name"), m, on=_opt_str(p, "on")),
+    "job_backend_of": lambda o, m, p, _: _backend_of(o, _str(p, "name"), _opt_str(p, "on")),
     "attach_argv": lambda o, m, p, _: o.attach_argv(_str(p, "name"), m),
     "idle_status": lambda o, m, p, _: o.idle_status(m),
     "idle_keep": lambda o, m, p, _: o.idle_keep(m),

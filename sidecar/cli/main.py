@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     fast = agent_status(argv)
     if fast is None:
         fast = agent_logs(argv)
+    if fast is None:  # orch run/stop/restart/rm's plain forms, with no pydantic either
+        from sidecar.cli.fast_jobs import agent_jobs
+
+        fast = agent_jobs(argv)
     if fast is not None:
         return fast
     parser = build_parser()
