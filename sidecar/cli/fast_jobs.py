@@ -8,8 +8,8 @@ light path for their plain argument forms: the words are read here (`job_words`,
 (started, or an older one replaced, first: `agent_client.ensure`), and the JSON results are
 printed with the same texts as `jobs_cmds` prints (the functions below, used by both paths)
 or, with `--json`, as the same JSON. Anything else returns None and the ordinary parser and
-handler run: other word forms (`--help`, `--machine=M`, options before `orch run`'s NAME,
-`-e`, `--expect`, `--debug`), a word the ordinary parser would refuse, `ORCH_NO_AGENT=1`,
+handler run: other word forms (`--help`, `--machine=M` before `orch run`'s NAME, `-e`,
+`--expect`, `--debug`), a word the ordinary parser would refuse, `ORCH_NO_AGENT=1`,
 `ORCH_DEBUG=1` (tracebacks) and an agent started with other settings (`env_differs`).
 """
 
@@ -77,16 +77,36 @@ def job_words(verb: str, words: list[str]) -> dict[str, Any] | None:
     return got if got["name"] is not None else None
 
 
+_RUN_FLAGS = {
+    "--replace": ("replace", True),
+    "--json": ("json", True),
+    "--snapshot": ("snapshot", True),
+    "--no-snapshot": ("snapshot", False),
+    "--live": ("snapshot", False),
+}
+_RUN_VALUES = {"-m": "machine", "--machine": "machine", "--on": "on", "--outputs": "outputs"}
+
+
 def run_words(words: list[str]) -> dict[str, Any] | None:
-    """`orch run NAME [options] (-- CMD ARG... | 'CMD LINE')` read by the ordinary path's own
-    scanner (`job_options`): {name, command, json, machine, replace, snapshot, on, outputs};
-    None for options before NAME, `-e`, `--expect`, `--debug` or words it refuses."""
+    """`orch run [options] NAME [options] (-- CMD ARG... | 'CMD LINE')` as the ordinary path
+    reads it: the options before NAME as its parser does (exact option words only), the
+    rest with its own scanner (`job_options`, as `jobs_cmds.parse_run_args`):
+    {name, command, json, machine, replace, snapshot, on, outputs}. None for `-e`,
+    `--expect`, `--debug`, any other option form before NAME, or words it refuses."""
     from sidecar.cli.job_options import JobOptions, command_words, take_options
     from sidecar.errors import UsageError
 
-    if not words or words[0].startswith("-"):
+    opts, words = JobOptions(), list(words)
+    while words and words[0].startswith("-"):
+        word = words.pop(0)
+        if word in _RUN_FLAGS:
+            setattr(opts, *_RUN_FLAGS[word])
+        elif word in _RUN_VALUES and words and not words[0].startswith("-"):
+            setattr(opts, _RUN_VALUES[word], words.pop(0))
+        else:
+            return None  # `--`, `-e`, `--machine=M`, `--help`…: the parser's
+    if not words:
         return None
-    opts = JobOptions()
     try:
         rest = take_options(words[1:], opts, hint=RUN_HINT, allow_debug=True)
         command = command_words(rest, words[0], RUN_HINT)

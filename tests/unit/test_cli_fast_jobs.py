@@ -64,6 +64,9 @@ def test_other_job_forms_are_left_to_the_parser(verb: str, words: list[str]) -> 
         ["train", "--no-snapshot", "--on", "fargate", "--outputs", "out", "--", "x"],
         ["train", "--live", "--machine=gpu", "x"],
         ["train", "--snapshot", "--", "--help"],
+        ["--replace", "bench", "--", "sleep", "60"],  # options before NAME: argparse's
+        ["--json", "-m", "gpu", "--live", "train", "--replace", "-m", "cpu", "x"],
+        ["--on", "fargate", "--outputs", "o", "--no-snapshot", "t", "--snapshot", "--", "x"],
     ],
 )
 def test_the_plain_run_forms_read_as_the_ordinary_path_reads_them(words: list[str]) -> None:
@@ -88,9 +91,13 @@ def test_the_plain_run_forms_read_as_the_ordinary_path_reads_them(words: list[st
     [
         [],
         ["--help"],
-        ["--json", "train", "--", "x"],  # options before NAME: argparse's
-        ["-m", "gpu", "train", "x"],
         ["--", "train", "x"],
+        ["--machine=gpu", "train", "x"],
+        ["-m", "-x", "train", "x"],
+        ["--replace"],
+        ["-e", "A=1", "train", "x"],
+        ["--debug", "train", "x"],
+        ["--rep", "train", "x"],
         ["train"],  # no command: the ordinary path's error
         ["train", "--"],
         ["train", "--nope", "--", "x"],
