@@ -131,6 +131,9 @@ class _Ordinary(Exception):
     """The agent runs with other settings: the ordinary path runs the command here."""
 
 
+_found: list[Any] = []  # the agent's paths, once `ensure` has found (or started) it
+
+
 def _ask(project: str, method: str, machine: str | None, params: dict[str, Any]) -> Any:
     """One allow-listed call in the agent, as `Orchestrator.agent_call` sends it: its
     result as JSON, its error raised as its OrchError class."""
@@ -141,7 +144,9 @@ def _ask(project: str, method: str, machine: str | None, params: dict[str, Any])
     request["method"] = method
     request |= {"params": params, "env": client.env_key()}
     try:
-        paths, _ = client.ensure(client.home_from_env())
+        if not _found:  # (once per command: `stop` asks twice)
+            _found.append(client.ensure(client.home_from_env())[0])
+        paths = _found[0]
         reply = client.call(paths, request, timeout=CALL_TIMEOUTS_S[method] + CALL_GRACE_S)
     except client.AgentUnavailable as exc:  # as Orchestrator.agent_call says it
         from sidecar.errors import OrchError
