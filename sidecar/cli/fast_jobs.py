@@ -208,6 +208,7 @@ def agent_jobs(argv: list[str]) -> int | None:
     from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
 
     project = str(Path(cwd or os.getcwd()).absolute())  # as the Orchestrator's cwd
+    _found.clear()
     try:
         return _run(project, rest[0], rest[1:])
     except _Ordinary:
