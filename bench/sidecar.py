@@ -153,6 +153,7 @@ async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None)
     if baseline is not None:
         base_env = {**env, "PYTHONPATH": str(baseline), "ORCH_HOME": str(tmp / "base-home")}
         variants["baseline sidecar"] = (base_env, ("-m", "sidecar"), False)
+        variants["baseline sidecar cold agent"] = (base_env, ("-m", "sidecar"), True)
     started = await starts(project, variants)
     python_start, bare, sidecar = (
         started["python -c pass"],
@@ -210,6 +211,8 @@ async def measure(tmp: Path, idle_s: float, source: Path, baseline: Path | None)
             "source": str(baseline),
             **started["baseline sidecar"],
             "first_status": started["baseline sidecar first status"],
+            "cold_agent": started["baseline sidecar cold agent"],
+            "cold_agent_first_status": started["baseline sidecar cold agent first status"],
         },
         "first_status": started["sidecar first status"],
         "cold_agent": started["sidecar cold agent"],
@@ -240,7 +243,22 @@ def hosted_rows(r: dict, label: str) -> list[list[object]]:
     if "cold_agent" not in r:
         return []
     cold, own = r["cold_agent"], r["in_window"]
+    base = r.get("baseline") or {}
+    baseline_cold: list[list[object]] = []
+    if "cold_agent" in base:
+        baseline_cold = [
+            [
+                label,
+                f"baseline {Path(base['source']).name}, cold agent: start → initialize p50 "
+                "(first orch.status)",
+                f"{base['cold_agent']['p50_ms']:.0f} ms "
+                f"({base['cold_agent_first_status']['p50_ms']:.0f} ms)",
+                "",
+                "",
+            ]
+        ]
     return [
+        *baseline_cold,
         [
             label,
             "sidecar, cold agent (the bridge starts it): start → initialize p50",
