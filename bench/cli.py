@@ -42,15 +42,21 @@ def series(argv: list[str], env: dict[str, str], cwd: str) -> list[float]:
     return [timed(argv, env, cwd) for _ in range(N)]
 
 
+VERBS = ("run", "logs", "restart", "stop", "rm")
+
+
 def job_cycles(orch: list[str], env: dict[str, str], cwd: str) -> dict[str, list[float]]:
-    """`orch run --replace bench -- sleep 60`, `orch logs bench`, `orch stop bench`, timed each,
-    ROUNDS times after one untimed cycle (the agent's connection is open after it)."""
-    times: dict[str, list[float]] = {"run": [], "logs": [], "stop": []}
+    """`orch run --replace bench -- sleep 60`, `orch logs bench`, `orch restart bench`, `orch
+    stop bench`, `orch rm bench`, timed each, ROUNDS times after one untimed cycle (the agent's
+    connection is open after it)."""
+    times: dict[str, list[float]] = {verb: [] for verb in VERBS}
     for round_ in range(ROUNDS + 1):
         for verb, argv in (
             ("run", [*orch, "run", "--replace", "bench", "--", *JOB]),
             ("logs", [*orch, "logs", "bench"]),
+            ("restart", [*orch, "restart", "bench"]),
             ("stop", [*orch, "stop", "bench"]),
+            ("rm", [*orch, "rm", "bench"]),
         ):
             took = timed(argv, env, cwd)
             if round_:
@@ -135,7 +141,7 @@ def main() -> None:
     }
     ok = s_up["p50_ms"] <= 300
     job_rows: list[list[object]] = []
-    for verb in ("run", "logs", "stop"):
+    for verb in VERBS:
         thin, fat = summary_ms(jobs_agent[verb])["p50_ms"], summary_ms(jobs_plain[verb])["p50_ms"]
         job_rows.append(
             [

@@ -1,4 +1,4 @@
-"""Talking to the local orch agent: find it, start it, replace an older one, ask it things.
+"""Talking to the local orch agent: find it, start it, replace an older one, ask it one thing.
 
 A service-level module (the agent itself, `sidecar/agent/`, is a host like the CLI and the
 language server): the facade and the services that hand work to the agent (`sync.control`,
@@ -11,6 +11,11 @@ JSON line; the agent answers with zero or more `{"progress": …}` lines and one
 carrying `ok`; a `subscribe` request instead stays open and streams `{"event": …}` lines
 (the watched status as it changes, and a heartbeat). Every wait is bounded: a dead or wedged
 socket is an `AgentUnavailable` with a clear message, never a hang.
+
+Here: the agent's paths, whether it is alive, starting/replacing it (`ensure`), the settings
+digest (`env_key`) and one-shot requests (`call`, `acall` in a thread). The facade calls and
+the streams that run on the caller's event loop (`arequest`, `subscribe`, `follow_log`) are
+`sidecar.agent_calls`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,15 +43,6 @@ _MAX_SOCKET = 100  # Unix socket paths are limited to ~104 bytes
 
 class AgentUnavailable(Exception):
     """The agent is not running, or did not answer in time (the message says which)."""
-
-
-class AgentDown(AgentUnavailable):
-    """Nothing answered on the agent's socket: the request was not sent (safe to retry)."""
-
-
-class EnvDiffers(Exception):
-    """The agent runs with another environment than the client (AWS profile, orch settings…):
-    the request was not run; the client runs it itself (the CLI's `env`-checked calls)."""
 
 
 # Variables that change what an operation does (which cloud account, which ssh config…). A
@@ -77,40 +73,6 @@ def env_key(environ: dict[str, str] | None = None) -> str:
     )
     return hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:16]
 
-
-# The facade operations a client may run in the agent (`{"op": "call"}`), each with the
-# longest it may take there (seconds): the agent ends it with an error past that bound, the
-# client waits `CALL_GRACE_S` more. A dead agent is noticed at once (its socket closes); the
-# bound is for a wedged one. `sidecar.agent.calls` implements exactly these (a unit test).
-CALL_TIMEOUTS_S: dict[str, float] = {
-    "up": 1800.0,  # a cloud machine: launch, boot, bootstrap (progress is streamed)
-    "up_plan": 120.0,
-    "down": 900.0,
-    "down_check": 120.0,
-    "terminate": 900.0,
-    "terminate_preview": 120.0,
-    "machine_status": 60.0,
-    "machines_overview": 60.0,
-    "machines_inventory": 120.0,  # every region's EC2 machines with --all-regions
-    "jobs_run": 900.0,  # includes the snapshot of the synced tree
-    "jobs_restart": 900.0,
-    "jobs_stop": 120.0,
-    "jobs_rm": 120.0,
-    "jobs_status": 60.0,
-    "jobs_logs": 120.0,
-    "jobs_info": 60.0,
-    "attach_argv": 120.0,
-    "idle_status": 60.0,
-    "idle_keep": 60.0,
-    "ssh_config_write": 120.0,
-    "ssh_argv": 120.0,
-    "probe": 60.0,
-    "debug_start": 900.0,  # a snapshot, the job, debugpy listening, the forward
-    "debug_attach": 120.0,
-    "debug_config": 120.0,
-    "profile": 3600.0,  # the profiled workload (its output is streamed), then the fetch
-}
-CALL_GRACE_S = 10.0
 
 # Set by the agent on itself (`sidecar.agent.server`): a request a service makes from inside
 # the agent (a hosted language server's `sync.start`, `forwards.host`…) is handled there
@@ -261,55 +223,6 @@ def _problems(raw: list[Any]) -> list[Any]:
     return problems
 
 
-async def arequest(
-    paths: AgentPaths,
-    payload: dict[str, Any],
-    *,
-    timeout: float,
-    progress: Callable[[Any], None] | None = None,
-) -> dict[str, Any]:
-    """One request from async code, on the caller's loop (no thread): progress lines go to
-    `progress`, the final reply is returned (an error reply raised as its OrchError). A
-    cancelled caller closes the socket, and the agent cancels the work (an `op: call`).
-    AgentDown: nothing answered (not sent); AgentUnavailable: lost after it was sent."""
-    import asyncio
-
-    if in_process is not None:
-        async with asyncio.timeout(timeout):
-            return dict(await in_process(payload, progress))
-    try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            reader, writer = await asyncio.open_unix_connection(str(paths.socket), limit=2**24)
-    except (OSError, TimeoutError) as exc:
-        raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
-    try:
-        writer.write((json.dumps(payload) + "\n").encode())
-        await writer.drain()
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await reader.readline()
-                if not line:
-                    raise AgentUnavailable("the orch agent closed the connection without an answer")
-                reply = json.loads(line)
-                if "progress" in reply and "ok" not in reply:
-                    if progress is not None:
-                        progress(reply["progress"])
-                    continue
-                if reply.get("env_differs"):
-                    raise EnvDiffers(str(reply.get("message")))
-                raise_reply(reply)
-                return dict(reply)
-    except TimeoutError:
-        raise AgentUnavailable(
-            f"the orch agent did not answer {payload.get('method') or payload.get('op')!r} "
-            f"within {timeout:g} s"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise AgentUnavailable(f"the orch agent dropped the request ({exc})") from None
-    finally:
-        writer.close()
-
-
 def alive(paths: AgentPaths) -> bool:
     return _locked(paths.lock)
 
@@ -366,115 +279,6 @@ def call(
             buffer += chunk
     finally:
         sock.close()
-
-
-async def subscribe(
-    paths: AgentPaths, payload: dict[str, Any], silence_s: float
-) -> AsyncIterator[dict[str, Any]]:
-    """The events of one streamed request (`subscribe`, `follow`), as they come; ends when
-    the agent closes the stream, raises AgentUnavailable when it cannot be reached or stays
-    silent (no event, not even its heartbeat) for `silence_s`, and an error line as its
-    OrchError. Closing the generator hangs up (the agent then ends the stream's work)."""
-    import asyncio
-
-    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
-    # with its result, and a cancelled subscriber must stop (a closing window's shutdown).
-    try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            reader, writer = await asyncio.open_unix_connection(str(paths.socket), limit=2**24)
-    except (OSError, TimeoutError) as exc:
-        raise AgentUnavailable(
-            f"the orch agent is not answering on {paths.socket} ({exc})"
-        ) from None
-    try:
-        writer.write((json.dumps(payload) + "\n").encode())
-        await writer.drain()
-        while True:
-            try:
-                async with asyncio.timeout(silence_s):
-                    line = await reader.readline()
-            except TimeoutError:
-                raise AgentUnavailable(f"the orch agent was silent for {silence_s:g} s") from None
-            except (OSError, ValueError) as exc:
-                raise AgentUnavailable(f"the orch agent dropped the stream ({exc})") from None
-            if not line:
-                return
-            message = json.loads(line)
-            if message.get("env_differs"):
-                raise EnvDiffers(str(message.get("message")))
-            if "ok" in message and not message["ok"]:
-                if message.get("kind"):  # an OrchError of the stream: raised as its class
-                    raise_reply(message)
-                raise AgentUnavailable(f"the orch agent refused: {message.get('message')}")
-            if "event" in message:
-                yield message
-    finally:
-        writer.close()
-
-
-def follow_request(
-    project: str,
-    name: str,
-    tail: int | None,
-    machine: str | None,
-    *,
-    follow: bool = True,
-    on: str | None = None,
-    archived: bool = False,
-    env: bool = False,
-) -> dict[str, Any]:
-    """The agent's `follow` request for a job's log (`sidecar.agent.calls.serve_follow`);
-    `env`: with this process's `env_key()`, run only by an agent with the same settings."""
-    request: dict[str, Any] = {"op": "follow", "project": project, "machine": machine}
-    request |= {"name": name, "tail": tail, "follow": follow, "on": on, "archived": archived}
-    if env:
-        request["env"] = env_key()
-    return request
-
-
-FOLLOW_RETRIES = 3  # agent restarts in a row, with no log line between, before giving up
-FOLLOW_HINT = "follow it again: orch logs -f {name}"
-
-
-async def follow_log(
-    layout: Layout | None, request: dict[str, Any], silence_s: float
-) -> AsyncIterator[str]:
-    """A `follow` request's log text, as it comes (the agent is started first when needed).
-    If the agent dies (or goes silent) mid-stream, a new one is started and asked to go on
-    from the byte the last chunk ended at (`offset`, sent by the agent with each chunk of a
-    job on a machine), so no line is lost or repeated; a stream without offsets (a backend's
-    CloudWatch stream) cannot go on and ends with AgentUnavailable, as does an agent that
-    cannot be started. An error of the stream is raised as its OrchError; EnvDiffers when
-    the request carries `env` and the agent has other settings (before any text)."""
-    import asyncio
-
-    request = dict(request)
-    offset: int | None = None
-    started = False  # a chunk without an offset was shown: a new stream cannot go on
-    failures = 0
-    why = "the orch agent ended the log stream"
-    while failures <= FOLLOW_RETRIES:
-        if offset is not None:
-            request["offset"] = offset
-        paths, _ = await asyncio.to_thread(ensure, layout)  # (AgentUnavailable: say it now)
-        try:
-            async for event in subscribe(paths, request, silence_s):
-                if event.get("event") == "log":
-                    failures = 0
-                    at = event.get("offset")
-                    offset = at if isinstance(at, int) else None
-                    started = started or offset is None
-                    yield str(event["text"])
-                elif event.get("event") == "end":
-                    return
-        except AgentDown as exc:  # (a socket left by a dead agent) start a new one
-            why = str(exc)
-        except AgentUnavailable as exc:
-            why = str(exc)
-        if started:
-            break
-        failures += 1  # the agent died (or went silent): start a new one, go on
-    raise AgentUnavailable(f"{why} (following job {request.get('name')})")
 
 
 def hello(paths: AgentPaths, timeout: float = 2.0) -> dict[str, Any]:

@@ -980,12 +980,12 @@ class Orchestrator:
         """The project's `orch status` as the agent pushes it (the current one first, then
         every change); the agent is started (or an older one replaced) first. Ends when the
         agent goes away; raises OrchError when it cannot be reached."""
-        from sidecar import agent_client
+        from sidecar import agent_calls, agent_client
 
         try:
             paths, _ = await asyncio.to_thread(agent_client.ensure, self.layout)
             request = {"op": "subscribe", "cwd": str(self.cwd), "machine": machine}
-            async for event in agent_client.subscribe(paths, request, self.STATUS_SILENCE_S):
+            async for event in agent_calls.subscribe(paths, request, self.STATUS_SILENCE_S):
                 if event.get("event") == "status":
                     yield event["status"]
         except agent_client.AgentUnavailable as exc:
@@ -1023,6 +1023,7 @@ class Orchestrator:
         same class. The agent is started when none answers (the request was not sent then);
         one lost after it was sent is an error, not sent twice (it may have run). `env`:
         only if the agent runs with this process's settings (else `EnvDiffers`)."""
+        from sidecar import agent_calls
         from sidecar import agent_client as client
 
         request: dict[str, Any] = {
@@ -1034,14 +1035,18 @@ class Orchestrator:
         }
         if env:
             request["env"] = client.env_key()
-        timeout = client.CALL_TIMEOUTS_S[method] + client.CALL_GRACE_S
+        timeout = agent_calls.CALL_TIMEOUTS_S[method] + agent_calls.CALL_GRACE_S
         paths = client.agent_paths(self.layout)
         try:
             try:
-                reply = await client.arequest(paths, request, timeout=timeout, progress=progress)
-            except client.AgentDown:  # not running (or dying): start it, once
+                reply = await agent_calls.arequest(
+                    paths, request, timeout=timeout, progress=progress
+                )
+            except agent_calls.AgentDown:  # not running (or dying): start it, once
                 paths, _ = await asyncio.to_thread(client.ensure, self.layout)
-                reply = await client.arequest(paths, request, timeout=timeout, progress=progress)
+                reply = await agent_calls.arequest(
+                    paths, request, timeout=timeout, progress=progress
+                )
         except client.AgentUnavailable as exc:
             raise OrchError(
                 f"{method}: {exc}", hint="see `orch status` for what happened, then try again"
@@ -1060,11 +1065,11 @@ class Orchestrator:
         `ORCH_NO_AGENT=1`, here (as the facade returns it). The CLI's one switch
         (`sidecar.cli.dispatch` turns either into the same result model)."""
         if self.agent_enabled():
-            from sidecar import agent_client as client
+            from sidecar import agent_calls
 
             try:
                 return await self.agent_call(method, machine, params, progress, env=True)
-            except client.EnvDiffers:
+            except agent_calls.EnvDiffers:
                 pass  # the agent has other settings (AWS_PROFILE…): run it here instead
         from sidecar.agent.calls import invoke
 
@@ -1082,7 +1087,7 @@ class Orchestrator:
         after its own crash), or here with `ORCH_NO_AGENT=1` or other settings than the
         agent's."""
         if self.agent_enabled():
-            from sidecar import agent_client as client
+            from sidecar import agent_calls
 
             stream = self.agent_follow(
                 name, tail, machine, follow=follow, on=on, archived=True, env=True
@@ -1091,7 +1096,7 @@ class Orchestrator:
                 async for chunk in stream:
                     yield chunk
                 return
-            except client.EnvDiffers:  # (said before the first chunk)
+            except agent_calls.EnvDiffers:  # (said before the first chunk)
                 pass
         async for chunk in self.jobs_stream(name, tail, follow, machine, on):
             yield chunk
@@ -1110,18 +1115,19 @@ class Orchestrator:
         """`jobs_follow` (with `archived`: `jobs_stream`, as `orch logs` reads) run in the orch
         agent: the job's log as text chunks until it ends, over the agent's connection (the
         language server's `orch/log`, `orch logs`). If the agent dies mid-stream a new one
-        goes on from the byte the last chunk ended at (`agent_client.follow_log`). `env`:
+        goes on from the byte the last chunk ended at (`agent_calls.follow_log`). `env`:
         only with this process's settings (else EnvDiffers, before any chunk)."""
+        from sidecar import agent_calls
         from sidecar import agent_client as client
 
-        request = client.follow_request(
+        request = agent_calls.follow_request(
             str(self.cwd), name, tail, machine, follow=follow, on=on, archived=archived, env=env
         )
         try:
-            async for text in client.follow_log(self.layout, request, self.STATUS_SILENCE_S):
+            async for text in agent_calls.follow_log(self.layout, request, self.STATUS_SILENCE_S):
                 yield text
         except client.AgentUnavailable as exc:
-            raise OrchError(str(exc), hint=client.FOLLOW_HINT.format(name=name)) from None
+            raise OrchError(str(exc), hint=agent_calls.FOLLOW_HINT.format(name=name)) from None
 
     def poke_agent(self) -> None:
         """Tell a running agent that something may have changed (its status reads anew)."""

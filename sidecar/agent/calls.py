@@ -6,7 +6,7 @@ an allow-list and its parameters; the agent runs it on that project's Orchestrat
 uses the agent's one connection pool (`StatusBoard.orch`), and answers with the result as
 JSON (a pydantic model as `model_dump(mode="json")`). So a window that starts machines and
 jobs opens no SSH connection and never imports asyncssh. Only the methods in `CALLS` run (no
-`getattr` of a client's string); each is bounded by `agent_client.CALL_TIMEOUTS_S`, and
+`getattr` of a client's string); each is bounded by `agent_calls.CALL_TIMEOUTS_S`, and
 `up`'s steps are streamed back as progress lines. Bad parameters are a UsageError; an
 OrchError of the operation goes back whole (kind, message, hint, action, target) and the
 client raises the same class (`agent_client.raise_reply`). A client that hangs up (a
@@ -33,8 +33,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from sidecar.agent.status import HEARTBEAT_S, error_reply
-from sidecar.agent_client import CALL_TIMEOUTS_S, env_key
+from sidecar.agent.status import HEARTBEAT_S, env_differs, error_reply
+from sidecar.agent_calls import CALL_TIMEOUTS_S
 from sidecar.errors import OrchError, UsageError
 
 if TYPE_CHECKING:
@@ -142,6 +142,10 @@ def _names(params: Params) -> list[str] | None:
     raise UsageError(f"names: expected a list of machine names, got {names!r}")
 
 
+async def _backend_of(orch: Orchestrator, name: str, on: str | None) -> str | None:
+    return orch.job_backend_of(name, on)  # (`orch rm`'s text: where the logs are kept)
+
+
 CALLS: dict[str, Call] = {
     "up": lambda o, m, p, progress: o.up(m, progress=progress),
     "up_plan": lambda o, m, p, _: o.up_plan(m),
@@ -170,6 +174,7 @@ CALLS: dict[str, Call] = {
     "jobs_status": lambda o, m, p, _: o.jobs_status(m),
     "jobs_logs": lambda o, m, p, _: o.jobs_logs(_str(p, "name"), _tail(p), m, on=_opt_str(p, "on")),
     "jobs_info": lambda o, m, p, _: o.jobs_info(_str(p, "name"), m, on=_opt_str(p, "on")),
+    "job_backend_of": lambda o, m, p, _: _backend_of(o, _str(p, "name"), _opt_str(p, "on")),
     "attach_argv": lambda o, m, p, _: o.attach_argv(_str(p, "name"), m),
     "idle_status": lambda o, m, p, _: o.idle_status(m),
     "idle_keep": lambda o, m, p, _: o.idle_keep(m),
@@ -240,22 +245,6 @@ def project_of(request: dict[str, Any]) -> str:
     if not isinstance(project, str) or not os.path.isabs(project):
         raise UsageError(f"project must be an absolute folder, got {project!r}")
     return project
-
-
-ENV_KEY = env_key()  # the agent's environment, as it was started
-
-
-def env_differs(request: dict[str, Any]) -> dict[str, Any] | None:
-    """The reply to a request whose client runs with another environment (`env` sent and
-    not the agent's): it is not run; the client runs it itself."""
-    sent = request.get("env")
-    if sent is None or sent == ENV_KEY:
-        return None
-    return {
-        "ok": False,
-        "env_differs": True,
-        "message": "the orch agent runs with other settings (AWS_*, ORCH_*, …) than this client",
-    }
 
 
 async def serve_call(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__, agent_client
 from sidecar.agent import memory, wanted
-from sidecar.agent.status import StatusBoard, error_reply
+from sidecar.agent.status import StatusBoard, env_differs, error_reply
 from sidecar.agent.wanted import spec
 from sidecar.agent_client import PROTOCOL, agent_paths
 from sidecar.errors import Conflict, OrchError, UsageError
@@ -284,6 +284,9 @@ class Agent:
         if op == "info":
             return self.info()
         if op == "status":
+            differs = env_differs(request)  # (`orch status` sends its env key)
+            if differs is not None:
+                return differs
             return await self.board.status(
                 str(request["cwd"]), request.get("machine"), bool(request.get("fresh")),
                 lenient=bool(request.get("lenient")),

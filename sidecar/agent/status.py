@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__
+from sidecar.agent_client import env_key
 from sidecar.errors import ConfigFileError, OrchError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
@@ -72,6 +73,23 @@ def error_reply(exc: OrchError) -> dict[str, Any]:
             if dataclasses.is_dataclass(p) and not isinstance(p, type)
         ]
     return reply
+
+
+ENV_KEY = env_key()  # the agent's environment, as it was started
+
+
+def env_differs(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The reply to a request whose client runs with another environment (`env` sent and
+    not the agent's: a CLI's `status`, `call` or `follow`): it is not answered; the client
+    answers it itself. A language server's requests carry no `env`."""
+    sent = request.get("env")
+    if sent is None or sent == ENV_KEY:
+        return None
+    return {
+        "ok": False,
+        "env_differs": True,
+        "message": "the orch agent runs with other settings (AWS_*, ORCH_*, …) than this client",
+    }
 
 
 class StatusBoard:

@@ -11,7 +11,6 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from remote_config.jobs import parse_env_assignments
 from sidecar.errors import UsageError
 
 
@@ -29,6 +28,10 @@ class JobOptions:
 
     def environment(self) -> dict[str, str]:
         """The `-e KEY=VALUE` assignments, checked (UsageError on a bad one)."""
+        # (imported here: the rest of this module is standard library, for `orch run`'s
+        # light path, `sidecar.cli.fast_jobs`)
+        from remote_config.jobs import parse_env_assignments
+
         try:
             return parse_env_assignments(self.env)
         except ValueError as exc:

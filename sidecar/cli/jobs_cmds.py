@@ -13,6 +13,13 @@ from datetime import datetime
 from remote_config.jobs import JobInfo
 from sidecar.app import Orchestrator
 from sidecar.cli import dispatch
+from sidecar.cli.fast_jobs import (
+    job_state_text,
+    removed_text,
+    restarted_text,
+    started_text,
+    stopped_text,
+)
 from sidecar.cli.job_options import (
     JobOptions,
     as_argv,
@@ -193,12 +200,7 @@ async def cmd_run(orch: Orchestrator, args: argparse.Namespace) -> int:
         on=run.on,
         outputs=run.outputs,
     )
-    if run.json:
-        print_json(job)
-    else:
-        print(
-            f"started {job.name} ({job_state_text(job)}); follow it with: orch logs {job.name} -f"
-        )
+    print_json(job) if run.json else print(started_text(job))
     return 0
 
 
@@ -232,19 +234,13 @@ async def _job(orch: Orchestrator, method: str, args: argparse.Namespace) -> Job
 async def cmd_stop(orch: Orchestrator, args: argparse.Namespace) -> int:
     before = await _job(orch, "jobs_info", args)
     job = await _job(orch, "jobs_stop", args)
-    if args.json:
-        print_json(job)
-    elif before.state != "running" and before.pid is None:  # (interrupted: may still run)
-        print(f"{job.name} is not running ({job_state_text(job)}); nothing to stop")
-    else:
-        code = "unknown" if job.exit_code is None else job.exit_code
-        print(f"stopped {job.name} (exit status {code})")
+    print_json(job) if args.json else print(stopped_text(before, job))
     return 0
 
 
 async def cmd_restart(orch: Orchestrator, args: argparse.Namespace) -> int:
     job = await _job(orch, "jobs_restart", args)
-    print_json(job) if args.json else print(f"restarted {job.name} ({job_state_text(job)})")
+    print_json(job) if args.json else print(restarted_text(job))
     return 0
 
 
@@ -253,9 +249,7 @@ async def cmd_rm(orch: Orchestrator, args: argparse.Namespace) -> int:
     await dispatch.call(
         orch, "jobs_rm", None, args.machine, name=args.name, purge=args.purge, on=args.on
     )
-    where = "in CloudWatch Logs" if backend else f"in ~/logs/{args.name} on the machine"
-    kept = "" if args.purge else f" (its logs are kept {where})"
-    print(f"removed {args.name}{kept}")
+    print(removed_text(args.name, backend, args.purge))
     return 0
 
 
@@ -266,12 +260,6 @@ async def cmd_fetch(orch: Orchestrator, args: argparse.Namespace) -> int:
 
 
 # -- the jobs table of `orch status` -------------------------------------------------------
-def job_state_text(job: JobInfo) -> str:
-    if job.state in ("failed", "stopped", "interrupted") and job.exit_code is not None:
-        return f"{job.state} ({job.exit_code})"
-    return job.state
-
-
 def _started(job: JobInfo) -> str:
     if job.started is None:
         return "-"

@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     fast = agent_status(argv)
     if fast is None:
         fast = agent_logs(argv)
+    if fast is None:  # orch run/stop/restart/rm's plain forms, with no pydantic either
+        from sidecar.cli.fast_jobs import agent_jobs
+
+        fast = agent_jobs(argv)
     if fast is not None:
         return fast
     parser = build_parser()
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 def agent_status(argv: list[str]) -> int | None:
     """`orch status [MACHINE] [--json]` answered by the running orch agent from its watched
     state, with no pydantic or asyncssh import; None: answer it the ordinary way (no agent
-    runs, or it did not answer in time, said on stderr)."""
+    runs, or it did not answer in time, said on stderr; or it runs with other settings,
+    AWS_*, ORCH_*…, than this process: `agent_client.env_key`)."""
     rest, cwd = list(argv), None
     if rest[:1] in (["-C"], ["--project-dir"]) and len(rest) >= 2:
         cwd, rest = rest[1], rest[2:]
@@ -98,10 +103,15 @@ def agent_status(argv: list[str]) -> int | None:
             client.ensure()  # it died with syncs or forwards to bring back
         machine = others[0] if others else None
         request = {"op": "status", "cwd": os.path.abspath(cwd or os.getcwd()), "machine": machine}
+        request["env"] = client.env_key()  # an agent with other settings does not answer
         reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+        if reply.get("env_differs"):
+            return None  # (AWS_PROFILE=other orch status): read in this process, as run
         if client.version_key(str(reply.get("version"))) < client.version_key(__version__):
             client.ensure()  # an older agent: replaced by this version, then asked again
             reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+            if reply.get("env_differs"):
+                return None
     except client.AgentUnavailable as exc:
         print(f"orch: note: {exc}; reading the status without it", file=sys.stderr)
         return None
@@ -152,7 +162,7 @@ def _logs_words(words: list[str]) -> tuple[str, bool, int | None, str | None, st
 def agent_logs(argv: list[str]) -> int | None:
     """`orch logs NAME [-f] [-n N] [-m MACHINE] [--on BACKEND]` streamed by the orch agent
     (started if needed) with no pydantic or asyncssh import: the request and its resumption
-    after an agent crash are `agent_client.follow_log`'s, as on the ordinary path
+    after an agent crash are `agent_calls.follow_log`'s, as on the ordinary path
     (`Orchestrator.run_logs`). None: answer it the ordinary way (other words,
     `ORCH_NO_AGENT=1`, or an agent with other settings than this process's)."""
     import asyncio
@@ -167,26 +177,27 @@ def agent_logs(argv: list[str]) -> int | None:
     if words is None:
         return None
     name, follow, tail, machine, on = words
+    from sidecar import agent_calls
     from sidecar import agent_client as client
     from sidecar.cli.output import error
     from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
 
     project = str(Path(cwd or os.getcwd()).absolute())  # as the Orchestrator's cwd
-    request = client.follow_request(
+    request = agent_calls.follow_request(
         project, name, tail, machine, follow=follow, on=on, archived=True, env=True
     )
 
     async def stream() -> None:
-        async for text in client.follow_log(None, request, 15.0):
+        async for text in agent_calls.follow_log(None, request, 15.0):
             sys.stdout.write(text)
             sys.stdout.flush()
 
     try:
         asyncio.run(stream())
-    except client.EnvDiffers:  # (said before any text): the ordinary path runs it here
+    except agent_calls.EnvDiffers:  # (said before any text): the ordinary path runs it here
         return None
     except client.AgentUnavailable as exc:
-        error(str(exc), client.FOLLOW_HINT.format(name=name))
+        error(str(exc), agent_calls.FOLLOW_HINT.format(name=name))
         return EXIT_FAILED
     except OrchError as exc:
         error(exc.message, exc.hint)

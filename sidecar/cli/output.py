@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -12,6 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from sidecar.results import DebugSession
 
 
@@ -76,6 +77,8 @@ class Spinner:
         self.message = message
 
     async def _run(self) -> None:
+        import asyncio  # (here: the CLI's light paths print with this module, no event loop)
+
         await asyncio.sleep(self.delay)
         started = time.monotonic() - self.delay
         for frame in itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"):
@@ -87,6 +90,8 @@ class Spinner:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Spinner]:
+        import asyncio
+
         if self.enabled:
             self._task = asyncio.create_task(self._run())
         try:

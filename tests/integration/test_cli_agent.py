@@ -27,13 +27,16 @@ from tests.integration.test_agent import established_to, machine_port
 pytestmark = pytest.mark.integration
 
 
+LIGHT = ("status", "logs", "run", "stop", "restart", "rm")  # (cli/main.py, cli/fast_jobs.py)
+
+
 def orch(project: Path, *args: str, agent: bool = True, rc: int = 0) -> tuple[str, str]:
     """One CLI command; (stdout, stderr). Through the agent it must not import asyncssh."""
     done, heavy = run_orch_checked(*args, cwd=project, env={} if agent else {"ORCH_NO_AGENT": "1"})
     assert done.returncode == rc, f"orch {' '.join(args)}: {done.stdout}{done.stderr}"
-    if agent:  # no connection of its own; `status` and `logs` not even pydantic
+    if agent:  # no connection of its own; the light paths' commands not even pydantic
         assert not {"asyncssh", "cryptography"} & set(heavy), f"orch {args} imported {heavy}"
-        if args[0] in ("status", "logs") and rc == 0:
+        if args[0] in LIGHT and rc == 0:
             assert heavy == [], f"orch {args} imported {heavy}"
     return done.stdout, done.stderr
 
@@ -73,6 +76,8 @@ def test_cli_commands_run_in_the_agent_and_print_what_the_in_process_path_prints
             (("logs", "done", "-f"), 0),
             (("stop", "done"), 0),
             (("stop", "done", "--json"), 0),
+            (("rm", "no-such-job", "--purge"), 4),
+            (("--project-dir", str(project), "restart", "no-such-job", "--json"), 4),
             (("idle", "status", "--json"), 0),
             (("stop", "no-such-job"), 4),
             (("logs", "no-such-job"), 4),
@@ -105,6 +110,11 @@ def test_cli_commands_run_in_the_agent_and_print_what_the_in_process_path_prints
         )
         assert other.returncode == 0 and other.stdout == "one\ntwo\n", other.stderr
         assert "asyncssh" in heavy  # it read the log itself
+        other, heavy = run_orch_checked(
+            "restart", "done", "--json", cwd=project, env={"AWS_PROFILE": "elsewhere"}
+        )
+        assert other.returncode == 0 and json.loads(other.stdout)["name"] == "done"
+        assert "asyncssh" in heavy, other.stderr  # the light path left it to this process
 
         # One agent did it all over one connection to the machine.
         assert agent_pid(orch_home) == agent

@@ -1,6 +1,6 @@
 """The agent's `call` request: only allow-listed facade methods run, with checked parameters
 and a bound; results come back as JSON and errors as the same OrchError class (client side:
-`agent_client.arequest`, against a socket server of this test)."""
+`agent_calls.arequest`, against a socket server of this test)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 
+from sidecar import agent_calls
 from sidecar import agent_client as client
-from sidecar.agent import calls
+from sidecar.agent import calls, status
 from sidecar.app import Orchestrator
 from sidecar.errors import NotFound, OrchError, UsageError
 from sidecar.layout import Layout
 
 
 def test_the_allow_list_and_the_bounds_name_the_same_methods() -> None:
-    assert set(calls.CALLS) == set(client.CALL_TIMEOUTS_S)
+    assert set(calls.CALLS) == set(agent_calls.CALL_TIMEOUTS_S)
     assert all(
         hasattr(Orchestrator, m) for m in calls.CALLS if m not in ("terminate", "down_check")
     )
@@ -80,7 +81,7 @@ async def test_an_operation_past_its_bound_is_an_error(
         await asyncio.sleep(30)
 
     monkeypatch.setitem(calls.CALLS, "jobs_status", lambda o, m, p, _: forever())
-    monkeypatch.setitem(client.CALL_TIMEOUTS_S, "jobs_status", 0.05)
+    monkeypatch.setitem(agent_calls.CALL_TIMEOUTS_S, "jobs_status", 0.05)
     with pytest.raises(OrchError, match=r"jobs_status did not finish within 0\.05 s"):
         await calls.run(orch, {"method": "jobs_status"}, lambda _: None)
 
@@ -116,7 +117,7 @@ async def test_progress_then_an_error_raised_as_its_class(tmp_path: Path) -> Non
     steps: list[str] = []
     try:
         with pytest.raises(NotFound) as caught:
-            await client.arequest(paths, {"op": "call"}, timeout=5, progress=steps.append)
+            await agent_calls.arequest(paths, {"op": "call"}, timeout=5, progress=steps.append)
     finally:
         server.close()
     assert steps == ["step 1", "step 2"]
@@ -135,7 +136,7 @@ async def test_an_unknown_error_kind_is_an_orch_error(tmp_path: Path) -> None:
     server = _server(paths.socket, [{"ok": False, "kind": "Exception", "message": "m"}], [])
     try:
         with pytest.raises(OrchError) as caught:
-            await client.arequest(paths, {"op": "call"}, timeout=5)
+            await agent_calls.arequest(paths, {"op": "call"}, timeout=5)
     finally:
         server.close()
     assert type(caught.value) is OrchError
@@ -144,12 +145,12 @@ async def test_an_unknown_error_kind_is_an_orch_error(tmp_path: Path) -> None:
 async def test_nothing_listening_is_agent_down_and_a_cancel_hangs_up(tmp_path: Path) -> None:
     paths = client.agent_paths(tmp_path)
     paths.folder.mkdir()
-    with pytest.raises(client.AgentDown):  # not sent: the facade may start the agent, retry
-        await client.arequest(paths, {"op": "call"}, timeout=5)
+    with pytest.raises(agent_calls.AgentDown):  # not sent: the facade may start the agent, retry
+        await agent_calls.arequest(paths, {"op": "call"}, timeout=5)
     seen: list[bytes] = []
     server = _server(paths.socket, None, seen)
     try:
-        task = asyncio.ensure_future(client.arequest(paths, {"op": "call"}, timeout=30))
+        task = asyncio.ensure_future(agent_calls.arequest(paths, {"op": "call"}, timeout=30))
         while not seen:
             await asyncio.sleep(0.01)
         task.cancel()  # an editor's $/cancelRequest: the agent sees the hang-up
@@ -170,10 +171,10 @@ async def test_a_lost_answer_is_unavailable_not_down(tmp_path: Path) -> None:
     server = _server(paths.socket, [], [])  # reads the request, closes without an answer
     try:
         with pytest.raises(client.AgentUnavailable, match="without an answer") as caught:
-            await client.arequest(paths, {"op": "call"}, timeout=5)
+            await agent_calls.arequest(paths, {"op": "call"}, timeout=5)
     finally:
         server.close()
-    assert not isinstance(caught.value, client.AgentDown)  # sent: never sent twice
+    assert not isinstance(caught.value, agent_calls.AgentDown)  # sent: never sent twice
 
 
 def test_a_config_error_keeps_its_per_line_problems_over_the_wire() -> None:
@@ -200,7 +201,7 @@ def test_a_client_with_other_settings_is_told_so_and_nothing_runs() -> None:
     assert client.env_key({**base, "PATH": "/usr/bin", "ORCH_DEBUG": "1"}) == key  # client-only
     assert client.env_key({**base, "AWS_PROFILE": "other"}) != key
     assert client.env_key({**base, "ORCH_SSH_USER_CONFIG": "/x"}) != key
-    assert calls.env_differs({"op": "call"}) is None  # a window's request: not checked
-    assert calls.env_differs({"env": calls.ENV_KEY}) is None
-    reply = calls.env_differs({"env": "0" * 16})
+    assert status.env_differs({"op": "call"}) is None  # a window's request: not checked
+    assert status.env_differs({"env": status.ENV_KEY}) is None
+    reply = status.env_differs({"env": "0" * 16})
     assert reply is not None and reply["env_differs"] and not reply["ok"]

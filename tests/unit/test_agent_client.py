@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar import agent_calls
 from sidecar import agent_client as client
 from tests.helpers import run_orch
 
@@ -149,8 +150,8 @@ async def test_a_follow_goes_on_from_the_last_offset_after_the_agent_dies(
     server = await asyncio.start_unix_server(serve, str(paths.socket))
     monkeypatch.setattr(client, "ensure", lambda layout: (paths, {}))
     try:
-        request = client.follow_request("/p", "job", 10, None, archived=True)
-        got = [t async for t in client.follow_log(None, request, 5.0)]
+        request = agent_calls.follow_request("/p", "job", 10, None, archived=True)
+        got = [t async for t in agent_calls.follow_log(None, request, 5.0)]
     finally:
         server.close()
     assert got == ["a\n", "bb\n", "c\n"]
@@ -178,10 +179,37 @@ async def test_a_follow_without_offsets_is_not_resumed(
     got: list[str] = []
     try:
         with pytest.raises(client.AgentUnavailable, match="following job job"):
-            async for text in client.follow_log(
-                None, client.follow_request("/p", "job", None, None), 5.0
+            async for text in agent_calls.follow_log(
+                None, agent_calls.follow_request("/p", "job", None, None), 5.0
             ):
                 got.append(text)
     finally:
         server.close()
     assert got == ["cloudwatch\n"] and len(calls) == 1  # shown once, never asked again
+
+
+def test_status_with_other_settings_than_the_agents_is_read_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`AWS_PROFILE=other orch status` is not the agent's view: the agent (started with this
+    test's settings) answers `env_differs`, and the CLI reads the status itself."""
+    from tests.helpers import run_orch_checked, stop_pid
+
+    home = tmp_path / "home"
+    project = tmp_path / "proj"
+    project.mkdir()
+    monkeypatch.setenv("ORCH_HOME", str(home))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    paths, info = client.ensure(home)
+    try:
+        same, heavy = run_orch_checked("status", cwd=project)
+        assert same.returncode == 0 and heavy == [], (same.stderr, heavy)  # the agent's answer
+        other, heavy = run_orch_checked("status", cwd=project, env={"AWS_PROFILE": "elsewhere"})
+        assert other.returncode == 0, other.stderr
+        assert "pydantic" in heavy  # read in this process, not asked of the agent
+        assert (other.stdout, other.stderr) == (same.stdout, same.stderr)
+        asked = {"op": "status", "cwd": str(project), "machine": None, "env": "0" * 16}
+        assert client.call(paths, asked)["env_differs"]
+        assert client.agent_pid(paths) == info["pid"]  # neither replaced nor restarted
+    finally:
+        stop_pid(int(info["pid"]))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import agent_client
+from sidecar import agent_calls, agent_client
 from sidecar.watch import StatusWatch, changed
 
 pytestmark = pytest.mark.timeout(20)
@@ -90,12 +90,12 @@ async def test_a_subscription_ends_on_a_silent_or_vanished_agent(tmp_path: Path)
 
     server = await asyncio.start_unix_server(serve, path=str(paths.socket))
     try:
-        got = [e async for e in agent_client.subscribe(paths, {"cwd": "a"}, silence_s=1)]
+        got = [e async for e in agent_calls.subscribe(paths, {"cwd": "a"}, silence_s=1)]
         assert got == [{"event": "status", "status": "a"}]  # then the agent hung up: the end
         silent.set()
         began = asyncio.get_running_loop().time()
         with pytest.raises(agent_client.AgentUnavailable, match=r"silent for 0\.2 s"):
-            async for _ in agent_client.subscribe(paths, {"cwd": "b"}, silence_s=0.2):
+            async for _ in agent_calls.subscribe(paths, {"cwd": "b"}, silence_s=0.2):
                 pass
         assert asyncio.get_running_loop().time() - began < 1.0
     finally:
@@ -103,5 +103,5 @@ async def test_a_subscription_ends_on_a_silent_or_vanished_agent(tmp_path: Path)
         with contextlib.suppress(Exception):
             await server.wait_closed()
     with pytest.raises(agent_client.AgentUnavailable, match="not answering"):
-        async for _ in agent_client.subscribe(paths, {"cwd": "c"}, silence_s=1):
+        async for _ in agent_calls.subscribe(paths, {"cwd": "c"}, silence_s=1):
             pass
