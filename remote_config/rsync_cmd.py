@@ -96,10 +96,12 @@ def rsync_excludes(
     `__pycache__`, every `.DS_Store`: also those made after the walk); any other ignored entry
     is its own rule anchored at the root. An ignored folder's rule also leaves out all below.
     """
-    kept_names = {posixpath.basename(p) for p in kept}
     by_name: dict[str, list[tuple[str, bool]]] = {}
     for path, is_dir in ignored:
         by_name.setdefault(posixpath.basename(path), []).append((path, is_dir))
+    if not by_name:  # nothing ignored: no rules (and no pass over every kept path)
+        return []
+    kept_names = {posixpath.basename(p) for p in kept}
     rules: list[str] = []
     for name, entries in sorted(by_name.items()):
         if name not in kept_names:
