@@ -149,6 +149,7 @@ class Recorder:
         self.new_dirs: set[str] = set()  # folders made after the walk, kept by the rules
         self.unwanted: dict[str, str] = {}  # ignored files made after the walk: path -> md5
         self.unwanted_dirs: set[str] = set()
+        self._fresh = False  # a file made since the walk is among the rows not yet written
         self._queue: SimpleQueue[list[tuple[str, str]] | None] = SimpleQueue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="orch-first-copy", daemon=True)
@@ -194,9 +195,13 @@ class Recorder:
                     row = first_row(path, after.get(path), digest, self.started_ns, self.retry)
                     if row is not None:
                         rows.append(row)
-                if len(rows) >= self.CHUNK:
+                # A file made since the walk is in no write-ahead record: its row is
+                # committed at once, so a copy cut short right after still removes it there
+                # once it is deleted here (the window left is rsync's write to this commit).
+                if len(rows) >= self.CHUNK or self._fresh:
                     self.manifest.record_rows(rows)
                     rows = []
+                    self._fresh = False
             self.manifest.record_rows(rows)
         except BaseException as exc:  # said by finish(); the rest of the queue is left
             self._error = exc
@@ -216,8 +221,11 @@ class Recorder:
                     self.unwanted_dirs.add(path)
                 else:
                     self.new_dirs.add(path)
-            elif path in files or not self.rules.ignored_path(path):
+            elif path in files:
                 keep.append((path, digest))
+            elif not self.rules.ignored_path(path):
+                keep.append((path, digest))
+                self._fresh = True
             else:
                 self.unwanted[path] = digest
         return keep

@@ -5,12 +5,13 @@ removed here since still recorded, so the next batch removes it there."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
 from pathlib import Path
 
-from remote_config.sync import Entry
+from remote_config.sync import Entry, IgnoreRules
 from sidecar.sync.first_copy import RACE_MARGIN_NS, first_rows
 from sidecar.sync.manifest import LocalStat, Manifest
 from tests.unit.test_sync_pure import Helper, put
@@ -203,4 +204,27 @@ async def test_recorder_sorts_out_what_was_made_after_the_walk(tmp_path: Path) -
         {"op": "delete", "path": "new.log", "expect": [-1, -1, md5(b"new.log"), None, None]},
         {"op": "rmdir", "path": "junk.log"},
     ]
+    manifest.close()
+
+
+async def test_recorder_commits_a_file_made_after_the_walk_at_once(tmp_path: Path) -> None:
+    """Such a file is in no write-ahead record: its row is written without waiting for a
+    chunk to fill (a copy killed next still removes it there once it is deleted here)."""
+    from sidecar.sync.first_copy import Recorder
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for rel in ("old.py", "new.py"):
+        (tree / rel).write_bytes(rel.encode())
+    manifest = Manifest(tmp_path / "manifest.db")
+    walked = ({"old.py"}, set())
+    rules = IgnoreRules.build(exclude=["*.log"])
+    recorder = Recorder(str(tree), manifest, time.time_ns(), walked, rules)
+    recorder.sent([("old.py", md5(b"old.py"))])
+    recorder.sent([("new.py", md5(b"new.py"))])
+    deadline = time.monotonic() + 5
+    while "new.py" not in manifest.entries() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert {"old.py", "new.py"} <= set(manifest.entries())  # before finish()
+    await recorder.finish()
     manifest.close()
