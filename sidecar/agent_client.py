@@ -130,6 +130,8 @@ def _read_json(path: Path) -> Any:
 
 
 def _locked(path: Path) -> bool:
+    """`state.is_locked`'s test, again here: `sidecar.state` imports asyncio, which the
+    standard-library fast paths and the bridge must not load."""
     import fcntl
 
     try:

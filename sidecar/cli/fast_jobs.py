@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -204,8 +203,7 @@ def agent_jobs(argv: list[str]) -> int | None:
         return None
     if os.environ.get("ORCH_NO_AGENT") == "1" or os.environ.get("ORCH_DEBUG") == "1":
         return None
-    from sidecar.cli.output import error
-    from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
+    from sidecar.cli.output import failed
 
     project = str(Path(cwd or os.getcwd()).absolute())  # as the Orchestrator's cwd
     _found.clear()
@@ -213,17 +211,7 @@ def agent_jobs(argv: list[str]) -> int | None:
         return _run(project, rest[0], rest[1:])
     except _Ordinary:
         return None
-    except OrchError as exc:
-        error(exc.message, exc.hint)
-        return exc.exit_code
-    except KeyboardInterrupt:  # (the socket closes: the agent cancels the call)
-        print("orch: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_FAILED
+    except KeyboardInterrupt as exc:  # (the socket closes: the agent cancels the call)
+        return failed(exc)
     except Exception as exc:  # as run_handler says it
-        error(
-            f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in orch; rerun with ORCH_DEBUG=1 for a traceback and report it",
-        )
-        return EXIT_FAILED
+        return failed(exc)

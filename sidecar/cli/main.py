@@ -179,8 +179,8 @@ def agent_logs(argv: list[str]) -> int | None:
     name, follow, tail, machine, on = words
     from sidecar import agent_calls
     from sidecar import agent_client as client
-    from sidecar.cli.output import error
-    from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
+    from sidecar.cli.output import error, failed
+    from sidecar.errors import EXIT_FAILED, OrchError
 
     project = str(Path(cwd or os.getcwd()).absolute())  # as the Orchestrator's cwd
     request = agent_calls.follow_request(
@@ -199,22 +199,14 @@ def agent_logs(argv: list[str]) -> int | None:
     except client.AgentUnavailable as exc:
         error(str(exc), agent_calls.FOLLOW_HINT.format(name=name))
         return EXIT_FAILED
-    except OrchError as exc:
-        error(exc.message, exc.hint)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("orch: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_FAILED
+    except KeyboardInterrupt as exc:
+        return failed(exc)
     except Exception as exc:  # as run_handler says it
-        if os.environ.get("ORCH_DEBUG") == "1":
+        if os.environ.get("ORCH_DEBUG") == "1" and not isinstance(
+            exc, (OrchError, BrokenPipeError)
+        ):
             raise
-        error(
-            f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in orch; rerun with ORCH_DEBUG=1 for a traceback and report it",
-        )
-        return EXIT_FAILED
+        return failed(exc)
     return 0
 
 
@@ -222,8 +214,7 @@ def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int
     import asyncio
 
     from sidecar.app import Orchestrator
-    from sidecar.cli.output import error
-    from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
+    from sidecar.cli.output import failed
 
     debug = os.environ.get("ORCH_DEBUG") == "1"
 
@@ -241,24 +232,12 @@ def run_handler(handler: Callable[..., object], args: argparse.Namespace) -> int
 
     try:
         return asyncio.run(go())
-    except OrchError as exc:
-        if debug:
-            raise
-        error(exc.message, exc.hint)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("orch: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_FAILED
+    except KeyboardInterrupt as exc:
+        return failed(exc)
     except Exception as exc:
-        if debug:
+        if debug and not isinstance(exc, BrokenPipeError):
             raise
-        error(
-            f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in orch; rerun with ORCH_DEBUG=1 for a traceback and report it",
-        )
-        return EXIT_FAILED
+        return failed(exc)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,25 @@ def error(message: str, hint: str | None = None) -> None:
         print(f"hint: {hint}", file=sys.stderr)
 
 
+def failed(exc: BaseException) -> int:
+    """Say why a command ended early, as every `orch` command does; its exit code. (The
+    fast paths and `run_handler` share it; `ORCH_DEBUG=1`'s re-raise stays with them.)"""
+    from sidecar.errors import EXIT_FAILED, EXIT_INTERRUPTED, OrchError
+
+    if isinstance(exc, OrchError):
+        error(exc.message, exc.hint)
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        print("orch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not isinstance(exc, BrokenPipeError):
+        error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in orch; rerun with ORCH_DEBUG=1 for a traceback and report it",
+        )
+    return EXIT_FAILED
+
+
 class Spinner:
     """A stderr spinner that appears only if the step takes longer than `delay` seconds."""
 
