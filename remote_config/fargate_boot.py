@@ -10,7 +10,10 @@ definition serves them all); each job's variables come as run_task overrides:
 The image needs only sh, tar and curl or python3: the script fetches the archive, checks its
 digest, unpacks it, runs the command (SIGTERM from `orch stop` or a Spot interruption is
 passed on), uploads the declared outputs as a tar.gz, and exits with the command's status.
-No I/O here.
+Everything goes to stdout (`exec 2>&1`): ECS copies a container's stdout and stderr
+separately, so lines written to both would reach the log stream out of order (a job's
+traceback before its last prints, `orch: exit N` before the job's last line); one stream
+keeps the order the job wrote them in, as run.log does for a tmux job. No I/O here.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from collections.abc import Mapping
 from remote_config.jobs import validate_env
 
 BOOTSTRAP = r"""set -u
-say() { printf 'orch: %s\n' "$*" >&2; }
+exec 2>&1
+say() { printf 'orch: %s\n' "$*"; }
 get() {
   if command -v curl >/dev/null 2>&1; then curl -fsS --retry 3 -o "$2" "$1"
   else python3 -c 'import sys, urllib.request as u

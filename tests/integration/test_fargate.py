@@ -277,6 +277,23 @@ async def test_logs_follow_shows_lines_while_the_task_still_writes(
     assert (await orch.jobs_info("live")).state == "succeeded"
 
 
+async def test_a_jobs_stdout_and_stderr_reach_the_log_in_the_order_written(
+    orch: Orchestrator, runner: world.TaskRunner, aws: dict[str, Any]
+) -> None:
+    """A container's stdout and stderr are copied separately (Docker here, ECS's awslogs
+    driver in AWS), so without the bootstrap's `exec 2>&1` lines written alternately to both
+    reach CloudWatch out of order, and `orch: exit N` can land before the job's last line."""
+    await orch.sync_now()
+    await orch.jobs_run(
+        "mixed", "for i in 1 2 3 4 5 6; do echo out$i; echo err$i >&2; done", on="batch"
+    )
+    (arn,) = aws["ecs"].list_tasks(cluster=CLUSTER)["taskArns"]
+    await asyncio.to_thread(runner.wait_finished, arn)
+    text = await orch.jobs_logs("mixed")
+    want = [f"{s}{i}" for i in range(1, 7) for s in ("out", "err")] + ["orch: exit 0"]
+    assert [ln for ln in text.splitlines() if ln] == want, runner.runtime.runs_as
+
+
 async def test_stop_sends_sigterm_and_records_it(
     orch: Orchestrator, project: Path, orch_home: Path, moto: world.Moto, runner: world.TaskRunner
 ) -> None:

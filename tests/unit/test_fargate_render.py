@@ -281,9 +281,9 @@ def test_bootstrap_runs_for_real_with_file_urls(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 4, proc.stderr
+    assert proc.returncode == 4, proc.stdout
     assert "from-code" in proc.stdout and "X=42" in proc.stdout
-    assert "orch: exit 4" in proc.stderr
+    assert proc.stdout.splitlines()[-1] == "orch: exit 4" and proc.stderr == ""
     with tarfile.open(out) as tf:
         member = tf.extractfile("./r.txt")
         assert member is not None and member.read() == b"result\n"
@@ -300,7 +300,7 @@ def test_bootstrap_refuses_an_archive_with_the_wrong_digest(tmp_path: Path) -> N
         timeout=60,
     )
     assert proc.returncode == 72
-    assert "digest mismatch" in proc.stderr and "never" not in proc.stdout
+    assert "digest mismatch" in proc.stdout and "never" not in proc.stdout
 
 
 def test_queue_items_from_a_file_and_from_each() -> None:
@@ -386,6 +386,6 @@ def test_bootstrap_uses_python3_where_the_image_has_no_curl(tmp_path: Path) -> N
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout
     assert "from-code" in proc.stdout
-    assert "could not upload out" in proc.stderr  # said, and the job's status is kept
+    assert "could not upload out" in proc.stdout  # said, and the job's status is kept
