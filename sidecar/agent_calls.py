@@ -19,15 +19,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecar import agent_client as client
-from sidecar.agent_client import CONNECT_TIMEOUT_S, AgentUnavailable, raise_reply
+from sidecar.agent_client import CONNECT_TIMEOUT_S, AgentUnavailable, raise_reply, stopping
+from sidecar.agent_client import AgentDown as AgentDown  # (not run: safe to send again)
 
 if TYPE_CHECKING:
     from sidecar.agent_client import AgentPaths
     from sidecar.layout import Layout
-
-
-class AgentDown(AgentUnavailable):
-    """Nothing answered on the agent's socket: the request was not sent (safe to retry)."""
 
 
 class EnvDiffers(Exception):
@@ -99,12 +96,14 @@ async def arequest(
             while True:
                 line = await reader.readline()
                 if not line:
-                    raise AgentUnavailable("the orch agent closed the connection without an answer")
+                    raise client.lost(payload, "stopped without an answer")
                 reply = json.loads(line)
                 if "progress" in reply and "ok" not in reply:
                     if progress is not None:
                         progress(reply["progress"])
                     continue
+                if stopping(reply):
+                    raise AgentDown(str(reply.get("message")))
                 if reply.get("env_differs"):
                     raise EnvDiffers(str(reply.get("message")))
                 raise_reply(reply)
@@ -115,7 +114,7 @@ async def arequest(
             f"within {timeout:g} s"
         ) from None
     except (OSError, ValueError) as exc:
-        raise AgentUnavailable(f"the orch agent dropped the request ({exc})") from None
+        raise client.lost(payload, f"dropped the connection ({exc})") from None
     finally:
         writer.close()
 
@@ -135,9 +134,7 @@ async def subscribe(
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             reader, writer = await asyncio.open_unix_connection(str(paths.socket), limit=2**24)
     except (OSError, TimeoutError) as exc:
-        raise AgentUnavailable(
-            f"the orch agent is not answering on {paths.socket} ({exc})"
-        ) from None
+        raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
     try:
         writer.write((json.dumps(payload) + "\n").encode())
         await writer.drain()
@@ -152,6 +149,8 @@ async def subscribe(
             if not line:
                 return
             message = json.loads(line)
+            if stopping(message):
+                raise AgentDown(str(message.get("message")))
             if message.get("env_differs"):
                 raise EnvDiffers(str(message.get("message")))
             if "ok" in message and not message["ok"]:

@@ -38,11 +38,30 @@ PROTOCOL = 1
 CONNECT_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 15.0
+STOP_WAIT_S = 20.0  # for a stopping agent to let its requests finish, stop its syncs, exit
 _MAX_SOCKET = 100  # Unix socket paths are limited to ~104 bytes
 
 
 class AgentUnavailable(Exception):
     """The agent is not running, or did not answer in time (the message says which)."""
+
+
+class AgentDown(AgentUnavailable):
+    """The request was not run: nothing answered on the agent's socket (it was not sent), or
+    the agent answered that it is stopping before doing anything. Safe to send again, to the
+    next agent (`ensure` waits out a stopping one and starts a new one)."""
+
+
+def lost(payload: dict[str, Any], why: str) -> AgentUnavailable:
+    """A request whose answer never came (`why`: the agent stopped, died or dropped it
+    after it was sent): it may have run, wholly or in part, so it is not sent again."""
+    what = payload.get("method") or payload.get("op")
+    return AgentUnavailable(f"the orch agent {why} while running {what!r}: it may have run")
+
+
+def stopping(reply: dict[str, Any]) -> bool:
+    """A stopping agent's answer (`sidecar.agent.server.STOPPING`): the request was not run."""
+    return reply.get("ok") is False and reply.get("stopping") is True
 
 
 # Variables that change what an operation does (which cloud account, which ssh config…). A
@@ -249,9 +268,7 @@ def call(
         try:
             sock.connect(str(paths.socket))
         except (OSError, TimeoutError) as exc:
-            raise AgentUnavailable(
-                f"the orch agent is not answering on {paths.socket} ({exc})"
-            ) from None
+            raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
         sock.sendall((json.dumps(payload) + "\n").encode())
         deadline = time.monotonic() + timeout
         buffer = b""
@@ -263,6 +280,8 @@ def call(
                     if progress is not None:
                         progress(reply["progress"])
                     continue
+                if stopping(reply):
+                    raise AgentDown(str(reply.get("message")))
                 return dict(reply)
             left = deadline - time.monotonic()
             if left <= 0:
@@ -275,9 +294,9 @@ def call(
             except TimeoutError:
                 continue
             except OSError as exc:
-                raise AgentUnavailable(f"the orch agent dropped the request ({exc})") from None
+                raise lost(payload, f"dropped the connection ({exc})") from None
             if not chunk:
-                raise AgentUnavailable("the orch agent closed the connection without an answer")
+                raise lost(payload, "stopped without an answer")
             buffer += chunk
     finally:
         sock.close()
@@ -302,13 +321,13 @@ def spawn(layout: Layout | Path, paths: AgentPaths) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar.agent", "serve", "--detach"],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # (its start report: "ok pid N", "busy…", "error…")
         env=env,
         text=True,
     )
     try:
-        out, _ = proc.communicate(timeout=START_TIMEOUT_S)
+        _, out = proc.communicate(timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise AgentUnavailable(f"the orch agent did not start (see {paths.log})") from None
@@ -317,7 +336,7 @@ def spawn(layout: Layout | Path, paths: AgentPaths) -> None:
         raise AgentUnavailable(f"the orch agent failed to start: {last or '?'} (see {paths.log})")
 
 
-def replace(layout: Layout | Path, paths: AgentPaths, timeout: float = 20.0) -> None:
+def replace(layout: Layout | Path, paths: AgentPaths, timeout: float = STOP_WAIT_S) -> None:
     """Ask an older agent to hand over (it keeps `wanted.json`), wait until it is gone."""
     import contextlib
 
@@ -341,17 +360,27 @@ def ensure(layout: Layout | Path | None = None) -> tuple[AgentPaths, dict[str, A
     paths = agent_paths(layout)
     if in_process is not None:  # asked from inside the agent: it is this process
         return paths, {"ok": True, "version": __version__, "pid": os.getpid()}
-    for _ in range(3):
+    tries = 0  # starts, replacements and silent answers: three at most
+    deadline = time.monotonic() + STOP_WAIT_S
+    while tries < 3:
         if alive(paths):
             try:
                 info = hello(paths)
+            except AgentDown:  # starting (no socket yet), or stopping: wait for either
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+                continue
             except AgentUnavailable:
-                time.sleep(0.1)  # starting or stopping: look again
+                tries += 1
+                time.sleep(0.1)
                 continue
             if version_key(str(info.get("version"))) < version_key(__version__):
+                tries += 1
                 replace(layout, paths)
                 continue
             return paths, info
+        tries += 1
         spawn(layout, paths)
     raise AgentUnavailable(f"could not reach the orch agent (see {paths.log})")
 

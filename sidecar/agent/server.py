@@ -14,6 +14,11 @@ started again by the next client (`client.revive_if_wanted`) and brings it all b
 sync starts with a full reconcile; forwards are re-added from their owner's last state). A
 newer client replaces an older agent with a `shutdown` that keeps `wanted.json`. With no
 sync, no forward and no request for `idle_exit_s`, the agent exits.
+
+Once it stops, a request that reaches it is not run: it is answered `STOPPING` (the client
+sends it again to the next agent, `agent_client.AgentDown`). A request it was already running
+may finish for `STOP_GRACE_S`; then it is cut off (its connection closed without an answer:
+the client says it may have run, and does not send it again unless it only reads).
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orch.agent")
 WATCH_INTERVAL_S = 1.0
+# How long a stopping agent lets the requests it already runs finish before cutting them off.
+STOP_GRACE_S = float(os.environ.get("ORCH_AGENT_STOP_GRACE_S", "3"))
+# The answer to a request that reaches a stopping agent: not run, send it to the next one.
+STOPPING = {
+    "ok": False,
+    "stopping": True,
+    "kind": "OrchError",
+    "message": "the orch agent is stopping: the request was not run",
+    "hint": "run it again: the next request starts a new agent",
+}
 
 
 @dataclass
@@ -70,6 +85,7 @@ class Agent:
         self._lock_fd: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._requests: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}  # being run
         self.stopping = False
         self.follows = 0  # job log streams being served
         self.windows: set[Any] = set()  # VS Code windows' hosted language servers (lsp_host)
@@ -103,6 +119,7 @@ class Agent:
         await asyncio.gather(*(r.task for r in self.syncs.values()), return_exceptions=True)
         for owner in list(self.forwards.values()):
             await owner.stop()
+        await self._end_requests()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -119,6 +136,19 @@ class Agent:
             self._lock_fd = None
         agent_client.in_process = None
         self.done.set()
+
+    async def _end_requests(self) -> None:
+        """Let the requests being run finish, up to `STOP_GRACE_S`; cut off the others (a
+        log follow at once: its client goes on with the next agent)."""
+        follows = {t for t in self._requests if t.get_name() == "orch-agent-follow"}
+        calls = set(self._requests) - follows
+        if calls:
+            await asyncio.wait(calls, timeout=STOP_GRACE_S)
+        for task, writer in list(self._requests.items()):
+            if not task.done():
+                log.info("stopping: %s cut off", task.get_name())
+                task.cancel()
+                writer.close()  # no answer: the client says it may have run
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -350,30 +380,19 @@ class Agent:
             if not line.strip():  # a client that hung up before asking (a closing window)
                 writer.close()
                 return
-            request = json.loads(line)
-            if request.get("op") == "subscribe":
-                await self.board.serve_subscription(request, reader, writer, send)
-                return
-            if request.get("op") == "follow":
-                await self._follow(request, reader, writer, send)
+            if self.stopping:  # not run: the client sends it to the next agent
+                send(STOPPING)
                 with contextlib.suppress(Exception):
                     await writer.drain()
                     writer.close()
                 return
-            if request.get("op") == "lsp":  # a VS Code window's language server, bridged
-                from sidecar.agent import lsp_host
-
-                await lsp_host.serve(self, request, reader, writer, send)
+            request = json.loads(line)
+            if request.get("op") in ("subscribe", "lsp"):
+                await self._stream(request, reader, writer, send)
                 return
-            if request.get("op") == "call":
-                from sidecar.agent import calls
-
-                reply = await calls.serve_call(self.board, request, reader, send)
-                if reply is None:  # the client hung up: the call was cancelled
-                    writer.close()
-                    return
-            else:
-                reply = await self.handle(request, send)
+            reply = await self._run_request(request, reader, writer, send)
+            if reply is None:
+                return
         except OrchError as exc:
             reply = {"ok": False, **error_reply(exc)}
         except Exception as exc:
@@ -383,3 +402,42 @@ class Agent:
         with contextlib.suppress(Exception):
             await writer.drain()
             writer.close()
+
+    async def _stream(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: Any, send: Any
+    ) -> None:
+        """A status subscription or a window's language server: until the client leaves (a
+        stop hangs them up: `board.close`, `window.close`)."""
+        if request.get("op") == "subscribe":
+            await self.board.serve_subscription(request, reader, writer, send)
+            return
+        from sidecar.agent import lsp_host  # a VS Code window's language server, bridged
+
+        await lsp_host.serve(self, request, reader, writer, send)
+
+    async def _run_request(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: Any, send: Any
+    ) -> dict[str, Any] | None:
+        """A one-shot request or a log follow, known to `stop` while it runs (which lets it
+        finish or cuts it off); its reply, None when there is nothing more to send."""
+        task = asyncio.current_task()
+        assert task is not None
+        task.set_name(f"orch-agent-{request.get('op')}")
+        self._requests[task] = writer
+        try:
+            if request.get("op") == "follow":
+                await self._follow(request, reader, writer, send)
+                with contextlib.suppress(Exception):
+                    await writer.drain()
+                    writer.close()
+                return None
+            if request.get("op") == "call":
+                from sidecar.agent import calls
+
+                reply = await calls.serve_call(self.board, request, reader, send)
+                if reply is None:  # the client hung up: the call was cancelled
+                    writer.close()
+                return reply
+            return await self.handle(request, send)
+        finally:
+            self._requests.pop(task, None)
