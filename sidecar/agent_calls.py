@@ -90,13 +90,16 @@ async def arequest(
     except (OSError, TimeoutError) as exc:
         raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
     try:
-        writer.write((json.dumps(payload) + "\n").encode())
-        await writer.drain()
+        try:
+            writer.write((json.dumps(payload) + "\n").encode())
+            await writer.drain()
+        except OSError as exc:  # closed before the request: it cannot have read it
+            raise AgentDown(f"the orch agent went away before the request ({exc})") from None
         async with asyncio.timeout(timeout):
             while True:
                 line = await reader.readline()
                 if not line:
-                    raise client.lost(payload, "stopped without an answer")
+                    raise client.lost("stopped without an answer")
                 reply = json.loads(line)
                 if "progress" in reply and "ok" not in reply:
                     if progress is not None:
@@ -113,8 +116,10 @@ async def arequest(
             f"the orch agent did not answer {payload.get('method') or payload.get('op')!r} "
             f"within {timeout:g} s"
         ) from None
+    except ConnectionResetError as exc:  # closed with the request unread: not run
+        raise AgentDown(f"the orch agent went away before the request ({exc})") from None
     except (OSError, ValueError) as exc:
-        raise client.lost(payload, f"dropped the connection ({exc})") from None
+        raise client.lost(f"dropped the connection ({exc})") from None
     finally:
         writer.close()
 

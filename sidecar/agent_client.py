@@ -52,11 +52,11 @@ class AgentDown(AgentUnavailable):
     next agent (`ensure` waits out a stopping one and starts a new one)."""
 
 
-def lost(payload: dict[str, Any], why: str) -> AgentUnavailable:
+def lost(why: str) -> AgentUnavailable:
     """A request whose answer never came (`why`: the agent stopped, died or dropped it
-    after it was sent): it may have run, wholly or in part, so it is not sent again."""
-    what = payload.get("method") or payload.get("op")
-    return AgentUnavailable(f"the orch agent {why} while running {what!r}: it may have run")
+    after it was sent): it may have run, wholly or in part, so it is not sent again. (A
+    connection reset is not this: the agent closed it with the request unread, AgentDown.)"""
+    return AgentUnavailable(f"the orch agent {why}, after it got the request: it may have run")
 
 
 def stopping(reply: dict[str, Any]) -> bool:
@@ -269,7 +269,10 @@ def call(
             sock.connect(str(paths.socket))
         except (OSError, TimeoutError) as exc:
             raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
-        sock.sendall((json.dumps(payload) + "\n").encode())
+        try:
+            sock.sendall((json.dumps(payload) + "\n").encode())
+        except OSError as exc:  # closed before the request: it cannot have read it
+            raise AgentDown(f"the orch agent went away before the request ({exc})") from None
         deadline = time.monotonic() + timeout
         buffer = b""
         while True:
@@ -293,10 +296,12 @@ def call(
                 chunk = sock.recv(65536)
             except TimeoutError:
                 continue
+            except ConnectionResetError as exc:  # closed with the request unread: not run
+                raise AgentDown(f"the orch agent went away before the request ({exc})") from None
             except OSError as exc:
-                raise lost(payload, f"dropped the connection ({exc})") from None
+                raise lost(f"dropped the connection ({exc})") from None
             if not chunk:
-                raise lost(payload, "stopped without an answer")
+                raise lost("stopped without an answer")
             buffer += chunk
     finally:
         sock.close()

@@ -393,6 +393,11 @@ class Agent:
             reply = await self._run_request(request, reader, writer, send)
             if reply is None:
                 return
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            writer.close()  # cut off by `stop` (`_end_requests`): the connection ends here
+            return
         except OrchError as exc:
             reply = {"ok": False, **error_reply(exc)}
         except Exception as exc:

@@ -1,0 +1,126 @@
+"""Requests around an agent's end, with real agent processes: a request that reaches a
+stopping agent is not run there and goes to the next agent; one the agent was running when
+it stopped is said to have maybe run and is not sent again; a wedged agent (SIGSTOP) bounds a
+client's writes instead of holding it; `serve --detach` keeps stdout clean.
+
+The stop is held open by a call the agent runs: `orch up` of a machine whose "SSH server" (a
+listener here) accepts and never speaks, so the agent's connect waits; the agent lets it run
+for its grace (`ORCH_AGENT_STOP_GRACE_S`) before cutting it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar import agent_client as client
+from tests.helpers import REPO, run_orch, stop_pid
+
+pytestmark = pytest.mark.integration
+
+GRACE_S = 1.5
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+class Silent:
+    """A TCP listener on 127.0.0.1 that accepts and never answers (an SSH server that hangs)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.server.accept()[0])
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    listener = Silent()
+    yield listener
+    listener.close()
+
+
+def wait_for(test: object, timeout: float = 10.0) -> None:
+    began = time.monotonic()
+    while not test():  # type: ignore[operator]
+        assert time.monotonic() - began < timeout, "not within the timeout"
+        time.sleep(0.02)
+
+
+def hold_stop_open(project: Path, silent: Silent) -> tuple[subprocess.Popen[str], int]:
+    """An agent (its pid) running `orch run j --machine box` (a CLI process, returned) that
+    hangs on the silent machine; then asked to stop: it stays in its grace for GRACE_S."""
+    key = project.parent / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (project / "orch.toml").write_text(
+        f'[machines.box]\nkind = "ssh"\nhost = "127.0.0.1"\nport = {silent.port}\n'
+        f'identity_file = "{key}"\nhost_key = "{HOST_KEY}"\n'
+    )
+    paths, info = client.ensure()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.cli.main", "run", "j", "--machine", "box", "--", "true"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: len(silent.accepted) == 1)  # the agent's connect is under way
+    assert client.call(paths, {"op": "shutdown", "forget": False})["shutdown"]
+    return up, int(info["pid"])
+
+
+def test_a_request_to_a_stopping_agent_runs_in_the_next_one_and_a_cut_off_one_says_so(
+    orch_home: Path, project: Path, silent: Silent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_AGENT_STOP_GRACE_S", str(GRACE_S))
+    run, old = hold_stop_open(project, silent)
+    try:
+        paths = client.agent_paths(orch_home)
+        # Stopping: a request is answered before anything is done, and is not run.
+        with pytest.raises(client.AgentDown, match="stopping: the request was not run"):
+            client.call(paths, {"op": "hello"})
+        # The CLI's own calls: sent to the stopping agent, refused, sent to a new one.
+        from sidecar.cli import fast_jobs
+
+        fast_jobs._found[:] = [paths]  # (found before the stop began)
+        with pytest.raises(Exception, match="the local machine is not running") as caught:
+            fast_jobs._ask(str(project), "jobs_rm", "local", {"name": "x", "purge": True})
+        assert type(caught.value).__name__ != "OrchError" or "agent" not in str(caught.value)
+        new = client.hello(paths)["pid"]
+        assert new != old
+        # The call it ran when it stopped: cut off after the grace, said, never sent again.
+        _, err = run.communicate(timeout=30)
+        assert run.returncode != 0
+        assert (
+            "jobs_run: the orch agent stopped without an answer, after it got the request: " in err
+        )
+        assert "it may have run" in err, err
+        assert "see `orch status` for what happened" in err, err
+        assert len(silent.accepted) == 1  # not re-run in the new agent
+        # A CLI process started meanwhile found the new agent and ran there.
+        done = run_orch("rm", "x", "--machine", "local", "--purge", cwd=project)
+        assert done.returncode == 5 and "the local machine is not running" in done.stderr
+        assert client.hello(paths)["pid"] == new
+    finally:
+        if run.poll() is None:
+            stop_pid(run.pid)
