@@ -92,7 +92,10 @@ async def arequest(
     try:
         try:
             writer.write((json.dumps(payload) + "\n").encode())
-            await writer.drain()
+            async with asyncio.timeout(client.WRITE_TIMEOUT_S):
+                await writer.drain()
+        except TimeoutError:
+            raise AgentUnavailable(client.wedged(paths)) from None
         except OSError as exc:  # closed before the request: it cannot have read it
             raise AgentDown(f"the orch agent went away before the request ({exc})") from None
         async with asyncio.timeout(timeout):
@@ -142,7 +145,11 @@ async def subscribe(
         raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
     try:
         writer.write((json.dumps(payload) + "\n").encode())
-        await writer.drain()
+        try:
+            async with asyncio.timeout(client.WRITE_TIMEOUT_S):
+                await writer.drain()
+        except TimeoutError:
+            raise AgentUnavailable(client.wedged(paths)) from None
         while True:
             try:
                 async with asyncio.timeout(silence_s):

@@ -38,6 +38,9 @@ PROTOCOL = 1
 CONNECT_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 15.0
+# A client's writes to the agent: an agent that takes nothing for this long is wedged
+# (stopped with SIGSTOP, its loop blocked) and is given up on, never waited for forever.
+WRITE_TIMEOUT_S = float(os.environ.get("ORCH_AGENT_WRITE_TIMEOUT_S", "10"))
 STOP_WAIT_S = 20.0  # for a stopping agent to let its requests finish, stop its syncs, exit
 _MAX_SOCKET = 100  # Unix socket paths are limited to ~104 bytes
 
@@ -59,6 +62,16 @@ def lost(why: str) -> AgentUnavailable:
     return AgentUnavailable(f"the orch agent {why}, after it got the request: it may have run")
 
 
+def wedged(paths: AgentPaths) -> str:
+    """What to say of an agent that keeps its socket open but takes nothing."""
+    raw = _read_json(paths.state)
+    pid = raw.get("pid") if isinstance(raw, dict) else None
+    return (
+        f"the orch agent (pid {pid}) took nothing for {WRITE_TIMEOUT_S:g} s: it is stopped "
+        f"or wedged (resume it with `kill -CONT {pid}`, or end it with `kill {pid}`)"
+    )
+
+
 def stopping(reply: dict[str, Any]) -> bool:
     """A stopping agent's answer (`sidecar.agent.server.STOPPING`): the request was not run."""
     return reply.get("ok") is False and reply.get("stopping") is True
@@ -73,6 +86,8 @@ _CLIENT_ONLY = (
     "ORCH_NO_AGENT",
     "ORCH_AGENT_TIMEOUT_S",
     "ORCH_AGENT_IDLE_S",
+    "ORCH_AGENT_STOP_GRACE_S",
+    "ORCH_AGENT_WRITE_TIMEOUT_S",
     "ORCH_DEBUG",
     "ORCH_TEST_RUN",
     "ORCH_HOME",  # the same agent by construction
@@ -270,7 +285,10 @@ def call(
         except (OSError, TimeoutError) as exc:
             raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
         try:
+            sock.settimeout(WRITE_TIMEOUT_S)
             sock.sendall((json.dumps(payload) + "\n").encode())
+        except TimeoutError:
+            raise AgentUnavailable(wedged(paths)) from None
         except OSError as exc:  # closed before the request: it cannot have read it
             raise AgentDown(f"the orch agent went away before the request ({exc})") from None
         deadline = time.monotonic() + timeout

@@ -42,6 +42,7 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -104,7 +105,10 @@ class Bridge(Replay):
             if not reply.get("ok"):
                 why = reply.get("message") or "it closed the connection"
                 raise client.AgentUnavailable(f"the orch agent refused the window: {why}")
-            sock.settimeout(None)
+            sock.settimeout(None)  # the agent may be quiet for long; it must take our writes:
+            seconds = client.WRITE_TIMEOUT_S
+            timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         except (OSError, ValueError) as exc:
             sock.close()
             raise client.AgentUnavailable(f"the orch agent did not answer ({exc})") from None
@@ -135,8 +139,12 @@ class Bridge(Replay):
                         if self.sock is not None:
                             self._keep(message, body)
                             # A dead agent: a request is answered at the restart.
-                            with contextlib.suppress(OSError):
+                            try:
                                 self._send(body)
+                            except BlockingIOError:  # SO_SNDTIMEO: it took nothing for long
+                                self._stalled()
+                            except OSError:
+                                pass
                             break
                         if message.get("method") == "exit" or self.shutdown_sent:
                             self.exit_sent = message.get("method") == "exit"
@@ -152,6 +160,15 @@ class Bridge(Replay):
                 timer.start()
             else:  # the editor is gone without `exit`: end the window in the agent too
                 self.hang_up()
+
+    def _stalled(self) -> None:
+        """The agent keeps its socket open but took nothing for `WRITE_TIMEOUT_S` (stopped
+        with SIGSTOP, or wedged): said, and the connection ended (a message may be cut in
+        the middle), so the window's requests are answered and a reconnect is tried."""
+        _say(client.wedged(client.agent_paths(self.home)) + "; reconnecting")
+        assert self.sock is not None
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
     def hang_up(self) -> None:
         with self.lock:

@@ -67,7 +67,14 @@ COMMAND_TIMEOUTS_S = {  # the longest a window's command may run in the agent
 }
 # Variables a window may differ in from the agent without it mattering (the agent runs
 # with the environment of the client that started it; a window is told what differs).
-_ENV_IGNORED = ("ORCH_HOME", "ORCH_NO_AGENT", "ORCH_LSP_HOSTED", "ORCH_AGENT_IDLE_S")
+_ENV_IGNORED = (
+    "ORCH_HOME",
+    "ORCH_NO_AGENT",
+    "ORCH_LSP_HOSTED",
+    "ORCH_AGENT_IDLE_S",
+    "ORCH_AGENT_STOP_GRACE_S",
+    "ORCH_AGENT_WRITE_TIMEOUT_S",
+)
 
 # pygls logs every message it sends at INFO: not in the agent's log (a window's "debug"
 # level is its own `window/logMessage` records, not pygls's trace).
