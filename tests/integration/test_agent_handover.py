@@ -11,7 +11,9 @@ for its grace (`ORCH_AGENT_STOP_GRACE_S`) before cutting it off.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +127,91 @@ def test_a_request_to_a_stopping_agent_runs_in_the_next_one_and_a_cut_off_one_sa
     finally:
         if run.poll() is None:
             stop_pid(run.pid)
+
+
+class Stdio:
+    """A VS Code window's end of `python -m sidecar` (the bridge): LSP frames over pipes, its
+    answers read by a thread; its stderr kept."""
+
+    def __init__(self, project: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar"],
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": str(REPO), **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.answers: dict[Any, dict[str, Any]] = {}
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._errors, daemon=True).start()
+
+    def _read(self) -> None:
+        from sidecar.bridge_replay import read_message
+
+        assert self.proc.stdout is not None
+        while (body := read_message(self.proc.stdout)) is not None:
+            message = json.loads(body)
+            if "id" in message and "method" not in message:
+                self.answers[message["id"]] = message
+
+    def _errors(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.decode())
+
+    def send(self, message: dict[str, Any]) -> None:
+        from sidecar.bridge_replay import frame
+
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(frame(json.dumps({"jsonrpc": "2.0", **message}).encode()))
+        self.proc.stdin.flush()
+
+    def answer(self, request_id: Any, timeout: float = 10.0) -> dict[str, Any]:
+        wait_for(lambda: request_id in self.answers, timeout)
+        return self.answers.pop(request_id)
+
+    def command(self, request_id: int, command: str) -> None:
+        params = {"command": command, "arguments": [{}]}
+        self.send({"id": request_id, "method": "workspace/executeCommand", "params": params})
+
+
+def test_a_stopped_agent_bounds_the_bridges_writes_and_the_window_goes_on(
+    orch_home: Path, project: Path
+) -> None:
+    """SIGSTOP the agent under a window that then sends more than the socket holds: the
+    bridge gives up on the write after ORCH_AGENT_WRITE_TIMEOUT_S, says so, answers the
+    window's request, and goes on with the agent once it runs again (SIGCONT)."""
+    _, info = client.ensure()
+    agent = int(info["pid"])
+    window = Stdio(project, {"ORCH_AGENT_WRITE_TIMEOUT_S": "1"})
+    stopped = False
+    try:
+        init = {"processId": None, "rootUri": project.as_uri(), "capabilities": {}}
+        window.send({"id": 1, "method": "initialize", "params": init})
+        assert "capabilities" in window.answer(1, timeout=20)["result"]
+        window.send({"method": "initialized", "params": {}})
+        os.kill(agent, signal.SIGSTOP)
+        stopped = True
+        window.command(2, "orch.status")
+        big = {"uri": (project / "orch.toml").as_uri(), "languageId": "toml", "version": 1}
+        big["text"] = "# " + "x" * 8_000_000 + "\n"  # more than the socket buffers
+        window.send({"method": "textDocument/didOpen", "params": {"textDocument": big}})
+        began = time.monotonic()
+        failed = window.answer(2, timeout=10)  # answered, not left hanging with the bridge
+        assert "error" in failed and time.monotonic() - began < 5
+        wait_for(lambda: any("took nothing for 1 s" in line for line in window.stderr))
+        said = next(line for line in window.stderr if "took nothing" in line)
+        assert f"the orch agent (pid {agent}) took nothing for 1 s: it is stopped" in said
+        assert f"kill -CONT {agent}" in said
+        os.kill(agent, signal.SIGCONT)
+        stopped = False
+        wait_for(lambda: any("reconnected" in line for line in window.stderr), 20)
+        window.command(3, "orch.status")
+        assert window.answer(3)["result"]["config"]["file"] is None
+        assert window.proc.poll() is None and client.agent_pid(client.agent_paths(orch_home))
+    finally:
+        if stopped:
+            os.kill(agent, signal.SIGCONT)
+        stop_pid(window.proc.pid)
