@@ -190,6 +190,8 @@ class Bridge(Replay):
                 if not self.restart():
                     return 0 if self.shutdown_sent else 1
                 continue
+            if b"orch/agentStopping" in body and self._stopping_notice(body):
+                continue  # for the restart, not for the editor
             if b'"id"' in body and not self._passes(body):
                 continue
             try:
@@ -209,16 +211,25 @@ class Bridge(Replay):
                 old.close()
             init_id = self.initialize.get("id") if self.initialize else None
             init_pending = init_id is not None and init_id in self.pending
+            closing = self.shutdown_sent
+            started, self.started_there = self.started_there, None
+            again = []  # not run by the stopping agent (it said so): sent to the next one
             for request_id, method in list(self.pending.items()):
                 if request_id == init_id and init_pending:
                     continue  # sent again below, under its own id: the client gets the answer
+                if not closing and started is not None and request_id not in started:
+                    again.append(request_id)
+                    continue
                 del self.pending[request_id]
+                self.bodies.pop(request_id, None)
                 if method == "shutdown":
                     self.write_out(result_reply(request_id, None))
                 else:
-                    why = f"the orch agent stopped while running {method}; try again"
+                    why = (
+                        f"the orch agent stopped while running {method}: it may have run; "
+                        "see `orch status` for what happened before running it again"
+                    )
                     self.write_out(error_reply(request_id, why))
-            closing = self.shutdown_sent
             if not closing and len(self.restarts) > MAX_RESTARTS:
                 _say(f"the orch agent stopped {len(self.restarts)} times: giving up")
                 return False
@@ -230,6 +241,8 @@ class Bridge(Replay):
             try:
                 self._reconnect()
                 self._replay(init_pending)
+                for request_id in again:
+                    self._send(self.bodies[request_id])
             except (client.AgentUnavailable, OSError) as exc:
                 _say(f"could not reconnect to the orch agent: {exc}")
                 return False

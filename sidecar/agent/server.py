@@ -109,9 +109,9 @@ class Agent:
     async def stop(self, keep_wanted: bool = True) -> None:
         """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
         self.stopping = True  # what ends from here on stays in wanted.json
+        for window in list(self.windows):  # they run nothing more; the rest goes to a successor
+            window.refuse()
         await self.board.close()  # subscribers are hung up on: they subscribe again
-        for window in list(self.windows):  # their bridges connect to a successor
-            window.close()
         if keep_wanted:
             self._save_wanted(with_specs=True)
         for run in list(self.syncs.values()):
@@ -120,6 +120,8 @@ class Agent:
         for owner in list(self.forwards.values()):
             await owner.stop()
         await self._end_requests()
+        for window in list(self.windows):  # their bridges connect to a successor
+            window.close()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -141,9 +143,11 @@ class Agent:
         """Let the requests being run finish, up to `STOP_GRACE_S`; cut off the others (a
         log follow at once: its client goes on with the next agent)."""
         follows = {t for t in self._requests if t.get_name() == "orch-agent-follow"}
-        calls = set(self._requests) - follows
-        if calls:
-            await asyncio.wait(calls, timeout=STOP_GRACE_S)
+        running: set[asyncio.Future[Any]] = {t for t in self._requests if t not in follows}
+        for window in self.windows:  # a window's commands too
+            running.update(window.running())
+        if running:
+            await asyncio.wait(running, timeout=STOP_GRACE_S)
         for task, writer in list(self._requests.items()):
             if not task.done():
                 log.info("stopping: %s cut off", task.get_name())

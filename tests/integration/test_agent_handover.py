@@ -68,15 +68,20 @@ def wait_for(test: object, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def hold_stop_open(project: Path, silent: Silent) -> tuple[subprocess.Popen[str], int]:
-    """An agent (its pid) running `orch run j --machine box` (a CLI process, returned) that
-    hangs on the silent machine; then asked to stop: it stays in its grace for GRACE_S."""
+def silent_machine(project: Path, silent: Silent) -> None:
+    """orch.toml with `box`, an SSH machine on the silent listener (its own client key)."""
     key = project.parent / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     (project / "orch.toml").write_text(
         f'[machines.box]\nkind = "ssh"\nhost = "127.0.0.1"\nport = {silent.port}\n'
         f'identity_file = "{key}"\nhost_key = "{HOST_KEY}"\n'
     )
+
+
+def hold_stop_open(project: Path, silent: Silent) -> tuple[subprocess.Popen[str], int]:
+    """An agent (its pid) running `orch run j --machine box` (a CLI process, returned) that
+    hangs on the silent machine; then asked to stop: it stays in its grace for GRACE_S."""
+    silent_machine(project, silent)
     paths, info = client.ensure()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     up = subprocess.Popen(
@@ -172,8 +177,10 @@ class Stdio:
         wait_for(lambda: request_id in self.answers, timeout)
         return self.answers.pop(request_id)
 
-    def command(self, request_id: int, command: str) -> None:
-        params = {"command": command, "arguments": [{}]}
+    def command(
+        self, request_id: int, command: str, arguments: dict[str, Any] | None = None
+    ) -> None:
+        params = {"command": command, "arguments": [arguments or {}]}
         self.send({"id": request_id, "method": "workspace/executeCommand", "params": params})
 
 
@@ -214,4 +221,43 @@ def test_a_stopped_agent_bounds_the_bridges_writes_and_the_window_goes_on(
     finally:
         if stopped:
             os.kill(agent, signal.SIGCONT)
+        stop_pid(window.proc.pid)
+
+
+def test_a_windows_request_the_stopping_agent_did_not_run_goes_to_the_next_one(
+    orch_home: Path, project: Path, silent: Silent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent stops (a newer client's `shutdown`) under a window with a command running
+    (hung on the silent machine): it tells the bridge which requests it started; one sent
+    meanwhile is not run there but in the next agent, and answered; the started one, cut
+    off after the grace, is said to have maybe run."""
+    monkeypatch.setenv("ORCH_AGENT_STOP_GRACE_S", str(GRACE_S))
+    silent_machine(project, silent)
+    paths, info = client.ensure()
+    window = Stdio(project, {})
+    try:
+        init = {"processId": None, "rootUri": project.as_uri(), "capabilities": {}}
+        window.send({"id": 1, "method": "initialize", "params": init})
+        assert "capabilities" in window.answer(1, timeout=20)["result"]
+        window.send({"method": "initialized", "params": {}})
+        window.command(2, "orch.machine.select", {"machine": "box"})
+        assert "result" in window.answer(2)
+        window.command(3, "orch.jobs.status")  # hangs: box never speaks
+        wait_for(lambda: len(silent.accepted) >= 1)  # (the window's status watch, this too)
+        time.sleep(0.3)
+        assert 3 not in window.answers, window.answers[3]
+        assert client.call(paths, {"op": "shutdown", "forget": False})["shutdown"]
+        with pytest.raises(client.AgentDown, match="stopping"):  # (it is stopping now)
+            client.call(paths, {"op": "hello"})
+        window.command(4, "orch.sync.status")  # reaches the stopping agent, which runs nothing
+        moved = window.answer(4, timeout=15)
+        assert moved.get("result", {}).get("machine") == "box", moved  # in the next agent
+        assert client.hello(paths)["pid"] != info["pid"]
+        cut = window.answer(3)
+        assert (
+            "the orch agent stopped while running workspace/executeCommand: it may have run"
+            in (cut["error"]["message"])
+        )
+        assert window.proc.poll() is None
+    finally:
         stop_pid(window.proc.pid)
