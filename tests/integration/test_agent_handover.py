@@ -261,3 +261,21 @@ def test_a_windows_request_the_stopping_agent_did_not_run_goes_to_the_next_one(
         assert window.proc.poll() is None
     finally:
         stop_pid(window.proc.pid)
+
+
+def test_serve_detach_reports_on_stderr_and_keeps_stdout_clean(orch_home: Path) -> None:
+    """A script that starts the agent (bench/cli.py) keeps its stdout for its own output."""
+    started = subprocess.run(
+        [sys.executable, "-m", "sidecar.agent", "serve", "--detach"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    pid = client.agent_pid(client.agent_paths(orch_home))
+    try:
+        assert started.returncode == 0 and started.stdout == ""
+        assert started.stderr == f"ok pid {pid}\n"
+    finally:
+        if pid is not None:
+            stop_pid(pid)
