@@ -127,8 +127,9 @@ class Agent:
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.paths.socket.unlink()
-        for task in list(self._tasks):
-            task.cancel()
+        for task in list(self._tasks):  # (not this one: a `shutdown` or the idle exit runs
+            if task is not asyncio.current_task():  # `stop` in a task of `_spawn`)
+                task.cancel()
         await self.pool.close()
         write_json(self.paths.state, {"pid": None, "version": __version__})
         if not keep_wanted:
