@@ -13,7 +13,10 @@ carrying `ok`; a `subscribe` request instead stays open and streams `{"event": â
 socket is an `AgentUnavailable` with a clear message, never a hang.
 
 Here: the agent's paths, whether it is alive, starting/replacing it (`ensure`), the settings
-digest (`env_key`) and one-shot requests (`call`, `acall` in a thread). The facade calls and
+digest (`env_key`) and one-shot requests (`call`, `acall` in a thread). A request the agent
+did not run (nothing answered, it was stopping, it reset the connection with the request
+unread) is `AgentDown`, which its callers send once more to the next agent; one lost after
+it was sent may have run (`lost`) and is never sent again (docs/agent.md). The facade calls and
 the streams that run on the caller's event loop (`arequest`, `subscribe`, `follow_log`) are
 `sidecar.agent_calls`'s.
 """
@@ -373,8 +376,9 @@ def replace(layout: Layout | Path, paths: AgentPaths, timeout: float = STOP_WAIT
 
 
 def ensure(layout: Layout | Path | None = None) -> tuple[AgentPaths, dict[str, Any]]:
-    """The running agent (started, or an older one replaced, when needed) and its hello.
-    `layout` may be `$ORCH_HOME` itself (the bridge: no `sidecar.layout`, which imports
+    """The running agent (started, or an older one replaced, when needed) and its hello; a
+    stopping one (its state says so) is waited out, up to `STOP_WAIT_S`, and a new one
+    started. `layout` may be `$ORCH_HOME` itself (the bridge: no `sidecar.layout`, which imports
     asyncio)."""
     if layout is None:
         from sidecar.layout import Layout
@@ -389,10 +393,15 @@ def ensure(layout: Layout | Path | None = None) -> tuple[AgentPaths, dict[str, A
         if alive(paths):
             try:
                 info = hello(paths)
-            except AgentDown:  # starting (no socket yet), or stopping: wait for either
-                if time.monotonic() > deadline:
+            except AgentDown:  # stopping (it said so): wait until it is gone; else starting
+                raw = _read_json(paths.state)
+                if not (isinstance(raw, dict) and raw.get("stopping")):
+                    tries += 1
+                    time.sleep(0.1)
+                elif time.monotonic() > deadline:
                     break
-                time.sleep(0.05)
+                else:
+                    time.sleep(0.05)
                 continue
             except AgentUnavailable:
                 tries += 1

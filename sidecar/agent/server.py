@@ -109,6 +109,8 @@ class Agent:
     async def stop(self, keep_wanted: bool = True) -> None:
         """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
         self.stopping = True  # what ends from here on stays in wanted.json
+        state = {"pid": os.getpid(), "version": __version__, "socket": str(self.paths.socket)}
+        write_json(self.paths.state, {**state, "stopping": True})  # clients wait it out
         for window in list(self.windows):  # they run nothing more; the rest goes to a successor
             window.refuse()
         await self.board.close()  # subscribers are hung up on: they subscribe again
