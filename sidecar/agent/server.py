@@ -2,8 +2,8 @@
 
 It holds an flock on `$ORCH_HOME/agent/agent.lock` (one agent per `$ORCH_HOME`), serves
 one-line JSON requests on a Unix socket (see `client.py`) and runs, in one event loop over one
-`ConnectionPool`, every sync loop (`sync.service.Owner`) and every machine's forward owner
-(`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine share one SSH
+`ConnectionPool`, every sync loop (`sync.service.Owner`, `syncs.py`) and every machine's
+forward owner (`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine share one SSH
 connection. It also watches `orch status` per project and machine a client asked about or
 subscribed to (`status.py`): `orch status` gets it from memory, and each language server
 (one per VS Code window) gets every change pushed over a `subscribe` stream, so any number of
@@ -29,24 +29,21 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__, agent_client
 from sidecar.agent import memory, wanted
 from sidecar.agent.status import StatusBoard, env_differs, error_reply
+from sidecar.agent.syncs import SyncHost, SyncRun
 from sidecar.agent.wanted import spec
 from sidecar.agent_client import PROTOCOL, agent_paths
-from sidecar.errors import Conflict, OrchError, UsageError
+from sidecar.errors import OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
 from sidecar.state import serve_as_owner, write_json
 
 if TYPE_CHECKING:
-    from sidecar.context import MachineContext
     from sidecar.ssh.forwarder import ForwardOwner
-    from sidecar.sync.service import Owner
 
 log = logging.getLogger("orch.agent")
 WATCH_INTERVAL_S = 1.0
@@ -62,16 +59,7 @@ STOPPING = {
 }
 
 
-@dataclass
-class SyncRun:
-    project: str
-    machine: str
-    owner: Owner
-    task: asyncio.Task[None]
-    progress: list[Any] = field(default_factory=list)  # the current request's progress sink
-
-
-class Agent:
+class Agent(SyncHost):
     def __init__(self, layout: Layout, idle_exit_s: float = 600.0) -> None:
         self.layout = layout
         self.paths = agent_paths(layout)
@@ -193,91 +181,6 @@ class Agent:
         self._spawn(gone(), f"orch-agent-forwards-{target.alias}")
         self._save_wanted()
         return owner
-
-    # -- syncs --------------------------------------------------------------------------------
-    def _context(self, project: str, machine: str | None) -> MachineContext:
-        from sidecar.config import load_project_config
-        from sidecar.context import MachineContext
-        from sidecar.errors import NotFound
-        from sidecar.machines import registry
-
-        config = load_project_config(Path(project))
-        name = machine or config.config.project.default_machine
-        try:
-            _, spec = config.machine(name)
-        except KeyError:
-            raise NotFound(f"unknown machine {name!r}") from None
-        provider = registry.create(name, spec, self.layout, config.project_name)
-        return MachineContext(config, self.layout, self.pool, provider)
-
-    async def sync_start(
-        self, project: str, machine: str | None, *, wait: bool = True, progress: Any = None
-    ) -> dict[str, Any]:
-        from sidecar.sync.service import Owner, claim, release, state_dir
-
-        ctx = self._context(project, machine)
-        key = str(state_dir(ctx))
-        if key in self.syncs:
-            raise Conflict(
-                f"sync is already running for this project on {ctx.machine} (agent)",
-                hint="see it with `orch sync status`; stop it with `orch sync stop`",
-            )
-        fd = claim(state_dir(ctx))
-        sink: list[Any] = [progress]
-        owner = Owner(ctx, foreground=False, progress=lambda pct: sink[0] and sink[0](pct))
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_ready(_status: Any) -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        async def run() -> None:
-            try:
-                await owner.run(ready=on_ready)
-            except Exception as exc:
-                log.exception("sync of %s ended", project)
-                if not ready.done():
-                    ready.set_exception(exc)
-            finally:
-                release(fd)
-                if self.syncs.get(key) is not None and self.syncs[key].owner is owner:
-                    del self.syncs[key]
-                    if not self.stopping:
-                        self._save_wanted()
-
-        task = self._spawn(run(), f"orch-agent-sync-{ctx.machine}")
-        self.syncs[key] = SyncRun(str(ctx.config.root), ctx.machine, owner, task, sink)
-        self._save_wanted()
-        if wait:
-            try:
-                await ready
-            finally:
-                sink[0] = None
-        else:
-            sink[0] = None
-        return {"ok": True, "status": owner.status.model_dump(mode="json")}
-
-    async def _find_sync(self, project: str, machine: str | None) -> tuple[str, SyncRun | None]:
-        from sidecar.sync.service import state_dir
-
-        key = str(state_dir(self._context(project, machine)))
-        return key, self.syncs.get(key)
-
-    async def sync_stop(self, project: str, machine: str | None) -> dict[str, Any]:
-        _, run = await self._find_sync(project, machine)
-        if run is None:
-            return {"ok": True, "stopped": False}
-        run.owner.stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(run.task), 10.0)
-        return {"ok": True, "stopped": True}
-
-    async def sync_now(self, project: str, machine: str | None) -> dict[str, Any]:
-        _, run = await self._find_sync(project, machine)
-        if run is None:
-            return {"ok": True, "requested": False}
-        run.owner.full_requested.set()
-        return {"ok": True, "requested": True}
 
     # -- status -------------------------------------------------------------------------------
     async def _watch(self) -> None:
