@@ -3,8 +3,8 @@
 It holds an flock on `$ORCH_HOME/agent/agent.lock` (one agent per `$ORCH_HOME`), serves
 one-line JSON requests on a Unix socket (see `client.py`) and runs, in one event loop over one
 `ConnectionPool`, every sync loop (`sync.service.Owner`, `syncs.py`) and every machine's
-forward owner (`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine share one SSH
-connection. It also watches `orch status` per project and machine a client asked about or
+forward owner (`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine
+share one SSH connection. It also watches `orch status` per project and machine a client asked about or
 subscribed to (`status.py`): `orch status` gets it from memory, and each language server
 (one per VS Code window) gets every change pushed over a `subscribe` stream, so any number of
 windows share one watch and one connection per machine.
