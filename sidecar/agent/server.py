@@ -4,10 +4,10 @@ It holds an flock on `$ORCH_HOME/agent/agent.lock` (one agent per `$ORCH_HOME`),
 one-line JSON requests on a Unix socket (see `client.py`) and runs, in one event loop over one
 `ConnectionPool`, every sync loop (`sync.service.Owner`, `syncs.py`) and every machine's
 forward owner (`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine
-share one SSH connection. It also watches `orch status` per project and machine a client asked about or
-subscribed to (`status.py`): `orch status` gets it from memory, and each language server
-(one per VS Code window) gets every change pushed over a `subscribe` stream, so any number of
-windows share one watch and one connection per machine.
+share one SSH connection. It also watches `orch status` per project and machine a client asked
+about or subscribed to (`status.py`): `orch status` gets it from memory, and each language
+server (one per VS Code window) gets every change pushed over a `subscribe` stream, so any
+number of windows share one watch and one connection per machine.
 
 What it runs is written to `wanted.json` as it changes: an agent killed with SIGKILL is
 started again by the next client (`client.revive_if_wanted`) and brings it all back (each
