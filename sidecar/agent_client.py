@@ -212,7 +212,8 @@ async def acall(
     progress: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """`call` from async code: in a thread, progress delivered on the caller's loop; an
-    error reply raised as the OrchError class the agent named."""
+    error reply raised as the OrchError class the agent named. A request the agent did not
+    run (`AgentDown`) is sent once more, to the next agent (`ensure`)."""
     import asyncio
 
     if in_process is not None:
@@ -226,7 +227,11 @@ async def acall(
         def relay(value: Any) -> None:
             loop.call_soon_threadsafe(callback, value)
 
-    reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
+    try:
+        reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
+    except AgentDown:  # not run (none answered, or it was stopping): once more, to the next
+        await asyncio.to_thread(ensure, paths.folder.parent)
+        reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
     raise_reply(reply)
     return reply
 

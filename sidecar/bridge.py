@@ -86,8 +86,12 @@ class Bridge(Replay):
 
     # -- the agent's end ----------------------------------------------------------------------
     def connect(self) -> None:
-        """A connection to the (started, current) agent, its answer read."""
-        self.sock, self.rfile, self.agent_pid = self._open()
+        """A connection to the (started, current) agent, its answer read; once more to the
+        next agent when this one was stopping."""
+        try:
+            self.sock, self.rfile, self.agent_pid = self._open()
+        except client.AgentDown:
+            self.sock, self.rfile, self.agent_pid = self._open()
 
     def _open(self) -> tuple[socket.socket, BinaryIO, int | None]:
         paths, _ = client.ensure(self.home)
@@ -102,6 +106,8 @@ class Bridge(Replay):
             rfile = sock.makefile("rb")
             line = rfile.readline()
             reply = json.loads(line) if line.strip() else {}
+            if client.stopping(reply):
+                raise client.AgentDown(str(reply.get("message")))
             if not reply.get("ok"):
                 why = reply.get("message") or "it closed the connection"
                 raise client.AgentUnavailable(f"the orch agent refused the window: {why}")
