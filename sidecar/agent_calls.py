@@ -92,15 +92,21 @@ async def arequest(
     try:
         try:
             writer.write((json.dumps(payload) + "\n").encode())
-            async with asyncio.timeout(client.WRITE_TIMEOUT_S):
+            async with asyncio.timeout(client.STALL_S):
                 await writer.drain()
         except TimeoutError:
             raise AgentUnavailable(client.wedged(paths)) from None
         except OSError as exc:  # closed before the request: it cannot have read it
             raise AgentDown(f"the orch agent went away before the request ({exc})") from None
+        stall = client.Stall(paths)
         async with asyncio.timeout(timeout):
             while True:
-                line = await reader.readline()
+                try:
+                    async with asyncio.timeout(client.STALL_CHECK_S):
+                        line = await reader.readline()
+                except TimeoutError:
+                    stall.check()  # (a stopped agent: AgentUnavailable, said)
+                    continue
                 if not line:
                     raise client.lost("stopped without an answer")
                 reply = json.loads(line)
@@ -146,7 +152,7 @@ async def subscribe(
     try:
         writer.write((json.dumps(payload) + "\n").encode())
         try:
-            async with asyncio.timeout(client.WRITE_TIMEOUT_S):
+            async with asyncio.timeout(client.STALL_S):
                 await writer.drain()
         except TimeoutError:
             raise AgentUnavailable(client.wedged(paths)) from None

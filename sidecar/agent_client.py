@@ -41,9 +41,11 @@ PROTOCOL = 1
 CONNECT_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 15.0
-# A client's writes to the agent: an agent that takes nothing for this long is wedged
-# (stopped with SIGSTOP, its loop blocked) and is given up on, never waited for forever.
-WRITE_TIMEOUT_S = float(os.environ.get("ORCH_AGENT_WRITE_TIMEOUT_S", "10"))
+# An agent that takes nothing a client writes for this long (its loop blocked, or stopped
+# with SIGSTOP), or whose process stays stopped this long while a client waits for its
+# answer, is given up on with a message saying so: never waited for forever.
+STALL_S = float(os.environ.get("ORCH_AGENT_STALL_S", "10"))
+STALL_CHECK_S = 1.0  # how often a client waiting for an answer looks at the agent's state
 STOP_WAIT_S = 20.0  # for a stopping agent to let its requests finish, stop its syncs, exit
 _MAX_SOCKET = 100  # Unix socket paths are limited to ~104 bytes
 
@@ -70,9 +72,47 @@ def wedged(paths: AgentPaths) -> str:
     raw = _read_json(paths.state)
     pid = raw.get("pid") if isinstance(raw, dict) else None
     return (
-        f"the orch agent (pid {pid}) took nothing for {WRITE_TIMEOUT_S:g} s: it is stopped "
+        f"the orch agent (pid {pid}) took nothing for {STALL_S:g} s: it is stopped "
         f"or wedged (resume it with `kill -CONT {pid}`, or end it with `kill {pid}`)"
     )
+
+
+def stopped_pid(paths: AgentPaths) -> int | None:
+    """The agent's pid when its process is stopped (SIGSTOP, Ctrl-Z: `T` in /proc)."""
+    raw = _read_json(paths.state)
+    pid = raw.get("pid") if isinstance(raw, dict) else None
+    if not isinstance(pid, int):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return pid if state in ("T", "t") else None
+
+
+class Stall:
+    """A client waiting for the agent's answer calls `check()` each `STALL_CHECK_S` of
+    silence: once the agent's process has been stopped for `STALL_S`, the wait ends with
+    AgentUnavailable (the request was sent: it may run when the agent resumes)."""
+
+    def __init__(self, paths: AgentPaths) -> None:
+        self.paths = paths
+        self.since: float | None = None
+
+    def check(self) -> None:
+        pid = stopped_pid(self.paths)
+        if pid is None:
+            self.since = None
+            return
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since >= STALL_S:
+            raise AgentUnavailable(
+                f"the orch agent (pid {pid}) has been stopped for {STALL_S:g} s (SIGSTOP, "
+                f"Ctrl-Z) with the request: it may run when it resumes (`kill -CONT {pid}`); "
+                f"end it with `kill {pid}`"
+            )
 
 
 def stopping(reply: dict[str, Any]) -> bool:
@@ -90,7 +130,7 @@ _CLIENT_ONLY = (
     "ORCH_AGENT_TIMEOUT_S",
     "ORCH_AGENT_IDLE_S",
     "ORCH_AGENT_STOP_GRACE_S",
-    "ORCH_AGENT_WRITE_TIMEOUT_S",
+    "ORCH_AGENT_STALL_S",
     "ORCH_DEBUG",
     "ORCH_TEST_RUN",
     "ORCH_HOME",  # the same agent by construction
@@ -293,7 +333,7 @@ def call(
         except (OSError, TimeoutError) as exc:
             raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
         try:
-            sock.settimeout(WRITE_TIMEOUT_S)
+            sock.settimeout(STALL_S)
             sock.sendall((json.dumps(payload) + "\n").encode())
         except TimeoutError:
             raise AgentUnavailable(wedged(paths)) from None
@@ -301,6 +341,7 @@ def call(
             raise AgentDown(f"the orch agent went away before the request ({exc})") from None
         deadline = time.monotonic() + timeout
         buffer = b""
+        stall = Stall(paths)
         while True:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
@@ -317,10 +358,11 @@ def call(
                 raise AgentUnavailable(
                     f"the orch agent did not answer {payload.get('op')!r} within {timeout:g} s",
                 )
-            sock.settimeout(left)
+            sock.settimeout(min(left, STALL_CHECK_S))
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
+                stall.check()
                 continue
             except ConnectionResetError as exc:  # closed with the request unread: not run
                 raise AgentDown(f"the orch agent went away before the request ({exc})") from None
@@ -409,6 +451,12 @@ def ensure(layout: Layout | Path | None = None) -> tuple[AgentPaths, dict[str, A
                     time.sleep(0.05)
                 continue
             except AgentUnavailable:
+                pid = stopped_pid(paths)
+                if pid is not None:  # SIGSTOP, Ctrl-Z: asking again will not help
+                    raise AgentUnavailable(
+                        f"the orch agent (pid {pid}) is stopped (SIGSTOP, Ctrl-Z): resume it "
+                        f"with `kill -CONT {pid}`, or end it with `kill {pid}`"
+                    ) from None
                 tries += 1
                 time.sleep(0.1)
                 continue

@@ -112,7 +112,7 @@ class Bridge(Replay):
                 why = reply.get("message") or "it closed the connection"
                 raise client.AgentUnavailable(f"the orch agent refused the window: {why}")
             sock.settimeout(None)  # the agent may be quiet for long; it must take our writes:
-            seconds = client.WRITE_TIMEOUT_S
+            seconds = client.STALL_S
             timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         except (OSError, ValueError) as exc:
@@ -168,7 +168,7 @@ class Bridge(Replay):
                 self.hang_up()
 
     def _stalled(self) -> None:
-        """The agent keeps its socket open but took nothing for `WRITE_TIMEOUT_S` (stopped
+        """The agent keeps its socket open but took nothing for `STALL_S` (stopped
         with SIGSTOP, or wedged): said, and the connection ended (a message may be cut in
         the middle), so the window's requests are answered and a reconnect is tried."""
         _say(client.wedged(client.agent_paths(self.home)) + "; reconnecting")

@@ -76,7 +76,7 @@ _ENV_IGNORED = (
     "ORCH_LSP_HOSTED",
     "ORCH_AGENT_IDLE_S",
     "ORCH_AGENT_STOP_GRACE_S",
-    "ORCH_AGENT_WRITE_TIMEOUT_S",
+    "ORCH_AGENT_STALL_S",
 )
 
 # pygls logs every message it sends at INFO: not in the agent's log (a window's "debug"

@@ -188,11 +188,11 @@ def test_a_stopped_agent_bounds_the_bridges_writes_and_the_window_goes_on(
     orch_home: Path, project: Path
 ) -> None:
     """SIGSTOP the agent under a window that then sends more than the socket holds: the
-    bridge gives up on the write after ORCH_AGENT_WRITE_TIMEOUT_S, says so, answers the
+    bridge gives up on the write after ORCH_AGENT_STALL_S, says so, answers the
     window's request, and goes on with the agent once it runs again (SIGCONT)."""
     _, info = client.ensure()
     agent = int(info["pid"])
-    window = Stdio(project, {"ORCH_AGENT_WRITE_TIMEOUT_S": "1"})
+    window = Stdio(project, {"ORCH_AGENT_STALL_S": "1"})
     stopped = False
     try:
         init = {"processId": None, "rootUri": project.as_uri(), "capabilities": {}}
@@ -279,3 +279,38 @@ def test_serve_detach_reports_on_stderr_and_keeps_stdout_clean(orch_home: Path) 
     finally:
         if pid is not None:
             stop_pid(pid)
+
+
+def test_a_cli_call_to_an_agent_stopped_meanwhile_ends_with_what_to_do(
+    orch_home: Path, project: Path, silent: Silent
+) -> None:
+    """`orch run` sent, then the agent is stopped with SIGSTOP: the command does not wait
+    for the run's 15-minute bound but ends after ORCH_AGENT_STALL_S, saying what happened;
+    the next command says so at once instead of retrying."""
+    silent_machine(project, silent)
+    _, info = client.ensure()
+    agent = int(info["pid"])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ORCH_AGENT_STALL_S": "1"}
+    argv = [sys.executable, "-m", "sidecar.cli.main", "run", "j", "--machine", "box", "--", "true"]
+    run = subprocess.Popen(argv, cwd=project, env=env, stderr=subprocess.PIPE, text=True)
+    stopped = False
+    try:
+        wait_for(lambda: len(silent.accepted) >= 1)  # the agent runs it: connecting to box
+        os.kill(agent, signal.SIGSTOP)
+        stopped = True
+        began = time.monotonic()
+        _, err = run.communicate(timeout=20)
+        assert run.returncode != 0 and time.monotonic() - began < 5
+        assert f"the orch agent (pid {agent}) has been stopped for 1 s" in err, err
+        assert f"kill -CONT {agent}" in err and "it may run when it resumes" in err
+        began = time.monotonic()
+        again = run_orch(
+            "rm", "j", "--machine", "box", cwd=project, env={"ORCH_AGENT_STALL_S": "1"}
+        )
+        assert again.returncode != 0 and time.monotonic() - began < 8
+        assert f"the orch agent (pid {agent}) is stopped (SIGSTOP, Ctrl-Z)" in again.stderr
+    finally:
+        if stopped:
+            os.kill(agent, signal.SIGCONT)
+        if run.poll() is None:
+            stop_pid(run.pid)
