@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from sidecar.errors import OrchError
@@ -20,6 +20,7 @@ from sidecar.facade.jobs import JobsFacade
 from sidecar.machines.base import Progress
 
 if TYPE_CHECKING:
+    from sidecar.agent_client import AgentPaths, AgentUnavailable
     from sidecar.app import Orchestrator
 
 
@@ -64,16 +65,12 @@ class AgentFacade(JobsFacade):
 
         request = {"op": "status", "cwd": str(self.cwd), "machine": machine, "fresh": fresh}
         request["lenient"] = True  # an unknown machine is a status saying so, not an error
-        paths = agent_client.agent_paths(self.layout)
         timeout = 4 * self.read_timeout_s
-        try:
-            try:
-                reply = await agent_client.acall(paths, request, timeout=timeout)
-            except agent_client.AgentUnavailable:  # not running (or dying): start it, once
-                paths, _ = await asyncio.to_thread(agent_client.ensure, self.layout)
-                reply = await agent_client.acall(paths, request, timeout=timeout)
-        except agent_client.AgentUnavailable as exc:
-            raise OrchError(str(exc), hint="it is started again by the next request") from None
+        reply = await self._send_to_agent(
+            lambda paths: agent_client.acall(paths, request, timeout=timeout),
+            not_sent=agent_client.AgentUnavailable,
+            hint="it is started again by the next request",
+        )
         return dict(reply["status"])
 
     async def agent_call(
@@ -103,22 +100,39 @@ class AgentFacade(JobsFacade):
         if env:
             request["env"] = client.env_key()
         timeout = agent_calls.CALL_TIMEOUTS_S[method] + agent_calls.CALL_GRACE_S
+        reply = await self._send_to_agent(
+            lambda paths: agent_calls.arequest(paths, request, timeout=timeout, progress=progress),
+            not_sent=agent_calls.AgentDown,
+            what=method,
+            hint="see `orch status` for what happened, then try again",
+        )
+        return reply.get("result")
+
+    async def _send_to_agent(
+        self,
+        send: Callable[[AgentPaths], Awaitable[dict[str, Any]]],
+        *,
+        not_sent: type[AgentUnavailable],
+        hint: str,
+        what: str | None = None,
+    ) -> dict[str, Any]:
+        """One request to the orch agent by `send`, its reply. When `send` raises `not_sent`,
+        the agent is started (or a dying one replaced) and it is sent once more: agent_call
+        passes AgentDown (nothing took the request; one lost after it was sent may have run,
+        so it is never sent twice), agent_status any AgentUnavailable (a status read is safe
+        to repeat). The agent still unavailable is an OrchError saying why (after "`what`: "
+        when given) with `hint`."""
+        from sidecar import agent_client as client
+
         paths = client.agent_paths(self.layout)
         try:
             try:
-                reply = await agent_calls.arequest(
-                    paths, request, timeout=timeout, progress=progress
-                )
-            except agent_calls.AgentDown:  # not running (or dying): start it, once
+                return await send(paths)
+            except not_sent:  # not running (or dying): start it, once
                 paths, _ = await asyncio.to_thread(client.ensure, self.layout)
-                reply = await agent_calls.arequest(
-                    paths, request, timeout=timeout, progress=progress
-                )
+                return await send(paths)
         except client.AgentUnavailable as exc:
-            raise OrchError(
-                f"{method}: {exc}", hint="see `orch status` for what happened, then try again"
-            ) from None
-        return reply.get("result")
+            raise OrchError(f"{what}: {exc}" if what is not None else str(exc), hint=hint) from None
 
     async def run_call(
         self,
