@@ -50,8 +50,15 @@ def test_the_contract_is_kept_and_a_service_importing_the_facade_breaks_it(
     service.write_text(service.read_text() + "\nfrom sidecar.app import Orchestrator  # noqa\n")
     face = root / "sidecar" / "cli" / "sync_cmds.py"
     face.write_text(face.read_text() + "\nfrom sidecar.sync import control  # noqa\n")
+    # The facade's areas (sidecar/facade/) count as the facade: reached only as sidecar.app.
+    area_user = root / "sidecar" / "sync" / "control.py"
+    area_user.write_text(area_user.read_text() + "\nfrom sidecar.facade import jobs  # noqa\n")
+    face_area = root / "sidecar" / "cli" / "output.py"
+    face_area.write_text(face_area.read_text() + "\nfrom sidecar.facade import core  # noqa\n")
     broken = _lint(root)
     assert broken.returncode != 0
     assert "Services never reach back into the facade or the faces BROKEN" in broken.stdout
     assert "The faces use only the facade and the result types it exports BROKEN" in broken.stdout
     assert "sidecar.jobs.tmux -> sidecar.app" in broken.stdout
+    assert "sidecar.sync is not allowed to import sidecar.facade:" in broken.stdout
+    assert "sidecar.cli is not allowed to import sidecar.facade:" in broken.stdout
