@@ -250,10 +250,11 @@ async def acall(
     *,
     timeout: float = REQUEST_TIMEOUT_S,
     progress: Callable[[Any], None] | None = None,
+    resend: bool = False,
 ) -> dict[str, Any]:
     """`call` from async code: in a thread, progress delivered on the caller's loop; an
-    error reply raised as the OrchError class the agent named. A request the agent did not
-    run (`AgentDown`) is sent once more, to the next agent (`ensure`)."""
+    error reply raised as the OrchError class the agent named. `resend`: a request the agent
+    did not run (`AgentDown`) is sent once more, to the next agent (`ensure`)."""
     import asyncio
 
     if in_process is not None:
@@ -270,6 +271,8 @@ async def acall(
     try:
         reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
     except AgentDown:  # not run (none answered, or it was stopping): once more, to the next
+        if not resend:
+            raise
         await asyncio.to_thread(ensure, paths.folder.parent)
         reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
     raise_reply(reply)
