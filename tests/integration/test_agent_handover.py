@@ -113,7 +113,7 @@ def test_a_request_to_a_stopping_agent_runs_in_the_next_one_and_a_cut_off_one_sa
         fast_jobs._found[:] = [paths]  # (found before the stop began)
         with pytest.raises(Exception, match="the local machine is not running") as caught:
             fast_jobs._ask(str(project), "jobs_rm", "local", {"name": "x", "purge": True})
-        assert type(caught.value).__name__ != "OrchError" or "agent" not in str(caught.value)
+        assert "agent" not in str(caught.value)  # (the new agent ran it: its own error)
         new = client.hello(paths)["pid"]
         assert new != old
         # The call it ran when it stopped: cut off after the grace, said, never sent again.
@@ -207,7 +207,7 @@ def test_a_stopped_agent_bounds_the_bridges_writes_and_the_window_goes_on(
         window.send({"method": "textDocument/didOpen", "params": {"textDocument": big}})
         began = time.monotonic()
         failed = window.answer(2, timeout=10)  # answered, not left hanging with the bridge
-        assert "error" in failed and time.monotonic() - began < 5
+        assert "error" in failed and time.monotonic() - began < 8
         wait_for(lambda: any("took nothing for 1 s" in line for line in window.stderr))
         said = next(line for line in window.stderr if "took nothing" in line)
         assert f"the orch agent (pid {agent}) took nothing for 1 s: it is stopped" in said
@@ -300,14 +300,14 @@ def test_a_cli_call_to_an_agent_stopped_meanwhile_ends_with_what_to_do(
         stopped = True
         began = time.monotonic()
         _, err = run.communicate(timeout=20)
-        assert run.returncode != 0 and time.monotonic() - began < 5
+        assert run.returncode != 0 and time.monotonic() - began < 10  # (not its 130 s bound)
         assert f"the orch agent (pid {agent}) has been stopped for 1 s" in err, err
         assert f"kill -CONT {agent}" in err and "it may run when it resumes" in err
         began = time.monotonic()
         again = run_orch(
             "rm", "j", "--machine", "box", cwd=project, env={"ORCH_AGENT_STALL_S": "1"}
         )
-        assert again.returncode != 0 and time.monotonic() - began < 8
+        assert again.returncode != 0 and time.monotonic() - began < 10
         assert f"the orch agent (pid {agent}) is stopped (SIGSTOP, Ctrl-Z)" in again.stderr
     finally:
         if stopped:
