@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__
+from sidecar.agent_stall import STALL_CHECK_S, STALL_S, Stall, stopped_pid, wedged
 
 if TYPE_CHECKING:
     from sidecar.layout import Layout
@@ -41,11 +42,6 @@ PROTOCOL = 1
 CONNECT_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 15.0
-# An agent that takes nothing a client writes for this long (its loop blocked, or stopped
-# with SIGSTOP), or whose process stays stopped this long while a client waits for its
-# answer, is given up on with a message saying so: never waited for forever.
-STALL_S = float(os.environ.get("ORCH_AGENT_STALL_S", "10"))
-STALL_CHECK_S = 1.0  # how often a client waiting for an answer looks at the agent's state
 STOP_WAIT_S = 20.0  # for a stopping agent to let its requests finish, stop its syncs, exit
 _MAX_SOCKET = 100  # Unix socket paths are limited to ~104 bytes
 
@@ -65,54 +61,6 @@ def lost(why: str) -> AgentUnavailable:
     after it was sent): it may have run, wholly or in part, so it is not sent again. (A
     connection reset is not this: the agent closed it with the request unread, AgentDown.)"""
     return AgentUnavailable(f"the orch agent {why}, after it got the request: it may have run")
-
-
-def wedged(paths: AgentPaths) -> str:
-    """What to say of an agent that keeps its socket open but takes nothing."""
-    raw = _read_json(paths.state)
-    pid = raw.get("pid") if isinstance(raw, dict) else None
-    return (
-        f"the orch agent (pid {pid}) took nothing for {STALL_S:g} s: it is stopped "
-        f"or wedged (resume it with `kill -CONT {pid}`, or end it with `kill {pid}`)"
-    )
-
-
-def stopped_pid(paths: AgentPaths) -> int | None:
-    """The agent's pid when its process is stopped (SIGSTOP, Ctrl-Z: `T` in /proc)."""
-    raw = _read_json(paths.state)
-    pid = raw.get("pid") if isinstance(raw, dict) else None
-    if not isinstance(pid, int):
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return None
-    return pid if state in ("T", "t") else None
-
-
-class Stall:
-    """A client waiting for the agent's answer calls `check()` each `STALL_CHECK_S` of
-    silence: once the agent's process has been stopped for `STALL_S`, the wait ends with
-    AgentUnavailable (the request was sent: it may run when the agent resumes)."""
-
-    def __init__(self, paths: AgentPaths) -> None:
-        self.paths = paths
-        self.since: float | None = None
-
-    def check(self) -> None:
-        pid = stopped_pid(self.paths)
-        if pid is None:
-            self.since = None
-            return
-        now = time.monotonic()
-        self.since = self.since or now
-        if now - self.since >= STALL_S:
-            raise AgentUnavailable(
-                f"the orch agent (pid {pid}) has been stopped for {STALL_S:g} s (SIGSTOP, "
-                f"Ctrl-Z) with the request: it may run when it resumes (`kill -CONT {pid}`); "
-                f"end it with `kill {pid}`"
-            )
 
 
 def stopping(reply: dict[str, Any]) -> bool:
