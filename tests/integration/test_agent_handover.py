@@ -1,11 +1,13 @@
-"""Requests around an agent's end, with real agent processes: a request that reaches a
-stopping agent is not run there and goes to the next agent; one the agent was running when
-it stopped is said to have maybe run and is not sent again; a wedged agent (SIGSTOP) bounds a
-client's writes instead of holding it; `serve --detach` keeps stdout clean.
+"""Requests around an agent's end, with real agent processes (the CLI, the bridge that
+`python -m sidecar` is, and `sidecar.agent`): a request that reaches a stopping agent is not
+run there but in the next agent (the CLI's and a VS Code window's); one the agent was running
+when it stopped is said to have maybe run and is not sent again; an agent stopped with
+SIGSTOP bounds the bridge's writes and a CLI's wait for its answer, each saying what to do;
+the window goes on after SIGCONT; `serve --detach` keeps stdout clean.
 
-The stop is held open by a call the agent runs: `orch up` of a machine whose "SSH server" (a
-listener here) accepts and never speaks, so the agent's connect waits; the agent lets it run
-for its grace (`ORCH_AGENT_STOP_GRACE_S`) before cutting it off.
+The stop is held open by a call the agent runs: `orch run` (or a window's command) on a
+machine whose "SSH server" (a listener here) accepts and never speaks, so the agent's connect
+waits; the agent lets it run for its grace (`ORCH_AGENT_STOP_GRACE_S`) before cutting it off.
 """
 
 from __future__ import annotations
