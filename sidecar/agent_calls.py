@@ -19,15 +19,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecar import agent_client as client
-from sidecar.agent_client import CONNECT_TIMEOUT_S, AgentUnavailable, raise_reply
+from sidecar.agent_client import CONNECT_TIMEOUT_S, AgentUnavailable, raise_reply, stopping
+from sidecar.agent_client import AgentDown as AgentDown  # (not run: safe to send again)
 
 if TYPE_CHECKING:
     from sidecar.agent_client import AgentPaths
     from sidecar.layout import Layout
-
-
-class AgentDown(AgentUnavailable):
-    """Nothing answered on the agent's socket: the request was not sent (safe to retry)."""
 
 
 class EnvDiffers(Exception):
@@ -93,18 +90,32 @@ async def arequest(
     except (OSError, TimeoutError) as exc:
         raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
     try:
-        writer.write((json.dumps(payload) + "\n").encode())
-        await writer.drain()
+        try:
+            writer.write((json.dumps(payload) + "\n").encode())
+            async with asyncio.timeout(client.STALL_S):
+                await writer.drain()
+        except TimeoutError:
+            raise AgentUnavailable(client.wedged(paths)) from None
+        except OSError as exc:  # closed before the request: it cannot have read it
+            raise AgentDown(f"the orch agent went away before the request ({exc})") from None
+        stall = client.Stall(paths)
         async with asyncio.timeout(timeout):
             while True:
-                line = await reader.readline()
+                try:
+                    async with asyncio.timeout(client.STALL_CHECK_S):
+                        line = await reader.readline()
+                except TimeoutError:
+                    stall.check()  # (a stopped agent: AgentUnavailable, said)
+                    continue
                 if not line:
-                    raise AgentUnavailable("the orch agent closed the connection without an answer")
+                    raise client.lost("stopped without an answer")
                 reply = json.loads(line)
                 if "progress" in reply and "ok" not in reply:
                     if progress is not None:
                         progress(reply["progress"])
                     continue
+                if stopping(reply):
+                    raise AgentDown(str(reply.get("message")))
                 if reply.get("env_differs"):
                     raise EnvDiffers(str(reply.get("message")))
                 raise_reply(reply)
@@ -114,8 +125,10 @@ async def arequest(
             f"the orch agent did not answer {payload.get('method') or payload.get('op')!r} "
             f"within {timeout:g} s"
         ) from None
+    except ConnectionResetError as exc:  # closed with the request unread: not run
+        raise AgentDown(f"the orch agent went away before the request ({exc})") from None
     except (OSError, ValueError) as exc:
-        raise AgentUnavailable(f"the orch agent dropped the request ({exc})") from None
+        raise client.lost(f"dropped the connection ({exc})") from None
     finally:
         writer.close()
 
@@ -135,12 +148,14 @@ async def subscribe(
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             reader, writer = await asyncio.open_unix_connection(str(paths.socket), limit=2**24)
     except (OSError, TimeoutError) as exc:
-        raise AgentUnavailable(
-            f"the orch agent is not answering on {paths.socket} ({exc})"
-        ) from None
+        raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
     try:
         writer.write((json.dumps(payload) + "\n").encode())
-        await writer.drain()
+        try:
+            async with asyncio.timeout(client.STALL_S):
+                await writer.drain()
+        except TimeoutError:
+            raise AgentUnavailable(client.wedged(paths)) from None
         while True:
             try:
                 async with asyncio.timeout(silence_s):
@@ -152,6 +167,8 @@ async def subscribe(
             if not line:
                 return
             message = json.loads(line)
+            if stopping(message):
+                raise AgentDown(str(message.get("message")))
             if message.get("env_differs"):
                 raise EnvDiffers(str(message.get("message")))
             if "ok" in message and not message["ok"]:

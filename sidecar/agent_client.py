@@ -13,7 +13,10 @@ carrying `ok`; a `subscribe` request instead stays open and streams `{"event": �
 socket is an `AgentUnavailable` with a clear message, never a hang.
 
 Here: the agent's paths, whether it is alive, starting/replacing it (`ensure`), the settings
-digest (`env_key`) and one-shot requests (`call`, `acall` in a thread). The facade calls and
+digest (`env_key`) and one-shot requests (`call`, `acall` in a thread). A request the agent
+did not run (nothing answered, it was stopping, it reset the connection with the request
+unread) is `AgentDown`, which its callers send once more to the next agent; one lost after
+it was sent may have run (`lost`) and is never sent again (docs/agent.md). The facade calls and
 the streams that run on the caller's event loop (`arequest`, `subscribe`, `follow_log`) are
 `sidecar.agent_calls`'s.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__
+from sidecar.agent_stall import STALL_CHECK_S, STALL_S, Stall, stopped_pid, wedged
 
 if TYPE_CHECKING:
     from sidecar.layout import Layout
@@ -38,11 +42,30 @@ PROTOCOL = 1
 CONNECT_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 15.0
+STOP_WAIT_S = 20.0  # for a stopping agent to let its requests finish, stop its syncs, exit
 _MAX_SOCKET = 100  # Unix socket paths are limited to ~104 bytes
 
 
 class AgentUnavailable(Exception):
     """The agent is not running, or did not answer in time (the message says which)."""
+
+
+class AgentDown(AgentUnavailable):
+    """The request was not run: nothing answered on the agent's socket (it was not sent), or
+    the agent answered that it is stopping before doing anything. Safe to send again, to the
+    next agent (`ensure` waits out a stopping one and starts a new one)."""
+
+
+def lost(why: str) -> AgentUnavailable:
+    """A request whose answer never came (`why`: the agent stopped, died or dropped it
+    after it was sent): it may have run, wholly or in part, so it is not sent again. (A
+    connection reset is not this: the agent closed it with the request unread, AgentDown.)"""
+    return AgentUnavailable(f"the orch agent {why}, after it got the request: it may have run")
+
+
+def stopping(reply: dict[str, Any]) -> bool:
+    """A stopping agent's answer (`sidecar.agent.server.STOPPING`): the request was not run."""
+    return reply.get("ok") is False and reply.get("stopping") is True
 
 
 # Variables that change what an operation does (which cloud account, which ssh config…). A
@@ -54,6 +77,8 @@ _CLIENT_ONLY = (
     "ORCH_NO_AGENT",
     "ORCH_AGENT_TIMEOUT_S",
     "ORCH_AGENT_IDLE_S",
+    "ORCH_AGENT_STOP_GRACE_S",
+    "ORCH_AGENT_STALL_S",
     "ORCH_DEBUG",
     "ORCH_TEST_RUN",
     "ORCH_HOME",  # the same agent by construction
@@ -173,9 +198,11 @@ async def acall(
     *,
     timeout: float = REQUEST_TIMEOUT_S,
     progress: Callable[[Any], None] | None = None,
+    resend: bool = False,
 ) -> dict[str, Any]:
     """`call` from async code: in a thread, progress delivered on the caller's loop; an
-    error reply raised as the OrchError class the agent named."""
+    error reply raised as the OrchError class the agent named. `resend`: a request the agent
+    did not run (`AgentDown`) is sent once more, to the next agent (`ensure`)."""
     import asyncio
 
     if in_process is not None:
@@ -189,7 +216,13 @@ async def acall(
         def relay(value: Any) -> None:
             loop.call_soon_threadsafe(callback, value)
 
-    reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
+    try:
+        reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
+    except AgentDown:  # not run (none answered, or it was stopping): once more, to the next
+        if not resend:
+            raise
+        await asyncio.to_thread(ensure, paths.folder.parent)
+        reply = await asyncio.to_thread(call, paths, payload, timeout=timeout, progress=relay)
     raise_reply(reply)
     return reply
 
@@ -249,12 +282,17 @@ def call(
         try:
             sock.connect(str(paths.socket))
         except (OSError, TimeoutError) as exc:
-            raise AgentUnavailable(
-                f"the orch agent is not answering on {paths.socket} ({exc})"
-            ) from None
-        sock.sendall((json.dumps(payload) + "\n").encode())
+            raise AgentDown(f"the orch agent is not answering on {paths.socket} ({exc})") from None
+        try:
+            sock.settimeout(STALL_S)
+            sock.sendall((json.dumps(payload) + "\n").encode())
+        except TimeoutError:
+            raise AgentUnavailable(wedged(paths)) from None
+        except OSError as exc:  # closed before the request: it cannot have read it
+            raise AgentDown(f"the orch agent went away before the request ({exc})") from None
         deadline = time.monotonic() + timeout
         buffer = b""
+        stall = Stall(paths)
         while True:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
@@ -263,21 +301,26 @@ def call(
                     if progress is not None:
                         progress(reply["progress"])
                     continue
+                if stopping(reply):
+                    raise AgentDown(str(reply.get("message")))
                 return dict(reply)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AgentUnavailable(
                     f"the orch agent did not answer {payload.get('op')!r} within {timeout:g} s",
                 )
-            sock.settimeout(left)
+            sock.settimeout(min(left, STALL_CHECK_S))
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
+                stall.check()
                 continue
+            except ConnectionResetError as exc:  # closed with the request unread: not run
+                raise AgentDown(f"the orch agent went away before the request ({exc})") from None
             except OSError as exc:
-                raise AgentUnavailable(f"the orch agent dropped the request ({exc})") from None
+                raise lost(f"dropped the connection ({exc})") from None
             if not chunk:
-                raise AgentUnavailable("the orch agent closed the connection without an answer")
+                raise lost("stopped without an answer")
             buffer += chunk
     finally:
         sock.close()
@@ -302,13 +345,13 @@ def spawn(layout: Layout | Path, paths: AgentPaths) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar.agent", "serve", "--detach"],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # (its start report: "ok pid N", "busy…", "error…")
         env=env,
         text=True,
     )
     try:
-        out, _ = proc.communicate(timeout=START_TIMEOUT_S)
+        _, out = proc.communicate(timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise AgentUnavailable(f"the orch agent did not start (see {paths.log})") from None
@@ -317,7 +360,7 @@ def spawn(layout: Layout | Path, paths: AgentPaths) -> None:
         raise AgentUnavailable(f"the orch agent failed to start: {last or '?'} (see {paths.log})")
 
 
-def replace(layout: Layout | Path, paths: AgentPaths, timeout: float = 20.0) -> None:
+def replace(layout: Layout | Path, paths: AgentPaths, timeout: float = STOP_WAIT_S) -> None:
     """Ask an older agent to hand over (it keeps `wanted.json`), wait until it is gone."""
     import contextlib
 
@@ -331,8 +374,9 @@ def replace(layout: Layout | Path, paths: AgentPaths, timeout: float = 20.0) -> 
 
 
 def ensure(layout: Layout | Path | None = None) -> tuple[AgentPaths, dict[str, Any]]:
-    """The running agent (started, or an older one replaced, when needed) and its hello.
-    `layout` may be `$ORCH_HOME` itself (the bridge: no `sidecar.layout`, which imports
+    """The running agent (started, or an older one replaced, when needed) and its hello; a
+    stopping one (its state says so) is waited out, up to `STOP_WAIT_S`, and a new one
+    started. `layout` may be `$ORCH_HOME` itself (the bridge: no `sidecar.layout`, which imports
     asyncio)."""
     if layout is None:
         from sidecar.layout import Layout
@@ -341,17 +385,38 @@ def ensure(layout: Layout | Path | None = None) -> tuple[AgentPaths, dict[str, A
     paths = agent_paths(layout)
     if in_process is not None:  # asked from inside the agent: it is this process
         return paths, {"ok": True, "version": __version__, "pid": os.getpid()}
-    for _ in range(3):
+    tries = 0  # starts, replacements and silent answers: three at most
+    deadline = time.monotonic() + STOP_WAIT_S
+    while tries < 3:
         if alive(paths):
             try:
                 info = hello(paths)
+            except AgentDown:  # stopping (it said so): wait until it is gone; else starting
+                raw = _read_json(paths.state)
+                if not (isinstance(raw, dict) and raw.get("stopping")):
+                    tries += 1
+                    time.sleep(0.1)
+                elif time.monotonic() > deadline:
+                    break
+                else:
+                    time.sleep(0.05)
+                continue
             except AgentUnavailable:
-                time.sleep(0.1)  # starting or stopping: look again
+                pid = stopped_pid(paths)
+                if pid is not None:  # SIGSTOP, Ctrl-Z: asking again will not help
+                    raise AgentUnavailable(
+                        f"the orch agent (pid {pid}) is stopped (SIGSTOP, Ctrl-Z): resume it "
+                        f"with `kill -CONT {pid}`, or end it with `kill {pid}`"
+                    ) from None
+                tries += 1
+                time.sleep(0.1)
                 continue
             if version_key(str(info.get("version"))) < version_key(__version__):
+                tries += 1
                 replace(layout, paths)
                 continue
             return paths, info
+        tries += 1
         spawn(layout, paths)
     raise AgentUnavailable(f"could not reach the orch agent (see {paths.log})")
 

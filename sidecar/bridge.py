@@ -42,6 +42,7 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -85,8 +86,12 @@ class Bridge(Replay):
 
     # -- the agent's end ----------------------------------------------------------------------
     def connect(self) -> None:
-        """A connection to the (started, current) agent, its answer read."""
-        self.sock, self.rfile, self.agent_pid = self._open()
+        """A connection to the (started, current) agent, its answer read; once more to the
+        next agent when this one was stopping."""
+        try:
+            self.sock, self.rfile, self.agent_pid = self._open()
+        except client.AgentDown:
+            self.sock, self.rfile, self.agent_pid = self._open()
 
     def _open(self) -> tuple[socket.socket, BinaryIO, int | None]:
         paths, _ = client.ensure(self.home)
@@ -101,10 +106,15 @@ class Bridge(Replay):
             rfile = sock.makefile("rb")
             line = rfile.readline()
             reply = json.loads(line) if line.strip() else {}
+            if client.stopping(reply):
+                raise client.AgentDown(str(reply.get("message")))
             if not reply.get("ok"):
                 why = reply.get("message") or "it closed the connection"
                 raise client.AgentUnavailable(f"the orch agent refused the window: {why}")
-            sock.settimeout(None)
+            sock.settimeout(None)  # the agent may be quiet for long; it must take our writes:
+            seconds = client.STALL_S
+            timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         except (OSError, ValueError) as exc:
             sock.close()
             raise client.AgentUnavailable(f"the orch agent did not answer ({exc})") from None
@@ -135,8 +145,12 @@ class Bridge(Replay):
                         if self.sock is not None:
                             self._keep(message, body)
                             # A dead agent: a request is answered at the restart.
-                            with contextlib.suppress(OSError):
+                            try:
                                 self._send(body)
+                            except BlockingIOError:  # SO_SNDTIMEO: it took nothing for long
+                                self._stalled()
+                            except OSError:
+                                pass
                             break
                         if message.get("method") == "exit" or self.shutdown_sent:
                             self.exit_sent = message.get("method") == "exit"
@@ -152,6 +166,15 @@ class Bridge(Replay):
                 timer.start()
             else:  # the editor is gone without `exit`: end the window in the agent too
                 self.hang_up()
+
+    def _stalled(self) -> None:
+        """The agent keeps its socket open but took nothing for `STALL_S` (stopped
+        with SIGSTOP, or wedged): said, and the connection ended (a message may be cut in
+        the middle), so the window's requests are answered and a reconnect is tried."""
+        _say(client.wedged(client.agent_paths(self.home)) + "; reconnecting")
+        assert self.sock is not None
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
     def hang_up(self) -> None:
         with self.lock:
@@ -173,6 +196,8 @@ class Bridge(Replay):
                 if not self.restart():
                     return 0 if self.shutdown_sent else 1
                 continue
+            if b"orch/agentStopping" in body and self._stopping_notice(body):
+                continue  # for the restart, not for the editor
             if b'"id"' in body and not self._passes(body):
                 continue
             try:
@@ -192,16 +217,25 @@ class Bridge(Replay):
                 old.close()
             init_id = self.initialize.get("id") if self.initialize else None
             init_pending = init_id is not None and init_id in self.pending
+            closing = self.shutdown_sent
+            started, self.started_there = self.started_there, None
+            again = []  # not run by the stopping agent (it said so): sent to the next one
             for request_id, method in list(self.pending.items()):
                 if request_id == init_id and init_pending:
                     continue  # sent again below, under its own id: the client gets the answer
+                if not closing and started is not None and request_id not in started:
+                    again.append(request_id)
+                    continue
                 del self.pending[request_id]
+                self.bodies.pop(request_id, None)
                 if method == "shutdown":
                     self.write_out(result_reply(request_id, None))
                 else:
-                    why = f"the orch agent stopped while running {method}; try again"
+                    why = (
+                        f"the orch agent stopped while running {method}: it may have run; "
+                        "see `orch status` for what happened before running it again"
+                    )
                     self.write_out(error_reply(request_id, why))
-            closing = self.shutdown_sent
             if not closing and len(self.restarts) > MAX_RESTARTS:
                 _say(f"the orch agent stopped {len(self.restarts)} times: giving up")
                 return False
@@ -213,6 +247,8 @@ class Bridge(Replay):
             try:
                 self._reconnect()
                 self._replay(init_pending)
+                for request_id in again:
+                    self._send(self.bodies[request_id])
             except (client.AgentUnavailable, OSError) as exc:
                 _say(f"could not reconnect to the orch agent: {exc}")
                 return False

@@ -29,6 +29,7 @@ from sidecar import agent_client as client
 REQUEST_FAILED = -32803  # LSP's RequestFailed: the request was valid, it could not finish
 INITIALIZE_CACHE = "lsp-initialize.json"
 REPLAY_ID = "orch-bridge-replay-"
+STOPPING_NOTIFICATION = "orch/agentStopping"  # (sidecar.agent.lsp_host's)
 
 
 def read_message(stream: BinaryIO) -> bytes | None:
@@ -67,6 +68,10 @@ class Replay:
         self.initialized: bytes | None = None
         self.documents: dict[str, dict[str, Any]] = {}  # uri -> textDocument of didOpen
         self.pending: dict[Any, str] = {}  # the client's unanswered requests: id -> method
+        self.bodies: dict[Any, bytes] = {}  # and each one as sent (sent again if not run)
+        # The stopping agent's word on which of them it started (None: it said nothing, as
+        # when killed): the others were never run there and go to the next agent.
+        self.started_there: set[Any] | None = None
         self.swallow: set[Any] = set()  # ids of replayed requests whose answer is dropped
         # Commands whose effect lives in the server, kept to be run again in a new agent: the
         # window's machine (`orch.machine.select`, the last that succeeded) and each job log
@@ -91,6 +96,7 @@ class Replay:
         method = message.get("method")
         if "id" in message and method is not None:
             self.pending[message["id"]] = method
+            self.bodies[message["id"]] = body
         if method == "initialize":
             self.initialize = message
         elif method == "workspace/executeCommand":
@@ -133,9 +139,25 @@ class Replay:
                 self.swallow.discard(message["id"])
                 return False
             self.pending.pop(message["id"], None)
+            self.bodies.pop(message["id"], None)
             keeping = self.keeping.pop(message["id"], None)
             if keeping is not None and "error" not in message:
                 self.kept[keeping[0]] = keeping[1]
+        return True
+
+    def _stopping_notice(self, body: bytes) -> bool:
+        """The agent's `orch/agentStopping` (its list of the requests it started), noted;
+        False for any other message."""
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return False
+        if not isinstance(message, dict) or message.get("method") != STOPPING_NOTIFICATION:
+            return False
+        params = message.get("params")
+        started = params.get("started") if isinstance(params, dict) else None
+        with self.lock:
+            self.started_there = set(started) if isinstance(started, list) else None
         return True
 
     def _keep_command(self, message: dict[str, Any], body: bytes) -> None:

@@ -2,9 +2,10 @@
 
 `detach(log)` forks: the child becomes a session leader with stdin on /dev/null and stdout/
 stderr appended to `log`, and gets a `Readiness` pipe back; the parent relays what the child
-reports, line by line, to its own stdout until a final line (`ok…`, `busy…` or `error…`),
-and returns the exit code the launcher (`orch`, the sidecar) should see. The launcher waits
-only for this short-lived parent, so the daemon is re-parented to init and never becomes a
+reports, line by line, to its own stdout (or stderr: `report_to="stderr"`, for a launcher
+whose stdout is someone's data) until a final line (`ok…`, `busy…` or `error…`), and returns
+the exit code the launcher (`orch`, the sidecar) should see. The launcher waits only for this
+short-lived parent, so the daemon is re-parented to init and never becomes a
 zombie of a long-lived sidecar.
 """
 
@@ -35,17 +36,21 @@ class Readiness:
             self._fd = None
 
 
-def detach(log: Path, what: str) -> Readiness | int:
-    """In the daemon: a Readiness; in the launcher's process: its exit code (0 = ok)."""
+def detach(log: Path, what: str, report_to: str = "stdout") -> Readiness | int:
+    """In the daemon: a Readiness; in the launcher's process: its exit code (0 = ok), the
+    daemon's report printed on `report_to` ("stdout" or "stderr")."""
+    import sys
+
     read_fd, write_fd = os.pipe()
     if os.fork() > 0:
         os.close(write_fd)
+        out = sys.stderr if report_to == "stderr" else sys.stdout
         with os.fdopen(read_fd) as pipe:
             for line in pipe:
-                print(line.strip(), flush=True)
+                print(line.strip(), file=out, flush=True)
                 if line.startswith(FINAL):
                     return 0 if line.startswith(("ok", "busy")) else 1
-        print(f"error: {what} exited before it was ready (see {log})", flush=True)
+        print(f"error: {what} exited before it was ready (see {log})", file=out, flush=True)
         return 1
     os.close(read_fd)
     os.setsid()
@@ -59,13 +64,13 @@ def detach(log: Path, what: str) -> Readiness | int:
     return Readiness(write_fd)
 
 
-def start(log: Path, what: str, *, background: bool) -> Readiness | int:
+def start(log: Path, what: str, *, background: bool, report_to: str = "stdout") -> Readiness | int:
     """The common start of a daemon's `main()`: detach when `background` (returning the
     launcher's exit code in the launcher), then log to stderr (the log file once detached)."""
     import logging
     import sys
 
-    ready = detach(log, what) if background else Readiness(None)
+    ready = detach(log, what, report_to) if background else Readiness(None)
     if isinstance(ready, int):
         return ready
     logging.basicConfig(

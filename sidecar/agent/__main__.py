@@ -1,5 +1,9 @@
 """`python -m sidecar.agent serve [--detach]` runs the agent; `stop` ends it (and forgets what
-it ran); `info` prints what it owns. Clients start it on demand (`client.ensure`)."""
+it ran); `info` prints what it owns. Clients start it on demand (`client.ensure`).
+
+`serve --detach` reports its start ("ok pid N", "busy: …" or "error: …") on stderr, not
+stdout: a script that starts it (bench/cli.py) keeps its stdout for its own output;
+`agent_client.spawn` reads the report there."""
 
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the orch agent stops" if args.verb == "stop" else json.dumps(reply, indent=2))
         return 0
     paths.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ready = daemon.start(paths.log, "the orch agent", background=args.detach)
+    ready = daemon.start(paths.log, "the orch agent", background=args.detach, report_to="stderr")
     if isinstance(ready, int):
         return ready
     try:

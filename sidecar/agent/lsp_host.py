@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("orch.agent")
 window_log = logging.getLogger(__name__)  # under `sidecar`: also sent to the window (WindowLog)
 STATUS_NOTIFICATION = "orch/status"
+# Sent to a window's bridge when the agent stops (`WindowHost.refuse`): which of its requests
+# were handed to a handler here; the bridge sends the others to the next agent.
+STOPPING_NOTIFICATION = "orch/agentStopping"
 MAX_BUFFER = 32 * 2**20  # bytes waiting for a window that does not read: it is cut off
 DEFAULT_TIMEOUT_S = 120.0
 COMMAND_TIMEOUTS_S = {  # the longest a window's command may run in the agent
@@ -67,7 +70,14 @@ COMMAND_TIMEOUTS_S = {  # the longest a window's command may run in the agent
 }
 # Variables a window may differ in from the agent without it mattering (the agent runs
 # with the environment of the client that started it; a window is told what differs).
-_ENV_IGNORED = ("ORCH_HOME", "ORCH_NO_AGENT", "ORCH_LSP_HOSTED", "ORCH_AGENT_IDLE_S")
+_ENV_IGNORED = (
+    "ORCH_HOME",
+    "ORCH_NO_AGENT",
+    "ORCH_LSP_HOSTED",
+    "ORCH_AGENT_IDLE_S",
+    "ORCH_AGENT_STOP_GRACE_S",
+    "ORCH_AGENT_STALL_S",
+)
 
 # pygls logs every message it sends at INFO: not in the agent's log (a window's "debug"
 # level is its own `window/logMessage` records, not pygls's trace).
@@ -197,6 +207,46 @@ class WindowHost:
         self.writer = writer
         self.server = build_server(host=self)
         self.server.protocol.set_writer(_Writer(self, writer))
+        self.refusing = False  # the agent stops: nothing more is handed to a handler
+        self.started: dict[Any, None] = {}  # the client's requests being handled here
+        self._track(self.server.protocol)
+
+    def _track(self, protocol: Any) -> None:
+        """Know which of the client's requests were handed to a handler and not answered
+        yet; hand nothing more once `refusing` (pygls's `handle_message`/`_send_response`
+        wrapped on this window's protocol)."""
+        handle, respond = protocol.handle_message, protocol._send_response
+
+        def handle_message(message: Any) -> None:
+            msg_id, method = getattr(message, "id", None), getattr(message, "method", None)
+            if method is not None and self.refusing:
+                return  # not run: the bridge sends it to the next agent
+            if msg_id is not None and method is not None:
+                self.started[msg_id] = None
+            handle(message)
+
+        def send_response(msg_id: Any, result: Any = None, error: Any = None) -> None:
+            self.started.pop(msg_id, None)
+            respond(msg_id, result, error)
+
+        protocol.handle_message = handle_message
+        protocol._send_response = send_response
+
+    def refuse(self) -> None:
+        """The agent stops: handle no more of the window's messages, and tell its bridge
+        which requests it handed to a handler (they may finish during the agent's grace;
+        the bridge sends the others, never run here, to the next agent)."""
+        if self.refusing or self.closed:
+            return
+        self.refusing = True
+        with contextlib.suppress(Exception):
+            self.server.protocol.notify(STOPPING_NOTIFICATION, {"started": list(self.started)})
+
+    def running(self) -> list[asyncio.Future[Any]]:
+        """The futures of the client's requests being handled (the agent's stop waits)."""
+        futures: dict[Any, Any] = self.server.protocol._request_futures
+        found = [futures.get(msg_id) for msg_id in self.started]
+        return [f for f in found if isinstance(f, asyncio.Future) and not f.done()]
 
     # -- sidecar.server.core.Host -----------------------------------------------------------
     def orch(self, root: Path) -> Orchestrator:

@@ -2,18 +2,23 @@
 
 It holds an flock on `$ORCH_HOME/agent/agent.lock` (one agent per `$ORCH_HOME`), serves
 one-line JSON requests on a Unix socket (see `client.py`) and runs, in one event loop over one
-`ConnectionPool`, every sync loop (`sync.service.Owner`) and every machine's forward owner
-(`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine share one SSH
-connection. It also watches `orch status` per project and machine a client asked about or
-subscribed to (`status.py`): `orch status` gets it from memory, and each language server
-(one per VS Code window) gets every change pushed over a `subscribe` stream, so any number of
-windows share one watch and one connection per machine.
+`ConnectionPool`, every sync loop (`sync.service.Owner`, `syncs.py`) and every machine's
+forward owner (`ssh.forwarder.ForwardOwner`), so a sync and the forwards to the same machine
+share one SSH connection. It also watches `orch status` per project and machine a client asked
+about or subscribed to (`status.py`): `orch status` gets it from memory, and each language
+server (one per VS Code window) gets every change pushed over a `subscribe` stream, so any
+number of windows share one watch and one connection per machine.
 
 What it runs is written to `wanted.json` as it changes: an agent killed with SIGKILL is
 started again by the next client (`client.revive_if_wanted`) and brings it all back (each
 sync starts with a full reconcile; forwards are re-added from their owner's last state). A
 newer client replaces an older agent with a `shutdown` that keeps `wanted.json`. With no
 sync, no forward and no request for `idle_exit_s`, the agent exits.
+
+Once it stops, a request that reaches it is not run: it is answered `STOPPING` (the client
+sends it again to the next agent, `agent_client.AgentDown`). A request it was already running
+may finish for `STOP_GRACE_S`; then it is cut off (its connection closed without an answer:
+the client says it may have run, and does not send it again unless it only reads).
 """
 
 from __future__ import annotations
@@ -24,39 +29,37 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__, agent_client
 from sidecar.agent import memory, wanted
 from sidecar.agent.status import StatusBoard, env_differs, error_reply
+from sidecar.agent.syncs import SyncHost, SyncRun
 from sidecar.agent.wanted import spec
 from sidecar.agent_client import PROTOCOL, agent_paths
-from sidecar.errors import Conflict, OrchError, UsageError
+from sidecar.errors import OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
 from sidecar.state import serve_as_owner, write_json
 
 if TYPE_CHECKING:
-    from sidecar.context import MachineContext
     from sidecar.ssh.forwarder import ForwardOwner
-    from sidecar.sync.service import Owner
 
 log = logging.getLogger("orch.agent")
 WATCH_INTERVAL_S = 1.0
+# How long a stopping agent lets the requests it already runs finish before cutting them off.
+STOP_GRACE_S = float(os.environ.get("ORCH_AGENT_STOP_GRACE_S", "3"))
+# The answer to a request that reaches a stopping agent: not run, send it to the next one.
+STOPPING = {
+    "ok": False,
+    "stopping": True,
+    "kind": "OrchError",
+    "message": "the orch agent is stopping: the request was not run",
+    "hint": "run it again: the next request starts a new agent",
+}
 
 
-@dataclass
-class SyncRun:
-    project: str
-    machine: str
-    owner: Owner
-    task: asyncio.Task[None]
-    progress: list[Any] = field(default_factory=list)  # the current request's progress sink
-
-
-class Agent:
+class Agent(SyncHost):
     def __init__(self, layout: Layout, idle_exit_s: float = 600.0) -> None:
         self.layout = layout
         self.paths = agent_paths(layout)
@@ -70,6 +73,7 @@ class Agent:
         self._lock_fd: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._requests: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}  # being run
         self.stopping = False
         self.follows = 0  # job log streams being served
         self.windows: set[Any] = set()  # VS Code windows' hosted language servers (lsp_host)
@@ -93,9 +97,11 @@ class Agent:
     async def stop(self, keep_wanted: bool = True) -> None:
         """Stop everything; `keep_wanted`: a successor (or a restart) brings it back."""
         self.stopping = True  # what ends from here on stays in wanted.json
+        state = {"pid": os.getpid(), "version": __version__, "socket": str(self.paths.socket)}
+        write_json(self.paths.state, {**state, "stopping": True})  # clients wait it out
+        for window in list(self.windows):  # they run nothing more; the rest goes to a successor
+            window.refuse()
         await self.board.close()  # subscribers are hung up on: they subscribe again
-        for window in list(self.windows):  # their bridges connect to a successor
-            window.close()
         if keep_wanted:
             self._save_wanted(with_specs=True)
         for run in list(self.syncs.values()):
@@ -103,13 +109,17 @@ class Agent:
         await asyncio.gather(*(r.task for r in self.syncs.values()), return_exceptions=True)
         for owner in list(self.forwards.values()):
             await owner.stop()
+        await self._end_requests()
+        for window in list(self.windows):  # their bridges connect to a successor
+            window.close()
         if self._server is not None:
             self._server.close()
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.paths.socket.unlink()
-        for task in list(self._tasks):
-            task.cancel()
+        for task in list(self._tasks):  # (not this one: a `shutdown` or the idle exit runs
+            if task is not asyncio.current_task():  # `stop` in a task of `_spawn`)
+                task.cancel()
         await self.pool.close()
         write_json(self.paths.state, {"pid": None, "version": __version__})
         if not keep_wanted:
@@ -119,6 +129,21 @@ class Agent:
             self._lock_fd = None
         agent_client.in_process = None
         self.done.set()
+
+    async def _end_requests(self) -> None:
+        """Let the requests being run finish, up to `STOP_GRACE_S`; cut off the others (a
+        log follow at once: its client goes on with the next agent)."""
+        follows = {t for t in self._requests if t.get_name() == "orch-agent-follow"}
+        running: set[asyncio.Future[Any]] = {t for t in self._requests if t not in follows}
+        for window in self.windows:  # a window's commands too
+            running.update(window.running())
+        if running:
+            await asyncio.wait(running, timeout=STOP_GRACE_S)
+        for task, writer in list(self._requests.items()):
+            if not task.done():
+                log.info("stopping: %s cut off", task.get_name())
+                task.cancel()
+                writer.close()  # no answer: the client says it may have run
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -156,91 +181,6 @@ class Agent:
         self._spawn(gone(), f"orch-agent-forwards-{target.alias}")
         self._save_wanted()
         return owner
-
-    # -- syncs --------------------------------------------------------------------------------
-    def _context(self, project: str, machine: str | None) -> MachineContext:
-        from sidecar.config import load_project_config
-        from sidecar.context import MachineContext
-        from sidecar.errors import NotFound
-        from sidecar.machines import registry
-
-        config = load_project_config(Path(project))
-        name = machine or config.config.project.default_machine
-        try:
-            _, spec = config.machine(name)
-        except KeyError:
-            raise NotFound(f"unknown machine {name!r}") from None
-        provider = registry.create(name, spec, self.layout, config.project_name)
-        return MachineContext(config, self.layout, self.pool, provider)
-
-    async def sync_start(
-        self, project: str, machine: str | None, *, wait: bool = True, progress: Any = None
-    ) -> dict[str, Any]:
-        from sidecar.sync.service import Owner, claim, release, state_dir
-
-        ctx = self._context(project, machine)
-        key = str(state_dir(ctx))
-        if key in self.syncs:
-            raise Conflict(
-                f"sync is already running for this project on {ctx.machine} (agent)",
-                hint="see it with `orch sync status`; stop it with `orch sync stop`",
-            )
-        fd = claim(state_dir(ctx))
-        sink: list[Any] = [progress]
-        owner = Owner(ctx, foreground=False, progress=lambda pct: sink[0] and sink[0](pct))
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_ready(_status: Any) -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        async def run() -> None:
-            try:
-                await owner.run(ready=on_ready)
-            except Exception as exc:
-                log.exception("sync of %s ended", project)
-                if not ready.done():
-                    ready.set_exception(exc)
-            finally:
-                release(fd)
-                if self.syncs.get(key) is not None and self.syncs[key].owner is owner:
-                    del self.syncs[key]
-                    if not self.stopping:
-                        self._save_wanted()
-
-        task = self._spawn(run(), f"orch-agent-sync-{ctx.machine}")
-        self.syncs[key] = SyncRun(str(ctx.config.root), ctx.machine, owner, task, sink)
-        self._save_wanted()
-        if wait:
-            try:
-                await ready
-            finally:
-                sink[0] = None
-        else:
-            sink[0] = None
-        return {"ok": True, "status": owner.status.model_dump(mode="json")}
-
-    async def _find_sync(self, project: str, machine: str | None) -> tuple[str, SyncRun | None]:
-        from sidecar.sync.service import state_dir
-
-        key = str(state_dir(self._context(project, machine)))
-        return key, self.syncs.get(key)
-
-    async def sync_stop(self, project: str, machine: str | None) -> dict[str, Any]:
-        _, run = await self._find_sync(project, machine)
-        if run is None:
-            return {"ok": True, "stopped": False}
-        run.owner.stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(run.task), 10.0)
-        return {"ok": True, "stopped": True}
-
-    async def sync_now(self, project: str, machine: str | None) -> dict[str, Any]:
-        _, run = await self._find_sync(project, machine)
-        if run is None:
-            return {"ok": True, "requested": False}
-        run.owner.full_requested.set()
-        return {"ok": True, "requested": True}
 
     # -- status -------------------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -350,30 +290,24 @@ class Agent:
             if not line.strip():  # a client that hung up before asking (a closing window)
                 writer.close()
                 return
-            request = json.loads(line)
-            if request.get("op") == "subscribe":
-                await self.board.serve_subscription(request, reader, writer, send)
-                return
-            if request.get("op") == "follow":
-                await self._follow(request, reader, writer, send)
+            if self.stopping:  # not run: the client sends it to the next agent
+                send(STOPPING)
                 with contextlib.suppress(Exception):
                     await writer.drain()
                     writer.close()
                 return
-            if request.get("op") == "lsp":  # a VS Code window's language server, bridged
-                from sidecar.agent import lsp_host
-
-                await lsp_host.serve(self, request, reader, writer, send)
+            request = json.loads(line)
+            if request.get("op") in ("subscribe", "lsp"):
+                await self._stream(request, reader, writer, send)
                 return
-            if request.get("op") == "call":
-                from sidecar.agent import calls
-
-                reply = await calls.serve_call(self.board, request, reader, send)
-                if reply is None:  # the client hung up: the call was cancelled
-                    writer.close()
-                    return
-            else:
-                reply = await self.handle(request, send)
+            reply = await self._run_request(request, reader, writer, send)
+            if reply is None:
+                return
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            writer.close()  # cut off by `stop` (`_end_requests`): the connection ends here
+            return
         except OrchError as exc:
             reply = {"ok": False, **error_reply(exc)}
         except Exception as exc:
@@ -383,3 +317,42 @@ class Agent:
         with contextlib.suppress(Exception):
             await writer.drain()
             writer.close()
+
+    async def _stream(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: Any, send: Any
+    ) -> None:
+        """A status subscription or a window's language server: until the client leaves (a
+        stop hangs them up: `board.close`, `window.close`)."""
+        if request.get("op") == "subscribe":
+            await self.board.serve_subscription(request, reader, writer, send)
+            return
+        from sidecar.agent import lsp_host  # a VS Code window's language server, bridged
+
+        await lsp_host.serve(self, request, reader, writer, send)
+
+    async def _run_request(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: Any, send: Any
+    ) -> dict[str, Any] | None:
+        """A one-shot request or a log follow, known to `stop` while it runs (which lets it
+        finish or cuts it off); its reply, None when there is nothing more to send."""
+        task = asyncio.current_task()
+        assert task is not None
+        task.set_name(f"orch-agent-{request.get('op')}")
+        self._requests[task] = writer
+        try:
+            if request.get("op") == "follow":
+                await self._follow(request, reader, writer, send)
+                with contextlib.suppress(Exception):
+                    await writer.drain()
+                    writer.close()
+                return None
+            if request.get("op") == "call":
+                from sidecar.agent import calls
+
+                reply = await calls.serve_call(self.board, request, reader, send)
+                if reply is None:  # the client hung up: the call was cancelled
+                    writer.close()
+                return reply
+            return await self.handle(request, send)
+        finally:
+            self._requests.pop(task, None)

@@ -142,11 +142,15 @@ def _ask(project: str, method: str, machine: str | None, params: dict[str, Any])
     request: dict[str, Any] = {"op": "call", "project": project, "machine": machine}
     request["method"] = method
     request |= {"params": params, "env": client.env_key()}
+    timeout = CALL_TIMEOUTS_S[method] + CALL_GRACE_S
     try:
         if not _found:  # (once per command: `stop` asks twice)
             _found.append(client.ensure(client.home_from_env())[0])
-        paths = _found[0]
-        reply = client.call(paths, request, timeout=CALL_TIMEOUTS_S[method] + CALL_GRACE_S)
+        try:
+            reply = client.call(_found[0], request, timeout=timeout)
+        except client.AgentDown:  # not run (none answered, or it was stopping): once more
+            _found[0] = client.ensure(client.home_from_env())[0]
+            reply = client.call(_found[0], request, timeout=timeout)
     except client.AgentUnavailable as exc:  # as Orchestrator.agent_call says it
         from sidecar.errors import OrchError
 

@@ -104,7 +104,11 @@ def agent_status(argv: list[str]) -> int | None:
         machine = others[0] if others else None
         request = {"op": "status", "cwd": os.path.abspath(cwd or os.getcwd()), "machine": machine}
         request["env"] = client.env_key()  # an agent with other settings does not answer
-        reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+        try:
+            reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
+        except client.AgentDown:  # not run (it was stopping, or just went): the next agent
+            client.ensure()
+            reply = client.call(paths, request, timeout=STATUS_TIMEOUT_S)
         if reply.get("env_differs"):
             return None  # (AWS_PROFILE=other orch status): read in this process, as run
         if client.version_key(str(reply.get("version"))) < client.version_key(__version__):

@@ -241,7 +241,8 @@ class ForwardSet:
             task.cancel()
         self.pool.release(self.target.alias)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), timeout=2)
+            async with asyncio.timeout(2):
+                await server.wait_closed()
         self.on_change()
         return True
 

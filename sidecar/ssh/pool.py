@@ -372,10 +372,9 @@ class ConnectionPool:
                 slot.conn.close()
         for slot in slots:
             if slot.conn is not None:
-                # wait_for here, not asyncio.timeout: with the latter the agent's replacement
-                # of an older agent hung (test_agent.py::test_an_older_agent_is_replaced_...)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(slot.conn.wait_closed(), timeout=2)
+                    async with asyncio.timeout(2):
+                        await slot.conn.wait_closed()
             self._set(slot, "closed")
 
 

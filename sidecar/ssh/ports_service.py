@@ -221,7 +221,7 @@ async def _ensure_owner(layout: Layout, target: SSHTarget, machine: str) -> None
         return
     paths, _ = await asyncio.to_thread(client.ensure, layout)
     request = {"op": "forwards.host", "machine": machine, "target": target.model_dump_json()}
-    await client.acall(paths, request)
+    await client.acall(paths, request, resend=True)  # (not run by a stopping agent: again)
 
 
 async def add_port(

@@ -55,7 +55,9 @@ async def start(
         paths, _ = await asyncio.to_thread(client.ensure, ctx.layout)
         request = {"op": "sync.start", "project": ctx.config.root, "machine": ctx.machine}
         try:
-            await client.acall(paths, request, timeout=START_TIMEOUT_S, progress=progress)
+            await client.acall(
+                paths, request, timeout=START_TIMEOUT_S, progress=progress, resend=True
+            )
         except OrchError as exc:
             raise OrchError(
                 f"sync failed to start: {exc.message}",
@@ -148,7 +150,7 @@ async def stop(ctx: MachineContext) -> SyncStatus:
     agent = _agent_owned(ctx, pid)
     if agent is not None:
         request = {"op": "sync.stop", "project": ctx.config.root, "machine": ctx.machine}
-        await client.acall(agent, request, timeout=STOP_TIMEOUT_S + 5)
+        await client.acall(agent, request, timeout=STOP_TIMEOUT_S + 5, resend=True)
     else:
         await terminate(pid, STOP_TIMEOUT_S)
     status = read_status(ctx)
@@ -171,7 +173,7 @@ async def now(
     agent = _agent_owned(ctx, status.owner_pid)
     if agent is not None:
         request = {"op": "sync.now", "project": ctx.config.root, "machine": ctx.machine}
-        await client.acall(agent, request)
+        await client.acall(agent, request, resend=True)
     else:
         os.kill(status.owner_pid, signal.SIGUSR1)
     deadline = time.monotonic() + timeout

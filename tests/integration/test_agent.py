@@ -223,7 +223,8 @@ def test_an_older_agent_is_replaced_by_a_newer_client(up: Path, orch_home: Path)
         text=True,
         timeout=30,
     )
-    assert old.stdout.startswith("ok"), old.stdout + old.stderr
+    assert old.stderr.startswith("ok pid"), old.stdout + old.stderr
+    assert old.stdout == ""  # (its report is on stderr: a script's stdout stays its own)
     paths = client.agent_paths(orch_home)
     assert client.hello(paths)["version"] == "0.0.1"
     old_pid = agent_state(orch_home)["pid"]
