@@ -157,6 +157,24 @@ async def serve_as_owner(
     return fd, server
 
 
+async def stop_serving(server: asyncio.AbstractServer, socket: Path) -> None:
+    """Stop an owner's server without stranding a client that is connecting just now.
+
+    Python 3.11's `Server.close()` may land between the loop accepting a connection and
+    setting up its transport; that setup then fails (an assert in `Server._attach`, silent
+    outside debug mode) and leaks the accepted socket, so its client waits for an answer
+    that never comes until the garbage collector happens to close it. So: unlink the path
+    first (a new client gets "not answering" at once and knows the owner is going), let the
+    loop accept and set up what already connected (three turns: poll and accept, set up the
+    transport, start the handler; each such client gets its answer, "stopping"), then
+    close the listening socket."""
+    with contextlib.suppress(FileNotFoundError):
+        socket.unlink()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    server.close()
+
+
 def pid_alive(pid: int) -> bool:
     """True for a live process; False for a missing one or a zombie awaiting its reaper."""
     try:

@@ -40,7 +40,7 @@ from sidecar.agent_client import PROTOCOL, agent_paths
 from sidecar.errors import OrchError, UsageError
 from sidecar.layout import Layout
 from sidecar.ssh.pool import ConnectionPool
-from sidecar.state import serve_as_owner, write_json
+from sidecar.state import serve_as_owner, stop_serving, write_json
 
 if TYPE_CHECKING:
     from sidecar.ssh.forwarder import ForwardOwner
@@ -113,8 +113,8 @@ class Agent(SyncHost):
         for window in list(self.windows):  # their bridges connect to a successor
             window.close()
         if self._server is not None:
-            self._server.close()
-            self._server = None
+            server, self._server = self._server, None
+            await stop_serving(server, self.paths.socket)
         with contextlib.suppress(FileNotFoundError):
             self.paths.socket.unlink()
         for task in list(self._tasks):  # (not this one: a `shutdown` or the idle exit runs

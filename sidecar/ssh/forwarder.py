@@ -32,7 +32,14 @@ from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
 from sidecar.ssh.forwards import ForwardPaths, ForwardSet, forward_paths
 from sidecar.ssh.pool import ConnectionPool, ConnState
-from sidecar.state import is_locked, read_json, secure_dir, serve_as_owner, write_json
+from sidecar.state import (
+    is_locked,
+    read_json,
+    secure_dir,
+    serve_as_owner,
+    stop_serving,
+    write_json,
+)
 
 log = logging.getLogger("orch.forwarder")
 REQUEST_TIMEOUT_S = 40.0
@@ -84,8 +91,8 @@ class ForwardOwner:
         self._stopping = True
         await self.forwards.close()
         if self._server is not None:
-            self._server.close()
-            self._server = None
+            server, self._server = self._server, None
+            await stop_serving(server, self.paths.socket)
         with contextlib.suppress(FileNotFoundError):
             self.paths.socket.unlink()
         self.write_state(stopping=True)
