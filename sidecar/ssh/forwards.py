@@ -236,8 +236,13 @@ class ForwardSet:
         if entry is None:
             return False
         _, server = entry
+        streams = self._streams.pop(local_port, set())
+        # As `state.stop_serving`: a client the loop accepted just now is set up (and closed:
+        # its forward is gone) before the listener closes, never leaked mid set-up.
+        for _ in range(3):
+            await asyncio.sleep(0)
         server.close()
-        for task in self._streams.pop(local_port, set()):
+        for task in streams:
             task.cancel()
         self.pool.release(self.target.alias)
         with contextlib.suppress(Exception):
@@ -270,7 +275,10 @@ class ForwardSet:
     ) -> None:
         task = asyncio.current_task()
         streams = self._streams.get(spec.local_port)
-        if task is not None and streams is not None:
+        if streams is None:  # accepted as its forward was removed
+            writer.close()
+            return
+        if task is not None:
             streams.add(task)
         try:
             try:
@@ -284,5 +292,5 @@ class ForwardSet:
                 remote_writer.close()
         finally:
             writer.close()
-            if task is not None and streams is not None:
+            if task is not None:
                 streams.discard(task)
