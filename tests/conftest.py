@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -42,6 +43,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             continue
         if b"sidecar" in cmdline and mark in environ.split(b"\0"):
             stop_pid(int(entry.name))
+    lsp_helpers = sys.modules.get("tests.lsp.helpers")  # the language-server modules' folders
+    for home in getattr(lsp_helpers, "HOMES", []):
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,20 @@ from pytest_lsp import LanguageClient
 from tests.conftest import _kill_tmux_servers
 
 Status = dict[str, Any]
+
+# Every module's folder made in this run, removed when the run ends (tests/conftest.py).
+HOMES: list[Path] = []
+
+
+def module_home(name: str) -> Path:
+    """A new, empty folder for one test module's $ORCH_HOME, project and local machine.
+
+    Made anew for every run: a folder named after the pid alone came back when the pid did,
+    with an earlier run's jobs still on its local machine, and a finished job of the same
+    name then showed up as this run's (a status "pushed" before the job even started)."""
+    home = Path(tempfile.mkdtemp(prefix=f"orch-lsp-{name}-"))
+    HOMES.append(home)
+    return home
 
 
 async def execute(

@@ -37,13 +37,14 @@ from tests.lsp.helpers import (
     _plain,
     execute,
     machine_down,
+    module_home,
     status_notifications,
     wait_for_status,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
 
-HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-agent-{os.getpid()}"
+HOME = module_home("agent")
 PROJECT = HOME / "project"
 ENV = {
     "ORCH_HOME": str(HOME / "orch-home"),

@@ -19,13 +19,13 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.lsp.helpers import execute, status_notifications, wait_for_status
+from tests.lsp.helpers import execute, module_home, status_notifications, wait_for_status
 
 # One orch.toml's life in order (broken on disk at start, fixed, broken again, typed in):
 # pytest-random-order shuffles this module among the others but keeps its steps in order.
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
 
-HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-config-{os.getpid()}"
+HOME = module_home("config")
 PROJECT = HOME / "project"
 CONFIG = PROJECT / "orch.toml"
 URI = CONFIG.as_uri()

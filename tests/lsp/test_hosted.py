@@ -30,11 +30,11 @@ from pygls.lsp.client import LanguageClient
 
 from sidecar import agent_client
 from tests.conftest import _kill_tmux_servers
-from tests.lsp.helpers import _plain
+from tests.lsp.helpers import _plain, module_home
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
 
-HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-hosted-{os.getpid()}"
+HOME = module_home("hosted")
 PROJECT = HOME / "project"
 ORCH_HOME = HOME / "orch-home"
 HEAVY = ("pydantic", "pydantic_core", "pygls", "lsprotocol", "cattrs", "asyncssh", "asyncio")

@@ -15,11 +15,17 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from tests.helpers import stop_pid
-from tests.lsp.helpers import execute, machine_down, status_notifications, wait_for_status
+from tests.lsp.helpers import (
+    execute,
+    machine_down,
+    module_home,
+    status_notifications,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-idle-{os.getpid()}"
+HOME = module_home("idle")
 PROJECT = HOME / "project"
 
 

@@ -21,11 +21,17 @@ from pytest_lsp import LanguageClient
 from sidecar.app import Orchestrator
 from sidecar.errors import OrchError
 from sidecar.layout import Layout
-from tests.lsp.helpers import execute, machine_down, status_notifications, wait_for_status
+from tests.lsp.helpers import (
+    execute,
+    machine_down,
+    module_home,
+    status_notifications,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-jobs-{os.getpid()}"
+HOME = module_home("jobs")
 PROJECT = HOME / "project"
 GPU_PYTHON = os.environ.get("ORCH_GPU_PYTHON", "")
 REPO = Path(__file__).resolve().parents[2]

@@ -19,13 +19,19 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.lsp.helpers import execute, machine_down, status_notifications, wait_for_status
+from tests.lsp.helpers import (
+    execute,
+    machine_down,
+    module_home,
+    status_notifications,
+    wait_for_status,
+)
 
 # One machine's life in order (status before up, up, use, down): pytest-random-order
 # shuffles this module among the others but keeps its steps in order.
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.random_order(disabled=True)]
 
-HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-machine-{os.getpid()}"
+HOME = module_home("machine")
 PROJECT = HOME / "project"
 IDLE_S = 0.4
 

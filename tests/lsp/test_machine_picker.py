@@ -11,7 +11,6 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +19,11 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.lsp.helpers import execute, status_notifications, wait_for_status
+from tests.lsp.helpers import execute, module_home, status_notifications, wait_for_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-lsp-picker-{os.getpid()}"
+HOME = module_home("picker")
 PROJECT = HOME / "project"
 
 
