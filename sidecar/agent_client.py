@@ -13,7 +13,7 @@ carrying `ok`; a `subscribe` request instead stays open and streams `{"event": â
 socket is an `AgentUnavailable` with a clear message, never a hang.
 
 Here: the agent's paths, whether it is alive, starting/replacing it (`ensure`), the settings
-digest (`env_key`) and one-shot requests (`call`, `acall` in a thread). A request the agent
+digest (`env_key`, from `sidecar.agent_env`) and one-shot requests (`call`, `acall` in a thread). A request the agent
 did not run (nothing answered, it was stopping, it reset the connection with the request
 unread) is `AgentDown`, which its callers send once more to the next agent; one lost after
 it was sent may have run (`lost`) and is never sent again (docs/agent.md). The facade calls and
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import __version__
+from sidecar.agent_env import env_key as env_key  # the settings digest every request carries
 from sidecar.agent_stall import STALL_CHECK_S, STALL_S, Stall, stopped_pid, wedged
 
 if TYPE_CHECKING:
@@ -66,37 +67,6 @@ def lost(why: str) -> AgentUnavailable:
 def stopping(reply: dict[str, Any]) -> bool:
     """A stopping agent's answer (`sidecar.agent.server.STOPPING`): the request was not run."""
     return reply.get("ok") is False and reply.get("stopping") is True
-
-
-# Variables that change what an operation does (which cloud account, which ssh configâ€¦). A
-# client that sends `env_key()` with a request gets `env_differs` instead of a result from an
-# agent started with other values; variables about the client itself are left out.
-_ENV_PREFIXES = ("AWS_", "ORCH_", "GITHUB_", "GH_", "CODESPACE")
-_ENV_NAMES = ("HOME", "USER")
-_CLIENT_ONLY = (
-    "ORCH_NO_AGENT",
-    "ORCH_AGENT_TIMEOUT_S",
-    "ORCH_AGENT_IDLE_S",
-    "ORCH_AGENT_STOP_GRACE_S",
-    "ORCH_AGENT_STALL_S",
-    "ORCH_DEBUG",
-    "ORCH_TEST_RUN",
-    "ORCH_HOME",  # the same agent by construction
-    "ORCH_LOG_LEVEL",
-)
-
-
-def env_key(environ: dict[str, str] | None = None) -> str:
-    """A digest of the variables that change what orch does (not their values)."""
-    import hashlib
-
-    env = os.environ if environ is None else environ
-    chosen = sorted(
-        (k, v)
-        for k, v in env.items()
-        if (k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES) and k not in _CLIENT_ONLY
-    )
-    return hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:16]
 
 
 # Set by the agent on itself (`sidecar.agent.server`): a request a service makes from inside
