@@ -13,12 +13,12 @@ carrying `ok`; a `subscribe` request instead stays open and streams `{"event": â
 socket is an `AgentUnavailable` with a clear message, never a hang.
 
 Here: the agent's paths, whether it is alive, starting/replacing it (`ensure`), the settings
-digest (`env_key`, from `sidecar.agent_env`) and one-shot requests (`call`, `acall` in a thread). A request the agent
-did not run (nothing answered, it was stopping, it reset the connection with the request
-unread) is `AgentDown`, which its callers send once more to the next agent; one lost after
-it was sent may have run (`lost`) and is never sent again (docs/agent.md). The facade calls and
-the streams that run on the caller's event loop (`arequest`, `subscribe`, `follow_log`) are
-`sidecar.agent_calls`'s.
+digest (`env_key`, from `sidecar.agent_env`) and one-shot requests (`call`, `acall` in a
+thread). A request the agent did not run (nothing answered, it was stopping, it reset the
+connection with the request unread) is `AgentDown`, which its callers send once more to the
+next agent; one lost after it was sent may have run (`lost`) and is never sent again
+(docs/agent.md). The facade calls and the streams that run on the caller's event loop
+(`arequest`, `subscribe`, `follow_log`) are `sidecar.agent_calls`'s.
 """
 
 from __future__ import annotations
