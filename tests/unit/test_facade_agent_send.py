@@ -1,7 +1,8 @@
 """The facade's two request/reply calls to the orch agent start it and send once more only
 when that is safe: `agent_call` when nothing took the request (AgentDown), never after it was
 sent (it may have run); `agent_status` after any unavailability (a status read may repeat).
-A failure is an OrchError saying why. The agent here is a socket server of this test that
+A failure is an OrchError saying why. `agent_client.acall(..., resend=True)` (sync start/stop/now,
+forwards.host) follows the same rule: sent again only when refused unrun. The agent here is a socket server of this test that
 answers as the agent does; starting one (`agent_client.ensure`) starts such a server."""
 
 from __future__ import annotations
@@ -145,3 +146,40 @@ async def test_a_status_the_agent_cannot_give_is_an_error_saying_why(
     assert caught.value.message and not caught.value.message.startswith("None")
     assert caught.value.hint == "it is started again by the next request"
     assert starts == [1]
+
+
+STOPPING = {"ok": False, "stopping": True, "message": "the orch agent is stopping"}
+
+
+async def test_acall_with_resend_sends_a_request_a_stopping_agent_refused_to_the_next(
+    orch: Orchestrator, serve: Serve, started: Any, seen: list[dict[str, Any]]
+) -> None:
+    """What sync start/stop/now and forwards.host rely on (`acall(..., resend=True)`)."""
+    serve([STOPPING])
+    starts = started([{"ok": True, "started": "s1"}])
+    request = {"op": "sync_start", "project": "p", "machine": "box"}
+    reply = await client.acall(client.agent_paths(orch.layout), request, resend=True)
+    assert reply["started"] == "s1"
+    assert starts == [1]
+    assert seen == [request, request]  # refused unrun, then run by the next agent: once
+
+
+async def test_acall_without_resend_leaves_a_refused_request_to_its_caller(
+    orch: Orchestrator, serve: Serve, started: Any, seen: list[dict[str, Any]]
+) -> None:
+    serve([STOPPING])
+    starts = started([{"ok": True}])
+    with pytest.raises(client.AgentDown):
+        await client.acall(client.agent_paths(orch.layout), {"op": "hello"})
+    assert (starts, len(seen)) == ([], 1)
+
+
+async def test_acall_never_resends_a_request_lost_after_it_was_sent(
+    orch: Orchestrator, serve: Serve, started: Any, seen: list[dict[str, Any]]
+) -> None:
+    serve([])  # reads it, hangs up without an answer: it may have run
+    starts = started([{"ok": True}])
+    with pytest.raises(client.AgentUnavailable) as caught:
+        await client.acall(client.agent_paths(orch.layout), {"op": "sync_now"}, resend=True)
+    assert not isinstance(caught.value, client.AgentDown)
+    assert (starts, len(seen)) == ([], 1)
