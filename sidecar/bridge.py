@@ -33,7 +33,9 @@ early. If the agent then cannot be started, the answer is forgotten and the brid
 the editor starts the server again, which then runs in this process.
 
 With `ORCH_NO_AGENT=1` or `ORCH_LSP_HOSTED=0`, or when no agent can be started, the language
-server runs in this process instead (`sidecar.server`, as before the agent hosted it).
+server runs in this process instead (`sidecar.server`, as before the agent hosted it). So it
+does, without the agent, when the agent runs with other settings than this window's (the
+`env_key` digest the CLI sends too: AWS_*, ORCH_*, GITHUB_*…): it declines to host it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ RECONNECT_S = 30.0  # an agent being replaced stops its syncs and forwards first
 # own ORCH_* values so that the agent can say which ones differ (not the secrets' values:
 # only whether they differ matters, and the socket is the user's own, 0700).
 ENV_PREFIX = "ORCH_"
+
+
+class EnvDiffers(client.AgentUnavailable):
+    """The agent runs with other settings (AWS_*, ORCH_*, GITHUB_*…, HOME) than this window:
+    the window's server runs in this process, without the agent, as `orch` does then."""
 
 
 def hosted() -> bool:
@@ -101,6 +108,7 @@ class Bridge(Replay):
             sock.connect(str(paths.socket))
             env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
             request = {"op": "lsp", "cwd": os.getcwd(), "env": env, "version": __version__}
+            request["env_key"] = client.env_key()  # other settings: the agent declines
             sock.sendall((json.dumps(request) + "\n").encode())
             sock.settimeout(client.REQUEST_TIMEOUT_S)
             rfile = sock.makefile("rb")
@@ -108,6 +116,8 @@ class Bridge(Replay):
             reply = json.loads(line) if line.strip() else {}
             if client.stopping(reply):
                 raise client.AgentDown(str(reply.get("message")))
+            if reply.get("env_differs"):
+                raise EnvDiffers(str(reply.get("message")))
             if not reply.get("ok"):
                 why = reply.get("message") or "it closed the connection"
                 raise client.AgentUnavailable(f"the orch agent refused the window: {why}")
@@ -284,6 +294,8 @@ def main() -> int:
     try:
         bridge.connect()
     except (client.AgentUnavailable, OSError) as exc:
+        if isinstance(exc, EnvDiffers):  # this window's settings, in its own process
+            os.environ["ORCH_NO_AGENT"] = "1"
         if early:  # the editor's first messages are read: start over without the shortcut
             bridge.forget_answer()
             _say(f"{exc}; exiting so that the editor starts the server again")

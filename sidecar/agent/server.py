@@ -326,6 +326,13 @@ class Agent(SyncHost):
         if request.get("op") == "subscribe":
             await self.board.serve_subscription(request, reader, writer, send)
             return
+        differs = env_differs({"env": request.get("env_key")})
+        if differs is not None:  # a window with other settings runs its server itself
+            send(differs)
+            with contextlib.suppress(Exception):
+                await writer.drain()
+                writer.close()
+            return
         from sidecar.agent import lsp_host  # a VS Code window's language server, bridged
 
         await lsp_host.serve(self, request, reader, writer, send)

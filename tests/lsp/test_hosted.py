@@ -95,10 +95,17 @@ class Window:
         self.client.feature("orch/log")(lambda p: self.logs.append(_plain(p)["text"]))
         self.probe = HOME / f"{name}.modules"
 
-    async def open(self, client_name: str = "pytest") -> Window:
+    async def open(
+        self, client_name: str = "pytest", more_env: dict[str, str] | None = None
+    ) -> Window:
         self.probe.unlink(missing_ok=True)
         await self.client.start_io(
-            sys.executable, "-c", PROBE, str(self.probe), cwd=str(PROJECT), env=env()
+            sys.executable,
+            "-c",
+            PROBE,
+            str(self.probe),
+            cwd=str(PROJECT),
+            env={**env(), **(more_env or {})},
         )
         self.initialize_result = await self.client.initialize_async(
             types.InitializeParams(
@@ -178,6 +185,28 @@ async def test_the_bridge_loads_nothing_heavy(windows: tuple[Window, Window]) ->
     assert "pydantic_core" in Path(f"/proc/{agent_pid()}/maps").read_text()  # seen where loaded
     rss_kb = int(Path(f"/proc/{first.pid}/status").read_text().split("VmRSS:")[1].split()[0])
     assert rss_kb < 30_000, rss_kb  # ~10 MB: a bare interpreter and the bridge
+
+
+async def test_a_window_with_other_settings_runs_its_own_server(
+    windows: tuple[Window, Window],
+) -> None:
+    """The agent acts with the settings it was started with (AWS_*, ORCH_*, GITHUB_*…): a
+    window started with others (here another AWS profile) must not act with the agent's
+    account, so the agent declines to host it and its bridge runs the server itself, without
+    the agent, as `orch` does then."""
+    first, _ = windows
+    assert await first.run("orch.machine.status") is not None  # the agent runs
+    hosted = agent_info()["windows"]
+    other = await Window("other-settings").open(more_env={"AWS_PROFILE": "another-account"})
+    try:
+        status = await other.run("orch.status", {"fresh": True})
+        assert status["machine"]["name"] == "local"  # it answers
+        assert agent_info()["windows"] == hosted  # not one of the agent's
+        maps = Path(f"/proc/{other.pid}/maps").read_text()
+        assert "pydantic_core" in maps  # the server runs in the window's own process
+    finally:
+        assert await other.close() == 0
+    assert "pydantic" in other.probe.read_text()
 
 
 async def test_a_window_that_exits_stops_nothing_else(windows: tuple[Window, Window]) -> None:
