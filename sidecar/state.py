@@ -157,8 +157,9 @@ async def serve_as_owner(
     return fd, server
 
 
-async def stop_serving(server: asyncio.AbstractServer, socket: Path) -> None:
-    """Stop an owner's server without stranding a client that is connecting just now.
+async def stop_serving(server: asyncio.AbstractServer, socket: Path | None = None) -> None:
+    """Stop a server (an owner's Unix socket, a forward's TCP listener) without stranding a
+    client that is connecting just now.
 
     Python 3.11's `Server.close()` may land between the loop accepting a connection and
     setting up its transport; that setup then fails (an assert in `Server._attach`, silent
@@ -167,9 +168,10 @@ async def stop_serving(server: asyncio.AbstractServer, socket: Path) -> None:
     first (a new client gets "not answering" at once and knows the owner is going), let the
     loop accept and set up what already connected (three turns: poll and accept, set up the
     transport, start the handler; each such client gets its answer, "stopping"), then
-    close the listening socket."""
-    with contextlib.suppress(FileNotFoundError):
-        socket.unlink()
+    close the listening socket. (A TCP listener has no path to take away first.)"""
+    if socket is not None:
+        with contextlib.suppress(FileNotFoundError):
+            socket.unlink()
     for _ in range(3):
         await asyncio.sleep(0)
     server.close()

@@ -32,6 +32,7 @@ from sidecar.layout import Layout
 from sidecar.machines.base import SSHTarget
 from sidecar.ssh.local_ports import bind_exact
 from sidecar.ssh.pool import ConnectionPool
+from sidecar.state import stop_serving
 
 log = logging.getLogger("orch.forwards")
 
@@ -237,11 +238,9 @@ class ForwardSet:
             return False
         _, server = entry
         streams = self._streams.pop(local_port, set())
-        # As `state.stop_serving`: a client the loop accepted just now is set up (and closed:
-        # its forward is gone) before the listener closes, never leaked mid set-up.
-        for _ in range(3):
-            await asyncio.sleep(0)
-        server.close()
+        # A client the loop accepted just now is set up (and closed at once: its forward is
+        # gone, see `_client`) before the listener closes, never leaked mid set-up.
+        await stop_serving(server)
         for task in streams:
             task.cancel()
         self.pool.release(self.target.alias)
